@@ -1,0 +1,69 @@
+#pragma once
+/// @file Drop reasons and counters of the packet core. Every dropped packet has exactly one
+/// named reason (as OpenBSD pf's REASON_SET); counters are the primary signal of the daemon.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace tandem {
+
+#define TANDEM_DROP_REASONS(X)                                                              \
+  X(kMalformedIp, "malformed_ip")           /* IPv4 header failed validation */             \
+  X(kMalformedTcp, "malformed_tcp")         /* TCP header failed validation */              \
+  X(kFragment, "fragment")                  /* IP fragment: ports unknown, cannot map */    \
+  X(kBadOptions, "bad_options")             /* truncated or malformed TCP options */        \
+  X(kNotTcp, "not_tcp")                     /* non-TCP packet reached the queue */          \
+  X(kNoService, "no_service")               /* matches no VIP and no backend leg */         \
+  X(kNoFlow, "no_flow")                     /* non-SYN segment of an unknown flow */        \
+  X(kTableFull, "table_full")               /* flow cap reached: new flow refused */        \
+  X(kNoBackend, "no_backend")               /* service has no usable backend */             \
+  X(kNoSnatPort, "no_snat_port")            /* SNAT port range exhausted for the backend */ \
+  X(kBadFlags, "bad_flags")                 /* impossible flag combination (e.g. SYN+RST) */\
+  X(kInvalidTransition, "invalid_transition") /* state table refuses this segment */      \
+  X(kRstOutOfWindow, "rst_out_of_window")   /* RFC 5961 3.2: RST outside the window */      \
+  X(kSynAckMismatch, "synack_mismatch")     /* SYN-ACK whose ack does not match the SYN */  \
+  X(kTupleClash, "tuple_clash")             /* backend-leg tuple already used by a flow */
+
+enum class DropReason : uint8_t {
+  kNone = 0,
+#define TANDEM_X(id, name) id,
+  TANDEM_DROP_REASONS(TANDEM_X)
+#undef TANDEM_X
+  kCount
+};
+
+inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);
+
+const char* dropReasonName(DropReason r) noexcept;
+
+/// Side of the proxy a packet arrived from.
+enum class Direction : uint8_t { kFromClient = 0, kFromBackend = 1 };
+
+struct Counters {
+  std::array<uint64_t, kDropReasonCount> drops{};
+  std::array<uint64_t, 2> packets{};  ///< accepted (translated) packets, by Direction
+  std::array<uint64_t, 2> bytes{};    ///< IP bytes of accepted packets, by Direction
+  uint64_t gso_packets = 0;           ///< super-packets seen (NFQA_SKB_GSO)
+  uint64_t full_checksums = 0;        ///< partial-checksum packets given a full checksum
+  uint64_t flows_created = 0;
+  uint64_t flows_closed = 0;          ///< removed after FIN/RST teardown and its linger time
+  uint64_t flows_expired = 0;         ///< removed by an idle timeout in an open state
+  uint64_t rst_accepted = 0;          ///< RSTs that tore a flow down (exact RFC 5961 match)
+  uint64_t rst_challenged = 0;        ///< in-window RSTs passed on without state change
+  uint64_t syn_in_established = 0;    ///< SYNs on a live flow, passed on for a challenge ACK
+  uint64_t window_scale_clamped = 0;  ///< peers announcing a shift above 14
+  uint64_t seq_out_of_window = 0;     ///< segments outside the tracked window (passed on: the
+                                      ///< endpoint answers them with an ACK, RFC 9293 3.10.7.4)
+  uint64_t flows_reopened = 0;        ///< a new SYN replaced a flow in TIME_WAIT or CLOSE
+
+  void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
+  uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }
+  uint64_t totalDrops() const noexcept {
+    uint64_t t = 0;
+    for (auto d : drops) t += d;
+    return t;
+  }
+};
+
+}  // namespace tandem

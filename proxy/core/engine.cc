@@ -1,0 +1,308 @@
+#include "proxy/core/engine.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "common/packet.h"
+#include "common/tcp_options.h"
+#include "proxy/core/flow_table.h"
+#include "proxy/core/tcp_tracker.h"
+#include "proxy/core/translator.h"
+
+namespace tandem {
+
+const char* modeName(Mode m) noexcept {
+  return m == Mode::kPassthrough ? "passthrough" : "splice";
+}
+const char* addressingName(Addressing a) noexcept {
+  return a == Addressing::kTransparent ? "transparent" : "snat";
+}
+const char* schedulerName(Scheduler s) noexcept {
+  return s == Scheduler::kRoundRobin ? "roundrobin" : "hash";
+}
+
+const char* tcpStateName(TcpState s) noexcept {
+  switch (s) {
+    case TcpState::kNone: return "NONE";
+    case TcpState::kSynSent: return "SYN_SENT";
+    case TcpState::kSynRecv: return "SYN_RECV";
+    case TcpState::kEstablished: return "ESTABLISHED";
+    case TcpState::kFinWait: return "FIN_WAIT";
+    case TcpState::kCloseWait: return "CLOSE_WAIT";
+    case TcpState::kLastAck: return "LAST_ACK";
+    case TcpState::kTimeWait: return "TIME_WAIT";
+    case TcpState::kClose: return "CLOSE";
+    case TcpState::kCount: break;
+  }
+  return "?";
+}
+
+namespace {
+
+DropReason fromParseError(ParseError e) noexcept {
+  switch (e) {
+    case ParseError::kTooShort:
+    case ParseError::kNotIpv4:
+    case ParseError::kBadIhl:
+    case ParseError::kBadTotalLength: return DropReason::kMalformedIp;
+    case ParseError::kFragment: return DropReason::kFragment;
+    case ParseError::kNotTcp: return DropReason::kNotTcp;
+    case ParseError::kTcpTooShort:
+    case ParseError::kBadDataOffset: return DropReason::kMalformedTcp;
+    case ParseError::kNone: break;
+  }
+  return DropReason::kMalformedIp;
+}
+
+bool isOpeningSyn(uint8_t flags) noexcept {
+  return (flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst | tcpflag::kFin)) ==
+         tcpflag::kSyn;
+}
+
+uint64_t mixHash(uint64_t v) noexcept {
+  v ^= v >> 33;
+  v *= 0xff51afd7ed558ccdull;
+  v ^= v >> 33;
+  v *= 0xc4ceb9fe1a85ec53ull;
+  v ^= v >> 33;
+  return v;
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  Impl(const EngineConfig& c, Counters& k)
+      : config(c),
+        counters(k),
+        table(c.max_flows, c.hash_seed),
+        rr(c.services.size(), 0),
+        snat_cursor(c.services.size(), 0) {}
+
+  int findService(const IpAddr& daddr, uint16_t dport) const noexcept;
+  bool isBackendLeg(const FlowKey& key) const noexcept;
+  DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept;
+  void retire(uint32_t index) noexcept;
+
+  const EngineConfig& config;
+  Counters& counters;
+  FlowTable table;
+  std::vector<uint32_t> rr;           // round-robin position per service
+  std::vector<uint32_t> snat_cursor;  // next SNAT port candidate per service
+  uint32_t gc_cursor = 0;
+};
+
+Engine::Engine(EngineConfig config) : config_(std::move(config)) {
+  if (config_.services.empty()) throw std::invalid_argument("no service configured");
+  for (const auto& s : config_.services) {
+    if (s.backends.empty()) throw std::invalid_argument("service " + s.name + " has no backend");
+    if (s.backends.size() > UINT16_MAX) throw std::invalid_argument("too many backends");
+    if (!s.vip.addr.isV4()) throw std::invalid_argument("service " + s.name + ": IPv4 VIP only");
+    for (const auto& b : s.backends)
+      if (!b.addr.isV4()) throw std::invalid_argument("service " + s.name + ": IPv4 only");
+    if (s.mode != Mode::kPassthrough)
+      throw std::invalid_argument("service " + s.name + ": only passthrough mode is supported");
+    if (s.addressing == Addressing::kSnat &&
+        (!s.snat_addr.isV4() || s.snat_port_min == 0 || s.snat_port_min > s.snat_port_max))
+      throw std::invalid_argument("service " + s.name + ": bad SNAT address or port range");
+  }
+  impl_ = std::make_unique<Impl>(config_, counters_);
+}
+
+Engine::~Engine() = default;
+
+size_t Engine::activeFlows() const noexcept { return impl_->table.size(); }
+size_t Engine::maxFlows() const noexcept { return impl_->table.capacity(); }
+
+Decision Engine::process(uint8_t* data, size_t len, const PacketMeta& meta,
+                         uint64_t now_ns) noexcept {
+  auto drop = [this](DropReason r) {
+    counters_.drop(r);
+    return Decision{Verdict::kDrop, r, false};
+  };
+
+  TcpPacket pkt;
+  if (const ParseError pe = parseTcpPacket(data, len, pkt); pe != ParseError::kNone)
+    return drop(fromParseError(pe));
+  TcpOptions opts;
+  if (parseTcpOptions(pkt.options(), pkt.optionsLen(), opts) != OptionError::kNone)
+    return drop(DropReason::kBadOptions);
+
+  FlowTable& table = impl_->table;
+  const FlowKey key{IpAddr::fromV4(pkt.saddr()), IpAddr::fromV4(pkt.daddr()), pkt.sport(),
+                    pkt.dport()};
+  FlowTable::Hit hit = table.find(key);
+  if (hit) {
+    const Flow& f = table.at(hit.index);
+    if (f.deadline_ns <= now_ns) {
+      impl_->retire(hit.index);
+      hit = {};
+    } else if (hit.dir == Direction::kFromClient && isOpeningSyn(pkt.flags()) &&
+               (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)) {
+      // A new incarnation of the tuple: forget the old flow, choose a backend afresh.
+      impl_->retire(hit.index);
+      ++counters_.flows_reopened;
+      hit = {};
+    }
+  }
+
+  bool created = false;
+  if (!hit) {
+    const int svc = impl_->findService(key.daddr, key.dport);
+    if (!isOpeningSyn(pkt.flags())) {
+      return drop(svc >= 0 || impl_->isBackendLeg(key) ? DropReason::kNoFlow : DropReason::kNoService);
+    }
+    if (svc < 0) return drop(DropReason::kNoService);
+    const DropReason r = impl_->createFlow(static_cast<size_t>(svc), key, hit);
+    if (r != DropReason::kNone) return drop(r);
+    created = true;
+  }
+
+  Flow& f = table.at(hit.index);
+  const DropReason r =
+      trackSegment(f, hit.dir, pkt, opts, config_.timeouts, now_ns, counters_);
+  if (r != DropReason::kNone) {
+    if (created) {
+      table.remove(hit.index);  // keep nothing from a refused opening segment
+      --counters_.flows_created;
+    }
+    return drop(r);
+  }
+  translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+  const size_t d = dirIndex(hit.dir);
+  ++counters_.packets[d];
+  counters_.bytes[d] += pkt.totalLen();
+  if (meta.gso) ++counters_.gso_packets;
+  return {Verdict::kAccept, DropReason::kNone, true};
+}
+
+int Engine::Impl::findService(const IpAddr& daddr, uint16_t dport) const noexcept {
+  for (size_t i = 0; i < config.services.size(); ++i) {
+    const auto& vip = config.services[i].vip;
+    if (vip.port == dport && vip.addr == daddr) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+bool Engine::Impl::isBackendLeg(const FlowKey& key) const noexcept {
+  for (const auto& s : config.services) {
+    if (s.addressing == Addressing::kSnat && s.snat_addr == key.daddr) return true;
+    for (const auto& b : s.backends)
+      if (b.port == key.sport && b.addr == key.saddr) return true;
+  }
+  return false;
+}
+
+DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept {
+  const ServiceConfig& s = config.services[svc];
+  const uint32_t index = table.allocate();
+  if (index == FlowTable::kNone) return DropReason::kTableFull;
+  Flow& f = table.at(index);
+  f.client_addr = key.saddr;
+  f.client_port = key.sport;
+  f.vip_addr = key.daddr;
+  f.vip_port = key.dport;
+  f.service = static_cast<uint16_t>(svc);
+
+  const size_t n = s.backends.size();
+  size_t b;
+  if (s.scheduler == Scheduler::kRoundRobin) {
+    b = rr[svc]++ % n;
+  } else {
+    b = mixHash(key.saddr.v4()) % n;  // source-address affinity, as IPVS's sh
+  }
+  f.backend = static_cast<uint16_t>(b);
+  f.backend_addr = s.backends[b].addr;
+  f.backend_port = s.backends[b].port;
+
+  auto free_slot = [&](DropReason r) {
+    table.remove(index);
+    return r;
+  };
+  if (s.addressing == Addressing::kTransparent) {
+    f.source_addr = f.client_addr;
+    f.source_port = f.client_port;
+    if (table.find(FlowTable::backendKey(f))) return free_slot(DropReason::kTupleClash);
+  } else {
+    f.source_addr = s.snat_addr;
+    const uint32_t range = uint32_t{s.snat_port_max} - s.snat_port_min + 1;
+    const uint32_t tries = std::min<uint32_t>(range, 64);
+    bool found = false;
+    for (uint32_t t = 0; t < tries && !found; ++t) {
+      f.source_port = static_cast<uint16_t>(s.snat_port_min + snat_cursor[svc]++ % range);
+      found = !table.find(FlowTable::backendKey(f));
+    }
+    if (!found) return free_slot(DropReason::kNoSnatPort);
+  }
+  table.insert(index);
+  ++counters.flows_created;
+  hit = {index, Direction::kFromClient};
+  return DropReason::kNone;
+}
+
+void Engine::Impl::retire(uint32_t index) noexcept {
+  const Flow& f = table.at(index);
+  if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)
+    ++counters.flows_closed;
+  else
+    ++counters.flows_expired;
+  table.remove(index);
+}
+
+void Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept {
+  constexpr size_t kStride = 32;
+  const FlowTable& table = impl_->table;
+  uint64_t hashes[kStride];
+  bool valid[kStride];
+  for (size_t base = 0; base < n; base += kStride) {
+    const size_t m = std::min(kStride, n - base);
+    for (size_t i = 0; i < m; ++i) {
+      TcpPacket pkt;
+      valid[i] = parseTcpPacket(slots[base + i].data, slots[base + i].len, pkt) ==
+                 ParseError::kNone;
+      if (!valid[i]) continue;
+      hashes[i] = table.hashKey({IpAddr::fromV4(pkt.saddr()), IpAddr::fromV4(pkt.daddr()),
+                                 pkt.sport(), pkt.dport()});
+      table.prefetch(hashes[i]);
+    }
+    for (size_t i = 0; i < m; ++i)
+      if (valid[i]) table.prefetchFlow(hashes[i]);
+    for (size_t i = 0; i < m; ++i) {
+      PacketSlot& s = slots[base + i];
+      s.decision = process(s.data, s.len, s.meta, now_ns);
+    }
+  }
+}
+
+void Engine::expire(uint64_t now_ns) noexcept {
+  FlowTable& table = impl_->table;
+  const uint32_t high = table.highWater();
+  if (high == 0) return;
+  const uint32_t batch = std::max<uint32_t>(config_.expire_batch, high / 32);
+  uint32_t& cur = impl_->gc_cursor;
+  for (uint32_t n = 0; n < batch && n < high; ++n) {
+    if (cur >= high) cur = 0;
+    const Flow& f = table.at(cur);
+    if (f.in_use && f.deadline_ns <= now_ns) impl_->retire(cur);
+    ++cur;
+  }
+}
+
+void Engine::forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_t now_ns) const {
+  const FlowTable& table = impl_->table;
+  for (uint32_t i = 0; i < table.highWater(); ++i) {
+    const Flow& f = table.at(i);
+    if (!f.in_use) continue;
+    FlowInfo info;
+    info.service = config_.services[f.service].name;
+    info.client = f.client();
+    info.vip = f.vip();
+    info.backend = f.backendEp();
+    info.source = f.source();
+    info.state = f.state;
+    info.idle_ns = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
+    fn(info);
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,91 @@
+#pragma once
+/// @file The packet core: classify, track, translate. Pure: no sockets, no event loop, no clock
+/// of its own. The I/O adapter (proxy/io/nfqueue) hands it each queued packet with its metadata
+/// and the current monotonic time, and applies the returned verdict.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/ip_addr.h"
+#include "proxy/core/counters.h"
+#include "proxy/core/engine_config.h"
+
+namespace tandem {
+
+/// What NFQUEUE told us about the packet (NFQA_SKB_INFO).
+struct PacketMeta {
+  bool csum_not_ready = false;  ///< NFQA_SKB_CSUMNOTREADY: TCP checksum field holds only the
+                                ///< pseudo-header sum (CHECKSUM_PARTIAL)
+  bool gso = false;             ///< NFQA_SKB_GSO: a super-packet the kernel will segment
+};
+
+enum class Verdict : uint8_t { kAccept, kDrop };
+
+struct Decision {
+  Verdict verdict = Verdict::kDrop;
+  DropReason reason = DropReason::kNone;  ///< set when verdict == kDrop
+  bool modified = false;                  ///< packet bytes changed: re-inject with payload
+};
+
+enum class TcpState : uint8_t {
+  kNone, kSynSent, kSynRecv, kEstablished, kFinWait, kCloseWait, kLastAck, kTimeWait, kClose,
+  kCount
+};
+const char* tcpStateName(TcpState s) noexcept;
+
+/// A read-only snapshot of one flow, for status pages and tests.
+struct FlowInfo {
+  std::string service;
+  Endpoint client;    ///< client address as seen on the front leg
+  Endpoint vip;
+  Endpoint backend;
+  Endpoint source;    ///< source the backend sees: the client (transparent) or the SNAT address
+  TcpState state = TcpState::kNone;
+  uint64_t idle_ns = 0;
+};
+
+/// One packet of a batch handed to Engine::processBatch().
+struct PacketSlot {
+  uint8_t* data = nullptr;
+  size_t len = 0;
+  PacketMeta meta;
+  Decision decision;  ///< filled in by processBatch()
+};
+
+class Engine {
+ public:
+  /// Throws std::invalid_argument on a configuration the core cannot run (startup only).
+  explicit Engine(EngineConfig config);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Classifies, tracks and rewrites in place the IPv4 packet in data[0, len). Never throws,
+  /// never reads or writes outside the range; the length never changes in this mode.
+  Decision process(uint8_t* data, size_t len, const PacketMeta& meta, uint64_t now_ns) noexcept;
+
+  /// process() on each slot in order, with the flow lookups of the batch overlapped (their
+  /// buckets and flows prefetched first), so that a table far larger than the caches costs
+  /// little more per packet than a small one. Results are identical to calling process().
+  void processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept;
+
+  /// Expires idle flows incrementally (a slice of the table per call); call every ~100 ms.
+  void expire(uint64_t now_ns) noexcept;
+
+  const Counters& counters() const noexcept { return counters_; }
+  size_t activeFlows() const noexcept;
+  size_t maxFlows() const noexcept;
+  const EngineConfig& config() const noexcept { return config_; }
+  void forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_t now_ns) const;
+
+ private:
+  struct Impl;
+  EngineConfig config_;
+  Counters counters_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem

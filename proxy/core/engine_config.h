@@ -1,0 +1,58 @@
+#pragma once
+/// @file Configuration of the packet core: services, flow cap and per-state timeouts.
+/// Plain data; validation with key names happens where the file is parsed (proxy/tandemd).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/ip_addr.h"
+
+namespace tandem {
+
+enum class Mode : uint8_t { kPassthrough, kSplice };
+enum class Addressing : uint8_t { kTransparent, kSnat };
+enum class Scheduler : uint8_t { kRoundRobin, kHash };
+
+const char* modeName(Mode m) noexcept;
+const char* addressingName(Addressing a) noexcept;
+const char* schedulerName(Scheduler s) noexcept;
+
+inline constexpr uint64_t kNsPerSec = 1'000'000'000ull;
+
+struct ServiceConfig {
+  std::string name;
+  Endpoint vip;                     ///< what clients connect to
+  std::vector<Endpoint> backends;   ///< static pool
+  Mode mode = Mode::kPassthrough;
+  Addressing addressing = Addressing::kTransparent;
+  Scheduler scheduler = Scheduler::kRoundRobin;
+  IpAddr snat_addr;                 ///< source address on the backend leg (addressing = snat)
+  uint16_t snat_port_min = 20000;
+  uint16_t snat_port_max = 59999;
+};
+
+/// Idle timeouts per TCP state, as Linux conntrack names them (nf_conntrack_proto_tcp.c).
+struct Timeouts {
+  uint64_t syn_sent_ns = 30 * kNsPerSec;
+  uint64_t syn_recv_ns = 30 * kNsPerSec;
+  uint64_t established_ns = 7200 * kNsPerSec;
+  uint64_t fin_wait_ns = 120 * kNsPerSec;
+  uint64_t close_wait_ns = 60 * kNsPerSec;
+  uint64_t last_ack_ns = 30 * kNsPerSec;
+  uint64_t time_wait_ns = 120 * kNsPerSec;
+  uint64_t close_ns = 10 * kNsPerSec;
+};
+
+struct EngineConfig {
+  std::vector<ServiceConfig> services;
+  size_t max_flows = 1'000'000;
+  Timeouts timeouts;
+  uint64_t hash_seed = 0;  ///< keys the flow hash; 0 picks a random seed
+  /// Flow slots the expiry sweep visits per expire() call, at least; it visits more when the
+  /// table is large so a whole sweep takes at most ~32 calls.
+  uint32_t expire_batch = 4096;
+};
+
+}  // namespace tandem

@@ -1,0 +1,69 @@
+#pragma once
+/// @file One tracked flow: both legs' addresses, TCP tracking state per direction and the
+/// sequence adjustment per direction. Kept small (< 200 bytes) so 1M flows fit comfortably.
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/ip_addr.h"
+#include "proxy/core/engine.h"
+
+namespace tandem {
+
+/// Per-direction window tracking, after Linux's ip_ct_tcp_state (nf_conntrack_proto_tcp.c).
+struct TcpWindow {
+  uint32_t td_end = 0;     ///< highest seq + len this direction has sent
+  uint32_t td_maxend = 0;  ///< highest ack + window the peer has granted it
+  uint32_t td_maxwin = 0;  ///< largest window this direction has advertised (scaled)
+  uint32_t last_ack = 0;   ///< highest ack this direction has sent (≈ its RCV.NXT)
+  uint32_t fin_end = 0;    ///< seq just past this direction's FIN, when fin_seen
+  uint8_t td_scale = 0;    ///< window shift this direction uses
+  bool seen = false;       ///< any segment seen in this direction
+  bool wscale_offered = false;
+  bool ack_seen = false;   ///< last_ack is valid
+  bool fin_seen = false;
+  bool fin_acked = false;  ///< the peer acknowledged fin_end
+};
+
+/// Sequence adjustment of one direction, after nf_conntrack_seqadj.c: segments of this
+/// direction at or before correction_pos shift by offset_before, later ones by offset_after.
+struct SeqAdj {
+  uint32_t correction_pos = 0;
+  int32_t offset_before = 0;
+  int32_t offset_after = 0;
+};
+
+struct Flow {
+  // Client leg: client -> vip. Backend leg: backend -> source (client or SNAT address).
+  IpAddr client_addr;
+  IpAddr vip_addr;
+  IpAddr backend_addr;
+  IpAddr source_addr;
+  uint16_t client_port = 0;
+  uint16_t vip_port = 0;
+  uint16_t backend_port = 0;
+  uint16_t source_port = 0;
+  uint64_t last_seen_ns = 0;
+  uint64_t deadline_ns = 0;
+  TcpWindow win[2];        ///< indexed by Direction
+  SeqAdj adj[2];           ///< indexed by Direction
+  uint16_t service = 0;
+  uint16_t backend = 0;    ///< index in the service's pool
+  TcpState state = TcpState::kNone;
+  bool in_use = false;
+  bool has_seqadj = false; ///< any non-zero offset: the translator must touch seq space
+
+  Endpoint client() const noexcept { return {client_addr, client_port}; }
+  Endpoint vip() const noexcept { return {vip_addr, vip_port}; }
+  Endpoint backendEp() const noexcept { return {backend_addr, backend_port}; }
+  Endpoint source() const noexcept { return {source_addr, source_port}; }
+};
+
+static_assert(std::is_trivially_destructible_v<Flow>, "flow chunks are unmapped, not destroyed");
+
+inline constexpr size_t dirIndex(Direction d) noexcept { return static_cast<size_t>(d); }
+inline constexpr Direction other(Direction d) noexcept {
+  return d == Direction::kFromClient ? Direction::kFromBackend : Direction::kFromClient;
+}
+
+}  // namespace tandem

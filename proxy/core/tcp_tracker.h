@@ -1,0 +1,48 @@
+#pragma once
+/// @file TCP connection tracking for a flow seen from the middle: a state table with a reason for
+/// every cell (after Linux nf_conntrack_proto_tcp.c), window tracking (td_end / td_maxend /
+/// td_maxwin, the same four bounds), RST and SYN validation as RFC 5961 asks of an endpoint.
+///
+/// The tracker never drops a segment merely for lying outside the window (the endpoint answers
+/// those with an ACK, and a middlebox that drops them stalls real connections); it counts them.
+/// It drops what would corrupt state: RSTs outside the window, impossible flag combinations,
+/// segments the state table refuses.
+
+#include <cstdint>
+
+#include "common/packet.h"
+#include "common/tcp_options.h"
+#include "proxy/core/counters.h"
+#include "proxy/core/engine_config.h"
+#include "proxy/core/flow.h"
+
+namespace tandem {
+
+enum class TcpEvent : uint8_t { kSyn, kSynAck, kFin, kAck, kRst, kNone, kCount };
+
+/// Event of a segment with valid flags (see validTcpFlags).
+TcpEvent tcpEventOf(uint8_t flags) noexcept;
+
+/// The flag combinations a TCP segment may carry (PSH, ECE and CWR ignored), as conntrack's
+/// tcp_valid_flags: SYN, SYN|ACK, RST, RST|ACK, FIN|ACK, ACK, each optionally with URG.
+bool validTcpFlags(uint8_t flags) noexcept;
+
+/// One cell of the transition table.
+struct Transition {
+  enum class Kind : uint8_t { kMove, kIgnore, kInvalid, kDerive };
+  Kind kind;
+  TcpState next;     ///< with kMove
+  const char* why;   ///< the reason for this cell, for tests and debugging
+};
+
+/// table[direction][event][state].
+const Transition& tcpTransition(Direction dir, TcpEvent ev, TcpState state) noexcept;
+
+uint64_t stateTimeout(const Timeouts& t, TcpState s) noexcept;
+
+/// Tracks one segment of `flow` travelling in `dir`. Returns DropReason::kNone to pass it.
+/// Updates state, windows, last_seen and deadline. `opts` are the segment's parsed options.
+DropReason trackSegment(Flow& flow, Direction dir, const TcpPacket& pkt, const TcpOptions& opts,
+                        const Timeouts& timeouts, uint64_t now_ns, Counters& counters) noexcept;
+
+}  // namespace tandem
