@@ -1,0 +1,515 @@
+#include "proxy/tandemd/config.h"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+namespace po = boost::program_options;
+
+namespace tandem {
+namespace {
+
+struct KeyHelp {
+  const char* key;
+  const char* help;
+};
+
+// Help texts; the defaults are printed from DaemonConfig{} and ServiceConfig{} (keyDefaults()).
+constexpr KeyHelp kGlobalKeys[] = {
+    {"daemon.queue", "NFQUEUE number, 0-65535"},
+    {"daemon.queue_maxlen", "packets the kernel queues for tandemd at most"},
+    {"daemon.rcvbuf", "netlink receive buffer in bytes (SO_RCVBUFFORCE)"},
+    {"daemon.sndbuf", "netlink send buffer in bytes (SO_SNDBUFFORCE)"},
+    {"daemon.batch", "packets read per recvmmsg(), 1-1024"},
+    {"daemon.max_flows", "flow table capacity"},
+    {"daemon.rules", "iptables: tandemd installs its rules; none: you do"},
+    {"daemon.metrics", "ADDRESS:PORT of the status server; \"\" disables"},
+    {"daemon.set_sysctls", "true: set the sysctls tandem needs, not refuse"},
+    {"daemon.log_level", "debug | info | warn | error"},
+    {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
+    {"timeouts.syn_recv", ""},
+    {"timeouts.established", ""},
+    {"timeouts.fin_wait", ""},
+    {"timeouts.close_wait", ""},
+    {"timeouts.last_ack", ""},
+    {"timeouts.time_wait", ""},
+    {"timeouts.close", ""},
+};
+
+constexpr KeyHelp kServiceKeys[] = {
+    {"vip", "ADDRESS:PORT clients connect to (required)"},
+    {"backends", "ADDRESS:PORT list, space or comma separated (required)"},
+    {"mode", "passthrough (splice: a later version)"},
+    {"addressing", "transparent | snat"},
+    {"scheduler", "roundrobin | hash"},
+    {"snat_address", "source ADDRESS towards the backends (snat: required)"},
+    {"snat_ports", "MIN-MAX source ports for SNAT"},
+};
+
+constexpr struct {
+  const char* key;
+  uint64_t Timeouts::*field;
+} kTimeoutKeys[] = {
+    {"timeouts.syn_sent", &Timeouts::syn_sent_ns},
+    {"timeouts.syn_recv", &Timeouts::syn_recv_ns},
+    {"timeouts.established", &Timeouts::established_ns},
+    {"timeouts.fin_wait", &Timeouts::fin_wait_ns},
+    {"timeouts.close_wait", &Timeouts::close_wait_ns},
+    {"timeouts.last_ack", &Timeouts::last_ack_ns},
+    {"timeouts.time_wait", &Timeouts::time_wait_ns},
+    {"timeouts.close", &Timeouts::close_ns},
+};
+
+/// Longest idle timeout accepted: a year is already far beyond any sane TCP idle time.
+constexpr double kMaxTimeoutSeconds = 365.0 * 24 * 3600;
+
+/// A value and where it came from, so messages can point at the command line.
+struct Value {
+  std::string text;
+  bool from_cli = false;
+};
+
+/// Key -> value after overrides, in order of first appearance.
+class Values {
+ public:
+  void set(const std::string& key, std::string text, bool from_cli) {
+    auto it = values_.find(key);
+    if (it == values_.end()) {
+      values_.emplace(key, Value{std::move(text), from_cli});
+      order_.push_back(key);
+    } else if (!from_cli && !it->second.from_cli) {
+      throw ConfigError(key + ": given more than once in the configuration file");
+    } else {
+      it->second = Value{std::move(text), from_cli};
+    }
+  }
+  const Value* find(const std::string& key) const {
+    auto it = values_.find(key);
+    return it == values_.end() ? nullptr : &it->second;
+  }
+  const std::vector<std::string>& keys() const { return order_; }
+
+ private:
+  std::map<std::string, Value> values_;
+  std::vector<std::string> order_;
+};
+
+[[noreturn]] void fail(const std::string& key, const Value& v, const std::string& problem) {
+  throw ConfigError(key + ": " + problem + (v.from_cli ? " (command line)" : ""));
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+uint64_t parseUint(const std::string& key, const Value& v, uint64_t min, uint64_t max) {
+  uint64_t out = 0;
+  const char* end = v.text.data() + v.text.size();
+  auto [ptr, ec] = std::from_chars(v.text.data(), end, out);
+  if (v.text.empty() || ec != std::errc() || ptr != end || out < min || out > max) {
+    fail(key, v,
+         "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+             ", got " + quoted(v.text));
+  }
+  return out;
+}
+
+uint64_t parseSeconds(const std::string& key, const Value& v) {
+  double seconds = 0;
+  const char* end = v.text.data() + v.text.size();
+  auto [ptr, ec] = std::from_chars(v.text.data(), end, seconds, std::chars_format::fixed);
+  const bool ok = !v.text.empty() && ec == std::errc() && ptr == end && std::isfinite(seconds) &&
+                  seconds > 0 && seconds <= kMaxTimeoutSeconds;
+  const auto ns = ok ? static_cast<uint64_t>(std::llround(seconds * 1e9)) : 0;
+  if (ns == 0) {
+    fail(key, v,
+         "expected a number of seconds above 0 and at most one year, got " + quoted(v.text));
+  }
+  return ns;
+}
+
+bool parseBool(const std::string& key, const Value& v) {
+  if (v.text == "true" || v.text == "yes" || v.text == "on" || v.text == "1") return true;
+  if (v.text == "false" || v.text == "no" || v.text == "off" || v.text == "0") return false;
+  fail(key, v, "expected true or false, got " + quoted(v.text));
+}
+
+IpAddr parseV4(const std::string& key, const Value& v, const std::string& text) {
+  auto a = IpAddr::parse(text);
+  if (!a) fail(key, v, "expected an IPv4 ADDRESS, got " + quoted(text));
+  if (!a->isV4()) fail(key, v, "IPv6 is not supported yet, got " + quoted(text));
+  return *a;
+}
+
+Endpoint parseEndpoint(const std::string& key, const Value& v, const std::string& text,
+                       bool v4_only) {
+  auto e = Endpoint::parse(text);
+  // Endpoint::parse refuses port 0 too.
+  if (!e) fail(key, v, "expected ADDRESS:PORT, got " + quoted(text));
+  if (v4_only && !e->addr.isV4()) fail(key, v, "IPv6 is not supported yet, got " + quoted(text));
+  return *e;
+}
+
+std::vector<std::string> splitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  for (char c : text + " ") {
+    if (c == ' ' || c == ',' || c == '\t') {
+      if (!item.empty()) out.push_back(item);
+      item.clear();
+    } else {
+      item += c;
+    }
+  }
+  return out;
+}
+
+template <typename Enum>
+Enum parseChoice(const std::string& key, const Value& v,
+                 std::initializer_list<std::pair<const char*, Enum>> choices) {
+  std::string names;
+  for (const auto& [name, value] : choices) {
+    if (v.text == name) return value;
+    names += names.empty() ? name : std::string(" | ") + name;
+  }
+  fail(key, v, "expected " + names + ", got " + quoted(v.text));
+}
+
+bool validServiceName(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+po::options_description globalOptions() {
+  po::options_description desc;
+  for (const KeyHelp& k : kGlobalKeys) desc.add_options()(k.key, po::value<std::string>(), k.help);
+  return desc;
+}
+
+/// Boost refuses `--key=`, which is how a shell passes `--daemon.metrics=""`: spell the empty
+/// value as `""`, which collect() strips again.
+std::vector<std::string> quoteEmptyValues(std::vector<std::string> args) {
+  for (std::string& a : args) {
+    if (a.rfind("--", 0) == 0 && a.size() > 3 && a.back() == '=') a += "\"\"";
+  }
+  return args;
+}
+
+/// Boost gives an unregistered `--key value` no value; join such pairs into `--key=value` so
+/// service keys accept both spellings, like the registered ones.
+std::vector<std::string> joinValues(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) == 0 && a.find('=') == std::string::npos && i + 1 < args.size() &&
+        args[i + 1].rfind("--", 0) != 0) {
+      out.push_back(a + "=" + args[i + 1]);
+      ++i;
+    } else {
+      out.push_back(a);
+    }
+  }
+  return out;
+}
+
+void collect(const po::parsed_options& parsed, bool from_cli, Values& values) {
+  for (const po::option& o : parsed.options) {
+    if (o.position_key >= 0 || o.string_key.empty()) {
+      const std::string token = o.original_tokens.empty() ? "" : o.original_tokens.front();
+      throw ConfigError("unexpected argument " + quoted(token));
+    }
+    const std::string& key = o.string_key;
+    if (o.unregistered && key.rfind("service.", 0) != 0) {
+      throw ConfigError(key + ": unknown key" + (from_cli ? " (command line)" : ""));
+    }
+    if (o.value.size() != 1) {
+      throw ConfigError(key + ": expected one value" + (from_cli ? " (command line)" : ""));
+    }
+    // Boost keeps quotes; `metrics = ""` is the documented way to write an empty value.
+    std::string text = o.value.front();
+    if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
+      text = text.substr(1, text.size() - 2);
+    }
+    values.set(key, std::move(text), from_cli);
+  }
+}
+
+struct ServiceValues {
+  std::string name;
+  std::map<std::string, std::pair<std::string, Value>> keys;  ///< short key -> (full key, value)
+};
+
+std::vector<ServiceValues> groupServices(const Values& values) {
+  std::vector<ServiceValues> services;
+  for (const std::string& key : values.keys()) {
+    if (key.rfind("service.", 0) != 0) continue;
+    const Value& v = *values.find(key);
+    const std::string rest = key.substr(8);
+    const size_t dot = rest.rfind('.');
+    if (dot == std::string::npos) fail(key, v, "expected service.NAME.KEY");
+    const std::string name = rest.substr(0, dot);
+    const std::string short_key = rest.substr(dot + 1);
+    if (!validServiceName(name)) {
+      fail(key, v, "service name " + quoted(name) + " may hold only letters, digits, _ and -");
+    }
+    const bool known = std::any_of(std::begin(kServiceKeys), std::end(kServiceKeys),
+                                   [&](const KeyHelp& k) { return short_key == k.key; });
+    if (!known) fail(key, v, "unknown key");
+    auto it = std::find_if(services.begin(), services.end(),
+                           [&](const ServiceValues& s) { return s.name == name; });
+    if (it == services.end()) {
+      services.push_back({name, {}});
+      it = services.end() - 1;
+    }
+    it->keys[short_key] = {key, v};
+  }
+  return services;
+}
+
+ServiceConfig parseService(const ServiceValues& sv) {
+  ServiceConfig s;
+  s.name = sv.name;
+  const std::string prefix = "service." + sv.name + ".";
+  auto get = [&](const char* k) -> const std::pair<std::string, Value>* {
+    auto it = sv.keys.find(k);
+    return it == sv.keys.end() ? nullptr : &it->second;
+  };
+  auto require = [&](const char* k) -> const std::pair<std::string, Value>& {
+    const auto* p = get(k);
+    if (p == nullptr) throw ConfigError(prefix + k + ": missing (required for every service)");
+    return *p;
+  };
+
+  const auto& [vip_key, vip] = require("vip");
+  s.vip = parseEndpoint(vip_key, vip, vip.text, true);
+
+  const auto& [backends_key, backends] = require("backends");
+  for (const std::string& item : splitList(backends.text)) {
+    Endpoint b = parseEndpoint(backends_key, backends, item, true);
+    if (std::find(s.backends.begin(), s.backends.end(), b) != s.backends.end()) {
+      fail(backends_key, backends, b.toString() + " is listed twice");
+    }
+    s.backends.push_back(b);
+  }
+  if (s.backends.empty()) fail(backends_key, backends, "empty backend list");
+
+  if (const auto* p = get("mode")) {
+    if (p->second.text == "splice") {
+      fail(p->first, p->second,
+           "mode splice is not supported yet in this version (use passthrough)");
+    }
+    s.mode = parseChoice<Mode>(p->first, p->second, {{"passthrough", Mode::kPassthrough}});
+  }
+  if (const auto* p = get("addressing")) {
+    s.addressing = parseChoice<Addressing>(
+        p->first, p->second,
+        {{"transparent", Addressing::kTransparent}, {"snat", Addressing::kSnat}});
+  }
+  if (const auto* p = get("scheduler")) {
+    s.scheduler = parseChoice<Scheduler>(
+        p->first, p->second, {{"roundrobin", Scheduler::kRoundRobin}, {"hash", Scheduler::kHash}});
+  }
+
+  const auto* snat_address = get("snat_address");
+  const auto* snat_ports = get("snat_ports");
+  if (s.addressing == Addressing::kSnat) {
+    if (snat_address == nullptr) {
+      throw ConfigError(prefix + "snat_address: missing (required with addressing = snat)");
+    }
+    s.snat_addr = parseV4(snat_address->first, snat_address->second, snat_address->second.text);
+    if (snat_ports != nullptr) {
+      const auto& [key, v] = *snat_ports;
+      const size_t dash = v.text.find('-');
+      if (dash == std::string::npos) fail(key, v, "expected MIN-MAX, got " + quoted(v.text));
+      Value lo{v.text.substr(0, dash), v.from_cli};
+      Value hi{v.text.substr(dash + 1), v.from_cli};
+      s.snat_port_min = static_cast<uint16_t>(parseUint(key, lo, 1, 65535));
+      s.snat_port_max = static_cast<uint16_t>(parseUint(key, hi, 1, 65535));
+      if (s.snat_port_min > s.snat_port_max) {
+        fail(key, v, "range start " + lo.text + " is above its end " + hi.text);
+      }
+    }
+  } else {
+    // Silently ignoring them would hide a forgotten `addressing = snat`.
+    for (const auto* p : {snat_address, snat_ports}) {
+      if (p != nullptr) fail(p->first, p->second, "only used with addressing = snat");
+    }
+  }
+  return s;
+}
+
+/// Rules that span services: every VIP unique, no backend or SNAT range on a VIP.
+void crossCheck(const std::vector<ServiceConfig>& services) {
+  for (size_t i = 0; i < services.size(); ++i) {
+    const ServiceConfig& s = services[i];
+    const std::string prefix = "service." + s.name + ".";
+    for (size_t j = 0; j < services.size(); ++j) {
+      const ServiceConfig& o = services[j];
+      if (j < i && o.vip == s.vip) {
+        throw ConfigError(prefix + "vip: " + s.vip.toString() + " is already the VIP of service." +
+                          o.name);
+      }
+      for (const Endpoint& b : s.backends) {
+        if (b == o.vip) {
+          throw ConfigError(prefix + "backends: " + b.toString() + " is the VIP of service." +
+                            o.name);
+        }
+      }
+      if (s.addressing == Addressing::kSnat && s.snat_addr == o.vip.addr &&
+          o.vip.port >= s.snat_port_min && o.vip.port <= s.snat_port_max) {
+        throw ConfigError(prefix + "snat_ports: the range holds the VIP " + o.vip.toString() +
+                          " of service." + o.name);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& overrides) {
+  const po::options_description desc = globalOptions();
+  Values values;
+  try {
+    collect(po::parse_config_file(file, desc, /*allow_unregistered=*/true), false, values);
+    const auto style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
+    collect(po::command_line_parser(joinValues(quoteEmptyValues(overrides)))
+                .options(desc)
+                .style(style)
+                .allow_unregistered()
+                .run(),
+            true, values);
+  } catch (const po::error& e) {
+    throw ConfigError(e.what());
+  }
+
+  DaemonConfig c;
+  auto get = [&](const char* key) { return values.find(key); };
+  if (const Value* v = get("daemon.queue")) {
+    c.queue.queue = static_cast<uint16_t>(parseUint("daemon.queue", *v, 0, 65535));
+  }
+  if (const Value* v = get("daemon.queue_maxlen")) {
+    c.queue.maxlen = static_cast<uint32_t>(parseUint("daemon.queue_maxlen", *v, 1, 1u << 22));
+  }
+  // Both buffers at least 1 MiB: a verdict datagram may carry NfQueue::kMaxSendBytes.
+  if (const Value* v = get("daemon.rcvbuf")) {
+    c.queue.rcvbuf = static_cast<uint32_t>(parseUint("daemon.rcvbuf", *v, 1u << 20, 1u << 30));
+  }
+  if (const Value* v = get("daemon.sndbuf")) {
+    c.queue.sndbuf = static_cast<uint32_t>(parseUint("daemon.sndbuf", *v, 1u << 20, 1u << 30));
+  }
+  if (const Value* v = get("daemon.batch")) {
+    // recvmmsg() takes at most UIO_MAXIOV messages.
+    c.queue.batch = static_cast<uint32_t>(parseUint("daemon.batch", *v, 1, 1024));
+  }
+  if (const Value* v = get("daemon.max_flows")) {
+    c.engine.max_flows = static_cast<size_t>(parseUint("daemon.max_flows", *v, 1, 100'000'000));
+  }
+  if (const Value* v = get("daemon.rules")) {
+    c.rules = parseChoice<RulesMode>(
+        "daemon.rules", *v, {{"iptables", RulesMode::kIptables}, {"none", RulesMode::kNone}});
+  }
+  if (const Value* v = get("daemon.metrics")) {
+    c.metrics = v->text.empty()
+                    ? std::nullopt
+                    : std::optional(parseEndpoint("daemon.metrics", *v, v->text, false));
+  }
+  if (const Value* v = get("daemon.set_sysctls")) {
+    c.set_sysctls = parseBool("daemon.set_sysctls", *v);
+  }
+  if (const Value* v = get("daemon.log_level")) {
+    auto level = parseLogLevel(v->text);
+    if (!level) {
+      fail("daemon.log_level", *v, "expected debug | info | warn | error, got " + quoted(v->text));
+    }
+    c.log_level = *level;
+  }
+  for (const auto& t : kTimeoutKeys) {
+    if (const Value* v = get(t.key)) c.engine.timeouts.*t.field = parseSeconds(t.key, *v);
+  }
+
+  for (const ServiceValues& sv : groupServices(values)) {
+    c.engine.services.push_back(parseService(sv));
+  }
+  if (c.engine.services.empty()) {
+    throw ConfigError("service: no [service.NAME] section, nothing to proxy");
+  }
+  crossCheck(c.engine.services);
+  return c;
+}
+
+DaemonConfig loadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream file(path);
+  if (!file) throw ConfigError(path + ": cannot open: " + std::strerror(errno));
+  return parseConfig(file, overrides);
+}
+
+CommandLine parseCommandLine(int argc, const char* const argv[]) {
+  po::options_description desc;
+  desc.add_options()("config", po::value<std::string>())("help", "")("version", "")("check", "");
+  CommandLine cl;
+  try {
+    const auto style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
+    const std::vector<std::string> args =
+        quoteEmptyValues(std::vector<std::string>(argv + 1, argv + argc));
+    po::parsed_options parsed =
+        po::command_line_parser(args).options(desc).style(style).allow_unregistered().run();
+    po::variables_map vm;
+    po::store(parsed, vm);
+    if (vm.count("config")) cl.config_path = vm["config"].as<std::string>();
+    cl.help = vm.count("help") > 0;
+    cl.version = vm.count("version") > 0;
+    cl.check = vm.count("check") > 0;
+    cl.overrides = po::collect_unrecognized(parsed.options, po::include_positional);
+  } catch (const po::error& e) {
+    throw ConfigError(e.what());
+  }
+  return cl;
+}
+
+std::string configKeysHelp() {
+  const DaemonConfig d;
+  const ServiceConfig svc;
+  std::map<std::string, std::string> defaults = {
+      {"daemon.queue", std::to_string(d.queue.queue)},
+      {"daemon.queue_maxlen", std::to_string(d.queue.maxlen)},
+      {"daemon.rcvbuf", std::to_string(d.queue.rcvbuf)},
+      {"daemon.sndbuf", std::to_string(d.queue.sndbuf)},
+      {"daemon.batch", std::to_string(d.queue.batch)},
+      {"daemon.max_flows", std::to_string(d.engine.max_flows)},
+      {"daemon.rules", rulesModeName(d.rules)},
+      {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
+      {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
+      {"daemon.log_level", logLevelName(d.log_level)},
+      {"service.NAME.mode", modeName(svc.mode)},
+      {"service.NAME.addressing", addressingName(svc.addressing)},
+      {"service.NAME.scheduler", schedulerName(svc.scheduler)},
+      {"service.NAME.snat_ports",
+       std::to_string(svc.snat_port_min) + "-" + std::to_string(svc.snat_port_max)},
+  };
+  for (const auto& t : kTimeoutKeys) {
+    std::ostringstream seconds;
+    seconds << static_cast<double>(d.engine.timeouts.*t.field) / 1e9;
+    defaults[t.key] = seconds.str();
+  }
+
+  std::ostringstream out;
+  auto line = [&](const std::string& key, const char* help) {
+    out << "  " << std::left << std::setw(27) << key << help;
+    if (auto it = defaults.find(key); it != defaults.end()) {
+      out << (*help != '\0' ? " " : "") << "(default " << it->second << ")";
+    }
+    out << "\n";
+  };
+  for (const KeyHelp& k : kGlobalKeys) line(k.key, k.help);
+  for (const KeyHelp& k : kServiceKeys) line(std::string("service.NAME.") + k.key, k.help);
+  return out.str();
+}
+
+}  // namespace tandem

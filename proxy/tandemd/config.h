@@ -1,0 +1,60 @@
+#pragma once
+/// @file tandemd's configuration: an INI file (Boost.Program_options syntax: [sections],
+/// `key = value`, `#` comments) plus command-line overrides of the same dotted keys, e.g.
+/// `--daemon.queue=3 --timeouts.established=2 --service.web.backends="10.0.0.2:80 10.0.0.3:80"`.
+///
+/// Parsing happens once at startup and throws ConfigError, whose message starts with the key it
+/// is about: `service.web.vip: expected ADDRESS:PORT, got '10.0.0.1'`.
+
+#include <iosfwd>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/ip_addr.h"
+#include "proxy/core/engine_config.h"
+#include "proxy/io/log.h"
+#include "proxy/io/nfqueue.h"
+#include "proxy/io/rules.h"
+
+namespace tandem {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct DaemonConfig {
+  EngineConfig engine;
+  NfQueueOptions queue;
+  RulesMode rules = RulesMode::kIptables;
+  /// HTTP endpoint for tandemctl and Prometheus; nullopt when `daemon.metrics = ""`.
+  std::optional<Endpoint> metrics = Endpoint{IpAddr::fromV4(0x7f000001), 9100};
+  bool set_sysctls = false;
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+/// Parses INI text from `file`, then `overrides` (command-line tokens: `--key=value` or
+/// `--key value`), which replace the file's values key by key, then validates the result.
+DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& overrides);
+
+/// Opens `path` (ConfigError if it cannot) and parses it as parseConfig() does.
+DaemonConfig loadConfig(const std::string& path, const std::vector<std::string>& overrides);
+
+/// tandemd's own command line: its options plus every configuration override.
+struct CommandLine {
+  std::optional<std::string> config_path;
+  bool help = false;
+  bool version = false;
+  bool check = false;
+  std::vector<std::string> overrides;  ///< the remaining tokens, for parseConfig()
+};
+
+/// Throws ConfigError on a malformed command line.
+CommandLine parseCommandLine(int argc, const char* const argv[]);
+
+/// Reference of every configuration key, for --help.
+std::string configKeysHelp();
+
+}  // namespace tandem

@@ -1,0 +1,294 @@
+#include "proxy/tandemd/http_status.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include <charconv>
+#include <cstdio>
+#include <stdexcept>
+#include <string_view>
+
+#include "common/version.h"
+#include "proxy/io/log.h"
+
+namespace tandem {
+namespace {
+
+/// Appends Prometheus text: "# HELP", "# TYPE" once per family, then its samples.
+class Metrics {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+  void sample(const char* name, uint64_t value, const char* label = nullptr,
+              const char* label_value = nullptr) {
+    out_ += name;
+    if (label != nullptr) {
+      out_ += '{';
+      out_ += label;
+      out_ += "=\"";
+      out_ += label_value;
+      out_ += "\"}";
+    }
+    out_ += ' ';
+    out_ += std::to_string(value);
+    out_ += '\n';
+  }
+  void single(const char* name, const char* type, const char* help, uint64_t value) {
+    family(name, type, help);
+    sample(name, value);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
+
+/// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
+constexpr size_t kScalarCounters = 11;
+static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
+                                      sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
+              "Counters changed: export the new field in formatMetrics() and count it here");
+
+std::string jsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char esc[8];
+      snprintf(esc, sizeof(esc), "\\u%04x", c);
+      out += esc;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string seconds(uint64_t ns) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(ns) / 1e9);
+  return buf;
+}
+
+}  // namespace
+
+std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
+  const Counters& c = s.engine->counters();
+  const NfQueueCounters& q = s.queue->counters();
+  Metrics m;
+
+  m.family("tandem_info", "gauge", "Version of the running tandemd.");
+  m.sample("tandem_info", 1, "version", kVersion);
+  m.single("tandem_uptime_seconds", "gauge", "Seconds since tandemd started.",
+           (now_ns - s.start_ns) / kNsPerSec);
+
+  m.family("tandem_packets_total", "counter", "Packets accepted and translated, by origin.");
+  for (size_t d = 0; d < 2; ++d) {
+    m.sample("tandem_packets_total", c.packets[d], "direction", kDirectionNames[d]);
+  }
+  m.family("tandem_bytes_total", "counter", "IP bytes of accepted packets, by origin.");
+  for (size_t d = 0; d < 2; ++d) {
+    m.sample("tandem_bytes_total", c.bytes[d], "direction", kDirectionNames[d]);
+  }
+  m.family("tandem_drops_total", "counter", "Packets dropped by the engine, by reason.");
+  for (size_t r = 1; r < kDropReasonCount; ++r) {
+    m.sample("tandem_drops_total", c.drops[r], "reason",
+             dropReasonName(static_cast<DropReason>(r)));
+  }
+
+  m.single("tandem_flows_active", "gauge", "Flows in the table.", s.engine->activeFlows());
+  m.single("tandem_flows_max", "gauge", "Flow table capacity.", s.engine->maxFlows());
+  m.single("tandem_flows_created_total", "counter", "Flows created.", c.flows_created);
+  m.single("tandem_flows_closed_total", "counter", "Flows removed after FIN/RST teardown.",
+           c.flows_closed);
+  m.single("tandem_flows_expired_total", "counter", "Flows removed by an idle timeout.",
+           c.flows_expired);
+  m.single("tandem_flows_reopened_total", "counter",
+           "Flows in TIME_WAIT or CLOSE replaced by a new SYN.", c.flows_reopened);
+  m.single("tandem_gso_packets_total", "counter", "GSO super-packets seen.", c.gso_packets);
+  m.single("tandem_full_checksums_total", "counter",
+           "Partial-checksum packets given a full checksum.", c.full_checksums);
+  m.single("tandem_rst_accepted_total", "counter", "RSTs that tore a flow down.", c.rst_accepted);
+  m.single("tandem_rst_challenged_total", "counter",
+           "In-window RSTs passed on without a state change.", c.rst_challenged);
+  m.single("tandem_syn_in_established_total", "counter",
+           "SYNs on a live flow passed on for a challenge ACK.", c.syn_in_established);
+  m.single("tandem_window_scale_clamped_total", "counter",
+           "Peers announcing a window scale above 14.", c.window_scale_clamped);
+  m.single("tandem_seq_out_of_window_total", "counter",
+           "Segments outside the tracked window, passed on.", c.seq_out_of_window);
+
+  m.single("tandem_nfq_reads_total", "counter", "recvmmsg() calls that returned messages.",
+           q.reads);
+  m.single("tandem_nfq_packets_total", "counter", "Packets received from the queue.", q.packets);
+  m.family("tandem_nfq_verdicts_total", "counter", "Verdicts sent, by verdict.");
+  m.sample("tandem_nfq_verdicts_total", q.accepted, "verdict", "accept");
+  m.sample("tandem_nfq_verdicts_total", q.dropped, "verdict", "drop");
+  m.single("tandem_nfq_modified_total", "counter", "Accepts carrying the rewritten packet.",
+           q.modified);
+  m.single("tandem_nfq_sends_total", "counter", "sendmsg() calls carrying verdicts.", q.sends);
+  m.single("tandem_nfq_truncated_total", "counter",
+           "Packets beyond the 64 KiB copy range, dropped.", q.truncated);
+  m.single("tandem_nfq_enobufs_total", "counter", "ENOBUFS reported by the netlink socket.",
+           q.enobufs);
+  m.single("tandem_nfq_foreign_total", "counter", "Netlink messages not from the kernel.",
+           q.foreign);
+  m.family("tandem_nfq_errors_total", "counter", "NFQUEUE I/O errors, by kind.");
+  m.sample("tandem_nfq_errors_total", q.recv_errors, "kind", "recv");
+  m.sample("tandem_nfq_errors_total", q.send_errors, "kind", "send");
+  m.sample("tandem_nfq_errors_total", q.parse_errors, "kind", "parse");
+  m.sample("tandem_nfq_errors_total", q.verdict_errors, "kind", "verdict");
+
+  if (auto k = readNfQueueKernelStats(s.queue->options().queue)) {
+    m.single("tandem_nfq_kernel_queued", "gauge", "Packets waiting in the kernel for a verdict.",
+             k->queue_total);
+    m.family("tandem_nfq_kernel_dropped_total", "counter",
+             "Packets the kernel dropped before tandemd saw them, by cause.");
+    m.sample("tandem_nfq_kernel_dropped_total", k->queue_dropped, "reason", "queue_full");
+    m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
+  }
+  return m.take();
+}
+
+std::string formatFlows(const StatusSources& s, uint64_t now_ns, size_t limit) {
+  std::string out = "# service client vip backend source state idle_seconds\n";
+  size_t shown = 0;
+  size_t total = 0;
+  s.engine->forEachFlow(
+      [&](const FlowInfo& f) {
+        if (++total > limit) return;
+        ++shown;
+        out += f.service + ' ' + f.client.toString() + ' ' + f.vip.toString() + ' ' +
+               f.backend.toString() + ' ' + f.source.toString() + ' ' + tcpStateName(f.state) +
+               ' ' + seconds(f.idle_ns) + '\n';
+      },
+      now_ns);
+  if (total > shown) {
+    out += "# " + std::to_string(total - shown) + " more flows not shown (/flows?limit=N)\n";
+  }
+  return out;
+}
+
+std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
+  const DaemonConfig& c = *s.config;
+  std::string out = "{";
+  out += "\"version\":" + jsonString(kVersion);
+  out += ",\"uptime_seconds\":" + seconds(now_ns - s.start_ns);
+  out += ",\"flows\":" + std::to_string(s.engine->activeFlows());
+  out += ",\"max_flows\":" + std::to_string(s.engine->maxFlows());
+  out += ",\"queue\":" + std::to_string(c.queue.queue);
+  out += ",\"rules\":" + jsonString(rulesModeName(c.rules));
+  out += ",\"services\":[";
+  for (size_t i = 0; i < c.engine.services.size(); ++i) {
+    const ServiceConfig& svc = c.engine.services[i];
+    if (i > 0) out += ',';
+    out += "{\"name\":" + jsonString(svc.name);
+    out += ",\"vip\":" + jsonString(svc.vip.toString());
+    out += ",\"backends\":[";
+    for (size_t b = 0; b < svc.backends.size(); ++b) {
+      if (b > 0) out += ',';
+      out += jsonString(svc.backends[b].toString());
+    }
+    out += "],\"mode\":" + jsonString(modeName(svc.mode));
+    out += ",\"addressing\":" + jsonString(addressingName(svc.addressing));
+    out += ",\"scheduler\":" + jsonString(schedulerName(svc.scheduler));
+    if (svc.addressing == Addressing::kSnat) {
+      out += ",\"snat_address\":" + jsonString(svc.snat_addr.toString());
+      out += ",\"snat_ports\":" + jsonString(std::to_string(svc.snat_port_min) + "-" +
+                                             std::to_string(svc.snat_port_max));
+    }
+    out += '}';
+  }
+  out += "]}\n";
+  return out;
+}
+
+StatusServer::StatusServer(event_base* base, StatusSources sources)
+    : sources_(sources), http_(evhttp_new(base)) {
+  if (http_ == nullptr) throw std::runtime_error("status server: evhttp_new failed");
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+  evhttp_set_gencb(http_, &StatusServer::onRequest, this);
+}
+
+StatusServer::~StatusServer() { evhttp_free(http_); }
+
+void StatusServer::bind(const Endpoint& at) {
+  const std::string addr = at.addr.toString();
+  if (evhttp_bind_socket_with_handle(http_, addr.c_str(), at.port) == nullptr) {
+    throw std::runtime_error("status server: cannot listen on " + at.toString() +
+                             " (daemon.metrics): address in use or not local?");
+  }
+}
+
+void StatusServer::onRequest(evhttp_request* req, void* self) noexcept {
+  try {
+    static_cast<StatusServer*>(self)->handle(req);
+  } catch (const std::exception& e) {
+    // Only allocation can throw here; the status page must not take the packet loop down.
+    logf(LogLevel::kWarn, "status server: %s", e.what());
+    evhttp_send_error(req, HTTP_INTERNAL, nullptr);
+  }
+}
+
+void StatusServer::handle(evhttp_request* req) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* path_c = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
+  const std::string_view path = path_c != nullptr ? path_c : "";
+  const uint64_t now_ns = monotonicNs();
+
+  int code = HTTP_OK;
+  const char* reason = "OK";
+  std::string body;
+  const char* type = "text/plain; charset=utf-8";
+  if (path == "/metrics") {
+    body = formatMetrics(sources_, now_ns);
+    type = "text/plain; version=0.0.4; charset=utf-8";
+  } else if (path == "/flows") {
+    size_t limit = kDefaultFlowLimit;
+    const char* query = evhttp_uri_get_query(uri);
+    evkeyvalq params{};
+    if (query != nullptr && evhttp_parse_query_str(query, &params) == 0) {
+      if (const char* l = evhttp_find_header(&params, "limit")) {
+        std::string_view sv(l);
+        size_t v = 0;
+        auto [ptr, ec] = std::from_chars(sv.data(), sv.data() + sv.size(), v);
+        if (ec == std::errc() && ptr == sv.data() + sv.size()) limit = v;
+      }
+      evhttp_clear_headers(&params);
+    }
+    body = formatFlows(sources_, now_ns, limit);
+  } else if (path == "/status") {
+    body = formatStatus(sources_, now_ns);
+    type = "application/json";
+  } else {
+    code = HTTP_NOTFOUND;
+    reason = "Not Found";
+    body = "not found: try /metrics, /flows or /status\n";
+  }
+
+  evbuffer* buf = evbuffer_new();
+  if (buf == nullptr || evbuffer_add(buf, body.data(), body.size()) != 0 ||
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type) != 0) {
+    if (buf != nullptr) evbuffer_free(buf);
+    evhttp_send_error(req, HTTP_INTERNAL, nullptr);
+    return;
+  }
+  evhttp_send_reply(req, code, reason, buf);
+  evbuffer_free(buf);
+}
+
+}  // namespace tandem

@@ -1,0 +1,373 @@
+/// tandemd: the tandem proxy daemon. Reads its configuration, checks the kernel settings it
+/// depends on, binds the NFQUEUE, installs its rules, and runs one libevent loop: queue fd,
+/// a 100 ms expiry timer, SIGTERM/SIGINT, and the HTTP status server. On a signal it removes its
+/// rules and exits 0, leaving the host as it found it.
+///
+/// Exit codes: 0 success, 1 runtime failure (kernel, rules, sockets), 2 configuration error.
+
+#include <event2/event.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <system_error>
+
+#include "common/version.h"
+#include "proxy/core/engine.h"
+#include "proxy/io/log.h"
+#include "proxy/io/nfqueue.h"
+#include "proxy/io/rules.h"
+#include "proxy/io/sysctl.h"
+#include "proxy/tandemd/config.h"
+#include "proxy/tandemd/http_status.h"
+
+namespace tandem {
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+constexpr timeval kExpireInterval{0, 100'000};
+/// Every this many expiry ticks (10 s) the kernel's queue drop counters are compared.
+constexpr unsigned kKernelCheckTicks = 100;
+
+void printHelp() {
+  std::printf(
+      "tandemd %s - transparent TCP proxy working at packet level\n"
+      "\n"
+      "tandemd forwards TCP connections that clients open to a virtual IP (VIP) to backend\n"
+      "servers. It keeps no socket per connection: iptables rules send the packets of each\n"
+      "service into an NFQUEUE, tandemd rewrites their addresses and ports (and sequence\n"
+      "numbers) in place, and the kernel forwards them.\n"
+      "\n"
+      "Usage: tandemd --config FILE [--KEY=VALUE ...]\n"
+      "       tandemd --config FILE --check     validate the configuration and exit\n"
+      "       tandemd --help | --version\n"
+      "\n"
+      "Example:\n"
+      "  tandemd --config /etc/tandem/tandemd.conf --daemon.log_level=debug\n"
+      "  tandemctl status            # ask the running daemon (see tandemctl --help)\n"
+      "\n"
+      "The example configuration, with every key explained, is conf/tandemd.conf in the\n"
+      "source tree. Any key can be given on the command line too and wins over the file,\n"
+      "e.g. --timeouts.established=600 or --service.web.backends=\"10.0.0.2:80 10.0.0.3:80\".\n"
+      "\n"
+      "What tandemd needs from the host:\n"
+      "  - root or CAP_NET_ADMIN (NFQUEUE, socket buffers, iptables);\n"
+      "  - net.ipv4.ip_forward = 1, net.ipv4.conf.all.accept_local = 1 and rp_filter not\n"
+      "    strict (0 or 2) on the service interfaces: tandem rewrites packet sources to local\n"
+      "    addresses (VIP, SNAT address). It refuses to start otherwise, naming the setting;\n"
+      "    daemon.set_sysctls = true makes it set them. See conf/sysctl.d/90-tandem.conf;\n"
+      "  - the VIP configured on an interface of this host; with transparent addressing the\n"
+      "    backends route their replies through this host;\n"
+      "  - iptables (iptables-nft works): with daemon.rules = iptables (default) tandemd\n"
+      "    installs chain TANDEM-Q<queue> in table raw at start and removes it at exit. With\n"
+      "    daemon.rules = none install them yourself, see conf/rules.iptables.\n"
+      "\n"
+      "Configuration keys:\n"
+      "%s"
+      "\n"
+      "Exit status: 0 ok, 1 runtime failure, 2 configuration error.\n",
+      kVersion, configKeysHelp().c_str());
+}
+
+template <auto Fn>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const noexcept {
+    Fn(p);
+  }
+};
+using EventBasePtr = std::unique_ptr<event_base, Deleter<event_base_free>>;
+using EventPtr = std::unique_ptr<event, Deleter<event_free>>;
+
+/// State the libevent callbacks reach through their `arg`.
+struct Loop {
+  event_base* base = nullptr;
+  Engine* engine = nullptr;
+  NfQueue* queue = nullptr;
+  int signal = 0;
+  unsigned ticks = 0;
+  NfQueueKernelStats kernel_seen;
+  RateLimit kernel_warn{60'000'000'000ull, 1};
+};
+
+void onQueueReadable(evutil_socket_t, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  loop->queue->onReadable(*loop->engine);
+}
+
+void checkKernelDrops(Loop& loop) {
+  auto k = readNfQueueKernelStats(loop.queue->options().queue);
+  if (!k) return;
+  const uint64_t full = k->queue_dropped - loop.kernel_seen.queue_dropped;
+  const uint64_t overrun = k->user_dropped - loop.kernel_seen.user_dropped;
+  if ((full > 0 || overrun > 0) && loop.kernel_warn.allow(monotonicNs())) {
+    logf(LogLevel::kWarn,
+         "kernel dropped queued packets: %llu at queue_maxlen, %llu at a full socket buffer "
+         "(raise daemon.queue_maxlen / daemon.rcvbuf if this persists)",
+         static_cast<unsigned long long>(full), static_cast<unsigned long long>(overrun));
+    loop.kernel_seen = *k;
+  } else if (full == 0 && overrun == 0) {
+    loop.kernel_seen = *k;
+  }
+}
+
+void onExpireTimer(evutil_socket_t, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  loop->engine->expire(monotonicNs());
+  if (++loop->ticks % kKernelCheckTicks == 0) checkKernelDrops(*loop);
+}
+
+void onSignal(evutil_socket_t sig, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  if (sig == SIGHUP) {
+    // Its default action would kill the daemon without removing its rules.
+    logf(LogLevel::kWarn, "SIGHUP ignored: no configuration reload yet, restart tandemd instead");
+    return;
+  }
+  loop->signal = sig;
+  event_base_loopbreak(loop->base);
+}
+
+std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+void logConfig(const DaemonConfig& c) {
+  logf(LogLevel::kInfo,
+       "tandemd %s starting: queue %u (maxlen %u, rcvbuf %s, batch %u), rules %s, metrics %s, "
+       "max_flows %zu, log_level %s",
+       kVersion, c.queue.queue, c.queue.maxlen, mib(c.queue.rcvbuf).c_str(), c.queue.batch,
+       rulesModeName(c.rules), c.metrics ? c.metrics->toString().c_str() : "off",
+       c.engine.max_flows, logLevelName(c.log_level));
+  const Timeouts& t = c.engine.timeouts;
+  logf(LogLevel::kInfo,
+       "timeouts (s): syn_sent %g syn_recv %g established %g fin_wait %g close_wait "
+       "%g last_ack %g time_wait %g close %g",
+       static_cast<double>(t.syn_sent_ns) / 1e9, static_cast<double>(t.syn_recv_ns) / 1e9,
+       static_cast<double>(t.established_ns) / 1e9, static_cast<double>(t.fin_wait_ns) / 1e9,
+       static_cast<double>(t.close_wait_ns) / 1e9, static_cast<double>(t.last_ack_ns) / 1e9,
+       static_cast<double>(t.time_wait_ns) / 1e9, static_cast<double>(t.close_ns) / 1e9);
+  for (const ServiceConfig& s : c.engine.services) {
+    std::string backends;
+    for (const Endpoint& b : s.backends) backends += (backends.empty() ? "" : " ") + b.toString();
+    std::string snat;
+    if (s.addressing == Addressing::kSnat) {
+      snat = " from " + s.snat_addr.toString() + ":" + std::to_string(s.snat_port_min) + "-" +
+             std::to_string(s.snat_port_max);
+    }
+    logf(LogLevel::kInfo, "service %s: %s -> [%s] %s, %s%s, %s", s.name.c_str(),
+         s.vip.toString().c_str(), backends.c_str(), modeName(s.mode), addressingName(s.addressing),
+         snat.c_str(), schedulerName(s.scheduler));
+  }
+}
+
+/// Checks the sysctls, or sets them with daemon.set_sysctls. False: refuse to start.
+bool ensureSysctls(const DaemonConfig& config) {
+  for (const std::string& w : snatPortWarnings(config.engine, readSysctl)) {
+    logf(LogLevel::kWarn, "%s", w.c_str());
+  }
+  const std::vector<std::string> interfaces = serviceInterfaces(config.engine);
+  std::vector<SysctlProblem> problems = checkSysctls(interfaces, readSysctl);
+  if (problems.empty()) return true;
+  if (!config.set_sysctls) {
+    for (const SysctlProblem& p : problems) {
+      logf(LogLevel::kError, "sysctl %s is %s, tandem needs %s: %s", p.key.c_str(),
+           p.actual.c_str(), p.needed.c_str(), p.why.c_str());
+    }
+    std::string fix;
+    for (const SysctlProblem& p : problems) fix += " " + p.key + "=" + p.fix;
+    logf(LogLevel::kError,
+         "refusing to start. Fix with: sysctl -w%s (or conf/sysctl.d/90-tandem.conf), or set "
+         "daemon.set_sysctls = true",
+         fix.c_str());
+    return false;
+  }
+  for (const SysctlProblem& p : problems) {
+    writeSysctl(p.key, p.fix);
+    logf(LogLevel::kInfo, "set sysctl %s = %s (was %s): %s", p.key.c_str(), p.fix.c_str(),
+         p.actual.c_str(), p.why.c_str());
+  }
+  problems = checkSysctls(interfaces, readSysctl);
+  for (const SysctlProblem& p : problems) {
+    logf(LogLevel::kError, "sysctl %s is still %s after setting it", p.key.c_str(),
+         p.actual.c_str());
+  }
+  return problems.empty();
+}
+
+void logTotals(const Engine& engine, const NfQueue& queue) {
+  const Counters& c = engine.counters();
+  const NfQueueCounters& q = queue.counters();
+  logf(LogLevel::kInfo,
+       "totals: %llu packets from clients, %llu from backends, %llu dropped by the engine, "
+       "%llu flows created; queue: %llu received, %llu send errors",
+       static_cast<unsigned long long>(c.packets[0]), static_cast<unsigned long long>(c.packets[1]),
+       static_cast<unsigned long long>(c.totalDrops()),
+       static_cast<unsigned long long>(c.flows_created), static_cast<unsigned long long>(q.packets),
+       static_cast<unsigned long long>(q.send_errors));
+}
+
+int run(const DaemonConfig& config, Engine& engine) {
+  // A status client that disconnects early must not kill the daemon.
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    logf(LogLevel::kError, "cannot ignore SIGPIPE");
+    return kExitRuntime;
+  }
+  logConfig(config);
+  const uint64_t start_ns = monotonicNs();
+
+  try {
+    if (!ensureSysctls(config)) return kExitRuntime;
+  } catch (const std::exception& e) {
+    logf(LogLevel::kError, "sysctl: %s", e.what());
+    return kExitRuntime;
+  }
+
+  NfQueue queue(config.queue);
+  try {
+    queue.open();
+  } catch (const std::system_error& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
+  }
+  logf(LogLevel::kInfo, "bound NFQUEUE %u (socket buffers: rcv %s, snd %s)", config.queue.queue,
+       mib(static_cast<uint64_t>(queue.effectiveRcvbuf())).c_str(),
+       mib(static_cast<uint64_t>(queue.effectiveSndbuf())).c_str());
+
+  EventBasePtr base(event_base_new());
+  if (!base) {
+    logf(LogLevel::kError, "event_base_new failed");
+    return kExitRuntime;
+  }
+  Loop loop;
+  loop.base = base.get();
+  loop.engine = &engine;
+  loop.queue = &queue;
+  if (auto k = readNfQueueKernelStats(config.queue.queue)) loop.kernel_seen = *k;
+
+  // Everything that can fail is set up before the rules go in, so a failed start leaves the host
+  // untouched. Signals are registered first: one arriving while the rules are installed is held
+  // by libevent and ends the loop at once, with cleanup.
+  EventPtr queue_ev(event_new(loop.base, queue.fd(), EV_READ | EV_PERSIST, onQueueReadable, &loop));
+  EventPtr timer_ev(event_new(loop.base, -1, EV_PERSIST, onExpireTimer, &loop));
+  EventPtr term_ev(evsignal_new(loop.base, SIGTERM, onSignal, &loop));
+  EventPtr int_ev(evsignal_new(loop.base, SIGINT, onSignal, &loop));
+  EventPtr hup_ev(evsignal_new(loop.base, SIGHUP, onSignal, &loop));
+  if (!queue_ev || !timer_ev || !term_ev || !int_ev || !hup_ev ||
+      event_add(term_ev.get(), nullptr) != 0 || event_add(int_ev.get(), nullptr) != 0 ||
+      event_add(hup_ev.get(), nullptr) != 0) {
+    logf(LogLevel::kError, "cannot set up the event loop");
+    return kExitRuntime;
+  }
+
+  std::optional<StatusServer> status;
+  try {
+    if (config.metrics) {
+      status.emplace(loop.base, StatusSources{&engine, &queue, &config, start_ns});
+      status->bind(*config.metrics);
+      logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
+           config.metrics->toString().c_str());
+    }
+  } catch (const std::exception& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
+  }
+
+  std::optional<IptablesRules> rules;
+  if (config.rules == RulesMode::kIptables) {
+    rules.emplace(config.queue.queue);
+    try {
+      if (rules->remove()) {
+        logf(LogLevel::kWarn, "removed chain %s left behind by an earlier run",
+             rulesChain(config.queue.queue).c_str());
+      }
+      rules->install(config.engine);
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "rules: %s", e.what());
+      return kExitRuntime;
+    }
+    logf(LogLevel::kInfo, "installed iptables chain %s (table raw, from PREROUTING)",
+         rulesChain(config.queue.queue).c_str());
+  } else {
+    logf(LogLevel::kInfo, "daemon.rules = none: expecting the operator's rules to queue to %u",
+         config.queue.queue);
+  }
+
+  if (event_add(queue_ev.get(), nullptr) != 0 || event_add(timer_ev.get(), &kExpireInterval) != 0) {
+    logf(LogLevel::kError, "cannot add events to the loop");
+  } else {
+    logf(LogLevel::kInfo, "running");
+    if (event_base_dispatch(loop.base) < 0) logf(LogLevel::kError, "event loop failed");
+  }
+  logf(LogLevel::kInfo, "shutting down%s%s", loop.signal != 0 ? " on " : "",
+       loop.signal != 0 ? strsignal(loop.signal) : "");
+
+  int rc = loop.signal != 0 ? 0 : kExitRuntime;
+  if (rules) {
+    try {
+      rules->remove();
+      logf(LogLevel::kInfo, "removed iptables chain %s", rulesChain(config.queue.queue).c_str());
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "rules: %s; remove chain %s by hand", e.what(),
+           rulesChain(config.queue.queue).c_str());
+      rc = kExitRuntime;
+    }
+  }
+  // Packets queued before the rules went away still get their verdict instead of being dropped
+  // with the queue.
+  queue.onReadable(engine);
+  logTotals(engine, queue);
+  return rc;
+}
+
+}  // namespace
+}  // namespace tandem
+
+int main(int argc, char** argv) {
+  using namespace tandem;
+  setLogProgram("tandemd");
+  CommandLine cl;
+  DaemonConfig config;
+  std::unique_ptr<Engine> engine;
+  try {
+    cl = parseCommandLine(argc, argv);
+    if (cl.help) {
+      printHelp();
+      return 0;
+    }
+    if (cl.version) {
+      std::printf("tandemd %s\n", kVersion);
+      return 0;
+    }
+    if (!cl.config_path && cl.overrides.empty()) {
+      throw ConfigError("--config FILE is required (see tandemd --help)");
+    }
+    if (cl.config_path) {
+      config = loadConfig(*cl.config_path, cl.overrides);
+    } else {
+      std::istringstream empty;
+      config = parseConfig(empty, cl.overrides);
+    }
+    engine = std::make_unique<Engine>(config.engine);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "tandemd: %s\n", e.what());
+    return kExitConfig;
+  } catch (const std::invalid_argument& e) {  // the engine refusing the configuration
+    std::fprintf(stderr, "tandemd: %s\n", e.what());
+    return kExitConfig;
+  }
+  if (cl.check) {
+    std::printf("tandemd: configuration OK (%zu service%s)\n", config.engine.services.size(),
+                config.engine.services.size() == 1 ? "" : "s");
+    return 0;
+  }
+  setLogLevel(config.log_level);
+  try {
+    return run(config, *engine);
+  } catch (const std::exception& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
+  }
+}
