@@ -2,6 +2,7 @@
 // lookup at up to 1,000,000 flows. Run: build/release/bench/tandem_core_bench
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <random>
 #include <vector>
 
@@ -65,10 +66,19 @@ BenchFlows openAll(Engine& e, size_t n) {
   return b;
 }
 
-void writeClient(std::vector<uint8_t>& buf, const std::vector<uint8_t>& tmpl, const Endpoint& c) {
-  std::copy(tmpl.begin(), tmpl.begin() + 64, buf.begin());  // headers; payload stays in place
-  store32(&buf[12], c.addr.v4());
-  store16(&buf[20], c.port);
+/// 65,536 packet headers of flows chosen at random, built before timing starts: a packet handed
+/// over by the kernel has just been copied and is in cache, so the benchmark must not pay a
+/// cache miss to build it. The payload part of the buffers never changes.
+std::vector<std::array<uint8_t, 64>> randomHeaders(const BenchFlows& b) {
+  std::vector<std::array<uint8_t, 64>> hdrs(1 << 16);
+  std::mt19937 rng(1);
+  for (auto& h : hdrs) {
+    const Endpoint& c = b.clients[rng() % b.clients.size()];
+    std::copy(b.tmpl.begin(), b.tmpl.begin() + 64, h.begin());
+    store32(&h[12], c.addr.v4());
+    store16(&h[20], c.port);
+  }
+  return hdrs;
 }
 
 // Whole per-packet path: parse, options, lookup, track, translate, checksum (incremental),
@@ -77,13 +87,12 @@ void BM_ProcessEstablished(benchmark::State& state) {
   const size_t flows = static_cast<size_t>(state.range(0));
   Engine e(benchConfig(flows, Addressing::kTransparent));
   BenchFlows b = openAll(e, flows);
+  const auto hdrs = randomHeaders(b);
   std::vector<uint8_t> buf = b.tmpl;
-  std::mt19937 rng(1);
-  std::vector<uint32_t> order(1 << 16);
-  for (auto& o : order) o = static_cast<uint32_t>(rng() % flows);
   size_t i = 0;
   for (auto _ : state) {
-    writeClient(buf, b.tmpl, b.clients[order[i++ & 0xffff]]);
+    const auto& h = hdrs[i++ & 0xffff];
+    std::copy(h.begin(), h.end(), buf.begin());  // the engine rewrites in place
     auto d = e.process(buf.data(), buf.size(), {}, 2 * kSec);
     benchmark::DoNotOptimize(d);
   }
@@ -97,16 +106,15 @@ void BM_ProcessBatch64(benchmark::State& state) {
   const size_t flows = static_cast<size_t>(state.range(0));
   Engine e(benchConfig(flows, Addressing::kTransparent));
   BenchFlows b = openAll(e, flows);
+  const auto hdrs = randomHeaders(b);
   constexpr size_t kBatch = 64;
   std::vector<std::vector<uint8_t>> bufs(kBatch, b.tmpl);
   PacketSlot slots[kBatch];
-  std::mt19937 rng(1);
-  std::vector<uint32_t> order(1 << 16);
-  for (auto& o : order) o = static_cast<uint32_t>(rng() % flows);
   size_t i = 0;
   for (auto _ : state) {
     for (size_t k = 0; k < kBatch; ++k) {
-      writeClient(bufs[k], b.tmpl, b.clients[order[i++ & 0xffff]]);
+      const auto& h = hdrs[i++ & 0xffff];
+      std::copy(h.begin(), h.end(), bufs[k].begin());
       slots[k].data = bufs[k].data();
       slots[k].len = bufs[k].size();
     }
@@ -156,10 +164,8 @@ void BM_Translate(benchmark::State& state) {
 BENCHMARK(BM_Translate)
     ->Args({0, 0, 0})->Args({1400, 0, 0})->Args({1400, 1, 0})->Args({0, 0, 1})->Args({1400, 0, 1});
 
-// Flow lookup at N flows: random keys of live flows, both legs.
-void BM_FlowLookup(benchmark::State& state) {
-  const size_t n = static_cast<size_t>(state.range(0));
-  FlowTable t(n, 1);
+/// Fills `t` with `n` flows and returns both legs' keys of all of them, shuffled.
+std::vector<FlowKey> fillTable(FlowTable& t, size_t n) {
   std::vector<FlowKey> keys;
   keys.reserve(2 * n);
   for (uint32_t i = 0; i < n; ++i) {
@@ -179,6 +185,14 @@ void BM_FlowLookup(benchmark::State& state) {
   }
   std::mt19937 rng(2);
   std::shuffle(keys.begin(), keys.end(), rng);
+  return keys;
+}
+
+// Flow lookup at N flows: random keys of live flows, both legs.
+void BM_FlowLookup(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  FlowTable t(n, 1);
+  const std::vector<FlowKey> keys = fillTable(t, n);
   size_t i = 0;
   for (auto _ : state) {
     auto hit = t.find(keys[i]);
@@ -193,25 +207,7 @@ BENCHMARK(BM_FlowLookup)->Arg(1000)->Arg(100'000)->Arg(1'000'000);
 void BM_FlowLookupBatch32(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   FlowTable t(n, 1);
-  std::vector<FlowKey> keys;
-  keys.reserve(2 * n);
-  for (uint32_t i = 0; i < n; ++i) {
-    const uint32_t slot = t.allocate();
-    Flow& f = t.at(slot);
-    f.client_addr = IpAddr::fromV4(0x0a000000u + i);
-    f.client_port = static_cast<uint16_t>(1024 + (i * 7919) % 60000);
-    f.vip_addr = IpAddr::fromV4(0x0a0000ffu);
-    f.vip_port = 80;
-    f.backend_addr = IpAddr::fromV4(0x0b000002u + (i & 1));
-    f.backend_port = 8080;
-    f.source_addr = IpAddr::fromV4(0x0b000100u + (i >> 16));
-    f.source_port = static_cast<uint16_t>(i & 0xffff);
-    t.insert(slot);
-    keys.push_back(FlowTable::clientKey(f));
-    keys.push_back(FlowTable::backendKey(f));
-  }
-  std::mt19937 rng(2);
-  std::shuffle(keys.begin(), keys.end(), rng);
+  const std::vector<FlowKey> keys = fillTable(t, n);
   constexpr size_t kBatch = 32;
   uint64_t hashes[kBatch];
   size_t i = 0;
