@@ -4,10 +4,10 @@
 set -u
 root=${1:?usage: layering.sh PROJECT_ROOT}
 bad=$(grep -nE '#include *[<"](event2/|boost/|libnetfilter|libmnl|linux/netfilter|sys/socket\.h|netinet/|sys/epoll)' \
-  "$root"/common/*.{h,cc} "$root"/proxy/core/*.{h,cc} 2>/dev/null)
+  "$root"/common/*.{h,cc} "$root"/proxy/core/*.{h,cc} "$root"/sync/*.{h,cc} 2>/dev/null)
 if [ -n "$bad" ]; then
-  echo "FAIL layering: pure core includes I/O headers:"
+  echo "FAIL layering: pure cores include I/O headers:"
   echo "$bad"
   exit 1
 fi
-echo "PASS layering: common/ and proxy/core/ include no I/O headers"
+echo "PASS layering: common/, proxy/core/ and sync/ include no I/O headers"

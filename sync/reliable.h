@@ -1,0 +1,175 @@
+#pragma once
+/// @file Reliable, ordered delivery of flow updates between the pair, apart from the frame format
+/// and the transport (after conntrack-tools' sync-ftfw.c, without its globals).
+///
+/// Sender: every update gets the next sequence number of the sender's session and waits in a
+/// bounded queue until the peer acknowledges it; unacknowledged messages are resent after
+/// `resend_after_ns`. Updates not yet transmitted coalesce by flow key: a newer upsert replaces
+/// the pending one in place, a delete replaces a pending upsert (so the receiver still drops the
+/// flow if an earlier upsert of it had arrived). A transmitted message is never altered: a later
+/// update of the same flow is a new message.
+///
+/// Receiver: delivers **in order** (a bounded reorder buffer holds what arrives early), so a
+/// reordered delete can never be overtaken by an older upsert; acknowledges cumulatively plus up
+/// to four received ranges above the cumulative point (as TCP SACK, RFC 2018), so the sender
+/// resends only the holes. Applying an update is also idempotent by flow key (an upsert
+/// overwrites, a delete of an unknown key is a no-op), which makes a resync harmless.
+///
+/// Sessions: a sender picks a session id at start (CLOCK_REALTIME ns: increasing across
+/// restarts) and tags each frame's updates with {session, base}; base is the lowest seq it may
+/// still resend. A receiver follows the newest session and ignores older ones.
+///
+/// Bounded everything: a full queue refuses the update and raises resyncNeeded() (the owner then
+/// re-sends the table with a bulk transfer, bulk.h); the reorder buffer drops what lies beyond
+/// it, and the sender resends it later.
+///
+/// Time is an argument (`now_ns`, monotonic); nothing here reads a clock.
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "sync/wire.h"
+
+namespace tandem::sync {
+
+enum class UpdateKind : uint8_t { kUpsert, kDelete, kBulkEnd };
+
+/// One reliable message. Maps 1:1 to FLOW_UPSERT, FLOW_DELETE or BULK_END items.
+struct Update {
+  UpdateKind kind = UpdateKind::kUpsert;
+  uint64_t seq = 0;
+  FlowRecord flow;          ///< kUpsert: the state; kDelete: only flow.key is meaningful
+  uint32_t request_id = 0;  ///< kBulkEnd
+  uint32_t bulk_flows = 0;  ///< kBulkEnd
+};
+
+struct ReliableConfig {
+  size_t max_pending = 65536;              ///< queued + unacknowledged messages, at most
+  uint64_t resend_after_ns = 30'000'000;   ///< resend a message unacknowledged this long
+};
+
+/// The sending half, owned by the node that produces updates (the active).
+class ReliableSender {
+ public:
+  struct Counters {
+    uint64_t queued = 0;     ///< messages given a seq
+    uint64_t sent = 0;       ///< first transmissions
+    uint64_t resent = 0;
+    uint64_t acked = 0;
+    uint64_t coalesced = 0;  ///< updates folded into a pending message
+    uint64_t overflow = 0;   ///< updates refused because the queue was full
+    uint64_t bad_acks = 0;   ///< acks of another session or of unsent seqs
+  };
+
+  ReliableSender(ReliableConfig config, uint64_t session) noexcept;
+
+  /// Queues the state of one flow. False if the queue is full (counted; resyncNeeded() set).
+  bool upsert(const FlowRecord& flow) noexcept;
+  /// Queues the deletion of one flow. False if the queue is full.
+  bool remove(const FlowKey& key) noexcept;
+  /// Queues the end marker of bulk transfer `request_id`, ordered after everything before it.
+  bool bulkEnd(uint32_t request_id, uint32_t flows) noexcept;
+
+  /// Appends to `out` at most `max` messages to transmit now: first transmissions in seq order,
+  /// then resends of messages unacknowledged for resend_after_ns. Returns how many.
+  size_t poll(uint64_t now_ns, size_t max, std::vector<Update>& out);
+  /// The {session, base} to put in front of the updates of every frame.
+  SeqBase base() const noexcept;
+  /// Processes the peer's acknowledgement.
+  void onAck(const Ack& ack) noexcept;
+  /// Earliest time poll() has something to resend, or UINT64_MAX; for the caller's timer.
+  uint64_t nextResendNs() const noexcept;
+
+  size_t pending() const noexcept { return queue_.size(); }
+  size_t space() const noexcept { return config_.max_pending - queue_.size(); }
+  bool idle() const noexcept { return queue_.empty(); }
+  bool resyncNeeded() const noexcept { return resync_needed_; }
+  void clearResyncNeeded() noexcept { resync_needed_ = false; }
+  /// Forgets every message and starts session `session` (e.g. the peer restarted).
+  void reset(uint64_t session) noexcept;
+  const Counters& counters() const noexcept { return counters_; }
+  uint64_t session() const noexcept { return session_; }
+
+ private:
+  struct Entry {
+    Update update;
+    uint64_t last_sent_ns = 0;
+    bool sent = false;
+    bool sacked = false;
+  };
+  bool enqueue(const Update& u) noexcept;
+  Entry* at(uint64_t seq) noexcept;
+
+  ReliableConfig config_;
+  uint64_t session_;
+  uint64_t next_seq_ = 1;
+  std::deque<Entry> queue_;       ///< seqs [queue_.front().update.seq, next_seq_)
+  size_t first_unsent_ = 0;       ///< index in queue_; everything before it was sent once
+  /// Flow key -> seq of its message not yet transmitted (the only ones that coalesce).
+  std::unordered_map<FlowKey, uint64_t, FlowKeyHash> unsent_by_key_;
+  bool resync_needed_ = false;
+  Counters counters_;
+};
+
+/// Receives delivered updates, in seq order, exactly once each per session.
+class UpdateSink {
+ public:
+  virtual ~UpdateSink() = default;
+  virtual void apply(const Update& u) noexcept = 0;
+};
+
+/// The receiving half, owned by the node that mirrors the table (the standby).
+class ReliableReceiver {
+ public:
+  struct Counters {
+    uint64_t delivered = 0;
+    uint64_t duplicates = 0;      ///< already delivered or already buffered
+    uint64_t beyond_window = 0;   ///< too far ahead to buffer; the sender will resend
+    uint64_t stale_session = 0;   ///< frames of a session older than the current one
+    uint64_t new_session = 0;     ///< the sender (re)started
+    uint64_t lost = 0;            ///< messages the sender gave up on (base moved past them)
+  };
+
+  /// `window`: how many messages past the next expected one can be buffered.
+  explicit ReliableReceiver(UpdateSink& sink, size_t window = 4096);
+
+  /// One frame's worth: its {session, base} and its updates, in frame order. Delivers whatever
+  /// became in order. Never throws, never allocates.
+  void onFrame(const SeqBase& base, std::span<const Update> updates) noexcept;
+  /// The acknowledgement to send now (cumulative + up to kMaxAckRanges buffered ranges).
+  Ack ack() const noexcept;
+  /// Something arrived since the last ackSent().
+  bool ackDue() const noexcept { return ack_due_; }
+  void ackSent() noexcept { ack_due_ = false; }
+  /// A message was lost for good or the sender restarted: the table may miss updates.
+  bool resyncNeeded() const noexcept { return resync_needed_; }
+  void clearResyncNeeded() noexcept { resync_needed_ = false; }
+  bool hasSession() const noexcept { return has_session_; }
+  uint64_t expected() const noexcept { return expected_; }
+  const Counters& counters() const noexcept { return counters_; }
+
+ private:
+  struct Slot {
+    bool present = false;
+    Update update;
+  };
+  Slot& slot(uint64_t seq) noexcept { return slots_[seq % slots_.size()]; }
+  const Slot& slot(uint64_t seq) const noexcept { return slots_[seq % slots_.size()]; }
+  void deliverInOrder() noexcept;
+
+  UpdateSink& sink_;
+  std::vector<Slot> slots_;  ///< reorder ring, preallocated
+  size_t buffered_ = 0;
+  bool has_session_ = false;
+  uint64_t session_ = 0;
+  uint64_t expected_ = 0;    ///< next seq to deliver
+  bool ack_due_ = false;
+  bool resync_needed_ = false;
+  Counters counters_;
+};
+
+}  // namespace tandem::sync

@@ -1,0 +1,115 @@
+#pragma once
+/// @file The role state machine of one node of the pair: ACTIVE, STANDBY or FAULT.
+///
+/// Pure: inputs are events with the current monotonic time (a heartbeat received on a path, a
+/// timer tick, a local fault, an admin switchover request); outputs say what to do (log a role
+/// change with its reason, send a heartbeat now, take or release the address group). The daemon
+/// performs them; tests drive it on a fake clock.
+///
+/// Rules (the "why" of each is in roles.cc):
+/// - The peer is dead only when heartbeats stopped on *both* paths (sync link and front network)
+///   for miss_count intervals, so losing one link never makes two actives.
+/// - A standby takes over when the peer is dead or in FAULT, when the peer hands over, when no
+///   peer was heard for miss_count intervals after start, when both are standby and it is the
+///   better candidate (ready, then priority, then node id), or, with preempt on, when it is ready
+///   and has a strictly higher priority than the active.
+/// - Every takeover increases the epoch past any epoch seen.
+/// - Two actives: the higher epoch wins, then the higher priority, then the higher node id; the
+///   loser steps down (releases its addresses) on the first heartbeat it sees.
+/// - An admin switchover on the active hands over to a live, ready standby: the active becomes
+///   standby and announces `handover`, so the peer takes over without waiting for a timeout.
+///   After it, this node does not preempt until restarted (or until setPreempt()).
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "sync/wire.h"
+
+namespace tandem::sync {
+
+/// The two independent paths heartbeats travel on.
+enum class Path : uint8_t { kSync = 0, kFront = 1 };
+inline constexpr size_t kPathCount = 2;
+
+struct RolesConfig {
+  uint32_t node_id = 0;               ///< unique in the pair, non-zero
+  uint8_t priority = 100;             ///< higher is preferred
+  bool preempt = false;               ///< a higher-priority ready standby takes over
+  uint64_t interval_ns = 50'000'000;  ///< heartbeat interval (down to 10 ms)
+  uint32_t miss_count = 3;            ///< intervals without a heartbeat on both paths = dead
+};
+
+/// What the daemon must do after an event. Several flags can be set at once; do them in the
+/// order: release addresses, take addresses, send heartbeat.
+struct RoleOutput {
+  bool changed = false;           ///< role changed from `from` to `to` (log it with `reason`)
+  Role from = Role::kStandby;
+  Role to = Role::kStandby;
+  const char* reason = nullptr;   ///< why it changed, or why a request was refused
+  bool send_heartbeat = false;
+  bool take_addresses = false;    ///< install flows, then bring the VIP group up, then GARP
+  bool release_addresses = false; ///< bring the VIP group down (stop forwarding first)
+};
+
+class RoleMachine {
+ public:
+  /// Starts in STANDBY at `now_ns`.
+  RoleMachine(RolesConfig config, uint64_t now_ns) noexcept;
+
+  /// An authenticated heartbeat from node `node_id` (the frame header's sender) on `path`.
+  RoleOutput onHeartbeat(Path path, uint32_t node_id, const Heartbeat& hb,
+                         uint64_t now_ns) noexcept;
+  /// Timer: call at nextTimerNs() or any time sooner.
+  RoleOutput tick(uint64_t now_ns) noexcept;
+  /// A local fault appeared (true) or cleared (false): a link down, the data path unhealthy.
+  RoleOutput setFault(bool fault, uint64_t now_ns) noexcept;
+  /// Planned switchover (tandemctl switchover), on the active. Refused (reason set, nothing
+  /// changed) unless the peer is alive, standby and ready.
+  RoleOutput requestSwitchover(uint64_t now_ns) noexcept;
+  /// Whether this node holds the whole flow table (bulk resync done); travels in heartbeats.
+  void setReady(bool ready) noexcept { ready_ = ready; }
+  void setPreempt(bool preempt) noexcept {
+    config_.preempt = preempt;
+    preempt_suppressed_ = false;
+  }
+
+  /// The heartbeat this node sends now.
+  Heartbeat heartbeat(uint32_t flows) const noexcept;
+  Role role() const noexcept { return role_; }
+  uint32_t epoch() const noexcept { return epoch_; }
+  bool ready() const noexcept { return ready_; }
+  bool peerSeen() const noexcept { return peer_seen_; }
+  bool peerAlive(uint64_t now_ns) const noexcept;
+  bool pathAlive(Path p, uint64_t now_ns) const noexcept;
+  const Heartbeat& peer() const noexcept { return peer_; }
+  uint32_t peerNodeId() const noexcept { return peer_node_; }
+  /// When tick() next has something to do.
+  uint64_t nextTimerNs() const noexcept;
+  /// The peer is dead after this long without heartbeats on both paths.
+  uint64_t deadIntervalNs() const noexcept;
+
+ private:
+  RoleOutput change(Role to, const char* reason) noexcept;
+  RoleOutput takeOver(const char* reason) noexcept;
+  bool peerWinsActiveTie(uint32_t node_id, const Heartbeat& hb) const noexcept;
+  bool betterStandbyThanPeer() const noexcept;
+  void sendSoon(RoleOutput& out, uint64_t now_ns) noexcept;
+
+  RolesConfig config_;
+  Role role_ = Role::kStandby;
+  uint32_t epoch_ = 0;          ///< own epoch while active; highest seen otherwise
+  bool ready_ = false;
+  bool fault_ = false;
+  bool handover_ = false;       ///< announcing a planned handover
+  bool preempt_suppressed_ = false;
+  uint64_t started_ns_;
+  uint64_t next_heartbeat_ns_;
+  bool peer_seen_ = false;
+  uint32_t peer_node_ = 0;
+  Heartbeat peer_;
+  std::array<uint64_t, kPathCount> last_heard_ns_{};
+  std::array<bool, kPathCount> heard_{};
+};
+
+}  // namespace tandem::sync
