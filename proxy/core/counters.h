@@ -23,7 +23,11 @@ namespace tandem {
   X(kInvalidTransition, "invalid_transition") /* state table refuses this segment */      \
   X(kRstOutOfWindow, "rst_out_of_window")   /* RFC 5961 3.2: RST outside the window */      \
   X(kSynAckMismatch, "synack_mismatch")     /* SYN-ACK whose ack does not match the SYN */  \
-  X(kTupleClash, "tuple_clash")             /* backend-leg tuple already used by a flow */
+  X(kTupleClash, "tuple_clash")             /* backend-leg tuple already used by a flow */ \
+  X(kBadCookie, "bad_cookie")               /* splice: ACK whose SYN cookie does not check */ \
+  X(kSplicePending, "splice_pending")       /* splice: client data before the backend leg is \
+                                               up; the client retransmits it */              \
+  X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */
 
 enum class DropReason : uint8_t {
   kNone = 0,
@@ -56,6 +60,8 @@ struct Counters {
   uint64_t seq_out_of_window = 0;     ///< segments outside the tracked window (passed on: the
                                       ///< endpoint answers them with an ACK, RFC 9293 3.10.7.4)
   uint64_t flows_reopened = 0;        ///< a new SYN replaced a flow in TIME_WAIT or CLOSE
+  uint64_t syncookies_sent = 0;       ///< splice: SYN-ACKs answered with a SYN cookie
+  uint64_t splices_completed = 0;     ///< splice: backend handshakes completed by the proxy
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

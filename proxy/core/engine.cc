@@ -1,11 +1,13 @@
 #include "proxy/core/engine.h"
 
 #include <algorithm>
+#include <random>
 #include <stdexcept>
 #include <vector>
 
 #include "common/packet.h"
 #include "common/tcp_options.h"
+#include "proxy/core/engine_impl.h"
 #include "proxy/core/flow_table.h"
 #include "proxy/core/tcp_tracker.h"
 #include "proxy/core/translator.h"
@@ -55,11 +57,6 @@ DropReason fromParseError(ParseError e) noexcept {
   return DropReason::kMalformedIp;
 }
 
-bool isOpeningSyn(uint8_t flags) noexcept {
-  return (flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst | tcpflag::kFin)) ==
-         tcpflag::kSyn;
-}
-
 uint64_t mixHash(uint64_t v) noexcept {
   v ^= v >> 33;
   v *= 0xff51afd7ed558ccdull;
@@ -71,26 +68,10 @@ uint64_t mixHash(uint64_t v) noexcept {
 
 }  // namespace
 
-struct Engine::Impl {
-  Impl(const EngineConfig& c, Counters& k)
-      : config(c),
-        counters(k),
-        table(c.max_flows, c.hash_seed),
-        rr(c.services.size(), 0),
-        snat_cursor(c.services.size(), 0) {}
-
-  int findService(const IpAddr& daddr, uint16_t dport) const noexcept;
-  bool isBackendLeg(const FlowKey& key) const noexcept;
-  DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept;
-  void retire(uint32_t index) noexcept;
-
-  const EngineConfig& config;
-  Counters& counters;
-  FlowTable table;
-  std::vector<uint32_t> rr;           // round-robin position per service
-  std::vector<uint32_t> snat_cursor;  // next SNAT port candidate per service
-  uint32_t gc_cursor = 0;
-};
+bool isOpeningSyn(uint8_t flags) noexcept {
+  return (flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst | tcpflag::kFin)) ==
+         tcpflag::kSyn;
+}
 
 Engine::Engine(EngineConfig config) : config_(std::move(config)) {
   if (config_.services.empty()) throw std::invalid_argument("no service configured");
@@ -100,13 +81,24 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
     if (!s.vip.addr.isV4()) throw std::invalid_argument("service " + s.name + ": IPv4 VIP only");
     for (const auto& b : s.backends)
       if (!b.addr.isV4()) throw std::invalid_argument("service " + s.name + ": IPv4 only");
-    if (s.mode != Mode::kPassthrough)
-      throw std::invalid_argument("service " + s.name + ": only passthrough mode is supported");
     if (s.addressing == Addressing::kSnat &&
         (!s.snat_addr.isV4() || s.snat_port_min == 0 || s.snat_port_min > s.snat_port_max))
       throw std::invalid_argument("service " + s.name + ": bad SNAT address or port range");
   }
   impl_ = std::make_unique<Impl>(config_, counters_);
+  const bool any_splice = std::any_of(config_.services.begin(), config_.services.end(),
+                                      [](const ServiceConfig& s) { return s.mode == Mode::kSplice; });
+  if (any_splice) {
+    std::vector<uint8_t> secret = config_.splice.cookie_secret;
+    if (secret.empty()) {  // a single proxy: any secret will do, as long as nobody can guess it
+      std::random_device rd;
+      secret.resize(32);
+      for (auto& b : secret) b = static_cast<uint8_t>(rd());
+    }
+    SynCookieConfig cc;
+    cc.period_ns = config_.splice.cookie_period_ns;
+    impl_->cookie = std::make_unique<SynCookie>(cc, CookieSecrets(secret));
+  }
 }
 
 Engine::~Engine() = default;
@@ -114,12 +106,10 @@ Engine::~Engine() = default;
 size_t Engine::activeFlows() const noexcept { return impl_->table.size(); }
 size_t Engine::maxFlows() const noexcept { return impl_->table.capacity(); }
 
-Decision Engine::process(uint8_t* data, size_t len, const PacketMeta& meta,
+Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
                          uint64_t now_ns) noexcept {
-  auto drop = [this](DropReason r) {
-    counters_.drop(r);
-    return Decision{Verdict::kDrop, r, false};
-  };
+  auto drop = [this](DropReason r) { return impl_->dropped(r); };
+  if (cap < len) cap = len;
 
   TcpPacket pkt;
   if (const ParseError pe = parseTcpPacket(data, len, pkt); pe != ParseError::kNone)
@@ -149,8 +139,11 @@ Decision Engine::process(uint8_t* data, size_t len, const PacketMeta& meta,
   bool created = false;
   if (!hit) {
     const int svc = impl_->findService(key.daddr, key.dport);
+    if (svc >= 0 && config_.services[static_cast<size_t>(svc)].mode == Mode::kSplice)
+      return impl_->spliceOpen(static_cast<size_t>(svc), key, pkt, opts, data, cap, now_ns);
     if (!isOpeningSyn(pkt.flags())) {
-      return drop(svc >= 0 || impl_->isBackendLeg(key) ? DropReason::kNoFlow : DropReason::kNoService);
+      return drop(svc >= 0 || impl_->isBackendLeg(key) ? DropReason::kNoFlow
+                                                       : DropReason::kNoService);
     }
     if (svc < 0) return drop(DropReason::kNoService);
     const DropReason r = impl_->createFlow(static_cast<size_t>(svc), key, hit);
@@ -159,8 +152,18 @@ Decision Engine::process(uint8_t* data, size_t len, const PacketMeta& meta,
   }
 
   Flow& f = table.at(hit.index);
-  const DropReason r =
-      trackSegment(f, hit.dir, pkt, opts, config_.timeouts, now_ns, counters_);
+  if (f.splice_pending)
+    return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, now_ns);
+
+  // The tracker works in the backend leg's sequence space: a client segment is translated
+  // first (its ack and SACK edges move into the backend's space), a backend one after.
+  const bool from_client = hit.dir == Direction::kFromClient;
+  if (from_client) {
+    translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+    if (f.has_seqadj && opts.sack_count > 0)
+      parseTcpOptions(pkt.options(), pkt.optionsLen(), opts);  // the translated SACK edges
+  }
+  const DropReason r = trackSegment(f, hit.dir, pkt, opts, config_.timeouts, now_ns, counters_);
   if (r != DropReason::kNone) {
     if (created) {
       table.remove(hit.index);  // keep nothing from a refused opening segment
@@ -168,12 +171,12 @@ Decision Engine::process(uint8_t* data, size_t len, const PacketMeta& meta,
     }
     return drop(r);
   }
-  translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+  if (!from_client) translateSegment(f, hit.dir, pkt, opts, meta, counters_);
   const size_t d = dirIndex(hit.dir);
   ++counters_.packets[d];
   counters_.bytes[d] += pkt.totalLen();
   if (meta.gso) ++counters_.gso_packets;
-  return {Verdict::kAccept, DropReason::kNone, true};
+  return {Verdict::kAccept, DropReason::kNone, true, len};
 }
 
 int Engine::Impl::findService(const IpAddr& daddr, uint16_t dport) const noexcept {
@@ -269,7 +272,7 @@ void Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept
       if (valid[i]) table.prefetchFlow(hashes[i]);
     for (size_t i = 0; i < m; ++i) {
       PacketSlot& s = slots[base + i];
-      s.decision = process(s.data, s.len, s.meta, now_ns);
+      s.decision = process(s.data, s.len, s.cap, s.meta, now_ns);
     }
   }
 }

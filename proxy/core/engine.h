@@ -28,6 +28,8 @@ struct Decision {
   Verdict verdict = Verdict::kDrop;
   DropReason reason = DropReason::kNone;  ///< set when verdict == kDrop
   bool modified = false;                  ///< packet bytes changed: re-inject with payload
+  size_t len = 0;                         ///< length of the packet to re-inject (splice mode
+                                          ///< may turn a segment into a longer or shorter one)
 };
 
 enum class TcpState : uint8_t {
@@ -51,6 +53,7 @@ struct FlowInfo {
 struct PacketSlot {
   uint8_t* data = nullptr;
   size_t len = 0;
+  size_t cap = 0;     ///< bytes writable at data (>= len); splice replies need up to 60
   PacketMeta meta;
   Decision decision;  ///< filled in by processBatch()
 };
@@ -64,8 +67,15 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   /// Classifies, tracks and rewrites in place the IPv4 packet in data[0, len). Never throws,
-  /// never reads or writes outside the range; the length never changes in this mode.
-  Decision process(uint8_t* data, size_t len, const PacketMeta& meta, uint64_t now_ns) noexcept;
+  /// never reads or writes outside data[0, cap). Passthrough keeps the length; splice mode turns
+  /// a client SYN into the SYN-ACK, the cookie ACK into the backend SYN and the backend's
+  /// SYN-ACK into its ACK, whose lengths differ (Decision::len).
+  Decision process(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
+                   uint64_t now_ns) noexcept;
+  /// The same with no room beyond the packet (cap = len).
+  Decision process(uint8_t* data, size_t len, const PacketMeta& meta, uint64_t now_ns) noexcept {
+    return process(data, len, len, meta, now_ns);
+  }
 
   /// process() on each slot in order, with the flow lookups of the batch overlapped (their
   /// buckets and flows prefetched first), so that a table far larger than the caches costs

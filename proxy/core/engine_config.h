@@ -45,10 +45,21 @@ struct Timeouts {
   uint64_t close_ns = 10 * kNsPerSec;
 };
 
+/// Splice mode: what the proxy answers clients with while it binds the backend late.
+struct SpliceConfig {
+  /// SYN-cookie secret (at least 16 bytes; a standby shares it). Empty: a random one.
+  std::vector<uint8_t> cookie_secret;
+  uint64_t cookie_period_ns = 64 * kNsPerSec;
+  uint16_t mss = 1460;      ///< MSS the proxy advertises to clients
+  uint8_t wscale = 7;       ///< receive shift the proxy offers clients
+  uint16_t window = 65535;  ///< SYN-ACK window field
+};
+
 struct EngineConfig {
   std::vector<ServiceConfig> services;
   size_t max_flows = 1'000'000;
   Timeouts timeouts;
+  SpliceConfig splice;
   uint64_t hash_seed = 0;  ///< keys the flow hash; 0 picks a random seed
   /// Flow slots the expiry sweep visits per expire() call, at least; it visits more when the
   /// table is large so a whole sweep takes at most ~32 calls.

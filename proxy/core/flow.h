@@ -53,6 +53,21 @@ struct Flow {
   bool in_use = false;
   bool has_seqadj = false; ///< any non-zero offset: the translator must touch seq space
 
+  // Splice mode: the client completed its handshake with the proxy's SYN cookie, the backend
+  // leg's with the proxy on the client's behalf, so the two legs differ in sequence space (the
+  // backend's ISN vs the cookie: adj[kFromBackend]), timestamp clock and window scale.
+  bool splice = false;
+  bool splice_pending = false;  ///< the backend's SYN-ACK has not arrived yet
+  bool has_ts_adj = false;      ///< rewrite TSval (backend->client) and TSecr (client->backend)
+  bool rescale_window = false;  ///< backend windows are re-expressed in the client's scale
+  uint8_t backend_wscale = 0;   ///< the shift the backend applies to its window fields
+  uint8_t client_view_wscale = 0;  ///< the shift the client applies (what the proxy offered)
+  uint32_t ts_offset = 0;       ///< added to backend TSvals, subtracted from client TSecrs
+  uint32_t proxy_isn = 0;       ///< the cookie: the client leg's ISN for the server side
+  uint32_t client_tsval = 0;    ///< latest client TSval, for the ACK the proxy sends
+  uint32_t proxy_tsval = 0;     ///< the cookie's TSval (the client's TSecr in its ACK)
+  uint16_t client_window = 0;   ///< the client's last raw window field
+
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }
   Endpoint backendEp() const noexcept { return {backend_addr, backend_port}; }

@@ -11,6 +11,7 @@
 
 #include "common/bytes.h"
 #include "common/checksum.h"
+#include "common/segment_writer.h"
 
 namespace tandem {
 
@@ -307,31 +308,20 @@ size_t buildSynAck(const TcpPacket& syn, const TcpOptions& syn_opts, const Cooki
   o.wscale = std::min<uint8_t>(params.wscale, tcpopt::kMaxWindowScale);
   uint8_t opts[40];
   const size_t opt_len = buildSynOptions(o, opts, sizeof opts);
-  const size_t tcp_len = 20 + opt_len;
-  const size_t total = 20 + tcp_len;
-  if (opt_len == 0 || total > cap) return 0;
-
-  std::fill(out, out + total, uint8_t{0});
-  uint8_t* ip = out;
-  ip[0] = 0x45;
-  store16(ip + 2, static_cast<uint16_t>(total));
-  store16(ip + 6, 0x4000);  // DF; ID 0 is fine for an atomic datagram (RFC 6864 4.1)
-  ip[8] = params.ttl;
-  ip[9] = 6;
-  store32(ip + 12, syn.daddr());
-  store32(ip + 16, syn.saddr());
-  store16(ip + 10, ipv4HeaderChecksum(ip, 20));
-
-  uint8_t* tcp = out + 20;
-  store16(tcp, syn.dport());
-  store16(tcp + 2, syn.sport());
-  store32(tcp + 4, cookie.isn);
-  store32(tcp + 8, syn.seq() + 1);  // any SYN payload (TFO) is not acknowledged: resent later
-  tcp[12] = static_cast<uint8_t>((tcp_len / 4) << 4);
-  tcp[13] = static_cast<uint8_t>(tcpflag::kSyn | tcpflag::kAck | (n.ecn_ok ? tcpflag::kEce : 0));
-  store16(tcp + 14, params.window);
-  std::copy(opts, opts + opt_len, tcp + 20);
-  store16(tcp + 16, tcpChecksumV4(syn.daddr(), syn.saddr(), tcp, tcp_len));
+  if (opt_len == 0) return 0;
+  SegmentSpec seg;
+  seg.saddr = syn.daddr();
+  seg.daddr = syn.saddr();
+  seg.sport = syn.dport();
+  seg.dport = syn.sport();
+  seg.seq = cookie.isn;
+  seg.ack = syn.seq() + 1;  // any SYN payload (TFO) is not acknowledged: resent later
+  seg.flags = static_cast<uint8_t>(tcpflag::kSyn | tcpflag::kAck | (n.ecn_ok ? tcpflag::kEce : 0));
+  seg.window = params.window;
+  seg.ttl = params.ttl;
+  seg.options = opts;
+  seg.options_len = opt_len;
+  const size_t total = writeTcpSegment(seg, out, cap);
   return total;
 }
 

@@ -102,6 +102,31 @@ void translateSegment(const Flow& f, Direction dir, TcpPacket& pkt, const TcpOpt
     }
   }
 
+  if (f.has_ts_adj && opts.has_timestamp) {
+    // Splice: backend TSvals move into the clock the client saw in the SYN-ACK (so PAWS holds,
+    // RFC 7323 section 5), client TSecrs back into the backend's clock.
+    uint8_t* ts = pkt.options() + opts.ts_offset;
+    const bool odd = (opts.ts_offset & 1) != 0;
+    if (dir == Direction::kFromBackend) {
+      const uint32_t v = load32(ts);
+      Delta::add32At(d.header, v, v + f.ts_offset, odd);
+      store32(ts, v + f.ts_offset);
+    } else if (pkt.has(tcpflag::kAck)) {
+      const uint32_t e = load32(ts + 4);
+      Delta::add32At(d.header, e, e - f.ts_offset, odd);
+      store32(ts + 4, e - f.ts_offset);
+    }
+  }
+  if (f.rescale_window && dir == Direction::kFromBackend && !pkt.has(tcpflag::kSyn)) {
+    // The backend scales its window by its own shift; the client applies the shift the proxy
+    // offered in its SYN-ACK (RFC 7323 2.3). Re-express the same byte count, rounding down.
+    const uint64_t bytes = uint64_t{pkt.window()} << f.backend_wscale;
+    const uint64_t field = bytes >> f.client_view_wscale;
+    const uint16_t nwin = static_cast<uint16_t>(field > 0xffff ? 0xffff : field);
+    Delta::add16(d.header, pkt.window(), nwin);
+    pkt.setWindowRaw(nwin);
+  }
+
   if (!meta.csum_not_ready) {
     pkt.setTcpCheck(applyComplete(pkt.tcpCheck(), d.pseudo + d.header));
   } else if (meta.gso) {

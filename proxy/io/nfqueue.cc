@@ -307,6 +307,9 @@ void NfQueue::handlePacket(nlmsghdr* nlh, Engine* engine) noexcept {
   PacketSlot slot;
   slot.data = data;
   slot.len = len;
+  // Splice mode may write a longer packet in its place: room up to the end of this receive slot.
+  const size_t offset = static_cast<size_t>(data - rx_.data());
+  slot.cap = (offset / kRxBufSize + 1) * kRxBufSize - offset;
   slot.meta = meta;
   pending_.push_back(slot);  // capacity reserved for a whole read: no allocation here
   pending_ids_.push_back(id);
@@ -318,7 +321,8 @@ void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
   for (size_t i = 0; i < pending_.size(); ++i) {
     const PacketSlot& s = pending_[i];
     if (s.decision.verdict == Verdict::kAccept) {
-      queueVerdict(pending_ids_[i], NF_ACCEPT, s.decision.modified ? s.data : nullptr, s.len);
+      queueVerdict(pending_ids_[i], NF_ACCEPT, s.decision.modified ? s.data : nullptr,
+                   s.decision.len);
     } else {
       queueVerdict(pending_ids_[i], NF_DROP, nullptr, 0);
     }

@@ -34,6 +34,7 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"daemon.metrics", "ADDRESS:PORT of the status server; \"\" disables"},
     {"daemon.set_sysctls", "true: set the sysctls tandem needs, not refuse"},
     {"daemon.log_level", "debug | info | warn | error"},
+    {"daemon.cookie_secret", "splice: SYN-cookie secret, hex, >= 16 bytes; default random"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
     {"timeouts.syn_recv", ""},
     {"timeouts.established", ""},
@@ -47,7 +48,7 @@ constexpr KeyHelp kGlobalKeys[] = {
 constexpr KeyHelp kServiceKeys[] = {
     {"vip", "ADDRESS:PORT clients connect to (required)"},
     {"backends", "ADDRESS:PORT list, space or comma separated (required)"},
-    {"mode", "passthrough (splice: a later version)"},
+    {"mode", "passthrough | splice (SYN cookies, backend bound on the client's ACK)"},
     {"addressing", "transparent | snat"},
     {"scheduler", "roundrobin | hash"},
     {"snat_address", "source ADDRESS towards the backends (snat: required)"},
@@ -301,11 +302,8 @@ ServiceConfig parseService(const ServiceValues& sv) {
   if (s.backends.empty()) fail(backends_key, backends, "empty backend list");
 
   if (const auto* p = get("mode")) {
-    if (p->second.text == "splice") {
-      fail(p->first, p->second,
-           "mode splice is not supported yet in this version (use passthrough)");
-    }
-    s.mode = parseChoice<Mode>(p->first, p->second, {{"passthrough", Mode::kPassthrough}});
+    s.mode = parseChoice<Mode>(p->first, p->second,
+                               {{"passthrough", Mode::kPassthrough}, {"splice", Mode::kSplice}});
   }
   if (const auto* p = get("addressing")) {
     s.addressing = parseChoice<Addressing>(
@@ -422,6 +420,17 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
   }
   if (const Value* v = get("daemon.set_sysctls")) {
     c.set_sysctls = parseBool("daemon.set_sysctls", *v);
+  }
+  if (const Value* v = get("daemon.cookie_secret")) {
+    const std::string& hex = v->text;
+    if (hex.size() < 32 || hex.size() % 2 != 0 ||
+        hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+      fail("daemon.cookie_secret", *v, "expected an even number (at least 32) of hex digits");
+    }
+    for (size_t i = 0; i < hex.size(); i += 2) {
+      c.engine.splice.cookie_secret.push_back(
+          static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+    }
   }
   if (const Value* v = get("daemon.log_level")) {
     auto level = parseLogLevel(v->text);

@@ -56,7 +56,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 11;
+constexpr size_t kScalarCounters = 13;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -131,6 +131,10 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "Peers announcing a window scale above 14.", c.window_scale_clamped);
   m.single("tandem_seq_out_of_window_total", "counter",
            "Segments outside the tracked window, passed on.", c.seq_out_of_window);
+  m.single("tandem_syncookies_sent_total", "counter",
+           "Splice mode: client SYNs answered with a SYN cookie.", c.syncookies_sent);
+  m.single("tandem_splices_completed_total", "counter",
+           "Splice mode: backend handshakes the proxy completed.", c.splices_completed);
 
   m.single("tandem_nfq_reads_total", "counter", "recvmmsg() calls that returned messages.",
            q.reads);

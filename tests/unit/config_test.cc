@@ -105,6 +105,17 @@ TEST(ConfigTest, GoodFile) {
   EXPECT_EQ(db.snat_port_max, 30999);
 }
 
+TEST(ConfigTest, SpliceModeAndCookieSecret) {
+  const DaemonConfig c =
+      parse(std::string("[daemon]\ncookie_secret = 000102030405060708090a0b0c0d0eFF\n") +
+            kMinimalService + "mode = splice\n");
+  ASSERT_EQ(c.engine.services.size(), 1u);
+  EXPECT_EQ(c.engine.services[0].mode, Mode::kSplice);
+  ASSERT_EQ(c.engine.splice.cookie_secret.size(), 16u);
+  EXPECT_EQ(c.engine.splice.cookie_secret[1], 0x01);
+  EXPECT_EQ(c.engine.splice.cookie_secret[15], 0xff);
+}
+
 TEST(ConfigTest, Defaults) {
   const DaemonConfig c = parse(kMinimalService);
   EXPECT_EQ(c.queue.queue, 0);
@@ -210,11 +221,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"port zero in range",
                 kSvc + "addressing = snat\nsnat_address = 10.0.0.9\nsnat_ports = 0-10\n", {},
                 "service.web.snat_ports: expected an integer from 1 to 65535, got '0'"},
-        BadCase{"splice", kSvc + "mode = splice\n", {},
-                "service.web.mode: mode splice is not supported yet in this version (use "
-                "passthrough)"},
+        BadCase{"short cookie secret", "[daemon]\ncookie_secret = 00112233\n" + kSvc, {},
+                "daemon.cookie_secret: expected an even number (at least 32) of hex digits"},
+        BadCase{"non-hex cookie secret",
+                "[daemon]\ncookie_secret = 000102030405060708090a0b0c0d0e0g\n" + kSvc, {},
+                "daemon.cookie_secret: expected an even number (at least 32) of hex digits"},
         BadCase{"bad mode", kSvc + "mode = fast\n", {},
-                "service.web.mode: expected passthrough, got 'fast'"},
+                "service.web.mode: expected passthrough | splice, got 'fast'"},
         BadCase{"bad addressing", kSvc + "addressing = nat\n", {},
                 "service.web.addressing: expected transparent | snat, got 'nat'"},
         BadCase{"bad scheduler", kSvc + "scheduler = random\n", {},

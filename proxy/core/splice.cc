@@ -1,0 +1,198 @@
+// Splice mode: the proxy answers the client's handshake with a SYN cookie, keeps no state until
+// the cookie comes back, then opens the backend leg on the client's behalf and splices the two.
+//
+// Every packet the proxy originates is made by rewriting the packet that caused it, in place:
+// the client's SYN becomes the SYN-ACK (routed back to the client), the cookie ACK becomes the
+// backend SYN, the backend's SYN-ACK becomes its ACK. The kernel forwards each one, so the proxy
+// needs no raw socket and no send path of its own.
+#include <algorithm>
+#include <cstring>
+
+#include "common/bytes.h"
+#include "common/segment_writer.h"
+#include "common/seq.h"
+#include "proxy/core/engine_impl.h"
+#include "proxy/core/tcp_tracker.h"
+#include "proxy/core/translator.h"
+
+namespace tandem {
+namespace {
+
+/// Writes `spec` into data[0, cap) and returns the re-injection decision for it.
+Decision emit(const SegmentSpec& spec, uint8_t* data, size_t cap, Counters& counters) noexcept {
+  uint8_t tmp[60];
+  const size_t n = writeTcpSegment(spec, tmp, sizeof tmp);
+  if (n == 0 || n > cap) {
+    counters.drop(DropReason::kNoRoom);
+    return {Verdict::kDrop, DropReason::kNoRoom, false, 0};
+  }
+  std::memcpy(data, tmp, n);
+  return {Verdict::kAccept, DropReason::kNone, true, n};
+}
+
+/// Re-parses a segment the proxy just wrote (always valid) for the tracker.
+bool view(uint8_t* data, size_t len, TcpPacket& pkt, TcpOptions& opts) noexcept {
+  return parseTcpPacket(data, len, pkt) == ParseError::kNone &&
+         parseTcpOptions(pkt.options(), pkt.optionsLen(), opts) == OptionError::kNone;
+}
+
+}  // namespace
+
+Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt,
+                                  const TcpOptions& opts, uint8_t* data, size_t cap,
+                                  uint64_t now_ns) noexcept {
+  const uint8_t flags = pkt.flags();
+  if (!validTcpFlags(flags)) return dropped(DropReason::kBadFlags);
+  const SpliceConfig& sc = config.splice;
+
+  if (isOpeningSyn(flags)) {
+    // RFC 4987 3.6: answer with a cookie, remember nothing.
+    const CookieIssue issue = cookie->make(cookieInputFromSyn(pkt, opts), now_ns);
+    uint8_t tmp[kMaxSynAckLen];
+    const size_t n = buildSynAck(pkt, opts, issue, {sc.mss, sc.wscale, sc.window, 64}, tmp,
+                                 sizeof tmp);
+    if (n == 0) return dropped(DropReason::kBadCookie);
+    if (n > cap) return dropped(DropReason::kNoRoom);
+    std::memcpy(data, tmp, n);
+    ++counters.syncookies_sent;
+    ++counters.packets[0];
+    counters.bytes[0] += pkt.totalLen();
+    return {Verdict::kAccept, DropReason::kNone, true, n};
+  }
+
+  // Anything else without a flow must be the ACK that returns a cookie (possibly with data,
+  // which is not acknowledged and so will be sent again once the backend leg is up).
+  if ((flags & (tcpflag::kSyn | tcpflag::kRst | tcpflag::kFin)) != 0 || !(flags & tcpflag::kAck))
+    return dropped(DropReason::kNoFlow);
+  const CookieCheck check = cookie->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr,
+                                          opts.has_timestamp, now_ns);
+  if (!check.ok) return dropped(DropReason::kBadCookie);
+
+  FlowTable::Hit hit;
+  if (const DropReason r = createFlow(svc, key, hit); r != DropReason::kNone) return dropped(r);
+  Flow& f = table.at(hit.index);
+  const CookieOptions& o = check.options;
+  f.splice = true;
+  f.splice_pending = true;
+  f.proxy_isn = pkt.ack() - 1;
+  f.proxy_tsval = opts.ts_ecr;
+  f.client_tsval = opts.ts_val;
+  f.client_window = pkt.window();
+  f.client_view_wscale = o.wscale_ok ? std::min<uint8_t>(sc.wscale, tcpopt::kMaxWindowScale) : 0;
+
+  // The backend leg's SYN carries the client's own options (what the cookie kept of them), so
+  // that the backend and the client agree on MSS, scaling, SACK and timestamps.
+  TcpOptions syn;
+  syn.has_mss = true;
+  syn.mss = o.mss;
+  syn.has_wscale = o.wscale_ok;
+  syn.wscale = o.wscale;
+  syn.sack_permitted = o.sack_ok;
+  syn.has_timestamp = o.ts_ok;
+  syn.ts_val = opts.ts_val;
+  uint8_t optbuf[40];
+  SegmentSpec spec;
+  spec.saddr = f.source_addr.v4();
+  spec.daddr = f.backend_addr.v4();
+  spec.sport = f.source_port;
+  spec.dport = f.backend_port;
+  spec.seq = pkt.seq() - 1;  // the client's ISN: the client leg keeps its sequence space
+  spec.flags = static_cast<uint8_t>(
+      tcpflag::kSyn | (o.ecn_ok ? tcpflag::kEce | tcpflag::kCwr : 0));  // RFC 3168 6.1.1
+  const uint64_t win = uint64_t{pkt.window()} << (o.wscale_ok ? o.wscale : 0);
+  spec.window = static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff));  // SYN: unscaled
+  spec.options = optbuf;
+  spec.options_len = buildSynOptions(syn, optbuf, sizeof optbuf);
+  const Decision d = emit(spec, data, cap, counters);
+  TcpPacket out;
+  TcpOptions out_opts;
+  if (d.verdict != Verdict::kAccept || !view(data, d.len, out, out_opts) ||
+      trackSegment(f, Direction::kFromClient, out, out_opts, config.timeouts, now_ns,
+                   counters) != DropReason::kNone) {
+    table.remove(hit.index);
+    --counters.flows_created;
+    return d.verdict == Verdict::kAccept ? dropped(DropReason::kNoRoom) : d;
+  }
+  ++counters.packets[0];
+  counters.bytes[0] += pkt.totalLen();
+  return d;
+}
+
+Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& pkt,
+                                     const TcpOptions& opts, uint8_t* data, size_t cap,
+                                     uint64_t now_ns) noexcept {
+  Flow& f = table.at(index);
+  const uint8_t flags = pkt.flags();
+  const bool rst = (flags & tcpflag::kRst) != 0;
+  if (dir == Direction::kFromClient) {
+    // Until the backend answers, client data has nowhere to go; it is not acknowledged, so the
+    // client sends it again. A RST aborts the half-open backend leg.
+    if (!rst) return dropped(DropReason::kSplicePending);
+    const DropReason r = trackSegment(f, dir, pkt, opts, config.timeouts, now_ns, counters);
+    if (r != DropReason::kNone) return dropped(r);
+    translateSegment(f, dir, pkt, opts, PacketMeta{}, counters);
+    ++counters.packets[0];
+    return {Verdict::kAccept, DropReason::kNone, true, pkt.totalLen()};
+  }
+
+  const bool synack = (flags & (tcpflag::kSyn | tcpflag::kAck)) == (tcpflag::kSyn | tcpflag::kAck);
+  if (!synack && !rst) return dropped(DropReason::kSplicePending);
+  const DropReason r = trackSegment(f, dir, pkt, opts, config.timeouts, now_ns, counters);
+  if (r != DropReason::kNone) return dropped(r);
+  ++counters.packets[1];
+  counters.bytes[1] += pkt.totalLen();
+
+  SegmentSpec spec;
+  if (rst) {
+    // The backend refused: tell the client with a RST it will accept (RFC 5961 3.2: seq exactly
+    // the proxy's next sequence number, which is what the client expects from its server).
+    spec.saddr = f.vip_addr.v4();
+    spec.daddr = f.client_addr.v4();
+    spec.sport = f.vip_port;
+    spec.dport = f.client_port;
+    spec.seq = f.proxy_isn + 1;
+    spec.ack = f.win[0].td_end;
+    spec.flags = tcpflag::kRst | tcpflag::kAck;
+    f.splice_pending = false;
+    return emit(spec, data, cap, counters);
+  }
+
+  // Splice the legs: backend bytes shift into the cookie's sequence space, backend timestamps
+  // into the clock the client saw, backend windows into the scale the proxy offered.
+  const uint32_t backend_isn = pkt.seq();
+  const int32_t off = static_cast<int32_t>(f.proxy_isn - backend_isn);
+  f.adj[dirIndex(Direction::kFromBackend)] = {backend_isn, off, off};
+  f.has_seqadj = true;
+  f.backend_wscale = f.win[1].td_scale;  // zero unless both legs negotiated scaling
+  f.rescale_window = f.backend_wscale != f.client_view_wscale;
+  const bool ts = opts.has_timestamp && f.win[0].td_end != 0 && f.proxy_tsval != 0;
+  if (ts) {
+    f.ts_offset = f.proxy_tsval - opts.ts_val;
+    f.has_ts_adj = true;
+  }
+
+  // Complete the backend's handshake in the client's name.
+  uint8_t optbuf[12] = {tcpopt::kNop, tcpopt::kNop, tcpopt::kTimestamp, 10};
+  store32(optbuf + 4, f.client_tsval);
+  store32(optbuf + 8, opts.ts_val);
+  spec.saddr = pkt.daddr();
+  spec.daddr = pkt.saddr();
+  spec.sport = pkt.dport();
+  spec.dport = pkt.sport();
+  spec.seq = pkt.ack();
+  spec.ack = backend_isn + 1;
+  spec.flags = tcpflag::kAck;
+  spec.window = f.client_window;  // the client's field, in the client's scale as the backend uses
+  spec.options = ts ? optbuf : nullptr;
+  spec.options_len = ts ? sizeof optbuf : 0;
+  const Decision d = emit(spec, data, cap, counters);
+  TcpPacket out;
+  TcpOptions out_opts;
+  if (d.verdict == Verdict::kAccept && view(data, d.len, out, out_opts))
+    trackSegment(f, Direction::kFromClient, out, out_opts, config.timeouts, now_ns, counters);
+  f.splice_pending = false;
+  ++counters.splices_completed;
+  return d;
+}
+
+}  // namespace tandem

@@ -1,0 +1,184 @@
+// Splice mode through the engine: cookie SYN-ACK, late backend binding, the proxy completing the
+// backend handshake, then translation of sequence space, timestamps and window scale.
+#include <gtest/gtest.h>
+
+#include "common/packet.h"
+#include "common/tcp_options.h"
+#include "proxy/core/engine.h"
+#include "tests/unit/packet_builder.h"
+
+namespace tandem {
+namespace {
+
+using test::PacketBuilder;
+using test::checksumsValid;
+constexpr uint8_t kSyn = 0x02, kAck = 0x10, kRst = 0x04, kPsh = 0x08;
+constexpr uint64_t kNow = 1'000'000'000ull;
+
+EngineConfig spliceConfig(Addressing addressing) {
+  EngineConfig c;
+  ServiceConfig s;
+  s.name = "splice";
+  s.vip = *Endpoint::parse("10.0.0.100:80");
+  s.backends = {*Endpoint::parse("10.1.0.2:8080")};
+  s.mode = Mode::kSplice;
+  s.addressing = addressing;
+  s.snat_addr = *IpAddr::parse("10.1.0.1");
+  c.services.push_back(s);
+  c.max_flows = 16;
+  c.hash_seed = 3;
+  c.splice.cookie_secret.assign(32, 0x5a);
+  c.splice.wscale = 7;
+  return c;
+}
+
+struct Seen {
+  Decision d;
+  std::vector<uint8_t> bytes;
+  TcpPacket pkt;
+  TcpOptions opts;
+};
+
+Seen run(Engine& e, std::vector<uint8_t> p, uint64_t now = kNow) {
+  Seen s;
+  const size_t len = p.size();
+  p.resize(256);  // room for a longer reply, as the NFQUEUE receive buffer has
+  s.d = e.process(p.data(), len, p.size(), {}, now);
+  if (s.d.verdict == Verdict::kAccept) {
+    p.resize(s.d.len);
+    s.bytes = p;
+    EXPECT_EQ(parseTcpPacket(s.bytes.data(), s.bytes.size(), s.pkt), ParseError::kNone);
+    EXPECT_EQ(parseTcpOptions(s.pkt.options(), s.pkt.optionsLen(), s.opts), OptionError::kNone);
+  }
+  return s;
+}
+
+TcpState stateOf(Engine& e) {
+  TcpState st = TcpState::kNone;
+  e.forEachFlow([&](const FlowInfo& f) { st = f.state; }, kNow);
+  return st;
+}
+
+class Splice : public ::testing::TestWithParam<Addressing> {};
+
+TEST_P(Splice, HandshakeBindingAndTranslation) {
+  Engine e(spliceConfig(GetParam()));
+  const std::string client = "10.0.0.2:40000";
+  const std::string vip = "10.0.0.100:80";
+
+  // 1. The client's SYN comes back as the proxy's SYN-ACK; no flow yet.
+  auto sa = run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(1000).mss(1460)
+                       .wscale(6).sackPermitted().timestamp(111, 0).build());
+  ASSERT_EQ(sa.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(sa.pkt.flags(), kSyn | kAck);
+  EXPECT_EQ(sa.pkt.src().toString(), vip);
+  EXPECT_EQ(sa.pkt.dst().toString(), client);
+  EXPECT_EQ(sa.pkt.ack(), 1001u);
+  EXPECT_TRUE(sa.opts.has_timestamp);
+  EXPECT_EQ(sa.opts.ts_ecr, 111u);
+  EXPECT_EQ(sa.opts.wscale, 7);
+  EXPECT_TRUE(checksumsValid(sa.bytes));
+  EXPECT_EQ(e.activeFlows(), 0u);
+  EXPECT_EQ(e.counters().syncookies_sent, 1u);
+  const uint32_t cookie = sa.pkt.seq();
+  const uint32_t proxy_ts = sa.opts.ts_val;
+
+  // A forged ACK is refused and creates nothing.
+  auto forged = run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(1001)
+                           .ack(cookie + 2).timestamp(112, proxy_ts).build());
+  EXPECT_EQ(forged.d.reason, DropReason::kBadCookie);
+  EXPECT_EQ(e.activeFlows(), 0u);
+
+  // 2. The cookie ACK becomes the backend leg's SYN, with the client's own options.
+  auto syn = run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(1001).ack(cookie + 1)
+                        .window(1000).timestamp(112, proxy_ts).build());
+  ASSERT_EQ(syn.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(syn.pkt.flags(), kSyn);
+  EXPECT_EQ(syn.pkt.seq(), 1000u);
+  EXPECT_EQ(syn.pkt.dst().toString(), "10.1.0.2:8080");
+  const Endpoint source = syn.pkt.src();
+  EXPECT_EQ(source.addr.toString(),
+            GetParam() == Addressing::kSnat ? "10.1.0.1" : "10.0.0.2");
+  EXPECT_EQ(syn.opts.mss, 1460);
+  EXPECT_TRUE(syn.opts.has_wscale);
+  EXPECT_EQ(syn.opts.wscale, 6);
+  EXPECT_TRUE(syn.opts.sack_permitted);
+  EXPECT_EQ(syn.opts.ts_val, 112u);
+  EXPECT_TRUE(checksumsValid(syn.bytes));
+  EXPECT_EQ(stateOf(e), TcpState::kSynSent);
+
+  // Client data before the backend answers is left for the client to resend.
+  auto early = run(e, PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(1001)
+                          .ack(cookie + 1).timestamp(113, proxy_ts).payload("GET /").build());
+  EXPECT_EQ(early.d.reason, DropReason::kSplicePending);
+
+  // 3. The backend's SYN-ACK becomes the proxy's ACK to the backend.
+  auto ack = run(e, PacketBuilder().src("10.1.0.2:8080").dst(source.toString())
+                        .flags(kSyn | kAck).seq(7000).ack(1001).mss(1400).wscale(9)
+                        .sackPermitted().timestamp(5000, 112).build());
+  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(ack.pkt.flags(), kAck);
+  EXPECT_EQ(ack.pkt.dst().toString(), "10.1.0.2:8080");
+  EXPECT_EQ(ack.pkt.src(), source);
+  EXPECT_EQ(ack.pkt.seq(), 1001u);
+  EXPECT_EQ(ack.pkt.ack(), 7001u);
+  EXPECT_EQ(ack.pkt.window(), 1000);
+  EXPECT_EQ(ack.opts.ts_val, 112u);
+  EXPECT_EQ(ack.opts.ts_ecr, 5000u);
+  EXPECT_TRUE(checksumsValid(ack.bytes));
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+  EXPECT_EQ(e.counters().splices_completed, 1u);
+
+  // 4. Client data: ack and TSecr move into the backend's spaces.
+  auto req = run(e, PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(1001)
+                        .ack(cookie + 1).timestamp(114, proxy_ts).sack({{cookie + 1, cookie + 1}})
+                        .payload("GET / HTTP/1.1\r\n\r\n").build());
+  ASSERT_EQ(req.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(req.pkt.seq(), 1001u);
+  EXPECT_EQ(req.pkt.ack(), 7001u);
+  EXPECT_EQ(req.opts.ts_ecr, 5000u);
+  EXPECT_EQ(req.opts.sack[0].left, 7001u);
+  EXPECT_TRUE(checksumsValid(req.bytes));
+
+  // 5. Backend data: seq and TSval move into the cookie's spaces, the window into scale 7.
+  auto resp = run(e, PacketBuilder().src("10.1.0.2:8080").dst(source.toString())
+                         .flags(kAck | kPsh).seq(7001).ack(1019).window(100)
+                         .timestamp(5003, 114).payload("HTTP/1.1 200 OK\r\n\r\n").build());
+  ASSERT_EQ(resp.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(resp.pkt.src().toString(), vip);
+  EXPECT_EQ(resp.pkt.dst().toString(), client);
+  EXPECT_EQ(resp.pkt.seq(), cookie + 1);
+  EXPECT_EQ(resp.pkt.ack(), 1019u);
+  EXPECT_EQ(resp.opts.ts_val, proxy_ts + 3);
+  EXPECT_EQ(resp.opts.ts_ecr, 114u);
+  EXPECT_EQ(resp.pkt.window(), 400);  // 100 << 9 bytes = 400 << 7
+  EXPECT_TRUE(checksumsValid(resp.bytes));
+  EXPECT_EQ(e.counters().totalDrops(), 2u);  // the forged ACK and the early data
+}
+
+TEST_P(Splice, BackendRefusalBecomesAnAcceptableRstToTheClient) {
+  Engine e(spliceConfig(GetParam()));
+  auto sa = run(e, PacketBuilder().src("10.0.0.2:40001").dst("10.0.0.100:80").flags(kSyn)
+                       .seq(50).mss(1460).build());
+  ASSERT_EQ(sa.d.verdict, Verdict::kAccept);
+  const uint32_t cookie = sa.pkt.seq();
+  EXPECT_FALSE(sa.opts.has_timestamp);
+  auto syn = run(e, PacketBuilder().src("10.0.0.2:40001").dst("10.0.0.100:80").flags(kAck)
+                        .seq(51).ack(cookie + 1).build());
+  ASSERT_EQ(syn.d.verdict, Verdict::kAccept);
+  auto rst = run(e, PacketBuilder().src("10.1.0.2:8080").dst(syn.pkt.src().toString())
+                        .flags(kRst | kAck).seq(0).ack(51).build());
+  ASSERT_EQ(rst.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(rst.pkt.flags() & kRst, kRst);
+  EXPECT_EQ(rst.pkt.dst().toString(), "10.0.0.2:40001");
+  EXPECT_EQ(rst.pkt.src().toString(), "10.0.0.100:80");
+  EXPECT_EQ(rst.pkt.seq(), cookie + 1);  // exactly what the client expects next
+  EXPECT_TRUE(checksumsValid(rst.bytes));
+  EXPECT_EQ(stateOf(e), TcpState::kClose);
+}
+
+INSTANTIATE_TEST_SUITE_P(Addressing, Splice,
+                         ::testing::Values(Addressing::kTransparent, Addressing::kSnat));
+
+}  // namespace
+}  // namespace tandem
