@@ -62,6 +62,7 @@ struct Counters {
   uint64_t flows_reopened = 0;        ///< a new SYN replaced a flow in TIME_WAIT or CLOSE
   uint64_t syncookies_sent = 0;       ///< splice: SYN-ACKs answered with a SYN cookie
   uint64_t splices_completed = 0;     ///< splice: backend handshakes completed by the proxy
+  uint64_t snat_ports_reused = 0;     ///< SNAT ports taken over from flows in TIME_WAIT/CLOSE
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

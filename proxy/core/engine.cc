@@ -231,9 +231,28 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
     const uint32_t range = uint32_t{s.snat_port_max} - s.snat_port_min + 1;
     const uint32_t tries = std::min<uint32_t>(range, 64);
     bool found = false;
+    uint32_t closed = FlowTable::kNone;  // a flow in TIME_WAIT or CLOSE holding a candidate
+    uint16_t closed_port = 0;
     for (uint32_t t = 0; t < tries && !found; ++t) {
       f.source_port = static_cast<uint16_t>(s.snat_port_min + snat_cursor[svc]++ % range);
-      found = !table.find(FlowTable::backendKey(f));
+      const FlowTable::Hit clash = table.find(FlowTable::backendKey(f));
+      found = !clash;
+      if (clash && closed == FlowTable::kNone) {
+        const TcpState st = table.at(clash.index).state;
+        if (st == TcpState::kTimeWait || st == TcpState::kClose) {
+          closed = clash.index;
+          closed_port = f.source_port;
+        }
+      }
+    }
+    if (!found && closed != FlowTable::kNone) {
+      // Every free port is taken: reuse one whose flow is only lingering after its close, as
+      // Linux NAT does (nf_nat_used_tuple_harder). The backend accepts a new SYN on a tuple in
+      // TIME_WAIT when its sequence number or timestamp is newer (RFC 6191).
+      retire(closed);
+      ++counters.snat_ports_reused;
+      f.source_port = closed_port;
+      found = true;
     }
     if (!found) return free_slot(DropReason::kNoSnatPort);
   }

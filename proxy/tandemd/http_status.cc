@@ -56,7 +56,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 13;
+constexpr size_t kScalarCounters = 14;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -135,6 +135,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "Splice mode: client SYNs answered with a SYN cookie.", c.syncookies_sent);
   m.single("tandem_splices_completed_total", "counter",
            "Splice mode: backend handshakes the proxy completed.", c.splices_completed);
+  m.single("tandem_snat_ports_reused_total", "counter",
+           "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
+           c.snat_ports_reused);
 
   m.single("tandem_nfq_reads_total", "counter", "recvmmsg() calls that returned messages.",
            q.reads);

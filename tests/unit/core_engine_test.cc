@@ -254,6 +254,32 @@ TEST(Engine, SnatPortRangeExhaustion) {
   EXPECT_EQ(extra.syn().d.reason, DropReason::kNoSnatPort);
 }
 
+TEST(Engine, SnatPortOfAClosedFlowIsReusedWhenTheRangeIsFull) {
+  auto cfg = makeConfig(Addressing::kSnat);
+  cfg.services[0].backends.resize(1);
+  cfg.services[0].snat_port_max = 30001;  // two ports
+  Engine e(cfg);
+  Conversation a(e), b(e);
+  a.client = "10.0.0.2:46000";
+  b.client = "10.0.0.2:46001";
+  a.establish();
+  b.establish();
+  // b is reset: its flow lingers in CLOSE, holding its port.
+  auto rst = run(e, PacketBuilder().src(b.client).dst("10.0.0.100:80").flags(kRst)
+                        .seq(b.cseq + 1).build());
+  ASSERT_EQ(rst.d.verdict, Verdict::kAccept);
+  Conversation c(e);
+  c.client = "10.0.0.2:46002";
+  ASSERT_EQ(c.syn().d.verdict, Verdict::kAccept);
+  EXPECT_EQ(c.source.port, b.source.port);
+  EXPECT_EQ(e.counters().snat_ports_reused, 1u);
+  EXPECT_EQ(e.activeFlows(), 2u);
+  // The live flow's port is never taken.
+  Conversation d(e);
+  d.client = "10.0.0.2:46003";
+  EXPECT_EQ(d.syn().d.reason, DropReason::kNoSnatPort);
+}
+
 TEST(Engine, UnknownTrafficIsDroppedWithReasons) {
   Engine e(makeConfig(Addressing::kTransparent));
   // Mid-stream segment to the VIP without a flow.
