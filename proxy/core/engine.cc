@@ -163,7 +163,9 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     if (f.has_seqadj && opts.sack_count > 0)
       parseTcpOptions(pkt.options(), pkt.optionsLen(), opts);  // the translated SACK edges
   }
+  const TcpState before = f.state;
   const DropReason r = trackSegment(f, hit.dir, pkt, opts, config_.timeouts, now_ns, counters_);
+  if (f.state != before) impl_->touch(hit.index);
   if (r != DropReason::kNone) {
     if (created) {
       table.remove(hit.index);  // keep nothing from a refused opening segment
@@ -258,12 +260,20 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
   }
   table.insert(index);
   ++counters.flows_created;
+  touch(index);
   hit = {index, Direction::kFromClient};
   return DropReason::kNone;
 }
 
 void Engine::Impl::retire(uint32_t index) noexcept {
   const Flow& f = table.at(index);
+  if (tracking) {
+    if (removed_log.size() < kMaxRemovedLog) {
+      removed_log.push_back(FlowTable::clientKey(f));  // capacity reserved
+    } else {
+      lost_changes = true;
+    }
+  }
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)
     ++counters.flows_closed;
   else
@@ -294,6 +304,77 @@ void Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept
       s.decision = process(s.data, s.len, s.cap, s.meta, now_ns);
     }
   }
+}
+
+void Engine::enableChangeTracking() {
+  impl_->dirty_list.reserve(impl_->table.capacity());
+  impl_->removed_log.reserve(Impl::kMaxRemovedLog);
+  impl_->tracking = true;
+}
+
+bool Engine::drainChanges(const std::function<void(const FlowKey&)>& removed,
+                          const std::function<void(const Flow&)>& changed) {
+  // Removals first: a tuple removed and then opened again must end up present.
+  for (const FlowKey& k : impl_->removed_log) removed(k);
+  impl_->removed_log.clear();
+  for (uint32_t index : impl_->dirty_list) {
+    Flow& f = impl_->table.at(index);
+    if (!f.in_use || !f.dirty) continue;  // gone since, or listed twice after slot reuse
+    f.dirty = false;
+    changed(f);
+  }
+  impl_->dirty_list.clear();
+  const bool complete = !impl_->lost_changes;
+  impl_->lost_changes = false;
+  return complete;
+}
+
+uint32_t Engine::forEachLiveFlow(uint32_t cursor, uint32_t limit,
+                                 const std::function<void(const Flow&)>& fn) const {
+  const FlowTable& table = impl_->table;
+  const uint32_t high = table.highWater();
+  uint32_t seen = 0;
+  for (; cursor < high && seen < limit; ++cursor) {
+    const Flow& f = table.at(cursor);
+    if (!f.in_use) continue;
+    fn(f);
+    ++seen;
+  }
+  return cursor >= high ? 0 : cursor;
+}
+
+DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
+  if (state.service >= config_.services.size() ||
+      state.backend >= config_.services[state.service].backends.size() ||
+      state.state >= TcpState::kCount)
+    return DropReason::kNoService;  // a checkpoint that does not fit this configuration
+  FlowTable& table = impl_->table;
+  // The active's view wins: drop whatever holds either leg's tuple here.
+  for (const FlowKey& k : {FlowTable::clientKey(state), FlowTable::backendKey(state)}) {
+    if (const FlowTable::Hit hit = table.find(k)) table.remove(hit.index);
+  }
+  const uint32_t index = table.allocate();
+  if (index == FlowTable::kNone) return DropReason::kTableFull;
+  Flow& f = table.at(index);
+  f = state;
+  f.in_use = true;
+  f.dirty = false;
+  for (TcpWindow& w : f.win) {
+    // Liberal until seen: the edges moved on while the checkpoint travelled.
+    w.seen = false;
+    w.ack_seen = false;
+  }
+  f.last_seen_ns = now_ns;
+  f.deadline_ns = now_ns + stateTimeout(config_.timeouts, f.state);
+  table.insert(index);
+  return DropReason::kNone;
+}
+
+bool Engine::removeFlow(const FlowKey& client_key) noexcept {
+  const FlowTable::Hit hit = impl_->table.find(client_key);
+  if (!hit || hit.dir != Direction::kFromClient) return false;
+  impl_->table.remove(hit.index);
+  return true;
 }
 
 void Engine::expire(uint64_t now_ns) noexcept {

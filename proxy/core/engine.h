@@ -12,6 +12,7 @@
 #include "common/ip_addr.h"
 #include "proxy/core/counters.h"
 #include "proxy/core/engine_config.h"
+#include "proxy/core/flow.h"
 
 namespace tandem {
 
@@ -32,11 +33,6 @@ struct Decision {
                                           ///< may turn a segment into a longer or shorter one)
 };
 
-enum class TcpState : uint8_t {
-  kNone, kSynSent, kSynRecv, kEstablished, kFinWait, kCloseWait, kLastAck, kTimeWait, kClose,
-  kCount
-};
-const char* tcpStateName(TcpState s) noexcept;
 
 /// A read-only snapshot of one flow, for status pages and tests.
 struct FlowInfo {
@@ -84,6 +80,27 @@ class Engine {
 
   /// Expires idle flows incrementally (a slice of the table per call); call every ~100 ms.
   void expire(uint64_t now_ns) noexcept;
+
+  // Checkpointing (the proxy pair). The active proxy's engine records which flows changed hard
+  // state (created, TCP state, splice binding) and which were removed; the daemon drains them to
+  // the sync channel, once per event and never per packet. The standby's engine installs them.
+
+  /// Starts recording changes (off by default: a single proxy pays nothing).
+  void enableChangeTracking();
+  /// Hands every removed flow's client-leg key to `removed`, then every changed live flow once to
+  /// `changed`, and forgets them. Returns false if changes were lost since the last call because
+  /// the removal log was full (the standby then needs a bulk resync).
+  bool drainChanges(const std::function<void(const FlowKey&)>& removed,
+                    const std::function<void(const Flow&)>& changed);
+  /// Calls `fn` on every live flow (bulk resync), at most `limit` of them from slot `cursor` on;
+  /// returns the cursor to continue from, 0 when the table has been walked.
+  uint32_t forEachLiveFlow(uint32_t cursor, uint32_t limit,
+                           const std::function<void(const Flow&)>& fn) const;
+  /// Standby: installs (or replaces, by client-leg key) a flow from its checkpoint. Window edges
+  /// are re-learnt from the first packets each way (liberal until seen). kNone on success.
+  DropReason installFlow(const Flow& state, uint64_t now_ns) noexcept;
+  /// Standby: removes the flow with this client-leg key; false if there was none.
+  bool removeFlow(const FlowKey& client_key) noexcept;
 
   const Counters& counters() const noexcept { return counters_; }
   size_t activeFlows() const noexcept;

@@ -35,6 +35,14 @@ struct Engine::Impl {
   bool isBackendLeg(const FlowKey& key) const noexcept;
   DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept;
   void retire(uint32_t index) noexcept;
+  /// Records that a flow's hard state changed (change tracking on).
+  void touch(uint32_t index) noexcept {
+    if (!tracking) return;
+    Flow& f = table.at(index);
+    if (f.dirty) return;
+    f.dirty = true;
+    dirty_list.push_back(index);  // capacity reserved for every flow: never reallocates
+  }
 
   const EngineConfig& config;
   Counters& counters;
@@ -43,6 +51,13 @@ struct Engine::Impl {
   std::vector<uint32_t> snat_cursor;  // next SNAT port candidate per service
   uint32_t gc_cursor = 0;
   std::unique_ptr<SynCookie> cookie;  // with any splice service
+
+  // Change tracking for checkpointing (Engine::enableChangeTracking).
+  static constexpr size_t kMaxRemovedLog = 1u << 16;
+  bool tracking = false;
+  bool lost_changes = false;
+  std::vector<uint32_t> dirty_list;
+  std::vector<FlowKey> removed_log;
 };
 
 }  // namespace tandem

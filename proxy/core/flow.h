@@ -6,9 +6,24 @@
 #include <type_traits>
 
 #include "common/ip_addr.h"
-#include "proxy/core/engine.h"
+#include "proxy/core/counters.h"
 
 namespace tandem {
+
+enum class TcpState : uint8_t {
+  kNone, kSynSent, kSynRecv, kEstablished, kFinWait, kCloseWait, kLastAck, kTimeWait, kClose,
+  kCount
+};
+const char* tcpStateName(TcpState s) noexcept;
+
+/// A leg's tuple as it appears on the wire (source then destination).
+struct FlowKey {
+  IpAddr saddr;
+  IpAddr daddr;
+  uint16_t sport = 0;
+  uint16_t dport = 0;
+  friend bool operator==(const FlowKey&, const FlowKey&) noexcept = default;
+};
 
 /// Per-direction window tracking, after Linux's ip_ct_tcp_state (nf_conntrack_proto_tcp.c).
 struct TcpWindow {
@@ -52,6 +67,7 @@ struct Flow {
   TcpState state = TcpState::kNone;
   bool in_use = false;
   bool has_seqadj = false; ///< any non-zero offset: the translator must touch seq space
+  bool dirty = false;      ///< hard state changed since the last Engine::drainChanges()
 
   // Splice mode: the client completed its handshake with the proxy's SYN cookie, the backend
   // leg's with the proxy on the client's behalf, so the two legs differ in sequence space (the

@@ -15,14 +15,6 @@
 
 namespace tandem {
 
-/// A leg's tuple as it appears on the wire (source then destination).
-struct FlowKey {
-  IpAddr saddr;
-  IpAddr daddr;
-  uint16_t sport = 0;
-  uint16_t dport = 0;
-};
-
 class FlowTable {
  public:
   static constexpr uint32_t kNone = UINT32_MAX;

@@ -154,6 +154,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     spec.ack = f.win[0].td_end;
     spec.flags = tcpflag::kRst | tcpflag::kAck;
     f.splice_pending = false;
+    touch(index);
     return emit(spec, data, cap, counters);
   }
 
@@ -192,6 +193,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     trackSegment(f, Direction::kFromClient, out, out_opts, config.timeouts, now_ns, counters);
   f.splice_pending = false;
   ++counters.splices_completed;
+  touch(index);  // the binding (offsets, scales) is hard state
   return d;
 }
 

@@ -129,7 +129,9 @@ RstCheck checkRst(const Flow& f, Direction dir, const TcpPacket& pkt) noexcept {
     return pkt.has(tcpflag::kAck) && pkt.ack() == receiver.td_end ? RstCheck::kExact
                                                                    : RstCheck::kDrop;
   }
-  if (!sender.seen) return RstCheck::kDrop;
+  // Nothing learnt of the sender yet (a flow installed from a checkpoint): let the endpoint
+  // judge it, it applies RFC 5961 itself.
+  if (!sender.seen) return RstCheck::kChallenge;
   // The receiver's RCV.NXT is the highest ACK it sent; before any, the sender's next sequence.
   const uint32_t rcv_nxt = receiver.ack_seen ? receiver.last_ack : sender.td_end;
   if (seq == rcv_nxt || seq == sender.td_end) return RstCheck::kExact;

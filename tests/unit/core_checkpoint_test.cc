@@ -1,0 +1,175 @@
+// Checkpointing through the engine: change tracking on the active, installation on the standby,
+// and the standby translating the next packets exactly as the active would have.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "common/packet.h"
+#include "common/tcp_options.h"
+#include "proxy/core/engine.h"
+#include "tests/unit/packet_builder.h"
+
+namespace tandem {
+namespace {
+
+using test::PacketBuilder;
+constexpr uint8_t kSyn = 0x02, kAck = 0x10, kRst = 0x04, kPsh = 0x08;
+constexpr uint64_t kSec = 1'000'000'000ull;
+
+EngineConfig config(Mode mode) {
+  EngineConfig c;
+  ServiceConfig s;
+  s.name = "web";
+  s.vip = *Endpoint::parse("10.0.0.100:80");
+  s.backends = {*Endpoint::parse("10.1.0.2:8080"), *Endpoint::parse("10.1.0.3:8080")};
+  s.mode = mode;
+  s.addressing = Addressing::kSnat;
+  s.snat_addr = *IpAddr::parse("10.1.0.1");
+  c.services.push_back(s);
+  c.max_flows = 64;
+  c.splice.cookie_secret.assign(16, 7);  // shared by the pair
+  return c;
+}
+
+std::vector<uint8_t> run(Engine& e, std::vector<uint8_t> p, uint64_t now = kSec) {
+  const size_t len = p.size();
+  p.resize(256);
+  const Decision d = e.process(p.data(), len, p.size(), {}, now);
+  if (d.verdict != Verdict::kAccept) return {};
+  p.resize(d.len);
+  return p;
+}
+
+TcpPacket view(std::vector<uint8_t>& p) {
+  TcpPacket v;
+  EXPECT_EQ(parseTcpPacket(p.data(), p.size(), v), ParseError::kNone);
+  return v;
+}
+
+struct Drained {
+  std::vector<FlowKey> removed;
+  std::vector<Flow> changed;
+  bool complete = true;
+};
+
+Drained drain(Engine& e) {
+  Drained d;
+  d.complete = e.drainChanges([&](const FlowKey& k) { d.removed.push_back(k); },
+                              [&](const Flow& f) { d.changed.push_back(f); });
+  return d;
+}
+
+TEST(Checkpoint, PassthroughFlowMovesToTheStandby) {
+  Engine active(config(Mode::kPassthrough));
+  Engine standby(config(Mode::kPassthrough));
+  active.enableChangeTracking();
+
+  auto syn = run(active, PacketBuilder().src("10.0.0.2:40000").dst("10.0.0.100:80").flags(kSyn)
+                             .seq(100).mss(1460).wscale(7).build());
+  const Endpoint backend = view(syn).dst(), source = view(syn).src();
+  ASSERT_FALSE(run(active, PacketBuilder().src(backend.toString()).dst(source.toString())
+                               .flags(kSyn | kAck).seq(900).ack(101).mss(1460).wscale(7)
+                               .build()).empty());
+  ASSERT_FALSE(run(active, PacketBuilder().src("10.0.0.2:40000").dst("10.0.0.100:80")
+                               .flags(kAck).seq(101).ack(901).build()).empty());
+
+  // Three state changes, one checkpoint: changes coalesce until drained.
+  Drained d = drain(active);
+  EXPECT_TRUE(d.complete);
+  ASSERT_EQ(d.changed.size(), 1u);
+  EXPECT_EQ(d.changed[0].state, TcpState::kEstablished);
+  EXPECT_TRUE(d.removed.empty());
+  // Data does not change hard state: nothing to send.
+  auto data = PacketBuilder().src("10.0.0.2:40000").dst("10.0.0.100:80").flags(kAck | kPsh)
+                  .seq(101).ack(901).payload("hello").build();
+  auto on_active = run(active, data);
+  ASSERT_FALSE(on_active.empty());
+  EXPECT_TRUE(drain(active).changed.empty());
+
+  ASSERT_EQ(standby.installFlow(d.changed[0], 5 * kSec), DropReason::kNone);
+  EXPECT_EQ(standby.activeFlows(), 1u);
+  // The same segment through the standby leaves byte for byte as it left the active.
+  EXPECT_EQ(run(standby, data, 5 * kSec), on_active);
+  auto reply = PacketBuilder().src(backend.toString()).dst(source.toString()).flags(kAck)
+                   .seq(901).ack(106).payload("world").build();
+  EXPECT_EQ(run(standby, reply, 5 * kSec), run(active, reply));
+
+  // A reset closes the flow on the active; its expiry is a removal.
+  ASSERT_FALSE(run(active, PacketBuilder().src("10.0.0.2:40000").dst("10.0.0.100:80")
+                               .flags(kRst).seq(106).build()).empty());
+  d = drain(active);
+  ASSERT_EQ(d.changed.size(), 1u);
+  EXPECT_EQ(d.changed[0].state, TcpState::kClose);
+  active.expire(100 * kSec);
+  d = drain(active);
+  ASSERT_EQ(d.removed.size(), 1u);
+  EXPECT_TRUE(standby.removeFlow(d.removed[0]));
+  EXPECT_EQ(standby.activeFlows(), 0u);
+  EXPECT_FALSE(standby.removeFlow(d.removed[0]));
+}
+
+TEST(Checkpoint, SplicedFlowKeepsItsTranslationOnTheStandby) {
+  Engine active(config(Mode::kSplice));
+  Engine standby(config(Mode::kSplice));
+  active.enableChangeTracking();
+  const std::string client = "10.0.0.2:41000", vip = "10.0.0.100:80";
+  auto synack = run(active, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(1000)
+                                .mss(1460).wscale(6).sackPermitted().timestamp(10, 0).build());
+  const TcpPacket sa = view(synack);
+  TcpOptions so;
+  ASSERT_EQ(parseTcpOptions(sa.options(), sa.optionsLen(), so), OptionError::kNone);
+  const uint32_t cookie = sa.seq();
+  auto bsyn = run(active, PacketBuilder().src(client).dst(vip).flags(kAck).seq(1001)
+                              .ack(cookie + 1).timestamp(11, so.ts_val).build());
+  ASSERT_FALSE(bsyn.empty());
+  const Endpoint backend = view(bsyn).dst(), source = view(bsyn).src();
+  ASSERT_FALSE(run(active, PacketBuilder().src(backend.toString()).dst(source.toString())
+                               .flags(kSyn | kAck).seq(70000).ack(1001).mss(1460).wscale(9)
+                               .sackPermitted().timestamp(500, 11).build()).empty());
+  Drained d = drain(active);
+  ASSERT_EQ(d.changed.size(), 1u);
+  EXPECT_TRUE(d.changed[0].splice);
+  EXPECT_FALSE(d.changed[0].splice_pending);
+  ASSERT_EQ(standby.installFlow(d.changed[0], 2 * kSec), DropReason::kNone);
+
+  auto resp = PacketBuilder().src(backend.toString()).dst(source.toString()).flags(kAck | kPsh)
+                  .seq(70001).ack(1001).window(64).timestamp(503, 11).payload("200 OK").build();
+  auto via_standby = run(standby, resp, 2 * kSec);
+  ASSERT_FALSE(via_standby.empty());
+  EXPECT_EQ(view(via_standby).seq(), cookie + 1);
+  EXPECT_EQ(via_standby, run(active, resp, 2 * kSec));
+  auto req = PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(1001).ack(cookie + 7)
+                 .timestamp(12, so.ts_val + 3).payload("GET /").build();
+  EXPECT_EQ(run(standby, req, 2 * kSec), run(active, req, 2 * kSec));
+}
+
+TEST(Checkpoint, InstallRefusesACheckpointThatDoesNotFitTheConfiguration) {
+  Engine e(config(Mode::kPassthrough));
+  Flow f;
+  f.service = 3;
+  EXPECT_EQ(e.installFlow(f, kSec), DropReason::kNoService);
+  f.service = 0;
+  f.backend = 9;
+  EXPECT_EQ(e.installFlow(f, kSec), DropReason::kNoService);
+  EXPECT_EQ(e.activeFlows(), 0u);
+}
+
+TEST(Checkpoint, BulkWalkVisitsEveryLiveFlowOnce) {
+  Engine e(config(Mode::kPassthrough));
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_FALSE(run(e, PacketBuilder().src("10.0.0.2:" + std::to_string(42000 + i))
+                            .dst("10.0.0.100:80").flags(kSyn).seq(1).build()).empty());
+  }
+  size_t seen = 0;
+  uint32_t cursor = 0;
+  int calls = 0;
+  do {
+    cursor = e.forEachLiveFlow(cursor, 3, [&](const Flow&) { ++seen; });
+    ++calls;
+  } while (cursor != 0 && calls < 100);
+  EXPECT_EQ(seen, 10u);
+  EXPECT_GE(calls, 4);
+}
+
+}  // namespace
+}  // namespace tandem
