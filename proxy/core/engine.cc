@@ -153,7 +153,7 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
 
   Flow& f = table.at(hit.index);
   if (f.splice_pending)
-    return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, now_ns);
+    return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, meta, now_ns);
 
   // The tracker works in the backend leg's sequence space: a client segment is translated
   // first (its ack and SACK edges move into the backend's space), a backend one after.

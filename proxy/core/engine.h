@@ -21,9 +21,14 @@ struct PacketMeta {
   bool csum_not_ready = false;  ///< NFQA_SKB_CSUMNOTREADY: TCP checksum field holds only the
                                 ///< pseudo-header sum (CHECKSUM_PARTIAL)
   bool gso = false;             ///< NFQA_SKB_GSO: a super-packet the kernel will segment
+  /// The caller can hold the packet and offer it again later (Verdict::kHold): splice mode
+  /// then keeps client data that arrives while the backend leg opens instead of dropping it.
+  bool can_hold = false;
 };
 
-enum class Verdict : uint8_t { kAccept, kDrop };
+/// kHold: not forwarded yet, not dropped either; process the same packet again once
+/// Counters::splices_completed has moved (or drop it after a while).
+enum class Verdict : uint8_t { kAccept, kDrop, kHold };
 
 struct Decision {
   Verdict verdict = Verdict::kDrop;

@@ -120,14 +120,22 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
 
 Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& pkt,
                                      const TcpOptions& opts, uint8_t* data, size_t cap,
-                                     uint64_t now_ns) noexcept {
+                                     const PacketMeta& meta, uint64_t now_ns) noexcept {
   Flow& f = table.at(index);
   const uint8_t flags = pkt.flags();
   const bool rst = (flags & tcpflag::kRst) != 0;
   if (dir == Direction::kFromClient) {
-    // Until the backend answers, client data has nowhere to go; it is not acknowledged, so the
-    // client sends it again. A RST aborts the half-open backend leg.
-    if (!rst) return dropped(DropReason::kSplicePending);
+    // Until the backend answers, client data has nowhere to go. A caller that can hold it gets
+    // it back once the splice completes (no retransmission timeout for the client's first
+    // request); otherwise it is dropped, and the client, which saw no ACK for it, resends it.
+    // A RST aborts the half-open backend leg.
+    if (!rst) {
+      if (meta.can_hold) {
+        ++counters.splice_held;
+        return {Verdict::kHold, DropReason::kNone, false, 0};
+      }
+      return dropped(DropReason::kSplicePending);
+    }
     const DropReason r = trackSegment(f, dir, pkt, opts, config.timeouts, now_ns, counters);
     if (r != DropReason::kNone) return dropped(r);
     translateSegment(f, dir, pkt, opts, PacketMeta{}, counters);

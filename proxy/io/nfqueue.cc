@@ -88,6 +88,7 @@ NfQueue::NfQueue(const NfQueueOptions& options)
       verdicts_(options.batch, kMaxSendBytes) {
   // One packet message per datagram in practice; room for more keeps push_back allocation-free.
   pending_.reserve(4 * static_cast<size_t>(options.batch));
+  held_.reserve(kMaxHeld);
   pending_ids_.reserve(4 * static_cast<size_t>(options.batch));
   for (size_t i = 0; i < options.batch; ++i) {
     rx_iov_[i] = {rx_.data() + i * kRxBufSize, kRxBufSize};
@@ -188,6 +189,7 @@ void NfQueue::sendConfig(nlmsghdr* nlh, const char* step) {
 
 void NfQueue::onReadable(Engine& engine) noexcept {
   const unsigned batch = options_.batch;
+  if (!held_.empty()) tick(monotonicNs());
   for (int round = 0; round < kMaxBatchesPerWakeup; ++round) {
     int n = recvmmsg(fd_, msgs_.data(), batch, MSG_DONTWAIT, nullptr);
     if (n < 0) {
@@ -226,6 +228,7 @@ void NfQueue::onReadable(Engine& engine) noexcept {
     processPending(engine, now_ns);
     // The verdicts point into the receive buffers: send them before the next read reuses them.
     flush();
+    compactHeld();  // released held packets' bytes were referenced by the verdicts just sent
     if (static_cast<unsigned>(n) < batch) break;
   }
 }
@@ -311,24 +314,86 @@ void NfQueue::handlePacket(nlmsghdr* nlh, Engine* engine) noexcept {
   const size_t offset = static_cast<size_t>(data - rx_.data());
   slot.cap = (offset / kRxBufSize + 1) * kRxBufSize - offset;
   slot.meta = meta;
+  slot.meta.can_hold = true;
   pending_.push_back(slot);  // capacity reserved for a whole read: no allocation here
   pending_ids_.push_back(id);
 }
 
 void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
   if (pending_.empty()) return;
+  const uint64_t splices_before = engine.counters().splices_completed;
   engine.processBatch(pending_.data(), pending_.size(), now_ns);
   for (size_t i = 0; i < pending_.size(); ++i) {
     const PacketSlot& s = pending_[i];
-    if (s.decision.verdict == Verdict::kAccept) {
-      queueVerdict(pending_ids_[i], NF_ACCEPT, s.decision.modified ? s.data : nullptr,
-                   s.decision.len);
-    } else {
-      queueVerdict(pending_ids_[i], NF_DROP, nullptr, 0);
+    switch (s.decision.verdict) {
+      case Verdict::kAccept:
+        queueVerdict(pending_ids_[i], NF_ACCEPT, s.decision.modified ? s.data : nullptr,
+                     s.decision.len);
+        break;
+      case Verdict::kHold:
+        hold(pending_ids_[i], s, now_ns);
+        break;
+      case Verdict::kDrop:
+        queueVerdict(pending_ids_[i], NF_DROP, nullptr, 0);
+        break;
     }
   }
   pending_.clear();
   pending_ids_.clear();
+  // The backend SYN-ACKs of this batch became the proxy's ACKs, queued above: the held data
+  // queued after them reaches the backend after its handshake completes.
+  if (!held_.empty() && engine.counters().splices_completed != splices_before)
+    releaseHeld(engine, now_ns);
+}
+
+void NfQueue::hold(uint32_t id, const PacketSlot& slot, uint64_t now_ns) noexcept {
+  if (held_.size() >= kMaxHeld || slot.len > kHoldMaxBytes) {
+    // Not acknowledged to the client: it sends the data again after its timeout.
+    ++counters_.hold_dropped;
+    queueVerdict(id, NF_DROP, nullptr, 0);
+    return;
+  }
+  ++counters_.held;
+  Held& h = held_.emplace_back();  // capacity reserved: no allocation
+  h.id = id;
+  h.since_ns = now_ns;
+  h.len = slot.len;
+  h.meta = slot.meta;
+  std::copy(slot.data, slot.data + slot.len, h.bytes.begin());
+}
+
+void NfQueue::releaseHeld(Engine& engine, uint64_t now_ns) noexcept {
+  for (Held& h : held_) {
+    if (h.done) continue;
+    const Decision d = engine.process(h.bytes.data(), h.len, h.bytes.size(), h.meta, now_ns);
+    if (d.verdict == Verdict::kHold) continue;  // its own splice is still opening
+    h.done = true;
+    if (d.verdict == Verdict::kAccept) {
+      ++counters_.hold_released;
+      queueVerdict(h.id, NF_ACCEPT, d.modified ? h.bytes.data() : nullptr, d.len);
+    } else {
+      queueVerdict(h.id, NF_DROP, nullptr, 0);
+    }
+  }
+}
+
+void NfQueue::compactHeld() noexcept {
+  std::erase_if(held_, [](const Held& h) { return h.done; });
+}
+
+void NfQueue::tick(uint64_t now_ns) noexcept {
+  bool any = false;
+  for (Held& h : held_) {
+    if (h.done || now_ns - h.since_ns < kHoldTimeoutNs) continue;
+    h.done = true;
+    any = true;
+    ++counters_.hold_dropped;
+    queueVerdict(h.id, NF_DROP, nullptr, 0);
+  }
+  if (any) {
+    flush();
+    compactHeld();
+  }
 }
 
 void NfQueue::queueVerdict(uint32_t id, uint32_t verdict, const uint8_t* payload,

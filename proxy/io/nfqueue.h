@@ -6,6 +6,7 @@
 /// Fail-closed by construction: the queue is configured without NFQA_CFG_F_FAIL_OPEN (and the
 /// rules use no --queue-bypass), so a packet tandem did not translate is never forwarded.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -52,6 +53,9 @@ struct NfQueueCounters {
   uint64_t parse_errors = 0;    ///< malformed messages or packets without a packet header
   uint64_t verdict_errors = 0;  ///< NLMSG_ERROR replies from the kernel to our verdicts
   uint64_t foreign = 0;         ///< messages not from the kernel, ignored
+  uint64_t held = 0;            ///< packets the engine asked to hold (splice handshake)
+  uint64_t hold_released = 0;   ///< held packets forwarded once the splice completed
+  uint64_t hold_dropped = 0;    ///< held packets dropped: store full, too large, or too old
 };
 
 /// A queue's line in /proc/net/netfilter/nfnetlink_queue.
@@ -74,6 +78,10 @@ class NfQueue {
   static constexpr size_t kMaxSendBytes = 1u << 20;
   /// Receive buffer per message: a full 64 KiB packet plus the netlink and NFQA headers.
   static constexpr size_t kRxBufSize = 0x10000 + 0x2000;
+  /// Held packets (client data during a splice handshake): how many, how large, how long.
+  static constexpr size_t kMaxHeld = 1024;
+  static constexpr size_t kHoldMaxBytes = 2048;
+  static constexpr uint64_t kHoldTimeoutNs = 1'000'000'000;
 
   explicit NfQueue(const NfQueueOptions& options);
   ~NfQueue();
@@ -90,6 +98,9 @@ class NfQueue {
   /// Reads what is queued (a few batches at most, so timers still run), runs every packet
   /// through `engine` and sends the verdicts. Call when fd() is readable.
   void onReadable(Engine& engine) noexcept;
+
+  /// Drops held packets older than kHoldTimeoutNs (TCP then resends them). Call periodically.
+  void tick(uint64_t now_ns) noexcept;
 
   const NfQueueCounters& counters() const noexcept { return counters_; }
   const NfQueueOptions& options() const noexcept { return options_; }
@@ -124,6 +135,21 @@ class NfQueue {
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> rx_iov_;
   std::vector<sockaddr_nl> senders_;
+  struct Held {
+    uint32_t id = 0;
+    uint64_t since_ns = 0;
+    size_t len = 0;
+    PacketMeta meta;
+    bool done = false;  ///< verdict queued: free the entry once the verdicts are sent
+    std::array<uint8_t, kHoldMaxBytes> bytes{};
+  };
+  void hold(uint32_t id, const PacketSlot& slot, uint64_t now_ns) noexcept;
+  /// Offers every held packet to the engine again (a splice completed in this batch).
+  void releaseHeld(Engine& engine, uint64_t now_ns) noexcept;
+  /// Frees the entries whose verdicts were sent.
+  void compactHeld() noexcept;
+
+  std::vector<Held> held_;               ///< at most kMaxHeld, capacity reserved
   std::vector<PacketSlot> pending_;      ///< packets of the current read, for the engine
   std::vector<uint32_t> pending_ids_;    ///< their packet ids
   VerdictBatch verdicts_;

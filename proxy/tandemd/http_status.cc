@@ -56,7 +56,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 14;
+constexpr size_t kScalarCounters = 15;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -135,10 +135,19 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "Splice mode: client SYNs answered with a SYN cookie.", c.syncookies_sent);
   m.single("tandem_splices_completed_total", "counter",
            "Splice mode: backend handshakes the proxy completed.", c.splices_completed);
+  m.single("tandem_splice_held_total", "counter",
+           "Splice mode: client segments held while the backend leg opened.", c.splice_held);
   m.single("tandem_snat_ports_reused_total", "counter",
            "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
            c.snat_ports_reused);
 
+  m.single("tandem_nfq_held_total", "counter",
+           "Packets held for the engine (client data during a splice handshake).", q.held);
+  m.single("tandem_nfq_hold_released_total", "counter",
+           "Held packets forwarded once their splice completed.", q.hold_released);
+  m.single("tandem_nfq_hold_dropped_total", "counter",
+           "Held packets dropped (store full, too large or too old); TCP resends them.",
+           q.hold_dropped);
   m.single("tandem_nfq_reads_total", "counter", "recvmmsg() calls that returned messages.",
            q.reads);
   m.single("tandem_nfq_packets_total", "counter", "Packets received from the queue.", q.packets);

@@ -177,6 +177,44 @@ TEST_P(Splice, BackendRefusalBecomesAnAcceptableRstToTheClient) {
   EXPECT_EQ(stateOf(e), TcpState::kClose);
 }
 
+TEST_P(Splice, EarlyClientDataIsHeldAndForwardedOnceTheBackendAnswers) {
+  Engine e(spliceConfig(GetParam()));
+  const std::string client = "10.0.0.2:40002", vip = "10.0.0.100:80";
+  auto sa = run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(500).mss(1460).build());
+  const uint32_t cookie = sa.pkt.seq();
+  auto syn = run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(501).ack(cookie + 1)
+                        .build());
+  ASSERT_EQ(syn.d.verdict, Verdict::kAccept);
+  // The request arrives before the backend's SYN-ACK: a caller that can hold it gets kHold.
+  auto request = PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(501)
+                     .ack(cookie + 1).payload("GET / HTTP/1.0\r\n\r\n").build();
+  std::vector<uint8_t> held = request;
+  held.resize(256);
+  PacketMeta meta;
+  meta.can_hold = true;
+  Decision d = e.process(held.data(), request.size(), held.size(), meta, kNow);
+  EXPECT_EQ(d.verdict, Verdict::kHold);
+  EXPECT_EQ(e.counters().splice_held, 1u);
+  EXPECT_EQ(e.counters().totalDrops(), 0u);
+  std::copy(request.begin(), request.end(), held.begin());
+  d = e.process(held.data(), request.size(), held.size(), meta, kNow);
+  EXPECT_EQ(d.verdict, Verdict::kHold);  // still opening: held again
+  // The backend answers; offered again, the request goes through, translated.
+  auto ack = run(e, PacketBuilder().src("10.1.0.2:8080").dst(syn.pkt.src().toString())
+                        .flags(kSyn | kAck).seq(9000).ack(501).mss(1460).build());
+  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+  std::copy(request.begin(), request.end(), held.begin());
+  d = e.process(held.data(), request.size(), held.size(), meta, kNow);
+  ASSERT_EQ(d.verdict, Verdict::kAccept);
+  held.resize(d.len);
+  TcpPacket out;
+  ASSERT_EQ(parseTcpPacket(held.data(), held.size(), out), ParseError::kNone);
+  EXPECT_EQ(out.dst().toString(), "10.1.0.2:8080");
+  EXPECT_EQ(out.ack(), 9001u);
+  EXPECT_EQ(out.payloadLen(), 18u);
+  EXPECT_TRUE(checksumsValid(held));
+}
+
 INSTANTIATE_TEST_SUITE_P(Addressing, Splice,
                          ::testing::Values(Addressing::kTransparent, Addressing::kSnat));
 
