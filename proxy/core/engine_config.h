@@ -53,6 +53,9 @@ struct SpliceConfig {
   uint16_t mss = 1460;      ///< MSS the proxy advertises to clients
   uint8_t wscale = 7;       ///< receive shift the proxy offers clients
   uint16_t window = 65535;  ///< SYN-ACK window field
+  /// A backend that has not answered the proxy's SYN by then gets the client reset: the next
+  /// client segment is turned into a RST the client accepts.
+  uint64_t connect_timeout_ns = 3 * kNsPerSec;
 };
 
 struct EngineConfig {

@@ -130,6 +130,25 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     // request); otherwise it is dropped, and the client, which saw no ACK for it, resends it.
     // A RST aborts the half-open backend leg.
     if (!rst) {
+      if (now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
+        // The backend never answered (the client's segments do not refresh last_seen while
+        // the leg opens): reset the client with the sequence number it expects (RFC 5961 3.2)
+        // rather than leave it hanging until its own timeout.
+        SegmentSpec spec;
+        spec.saddr = f.vip_addr.v4();
+        spec.daddr = f.client_addr.v4();
+        spec.sport = f.vip_port;
+        spec.dport = f.client_port;
+        spec.seq = f.proxy_isn + 1;
+        spec.ack = pkt.seq();
+        spec.flags = tcpflag::kRst | tcpflag::kAck;
+        f.splice_pending = false;
+        f.state = TcpState::kClose;
+        f.deadline_ns = now_ns + config.timeouts.close_ns;
+        touch(index);
+        ++counters.splice_connect_timeouts;
+        return emit(spec, data, cap, counters);
+      }
       if (meta.can_hold) {
         ++counters.splice_held;
         return {Verdict::kHold, DropReason::kNone, false, 0};

@@ -56,7 +56,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 15;
+constexpr size_t kScalarCounters = 16;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -135,6 +135,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "Splice mode: client SYNs answered with a SYN cookie.", c.syncookies_sent);
   m.single("tandem_splices_completed_total", "counter",
            "Splice mode: backend handshakes the proxy completed.", c.splices_completed);
+  m.single("tandem_splice_connect_timeouts_total", "counter",
+           "Splice mode: clients reset because their backend never answered the SYN.",
+           c.splice_connect_timeouts);
   m.single("tandem_splice_held_total", "counter",
            "Splice mode: client segments held while the backend leg opened.", c.splice_held);
   m.single("tandem_snat_ports_reused_total", "counter",

@@ -215,6 +215,27 @@ TEST_P(Splice, EarlyClientDataIsHeldAndForwardedOnceTheBackendAnswers) {
   EXPECT_TRUE(checksumsValid(held));
 }
 
+TEST_P(Splice, SilentBackendGetsTheClientReset) {
+  Engine e(spliceConfig(GetParam()));
+  const std::string client = "10.0.0.2:40003", vip = "10.0.0.100:80";
+  auto sa = run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(700).mss(1460).build());
+  const uint32_t cookie = sa.pkt.seq();
+  ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(701).ack(cookie + 1)
+                       .build()).d.verdict, Verdict::kAccept);
+  auto data = PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(701).ack(cookie + 1)
+                  .payload("hello").build();
+  EXPECT_EQ(run(e, data, kNow + 2'000'000'000ull).d.reason, DropReason::kSplicePending);
+  // Past the connect timeout (3 s), the client's retransmission comes back as a RST.
+  auto rst = run(e, data, kNow + 4'000'000'000ull);
+  ASSERT_EQ(rst.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(rst.pkt.flags() & kRst, kRst);
+  EXPECT_EQ(rst.pkt.dst().toString(), client);
+  EXPECT_EQ(rst.pkt.seq(), cookie + 1);
+  EXPECT_TRUE(checksumsValid(rst.bytes));
+  EXPECT_EQ(e.counters().splice_connect_timeouts, 1u);
+  EXPECT_EQ(stateOf(e), TcpState::kClose);
+}
+
 INSTANTIATE_TEST_SUITE_P(Addressing, Splice,
                          ::testing::Values(Addressing::kTransparent, Addressing::kSnat));
 
