@@ -104,6 +104,7 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
 Engine::~Engine() = default;
 
 size_t Engine::activeFlows() const noexcept { return impl_->table.size(); }
+uint64_t Engine::spliceGeneration() const noexcept { return impl_->splice_generation; }
 size_t Engine::maxFlows() const noexcept { return impl_->table.capacity(); }
 
 Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
@@ -124,7 +125,7 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   FlowTable::Hit hit = table.find(key);
   if (hit) {
     const Flow& f = table.at(hit.index);
-    if (f.deadline_ns <= now_ns) {
+    if (flowExpired(f, config_.timeouts, now_ns)) {
       impl_->retire(hit.index);
       hit = {};
     } else if (hit.dir == Direction::kFromClient && isOpeningSyn(pkt.flags()) &&
@@ -164,7 +165,7 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
       parseTcpOptions(pkt.options(), pkt.optionsLen(), opts);  // the translated SACK edges
   }
   const TcpState before = f.state;
-  const DropReason r = trackSegment(f, hit.dir, pkt, opts, config_.timeouts, now_ns, counters_);
+  const DropReason r = trackSegment(f, hit.dir, pkt, opts, now_ns, counters_);
   if (f.state != before) impl_->touch(hit.index);
   if (r != DropReason::kNone) {
     if (created) {
@@ -365,7 +366,6 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
     w.ack_seen = false;
   }
   f.last_seen_ns = now_ns;
-  f.deadline_ns = now_ns + stateTimeout(config_.timeouts, f.state);
   table.insert(index);
   return DropReason::kNone;
 }
@@ -386,7 +386,7 @@ void Engine::expire(uint64_t now_ns) noexcept {
   for (uint32_t n = 0; n < batch && n < high; ++n) {
     if (cur >= high) cur = 0;
     const Flow& f = table.at(cur);
-    if (f.in_use && f.deadline_ns <= now_ns) impl_->retire(cur);
+    if (f.in_use && flowExpired(f, config_.timeouts, now_ns)) impl_->retire(cur);
     ++cur;
   }
 }

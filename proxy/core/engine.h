@@ -27,7 +27,7 @@ struct PacketMeta {
 };
 
 /// kHold: not forwarded yet, not dropped either; process the same packet again once
-/// Counters::splices_completed has moved (or drop it after a while).
+/// Engine::spliceGeneration() has moved (or drop it after a while).
 enum class Verdict : uint8_t { kAccept, kDrop, kHold };
 
 struct Decision {
@@ -108,6 +108,9 @@ class Engine {
   bool removeFlow(const FlowKey& client_key) noexcept;
 
   const Counters& counters() const noexcept { return counters_; }
+  /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out):
+  /// the moment to offer held packets (Verdict::kHold) again.
+  uint64_t spliceGeneration() const noexcept;
   size_t activeFlows() const noexcept;
   size_t maxFlows() const noexcept;
   const EngineConfig& config() const noexcept { return config_; }

@@ -58,8 +58,7 @@ struct Flow {
   uint16_t vip_port = 0;
   uint16_t backend_port = 0;
   uint16_t source_port = 0;
-  uint64_t last_seen_ns = 0;
-  uint64_t deadline_ns = 0;
+  uint64_t last_seen_ns = 0;  ///< the flow expires stateTimeout(state) after this
   TcpWindow win[2];        ///< indexed by Direction
   SeqAdj adj[2];           ///< indexed by Direction
   uint16_t service = 0;

@@ -107,7 +107,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   TcpPacket out;
   TcpOptions out_opts;
   if (d.verdict != Verdict::kAccept || !view(data, d.len, out, out_opts) ||
-      trackSegment(f, Direction::kFromClient, out, out_opts, config.timeouts, now_ns,
+      trackSegment(f, Direction::kFromClient, out, out_opts, now_ns,
                    counters) != DropReason::kNone) {
     table.remove(hit.index);
     --counters.flows_created;
@@ -143,8 +143,9 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         spec.ack = pkt.seq();
         spec.flags = tcpflag::kRst | tcpflag::kAck;
         f.splice_pending = false;
+        ++splice_generation;
         f.state = TcpState::kClose;
-        f.deadline_ns = now_ns + config.timeouts.close_ns;
+        f.last_seen_ns = now_ns;
         touch(index);
         ++counters.splice_connect_timeouts;
         return emit(spec, data, cap, counters);
@@ -155,8 +156,12 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
       }
       return dropped(DropReason::kSplicePending);
     }
-    const DropReason r = trackSegment(f, dir, pkt, opts, config.timeouts, now_ns, counters);
+    const DropReason r = trackSegment(f, dir, pkt, opts, now_ns, counters);
     if (r != DropReason::kNone) return dropped(r);
+    if (f.state == TcpState::kClose) {
+      f.splice_pending = false;  // the client gave up: held data of it may go (and be refused)
+      ++splice_generation;
+    }
     translateSegment(f, dir, pkt, opts, PacketMeta{}, counters);
     ++counters.packets[0];
     return {Verdict::kAccept, DropReason::kNone, true, pkt.totalLen()};
@@ -164,7 +169,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
 
   const bool synack = (flags & (tcpflag::kSyn | tcpflag::kAck)) == (tcpflag::kSyn | tcpflag::kAck);
   if (!synack && !rst) return dropped(DropReason::kSplicePending);
-  const DropReason r = trackSegment(f, dir, pkt, opts, config.timeouts, now_ns, counters);
+  const DropReason r = trackSegment(f, dir, pkt, opts, now_ns, counters);
   if (r != DropReason::kNone) return dropped(r);
   ++counters.packets[1];
   counters.bytes[1] += pkt.totalLen();
@@ -181,6 +186,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     spec.ack = f.win[0].td_end;
     spec.flags = tcpflag::kRst | tcpflag::kAck;
     f.splice_pending = false;
+    ++splice_generation;
     touch(index);
     return emit(spec, data, cap, counters);
   }
@@ -217,8 +223,9 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   TcpPacket out;
   TcpOptions out_opts;
   if (d.verdict == Verdict::kAccept && view(data, d.len, out, out_opts))
-    trackSegment(f, Direction::kFromClient, out, out_opts, config.timeouts, now_ns, counters);
+    trackSegment(f, Direction::kFromClient, out, out_opts, now_ns, counters);
   f.splice_pending = false;
+  ++splice_generation;
   ++counters.splices_completed;
   touch(index);  // the binding (offsets, scales) is hard state
   return d;

@@ -247,7 +247,7 @@ uint64_t stateTimeout(const Timeouts& t, TcpState s) noexcept {
 }
 
 DropReason trackSegment(Flow& f, Direction dir, const TcpPacket& pkt, const TcpOptions& opts,
-                        const Timeouts& timeouts, uint64_t now_ns, Counters& counters) noexcept {
+                        uint64_t now_ns, Counters& counters) noexcept {
   const uint8_t flags = pkt.flags();
   if (!validTcpFlags(flags)) return DropReason::kBadFlags;
   const TcpEvent ev = tcpEventOf(flags);
@@ -314,7 +314,6 @@ DropReason trackSegment(Flow& f, Direction dir, const TcpPacket& pkt, const TcpO
 
   f.state = t.kind == K::kMove ? t.next : deriveClosingState(f);
   f.last_seen_ns = now_ns;
-  f.deadline_ns = now_ns + stateTimeout(timeouts, f.state);
   return DropReason::kNone;
 }
 

@@ -40,9 +40,15 @@ const Transition& tcpTransition(Direction dir, TcpEvent ev, TcpState state) noex
 
 uint64_t stateTimeout(const Timeouts& t, TcpState s) noexcept;
 
+/// A flow expires when it has been idle for its state's timeout (no deadline is stored: one
+/// field less per flow, and any segment that refreshes last_seen extends it).
+inline bool flowExpired(const Flow& f, const Timeouts& t, uint64_t now_ns) noexcept {
+  return now_ns - f.last_seen_ns >= stateTimeout(t, f.state);
+}
+
 /// Tracks one segment of `flow` travelling in `dir`. Returns DropReason::kNone to pass it.
-/// Updates state, windows, last_seen and deadline. `opts` are the segment's parsed options.
+/// Updates state, windows and last_seen. `opts` are the segment's parsed options.
 DropReason trackSegment(Flow& flow, Direction dir, const TcpPacket& pkt, const TcpOptions& opts,
-                        const Timeouts& timeouts, uint64_t now_ns, Counters& counters) noexcept;
+                        uint64_t now_ns, Counters& counters) noexcept;
 
 }  // namespace tandem

@@ -321,7 +321,7 @@ void NfQueue::handlePacket(nlmsghdr* nlh, Engine* engine) noexcept {
 
 void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
   if (pending_.empty()) return;
-  const uint64_t splices_before = engine.counters().splices_completed;
+  const uint64_t splices_before = engine.spliceGeneration();
   engine.processBatch(pending_.data(), pending_.size(), now_ns);
   for (size_t i = 0; i < pending_.size(); ++i) {
     const PacketSlot& s = pending_[i];
@@ -342,7 +342,7 @@ void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
   pending_ids_.clear();
   // The backend SYN-ACKs of this batch became the proxy's ACKs, queued above: the held data
   // queued after them reaches the backend after its handshake completes.
-  if (!held_.empty() && engine.counters().splices_completed != splices_before)
+  if (!held_.empty() && engine.spliceGeneration() != splices_before)
     releaseHeld(engine, now_ns);
 }
 

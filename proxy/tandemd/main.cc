@@ -117,7 +117,9 @@ void checkKernelDrops(Loop& loop) {
 
 void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
-  loop->engine->expire(monotonicNs());
+  const uint64_t now = monotonicNs();
+  loop->engine->expire(now);
+  loop->queue->tick(now);  // held packets whose splice never completed: drop, TCP resends
   if (++loop->ticks % kKernelCheckTicks == 0) checkKernelDrops(*loop);
 }
 
