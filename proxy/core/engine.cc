@@ -125,7 +125,7 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   FlowTable::Hit hit = table.find(key);
   if (hit) {
     const Flow& f = table.at(hit.index);
-    if (flowExpired(f, config_.timeouts, now_ns)) {
+    if (!impl_->standby && flowExpired(f, config_.timeouts, now_ns)) {
       impl_->retire(hit.index);
       hit = {};
     } else if (hit.dir == Direction::kFromClient && isOpeningSyn(pkt.flags()) &&
@@ -377,7 +377,19 @@ bool Engine::removeFlow(const FlowKey& client_key) noexcept {
   return true;
 }
 
+void Engine::setStandby(bool standby, uint64_t now_ns) noexcept {
+  if (impl_->standby && !standby) {
+    FlowTable& table = impl_->table;
+    for (uint32_t i = 0; i < table.highWater(); ++i) {
+      Flow& f = table.at(i);
+      if (f.in_use) f.last_seen_ns = now_ns;
+    }
+  }
+  impl_->standby = standby;
+}
+
 void Engine::expire(uint64_t now_ns) noexcept {
+  if (impl_->standby) return;
   FlowTable& table = impl_->table;
   const uint32_t high = table.highWater();
   if (high == 0) return;

@@ -106,6 +106,10 @@ class Engine {
   DropReason installFlow(const Flow& state, uint64_t now_ns) noexcept;
   /// Standby: removes the flow with this client-leg key; false if there was none.
   bool removeFlow(const FlowKey& client_key) noexcept;
+  /// A standby's flows live by the active's checkpoints, not by packets (an established flow
+  /// sends no update however busy it is): while `standby`, nothing expires. Leaving standby
+  /// restarts every flow's idle timer at now_ns, since each was alive when the peer died.
+  void setStandby(bool standby, uint64_t now_ns) noexcept;
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out):

@@ -56,6 +56,7 @@ struct Engine::Impl {
   // Change tracking for checkpointing (Engine::enableChangeTracking).
   static constexpr size_t kMaxRemovedLog = 1u << 16;
   uint64_t splice_generation = 0;  // bumped whenever a pending splice resolves
+  bool standby = false;            // expiry paused (Engine::setStandby)
   bool tracking = false;
   bool lost_changes = false;
   std::vector<uint32_t> dirty_list;

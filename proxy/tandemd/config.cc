@@ -43,6 +43,17 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"timeouts.last_ack", ""},
     {"timeouts.time_wait", ""},
     {"timeouts.close", ""},
+    {"sync.node_id", "proxy pair: this node's id, 1-4294967295 (required with [sync])"},
+    {"sync.priority", "0-255, higher is preferred as the active"},
+    {"sync.preempt", "true: a ready standby with a higher priority takes over"},
+    {"sync.bind", "ADDRESS:PORT of this node's sync socket (required)"},
+    {"sync.peer", "ADDRESS:PORT of the other node's sync socket (required)"},
+    {"sync.key", "HMAC-SHA256 key, hex, 16-64 bytes, same on both nodes (required)"},
+    {"sync.key_id", "id of the key, 0-65535, same on both nodes"},
+    {"sync.heartbeat_interval", "seconds between heartbeats, 0.01-10 (decimals ok)"},
+    {"sync.miss_count", "missed heartbeats that make the peer dead, 2-100"},
+    {"sync.addresses", "IFACE=ADDR/PLEN list: the group the active holds (required)"},
+    {"sync.garp_count", "gratuitous ARP rounds at takeover, 1-100"},
 };
 
 constexpr KeyHelp kServiceKeys[] = {
@@ -369,6 +380,71 @@ void crossCheck(const std::vector<ServiceConfig>& services) {
   }
 }
 
+/// The [sync] section: present if any sync.* key is.
+std::optional<SyncConfig> parseSync(const Values& values) {
+  bool any = false;
+  for (const std::string& key : values.keys()) any = any || key.rfind("sync.", 0) == 0;
+  if (!any) return std::nullopt;
+  SyncConfig s;
+  auto require = [&](const char* key) -> const Value& {
+    const Value* v = values.find(key);
+    if (v == nullptr) throw ConfigError(std::string(key) + ": missing (required with [sync])");
+    return *v;
+  };
+  s.node_id = static_cast<uint32_t>(parseUint("sync.node_id", require("sync.node_id"), 1,
+                                              UINT32_MAX));
+  if (const Value* v = values.find("sync.priority")) {
+    s.priority = static_cast<uint8_t>(parseUint("sync.priority", *v, 0, 255));
+  }
+  if (const Value* v = values.find("sync.preempt")) s.preempt = parseBool("sync.preempt", *v);
+  const Value& bind = require("sync.bind");
+  s.bind = parseEndpoint("sync.bind", bind, bind.text, true);
+  const Value& peer = require("sync.peer");
+  s.peer = parseEndpoint("sync.peer", peer, peer.text, true);
+  if (s.peer == s.bind) fail("sync.peer", peer, "is the same as sync.bind");
+  const Value& key = require("sync.key");
+  const std::string& hex = key.text;
+  if (hex.size() < 32 || hex.size() > 128 || hex.size() % 2 != 0 ||
+      hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    fail("sync.key", key, "expected an even number (32 to 128) of hex digits");
+  }
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    s.key.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+  }
+  if (const Value* v = values.find("sync.key_id")) {
+    s.key_id = static_cast<uint16_t>(parseUint("sync.key_id", *v, 0, 65535));
+  }
+  if (const Value* v = values.find("sync.heartbeat_interval")) {
+    s.heartbeat_interval_ns = parseSeconds("sync.heartbeat_interval", *v);
+    if (s.heartbeat_interval_ns < 10'000'000 || s.heartbeat_interval_ns > 10'000'000'000) {
+      fail("sync.heartbeat_interval", *v, "expected 0.01 to 10 seconds, got " + quoted(v->text));
+    }
+  }
+  if (const Value* v = values.find("sync.miss_count")) {
+    s.miss_count = static_cast<uint32_t>(parseUint("sync.miss_count", *v, 2, 100));
+  }
+  if (const Value* v = values.find("sync.garp_count")) {
+    s.garp_count = static_cast<uint32_t>(parseUint("sync.garp_count", *v, 1, 100));
+  }
+  const Value& addrs = require("sync.addresses");
+  for (const std::string& item : splitList(addrs.text)) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq > 15) {
+      fail("sync.addresses", addrs, "expected IFACE=ADDR/PLEN, got " + quoted(item));
+    }
+    auto prefix = Ipv4Prefix::parse(item.substr(eq + 1));
+    if (!prefix) fail("sync.addresses", addrs, "expected IFACE=ADDR/PLEN, got " + quoted(item));
+    for (const GroupMember& m : s.addresses.members) {
+      if (m.interface == item.substr(0, eq) && m.address == *prefix) {
+        fail("sync.addresses", addrs, quoted(item) + " is listed twice");
+      }
+    }
+    s.addresses.members.push_back(GroupMember{item.substr(0, eq), *prefix});
+  }
+  if (s.addresses.members.empty()) fail("sync.addresses", addrs, "empty address list");
+  return s;
+}
+
 }  // namespace
 
 DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& overrides) {
@@ -450,6 +526,7 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
     throw ConfigError("service: no [service.NAME] section, nothing to proxy");
   }
   crossCheck(c.engine.services);
+  c.sync = parseSync(values);
   return c;
 }
 
@@ -496,6 +573,12 @@ std::string configKeysHelp() {
       {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
       {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
       {"daemon.log_level", logLevelName(d.log_level)},
+      {"sync.priority", std::to_string(SyncConfig{}.priority)},
+      {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
+      {"sync.key_id", std::to_string(SyncConfig{}.key_id)},
+      {"sync.heartbeat_interval", "0.05"},
+      {"sync.miss_count", std::to_string(SyncConfig{}.miss_count)},
+      {"sync.garp_count", std::to_string(SyncConfig{}.garp_count)},
       {"service.NAME.mode", modeName(svc.mode)},
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},

@@ -14,6 +14,7 @@
 
 #include "common/ip_addr.h"
 #include "proxy/core/engine_config.h"
+#include "proxy/io/addr_netlink.h"
 #include "proxy/io/log.h"
 #include "proxy/io/nfqueue.h"
 #include "proxy/io/rules.h"
@@ -25,6 +26,21 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The [sync] section of the configuration.
+struct SyncConfig {
+  uint32_t node_id = 0;
+  uint8_t priority = 100;
+  bool preempt = false;
+  Endpoint bind;
+  Endpoint peer;
+  std::vector<uint8_t> key;
+  uint16_t key_id = 1;
+  uint64_t heartbeat_interval_ns = 50'000'000;
+  uint32_t miss_count = 3;
+  AddressGroup addresses;  ///< moves with the active role
+  uint32_t garp_count = 5;
+};
+
 struct DaemonConfig {
   EngineConfig engine;
   NfQueueOptions queue;
@@ -33,6 +49,8 @@ struct DaemonConfig {
   std::optional<Endpoint> metrics = Endpoint{IpAddr::fromV4(0x7f000001), 9100};
   bool set_sysctls = false;
   LogLevel log_level = LogLevel::kInfo;
+  /// The proxy pair; nullopt (no [sync] section) runs a single proxy.
+  std::optional<SyncConfig> sync;
 };
 
 /// Parses INI text from `file`, then `overrides` (command-line tokens: `--key=value` or

@@ -11,6 +11,7 @@
 
 #include "common/version.h"
 #include "proxy/io/log.h"
+#include "proxy/tandemd/pair.h"
 
 namespace tandem {
 namespace {
@@ -180,6 +181,7 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_nfq_kernel_dropped_total", k->queue_dropped, "reason", "queue_full");
     m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
   }
+  if (s.pair != nullptr) return m.take() + s.pair->metricsText();
   return m.take();
 }
 
@@ -211,6 +213,7 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
   out += ",\"max_flows\":" + std::to_string(s.engine->maxFlows());
   out += ",\"queue\":" + std::to_string(c.queue.queue);
   out += ",\"rules\":" + jsonString(rulesModeName(c.rules));
+  if (s.pair != nullptr) out += "," + s.pair->statusJson();
   out += ",\"services\":[";
   for (size_t i = 0; i < c.engine.services.size(); ++i) {
     const ServiceConfig& svc = c.engine.services[i];

@@ -20,12 +20,15 @@ struct evhttp_request;
 
 namespace tandem {
 
+class PairController;
+
 /// Everything the pages show; the daemon owns all of it.
 struct StatusSources {
   const Engine* engine = nullptr;
   const NfQueue* queue = nullptr;
   const DaemonConfig* config = nullptr;
   uint64_t start_ns = 0;  ///< monotonic start time, for the uptime
+  const PairController* pair = nullptr;  ///< the proxy pair, when [sync] is configured
 };
 
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns);

@@ -23,6 +23,7 @@
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
 #include "proxy/tandemd/http_status.h"
+#include "proxy/tandemd/pair.h"
 
 namespace tandem {
 namespace {
@@ -264,10 +265,23 @@ int run(const DaemonConfig& config, Engine& engine) {
     return kExitRuntime;
   }
 
+  // The pair controller registers its own timer and socket events; it only starts acting (and
+  // may take the address group) once the loop runs, after the rules are in.
+  std::optional<PairController> pair;
+  if (config.sync) {
+    try {
+      pair.emplace(loop.base, engine, *config.sync);
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "sync: %s", e.what());
+      return kExitRuntime;
+    }
+  }
+
   std::optional<StatusServer> status;
   try {
     if (config.metrics) {
-      status.emplace(loop.base, StatusSources{&engine, &queue, &config, start_ns});
+      status.emplace(loop.base,
+                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());
@@ -307,6 +321,9 @@ int run(const DaemonConfig& config, Engine& engine) {
        loop.signal != 0 ? strsignal(loop.signal) : "");
 
   int rc = loop.signal != 0 ? 0 : kExitRuntime;
+  // A node that stops on purpose gives its addresses up at once; the peer takes over when our
+  // heartbeats stop.
+  if (pair) pair->shutdown();
   if (rules) {
     try {
       rules->remove();

@@ -143,6 +143,32 @@ TEST(Checkpoint, SplicedFlowKeepsItsTranslationOnTheStandby) {
   EXPECT_EQ(run(standby, req, 2 * kSec), run(active, req, 2 * kSec));
 }
 
+TEST(Checkpoint, StandbyKeepsFlowsUntilItTakesOverThenRestartsTheirIdleTimers) {
+  auto cfg = config(Mode::kPassthrough);
+  cfg.timeouts.established_ns = 10 * kSec;
+  Engine active(cfg), standby(cfg);
+  active.enableChangeTracking();
+  standby.setStandby(true, kSec);
+  auto syn = run(active, PacketBuilder().src("10.0.0.2:43000").dst("10.0.0.100:80").flags(kSyn)
+                             .seq(1).build());
+  const Endpoint backend = view(syn).dst(), source = view(syn).src();
+  run(active, PacketBuilder().src(backend.toString()).dst(source.toString()).flags(kSyn | kAck)
+                  .seq(50).ack(2).build());
+  run(active, PacketBuilder().src("10.0.0.2:43000").dst("10.0.0.100:80").flags(kAck).seq(2)
+                  .ack(51).build());
+  Drained d = drain(active);
+  ASSERT_EQ(d.changed.size(), 1u);
+  ASSERT_EQ(standby.installFlow(d.changed[0], kSec), DropReason::kNone);
+  // Far beyond the established timeout: the active's flow is busy, the standby hears nothing.
+  standby.expire(100 * kSec);
+  EXPECT_EQ(standby.activeFlows(), 1u);
+  standby.setStandby(false, 100 * kSec);  // takeover: the idle timer starts now
+  standby.expire(105 * kSec);
+  EXPECT_EQ(standby.activeFlows(), 1u);
+  standby.expire(111 * kSec);
+  EXPECT_EQ(standby.activeFlows(), 0u);
+}
+
 TEST(Checkpoint, InstallRefusesACheckpointThatDoesNotFitTheConfiguration) {
   Engine e(config(Mode::kPassthrough));
   Flow f;

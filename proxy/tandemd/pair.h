@@ -1,0 +1,68 @@
+#pragma once
+/// @file The proxy pair controller: ties the pure sync library (frames, authentication,
+/// reliable delivery, bulk resync, roles) to the daemon's I/O (UDP channel, rtnetlink
+/// addresses, gratuitous ARP, libevent timers) and to the engine's checkpointing API.
+///
+/// Active: every kTickNs the engine's changes are drained into the reliable sender (once per
+/// event, never per packet) and sent; a standby's BULK_REQUEST is answered by walking the table.
+/// Standby: received updates are installed in (or removed from) the engine in order; the node
+/// reports ready once a bulk transfer completed. Takeover: pending frames are applied first, then
+/// the address group comes up, then the GARP burst starts, so the kernel never sees a packet for
+/// the VIP before its flow is in the table. Step-down: the group is withdrawn at once.
+///
+/// Heartbeats travel on the sync path only in this version (see RoleMachine: the front path is
+/// an input it accepts; the daemon does not send on it yet).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/ip_addr.h"
+#include "proxy/core/engine.h"
+#include "proxy/tandemd/config.h"
+
+struct event_base;
+struct event;
+
+namespace tandem {
+
+/// Counters of the pair beyond those of the sync library's own classes.
+struct PairCounters {
+  uint64_t role_changes = 0;
+  uint64_t takeovers = 0;
+  uint64_t flows_installed = 0;
+  uint64_t install_failures = 0;
+  uint64_t flows_removed = 0;
+  uint64_t frames_sent = 0;
+  uint64_t seal_failures = 0;
+  uint64_t changes_lost = 0;    ///< drainChanges() reported lost removals (resync needed)
+  uint64_t addr_failures = 0;   ///< group apply/withdraw failures
+};
+
+class PairController {
+ public:
+  /// Opens the sync socket, the netlink socket and the GARP sockets, and registers the timer and
+  /// the socket event on `base`. Throws (startup only) on a failure.
+  PairController(event_base* base, Engine& engine, const SyncConfig& config);
+  ~PairController();
+  PairController(const PairController&) = delete;
+  PairController& operator=(const PairController&) = delete;
+
+  /// Withdraws the address group if this node holds it (clean shutdown).
+  void shutdown() noexcept;
+
+  /// "active", "standby" or "fault".
+  const char* roleName() const noexcept;
+  bool ready() const noexcept;
+  /// Prometheus text for /metrics.
+  std::string metricsText() const;
+  /// JSON members (without braces) for /status.
+  std::string statusJson() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem

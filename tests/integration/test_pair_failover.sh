@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# The proxy pair end to end: two tandemd with [sync], A active and B standby, on the client's
+# front bridge and the backends' back bridge; the sync link runs over the back bridge.
+#
+#   client 10.N.1.2 --+-- brf --+-- A front 10.N.1.11   A back 10.N.2.11 --+-- brb --+-- be1 10.N.2.2
+#                                +-- B front 10.N.1.12   B back 10.N.2.12 --+         +-- be2 10.N.2.3
+#                                                                            +-- attacker 10.N.2.66
+#   The group that moves with the active role: front VIP 10.N.1.100/32 and, on the back side,
+#   the SNAT address 10.N.2.10/32 (snat) or the backends' gateway 10.N.2.1/32 (transparent).
+#
+# For each addressing (snat, then transparent):
+#   - A takes the group (no peer heard), B starts, bulk-resyncs and reports ready as standby;
+#   - forged sync frames from the attacker (garbage, a bad MAC claiming to be A with a huge epoch,
+#     an unknown key id) change nothing on B and are counted;
+#   - 100 concurrent verified connections held open plus one paced stream; B holds their flows;
+#   - A is killed (SIGKILL) and its links taken down: B becomes active, holds the VIP, every
+#     connection verifies every byte through B, and the stream's max_gap_ms is reported.
+TDM_PREFIX=${TDM_PREFIX:-tpair}
+source "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+require_env TANDEMD TCPCHECK
+require_kernel
+
+NS_PA=${TDM_ID}-pa
+NS_PB=${TDM_ID}-pb
+A_FRONT=10.$TDM_NET.1.11
+B_FRONT=10.$TDM_NET.1.12
+A_BACK=10.$TDM_NET.2.11
+B_BACK=10.$TDM_NET.2.12
+GATEWAY_IP=$BACK_IP     # the backends' gateway in transparent mode (10.N.2.1)
+ATTACKER_IP=10.$TDM_NET.2.66
+SYNC_PORT=7946
+KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+HB_INTERVAL=${HB_INTERVAL:-0.02}
+HB_MISS=${HB_MISS:-5}
+CONNS=100
+
+dump_state() {
+  echo "  ---- state dump ($TDM_ID, addressing $TDM_ADDRESSING) ----"
+  local ns f
+  for ns in "$NS_PA" "$NS_PB"; do
+    ns_exists "$ns" || continue
+    echo "  -- $ns: ip -br addr:"
+    ip -n "$ns" -br addr 2>&1 | sed 's/^/  | /'
+    echo "  -- $ns: pair metrics (non-zero):"
+    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync)' | awk '$NF != 0' | sed 's/^/  | /'
+  done
+  for f in "$TDM_TMP"/*.log; do
+    [ -f "$f" ] || continue
+    echo "  -- $(basename "$f") (last 15 lines):"
+    tail -n 15 "$f" | sed 's/^/  | /'
+  done
+  echo "  ---- end of state dump ----"
+}
+
+http_in() {  # http_in NS PATH
+  in_ns "$1" curl -s --noproxy '*' --max-time 5 "http://$METRICS_ADDR$2" 2>/dev/null
+}
+
+metric_in() {  # metric_in NS NAME [LABEL-SUBSTRING]: sum of the matching samples
+  http_in "$1" /metrics | awk -v name="$2" -v want="${3:-}" '
+    /^#/ { next }
+    { base = $1; sub(/\{.*/, "", base); if (base != name) next
+      if (want != "" && index($1, want) == 0) next; sum += $2 }
+    END { printf "%.0f\n", sum + 0 }'
+}
+
+role_of() {  # role_of NS: active | standby | fault | ""
+  http_in "$1" /status | sed -n 's/.*"pair":{"role":"\([a-z]*\)".*/\1/p'
+}
+
+# wait_for SECONDS CMD...: until CMD succeeds.
+wait_for() {
+  local tries=$(( $1 * 20 ))
+  shift
+  while [ "$tries" -gt 0 ]; do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.05
+    tries=$((tries - 1))
+  done
+  return 1
+}
+
+is_role() { [ "$(role_of "$1")" = "$2" ]; }
+is_ready() { [ "$(metric_in "$1" tandem_pair_ready)" = 1 ]; }
+has_addr() { ip -n "$1" -o -4 addr show dev "$2" | grep -q " $3/32 "; }
+
+pair_topo() {
+  local ns
+  for ns in "$NS_SW" "$NS_CLI" "$NS_ATK" "$NS_PA" "$NS_PB" "$NS_BE1" "$NS_BE2"; do
+    ns_add "$ns" || return 1
+  done
+  if in_ns "$NS_SW" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
+    in_ns "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
+      net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 || return 1
+  fi
+  ip -n "$NS_SW" link add brf type bridge || return 1
+  ip -n "$NS_SW" link add brb type bridge || return 1
+  ip -n "$NS_SW" link set brf up && ip -n "$NS_SW" link set brb up || return 1
+  veth "$NS_CLI" eth0 brf cli || return 1
+  veth "$NS_ATK" eth0 brb atk || return 1
+  veth "$NS_PA" front brf paf || return 1
+  veth "$NS_PA" back brb pab || return 1
+  veth "$NS_PB" front brf pbf || return 1
+  veth "$NS_PB" back brb pbb || return 1
+  veth "$NS_BE1" eth0 brb be1 || return 1
+  veth "$NS_BE2" eth0 brb be2 || return 1
+
+  ip -n "$NS_CLI" addr add "$CLIENT_IP/24" dev eth0 || return 1
+  ip -n "$NS_ATK" addr add "$ATTACKER_IP/24" dev eth0 || return 1
+  ip -n "$NS_PA" addr add "$A_FRONT/24" dev front || return 1
+  ip -n "$NS_PA" addr add "$A_BACK/24" dev back || return 1
+  ip -n "$NS_PB" addr add "$B_FRONT/24" dev front || return 1
+  ip -n "$NS_PB" addr add "$B_BACK/24" dev back || return 1
+  for ns in "$NS_PA" "$NS_PB"; do
+    in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1 \
+      net.ipv4.conf.all.accept_local=1 net.ipv4.conf.default.accept_local=1 \
+      net.ipv4.conf.front.accept_local=1 net.ipv4.conf.back.accept_local=1 \
+      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+      net.ipv4.conf.front.rp_filter=0 net.ipv4.conf.back.rp_filter=0 \
+      net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 || return 1
+  done
+  ip -n "$NS_BE1" addr add "$BE1_IP/24" dev eth0 || return 1
+  ip -n "$NS_BE2" addr add "$BE2_IP/24" dev eth0 || return 1
+  if [ "$TDM_ADDRESSING" = transparent ]; then
+    ip -n "$NS_BE1" route add default via "$GATEWAY_IP" || return 1
+    ip -n "$NS_BE2" route add default via "$GATEWAY_IP" || return 1
+  fi
+}
+
+# pair_config FILE NODE PRIORITY BIND PEER
+pair_config() {
+  local back=$SNAT_IP
+  [ "$TDM_ADDRESSING" = transparent ] && back=$GATEWAY_IP
+  write_config "$1" --extra "[sync]
+node_id = $2
+priority = $3
+preempt = false
+bind = $4:$SYNC_PORT
+peer = $5:$SYNC_PORT
+key = $KEY
+key_id = 7
+heartbeat_interval = $HB_INTERVAL
+miss_count = $HB_MISS
+addresses = front=$VIP/32 back=$back/32
+garp_count = 5"
+}
+
+start_node() {  # start_node NAME NS CONFIG: sets NODE_PID
+  bg_start "$1" "$2" "$TANDEMD" --config "$3"
+  NODE_PID=$BG_PID
+  wait_for 10 http_in "$2" /status
+}
+
+# forge NS TARGET_IP: three forged datagrams to TARGET's sync port (from the attacker).
+forge() {
+  in_ns "$NS_ATK" python3 - "$2" "$SYNC_PORT" <<'EOF'
+import socket, struct, sys
+dst = (sys.argv[1], int(sys.argv[2]))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"\xde\xad" * 30, dst)  # garbage: bad magic
+# A well-formed heartbeat claiming to be node 1, ACTIVE, epoch 100000, with a wrong MAC.
+hb = struct.pack(">BBBBIII", 1, 255, 1, 0, 100000, 0, 20)
+sec = struct.pack(">BBH", 1, len(hb) // 4, 1) + hb
+for key_id in (7, 99):  # the right key id (bad MAC), then an unknown one
+    hdr = struct.pack(">HBBHHQII", 0x5453, 1, 0, key_id, len(sec), 2**62, 1, 100000)
+    s.sendto(hdr + sec + b"\x00" * 16, dst)
+EOF
+}
+
+rejected() { metric_in "$1" tandem_sync_rejected_total; }
+
+run_case() {
+  local a=$1 name
+  TDM_ADDRESSING=$a
+  log "==== addressing $a ===="
+  if ! pair_topo; then
+    fail "$a: topology set up"
+    topo_down
+    return
+  fi
+  if ! tcpcheck_servers; then
+    fail "$a: tcpcheck servers listen"
+    topo_down
+    return
+  fi
+  pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
+  pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
+  local back=$SNAT_IP
+  [ "$a" = transparent ] && back=$GATEWAY_IP
+
+  name="$a: A starts alone, becomes active and holds the group (VIP + $back)"
+  start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf"
+  local a_pid=$NODE_PID
+  if wait_for 5 is_role "$NS_PA" active && has_addr "$NS_PA" front "$VIP" &&
+      has_addr "$NS_PA" back "$back"; then
+    pass "$name"
+  else
+    fail "$name" "A's role: '$(role_of "$NS_PA")'"
+    topo_down
+    return
+  fi
+
+  name="$a: B starts, stays standby, bulk-resyncs and reports ready; holds no address"
+  start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf"
+  if wait_for 5 is_ready "$NS_PB" && is_role "$NS_PB" standby &&
+      ! has_addr "$NS_PB" front "$VIP" && ! has_addr "$NS_PB" back "$back"; then
+    pass "$name"
+  else
+    fail "$name" "B's role: '$(role_of "$NS_PB")', ready $(metric_in "$NS_PB" tandem_pair_ready)"
+  fi
+
+  name="$a: forged sync frames (garbage, bad MAC as node 1, unknown key) are counted, no effect"
+  local rej_before epoch_before rej_after
+  rej_before=$(rejected "$NS_PB")
+  epoch_before=$(metric_in "$NS_PB" tandem_pair_epoch)
+  forge "$NS_ATK" "$B_BACK"
+  sleep 0.3
+  rej_after=$(rejected "$NS_PB")
+  if [ $((rej_after - rej_before)) -eq 3 ] && is_role "$NS_PB" standby &&
+      is_role "$NS_PA" active && [ "$(metric_in "$NS_PB" tandem_pair_epoch)" = "$epoch_before" ] &&
+      [ "$(metric_in "$NS_PB" tandem_sync_rejected_total bad_mac)" -ge 1 ] &&
+      [ "$(metric_in "$NS_PB" tandem_sync_rejected_total unknown_key)" -ge 1 ] &&
+      [ "$(metric_in "$NS_PB" tandem_sync_rejected_total bad_magic)" -ge 1 ]; then
+    pass "$name"
+  else
+    fail "$name" "rejected rose by $((rej_after - rej_before)) (want 3)" \
+      "B: $(role_of "$NS_PB"), A: $(role_of "$NS_PA")"
+  fi
+
+  # 100 connections: exchange 64 KiB each way, stay idle 7 s, then close (through B by then).
+  bg_start conns-$a "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns "$CONNS" \
+    --bytes 65536 --hold-ms 7000 --timeout 20
+  local conns_pid=$BG_PID
+  bg_start stream-$a "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --stream --duration 9 \
+    --rate 1048576 --timeout 20
+  local stream_pid=$BG_PID
+  sleep 2.5
+
+  name="$a: B holds the $((CONNS + 1)) client flows before the crash"
+  local a_flows b_flows
+  a_flows=$(http_in "$NS_PA" '/flows?limit=100000' | grep -c "^web $CLIENT_IP:")
+  b_flows=$(http_in "$NS_PB" '/flows?limit=100000' | grep -c "^web $CLIENT_IP:")
+  if [ "$b_flows" -ge $((CONNS + 1)) ] && [ "$b_flows" -eq "$a_flows" ]; then
+    pass "$name (A $a_flows, B $b_flows)"
+  else
+    fail "$name" "A has $a_flows, B has $b_flows"
+  fi
+
+  log "$a: killing A (SIGKILL) and taking its links down"
+  local t0 t1
+  t0=$(date +%s%N)
+  kill -KILL "$a_pid"
+  wait "$a_pid" 2>/dev/null  # reap it here, without the shell's "Killed" notice
+  ip -n "$NS_PA" link set front down
+  ip -n "$NS_PA" link set back down
+
+  name="$a: B becomes active and holds the VIP and $back"
+  if wait_for 5 is_role "$NS_PB" active && wait_for 2 has_addr "$NS_PB" front "$VIP" &&
+      has_addr "$NS_PB" back "$back"; then
+    t1=$(date +%s%N)
+    pass "$name (seen after $(( (t1 - t0) / 1000000 )) ms by polling)"
+  else
+    fail "$name" "B's role: '$(role_of "$NS_PB")'"
+  fi
+
+  wait "$conns_pid"
+  local conns_rc=$?
+  wait "$stream_pid"
+  local stream_rc=$?
+  local conns_out stream_out
+  conns_out=$(grep '^tcpcheck: conns=' "$TDM_TMP/conns-$a.log")
+  stream_out=$(grep '^tcpcheck: conns=' "$TDM_TMP/stream-$a.log")
+  log "$a: conns: $conns_out"
+  log "$a: stream: $stream_out"
+
+  name="$a: all $CONNS held connections survived the crash, every byte verified, clean close"
+  if [ "$conns_rc" -eq 0 ] && echo "$conns_out" | grep -q "conns=$CONNS ok=$CONNS failed=0 "; then
+    pass "$name"
+  else
+    fail "$name" "exit $conns_rc" "$(tail -n 20 "$TDM_TMP/conns-$a.log")"
+  fi
+
+  name="$a: the stream survived the crash with every byte verified"
+  if [ "$stream_rc" -eq 0 ] && echo "$stream_out" | grep -q 'conns=1 ok=1 failed=0 '; then
+    pass "$name (max_gap_ms=$(summary_field "$stream_out" max_gap_ms))"
+  else
+    fail "$name" "exit $stream_rc" "$(tail -n 20 "$TDM_TMP/stream-$a.log")"
+  fi
+
+  name="$a: forged frames at the new active are counted and change nothing"
+  rej_before=$(rejected "$NS_PB")
+  epoch_before=$(metric_in "$NS_PB" tandem_pair_epoch)
+  forge "$NS_ATK" "$B_BACK"
+  sleep 0.3
+  rej_after=$(rejected "$NS_PB")
+  if [ $((rej_after - rej_before)) -eq 3 ] && is_role "$NS_PB" active &&
+      [ "$(metric_in "$NS_PB" tandem_pair_epoch)" = "$epoch_before" ] &&
+      has_addr "$NS_PB" front "$VIP"; then
+    pass "$name"
+  else
+    fail "$name" "rejected rose by $((rej_after - rej_before)) (want 3), B: $(role_of "$NS_PB")"
+  fi
+  log "$a: B: $(http_in "$NS_PB" /metrics | grep -E '^tandem_(pair_(takeovers|flows_installed|install_failures)|sync_updates_delivered)' | tr '\n' ' ')"
+  topo_down
+}
+
+for addressing in ${PAIR_ADDRESSING:-snat transparent}; do
+  run_case "$addressing"
+done
+finish
