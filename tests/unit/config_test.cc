@@ -116,6 +116,47 @@ TEST(ConfigTest, SpliceModeAndCookieSecret) {
   EXPECT_EQ(c.engine.splice.cookie_secret[15], 0xff);
 }
 
+TEST(ConfigTest, SyncSection) {
+  const DaemonConfig c = parse(std::string(kMinimalService) + R"(
+[sync]
+node_id = 2
+priority = 50
+preempt = true
+bind = 10.9.0.2:7600
+peer = 10.9.0.1:7600
+key = 000102030405060708090a0b0c0d0e0f
+key_id = 7
+heartbeat_interval = 0.02
+miss_count = 5
+addresses = front=10.10.1.100/32 back=10.10.2.1/24
+garp_count = 2
+)");
+  ASSERT_TRUE(c.sync.has_value());
+  EXPECT_EQ(c.sync->node_id, 2u);
+  EXPECT_EQ(c.sync->priority, 50);
+  EXPECT_TRUE(c.sync->preempt);
+  EXPECT_EQ(c.sync->peer.toString(), "10.9.0.1:7600");
+  EXPECT_EQ(c.sync->key.size(), 16u);
+  EXPECT_EQ(c.sync->key_id, 7);
+  EXPECT_EQ(c.sync->heartbeat_interval_ns, 20'000'000u);
+  EXPECT_EQ(c.sync->miss_count, 5u);
+  ASSERT_EQ(c.sync->addresses.members.size(), 2u);
+  EXPECT_EQ(c.sync->addresses.members[1].interface, "back");
+  EXPECT_EQ(c.sync->garp_count, 2u);
+  EXPECT_FALSE(parse(kMinimalService).sync.has_value());  // no [sync]: a single proxy
+}
+
+TEST(ConfigTest, SyncErrorsNameTheKey) {
+  const std::string base = std::string(kMinimalService) +
+                           "[sync]\nnode_id = 1\nbind = 10.9.0.1:7600\npeer = 10.9.0.2:7600\n"
+                           "addresses = front=10.10.1.100/32\n";
+  EXPECT_NE(error(base).find("sync.key"), std::string::npos) << error(base);
+  EXPECT_NE(error(base + "key = 0011\n").find("sync.key"), std::string::npos);
+  EXPECT_NE(error(base + "key = 000102030405060708090a0b0c0d0e0f\nheartbeat_interval = 0.001\n")
+                .find("sync.heartbeat_interval"),
+            std::string::npos);
+}
+
 TEST(ConfigTest, Defaults) {
   const DaemonConfig c = parse(kMinimalService);
   EXPECT_EQ(c.queue.queue, 0);
