@@ -64,6 +64,7 @@ struct Counters {
   uint64_t splices_completed = 0;     ///< splice: backend handshakes completed by the proxy
   uint64_t snat_ports_reused = 0;     ///< SNAT ports taken over from flows in TIME_WAIT/CLOSE
   uint64_t splice_connect_timeouts = 0;  ///< splice: clients reset, their backend never answered
+  uint64_t splice_syn_retransmits = 0;   ///< splice: backend SYNs sent again (lost SYN or SYN-ACK)
   uint64_t splice_held = 0;           ///< splice: client segments held while the backend leg
                                       ///< opened (each time one was offered and held again)
 

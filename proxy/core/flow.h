@@ -82,6 +82,12 @@ struct Flow {
   uint32_t client_tsval = 0;    ///< latest client TSval, for the ACK the proxy sends
   uint32_t proxy_tsval = 0;     ///< the cookie's TSval (the client's TSecr in its ACK)
   uint16_t client_window = 0;   ///< the client's last raw window field
+  // The backend SYN's options, kept to send it again if it is lost (the client, whose own
+  // handshake completed with the proxy, retransmits only its data).
+  uint16_t syn_mss = 0;
+  bool syn_sack = false;
+  bool syn_ecn = false;
+  uint8_t syn_retries = 0;
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

@@ -18,6 +18,12 @@
 namespace tandem {
 namespace {
 
+/// Backend SYN retransmission, driven by the client's own retransmissions: at most this often
+/// (RFC 6298's initial RTO) and this many times, then the client is reset after the connect
+/// timeout.
+constexpr uint64_t kSynRetransmitNs = 1'000'000'000;
+constexpr uint8_t kMaxSynRetries = 3;
+
 /// Writes `spec` into data[0, cap) and returns the re-injection decision for it.
 Decision emit(const SegmentSpec& spec, uint8_t* data, size_t cap, Counters& counters) noexcept {
   uint8_t tmp[60];
@@ -34,6 +40,33 @@ Decision emit(const SegmentSpec& spec, uint8_t* data, size_t cap, Counters& coun
 bool view(uint8_t* data, size_t len, TcpPacket& pkt, TcpOptions& opts) noexcept {
   return parseTcpPacket(data, len, pkt) == ParseError::kNone &&
          parseTcpOptions(pkt.options(), pkt.optionsLen(), opts) == OptionError::kNone;
+}
+
+/// The backend leg's SYN, on the client's behalf: the client's ISN (the client leg keeps its
+/// sequence space) and the client's own options as the cookie kept them, so that the backend and
+/// the client agree on MSS, scaling, SACK and timestamps.
+SegmentSpec backendSyn(const Flow& f, uint32_t client_isn, bool wscale_ok, uint8_t wscale,
+                       bool ts_ok, uint32_t tsval, uint16_t window, uint8_t* optbuf) noexcept {
+  TcpOptions syn;
+  syn.has_mss = true;
+  syn.mss = f.syn_mss;
+  syn.has_wscale = wscale_ok;
+  syn.wscale = wscale;
+  syn.sack_permitted = f.syn_sack;
+  syn.has_timestamp = ts_ok;
+  syn.ts_val = tsval;
+  SegmentSpec spec;
+  spec.saddr = f.source_addr.v4();
+  spec.daddr = f.backend_addr.v4();
+  spec.sport = f.source_port;
+  spec.dport = f.backend_port;
+  spec.seq = client_isn;
+  spec.flags = static_cast<uint8_t>(
+      tcpflag::kSyn | (f.syn_ecn ? tcpflag::kEce | tcpflag::kCwr : 0));  // RFC 3168 6.1.1
+  spec.window = window;  // SYN: unscaled
+  spec.options = optbuf;
+  spec.options_len = buildSynOptions(syn, optbuf, 40);
+  return spec;
 }
 
 }  // namespace
@@ -80,29 +113,14 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   f.client_window = pkt.window();
   f.client_view_wscale = o.wscale_ok ? std::min<uint8_t>(sc.wscale, tcpopt::kMaxWindowScale) : 0;
 
-  // The backend leg's SYN carries the client's own options (what the cookie kept of them), so
-  // that the backend and the client agree on MSS, scaling, SACK and timestamps.
-  TcpOptions syn;
-  syn.has_mss = true;
-  syn.mss = o.mss;
-  syn.has_wscale = o.wscale_ok;
-  syn.wscale = o.wscale;
-  syn.sack_permitted = o.sack_ok;
-  syn.has_timestamp = o.ts_ok;
-  syn.ts_val = opts.ts_val;
+  f.syn_mss = o.mss;
+  f.syn_sack = o.sack_ok;
+  f.syn_ecn = o.ecn_ok;
   uint8_t optbuf[40];
-  SegmentSpec spec;
-  spec.saddr = f.source_addr.v4();
-  spec.daddr = f.backend_addr.v4();
-  spec.sport = f.source_port;
-  spec.dport = f.backend_port;
-  spec.seq = pkt.seq() - 1;  // the client's ISN: the client leg keeps its sequence space
-  spec.flags = static_cast<uint8_t>(
-      tcpflag::kSyn | (o.ecn_ok ? tcpflag::kEce | tcpflag::kCwr : 0));  // RFC 3168 6.1.1
   const uint64_t win = uint64_t{pkt.window()} << (o.wscale_ok ? o.wscale : 0);
-  spec.window = static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff));  // SYN: unscaled
-  spec.options = optbuf;
-  spec.options_len = buildSynOptions(syn, optbuf, sizeof optbuf);
+  const SegmentSpec spec = backendSyn(f, pkt.seq() - 1, o.wscale_ok, o.wscale, o.ts_ok,
+                                      opts.ts_val, static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff)),
+                                      optbuf);
   const Decision d = emit(spec, data, cap, counters);
   TcpPacket out;
   TcpOptions out_opts;
@@ -130,7 +148,23 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     // request); otherwise it is dropped, and the client, which saw no ACK for it, resends it.
     // A RST aborts the half-open backend leg.
     if (!rst) {
-      if (now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
+      if (now_ns - f.last_seen_ns > kSynRetransmitNs && f.syn_retries < kMaxSynRetries) {
+        // No SYN-ACK yet and the client is retransmitting: the backend SYN (or its answer) may
+        // be lost. This segment becomes the SYN again (its data is not acknowledged, so the
+        // client sends it once more), as the client's own SYN would be retransmitted without a
+        // proxy in the path.
+        const TcpWindow& c = f.win[dirIndex(Direction::kFromClient)];
+        uint8_t optbuf[40];
+        const SegmentSpec spec =
+            backendSyn(f, c.td_end - 1, c.wscale_offered, c.td_scale, f.client_tsval != 0,
+                       opts.has_timestamp ? opts.ts_val : f.client_tsval, f.client_window, optbuf);
+        ++f.syn_retries;
+        f.last_seen_ns = now_ns;
+        ++counters.splice_syn_retransmits;
+        return emit(spec, data, cap, counters);
+      }
+      if (f.syn_retries >= kMaxSynRetries &&
+          now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
         // The backend never answered (the client's segments do not refresh last_seen while
         // the leg opens): reset the client with the sequence number it expects (RFC 5961 3.2)
         // rather than leave it hanging until its own timeout.

@@ -57,7 +57,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 16;
+constexpr size_t kScalarCounters = 17;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -139,6 +139,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_splice_connect_timeouts_total", "counter",
            "Splice mode: clients reset because their backend never answered the SYN.",
            c.splice_connect_timeouts);
+  m.single("tandem_splice_syn_retransmits_total", "counter",
+           "Splice mode: backend SYNs sent again while the client retransmitted.",
+           c.splice_syn_retransmits);
   m.single("tandem_splice_held_total", "counter",
            "Splice mode: client segments held while the backend leg opened.", c.splice_held);
   m.single("tandem_snat_ports_reused_total", "counter",
