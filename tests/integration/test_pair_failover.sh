@@ -7,6 +7,7 @@
 #                                                                            +-- attacker 10.N.2.66
 #   The group that moves with the active role: front VIP 10.N.1.100/32 and, on the back side,
 #   the SNAT address 10.N.2.10/32 (snat) or the backends' gateway 10.N.2.1/32 (transparent).
+#   The topology and the node helpers live in pair_lib.sh (scripts/demo.sh uses them too).
 #
 # For each addressing (snat, then transparent):
 #   - A takes the group (no peer heard), B starts, bulk-resyncs and reports ready as standby;
@@ -17,22 +18,11 @@
 #     connection verifies every byte through B, and the stream's max_gap_ms is reported.
 TDM_PREFIX=${TDM_PREFIX:-tpair}
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/pair_lib.sh"
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK
 require_kernel
-
-NS_PA=${TDM_ID}-pa
-NS_PB=${TDM_ID}-pb
-A_FRONT=10.$TDM_NET.1.11
-B_FRONT=10.$TDM_NET.1.12
-A_BACK=10.$TDM_NET.2.11
-B_BACK=10.$TDM_NET.2.12
-GATEWAY_IP=$BACK_IP     # the backends' gateway in transparent mode (10.N.2.1)
-ATTACKER_IP=10.$TDM_NET.2.66
-SYNC_PORT=7946
-KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
-HB_INTERVAL=${HB_INTERVAL:-0.02}
-HB_MISS=${HB_MISS:-5}
+pair_init
 CONNS=100
 
 dump_state() {
@@ -53,123 +43,6 @@ dump_state() {
   echo "  ---- end of state dump ----"
 }
 
-http_in() {  # http_in NS PATH
-  in_ns "$1" curl -s --noproxy '*' --max-time 5 "http://$METRICS_ADDR$2" 2>/dev/null
-}
-
-metric_in() {  # metric_in NS NAME [LABEL-SUBSTRING]: sum of the matching samples
-  http_in "$1" /metrics | awk -v name="$2" -v want="${3:-}" '
-    /^#/ { next }
-    { base = $1; sub(/\{.*/, "", base); if (base != name) next
-      if (want != "" && index($1, want) == 0) next; sum += $2 }
-    END { printf "%.0f\n", sum + 0 }'
-}
-
-role_of() {  # role_of NS: active | standby | fault | ""
-  http_in "$1" /status | sed -n 's/.*"pair":{"role":"\([a-z]*\)".*/\1/p'
-}
-
-# wait_for SECONDS CMD...: until CMD succeeds.
-wait_for() {
-  local tries=$(( $1 * 20 ))
-  shift
-  while [ "$tries" -gt 0 ]; do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.05
-    tries=$((tries - 1))
-  done
-  return 1
-}
-
-is_role() { [ "$(role_of "$1")" = "$2" ]; }
-is_ready() { [ "$(metric_in "$1" tandem_pair_ready)" = 1 ]; }
-has_addr() { ip -n "$1" -o -4 addr show dev "$2" | grep -q " $3/32 "; }
-
-pair_topo() {
-  local ns
-  for ns in "$NS_SW" "$NS_CLI" "$NS_ATK" "$NS_PA" "$NS_PB" "$NS_BE1" "$NS_BE2"; do
-    ns_add "$ns" || return 1
-  done
-  if in_ns "$NS_SW" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
-    in_ns "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
-      net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 || return 1
-  fi
-  ip -n "$NS_SW" link add brf type bridge || return 1
-  ip -n "$NS_SW" link add brb type bridge || return 1
-  ip -n "$NS_SW" link set brf up && ip -n "$NS_SW" link set brb up || return 1
-  veth "$NS_CLI" eth0 brf cli || return 1
-  veth "$NS_ATK" eth0 brb atk || return 1
-  veth "$NS_PA" front brf paf || return 1
-  veth "$NS_PA" back brb pab || return 1
-  veth "$NS_PB" front brf pbf || return 1
-  veth "$NS_PB" back brb pbb || return 1
-  veth "$NS_BE1" eth0 brb be1 || return 1
-  veth "$NS_BE2" eth0 brb be2 || return 1
-
-  ip -n "$NS_CLI" addr add "$CLIENT_IP/24" dev eth0 || return 1
-  ip -n "$NS_ATK" addr add "$ATTACKER_IP/24" dev eth0 || return 1
-  ip -n "$NS_PA" addr add "$A_FRONT/24" dev front || return 1
-  ip -n "$NS_PA" addr add "$A_BACK/24" dev back || return 1
-  ip -n "$NS_PB" addr add "$B_FRONT/24" dev front || return 1
-  ip -n "$NS_PB" addr add "$B_BACK/24" dev back || return 1
-  for ns in "$NS_PA" "$NS_PB"; do
-    in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1 \
-      net.ipv4.conf.all.accept_local=1 net.ipv4.conf.default.accept_local=1 \
-      net.ipv4.conf.front.accept_local=1 net.ipv4.conf.back.accept_local=1 \
-      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-      net.ipv4.conf.front.rp_filter=0 net.ipv4.conf.back.rp_filter=0 \
-      net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 || return 1
-  done
-  ip -n "$NS_BE1" addr add "$BE1_IP/24" dev eth0 || return 1
-  ip -n "$NS_BE2" addr add "$BE2_IP/24" dev eth0 || return 1
-  if [ "$TDM_ADDRESSING" = transparent ]; then
-    ip -n "$NS_BE1" route add default via "$GATEWAY_IP" || return 1
-    ip -n "$NS_BE2" route add default via "$GATEWAY_IP" || return 1
-  fi
-}
-
-# pair_config FILE NODE PRIORITY BIND PEER
-pair_config() {
-  local back=$SNAT_IP
-  [ "$TDM_ADDRESSING" = transparent ] && back=$GATEWAY_IP
-  write_config "$1" --extra "[sync]
-node_id = $2
-priority = $3
-preempt = false
-bind = $4:$SYNC_PORT
-peer = $5:$SYNC_PORT
-key = $KEY
-key_id = 7
-heartbeat_interval = $HB_INTERVAL
-miss_count = $HB_MISS
-addresses = front=$VIP/32 back=$back/32
-garp_count = 5"
-}
-
-start_node() {  # start_node NAME NS CONFIG: sets NODE_PID
-  bg_start "$1" "$2" "$TANDEMD" --config "$3"
-  NODE_PID=$BG_PID
-  wait_for 10 http_in "$2" /status
-}
-
-# forge NS TARGET_IP: three forged datagrams to TARGET's sync port (from the attacker).
-forge() {
-  in_ns "$NS_ATK" python3 - "$2" "$SYNC_PORT" <<'EOF'
-import socket, struct, sys
-dst = (sys.argv[1], int(sys.argv[2]))
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.sendto(b"\xde\xad" * 30, dst)  # garbage: bad magic
-# A well-formed heartbeat claiming to be node 1, ACTIVE, epoch 100000, with a wrong MAC.
-hb = struct.pack(">BBBBIII", 1, 255, 1, 0, 100000, 0, 20)
-sec = struct.pack(">BBH", 1, len(hb) // 4, 1) + hb
-for key_id in (7, 99):  # the right key id (bad MAC), then an unknown one
-    hdr = struct.pack(">HBBHHQII", 0x5453, 1, 0, key_id, len(sec), 2**62, 1, 100000)
-    s.sendto(hdr + sec + b"\x00" * 16, dst)
-EOF
-}
-
-rejected() { metric_in "$1" tandem_sync_rejected_total; }
-
 run_case() {
   local a=$1 name
   TDM_ADDRESSING=$a
@@ -186,8 +59,8 @@ run_case() {
   fi
   pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
   pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
-  local back=$SNAT_IP
-  [ "$a" = transparent ] && back=$GATEWAY_IP
+  local back
+  back=$(pair_group_back)
 
   name="$a: A starts alone, becomes active and holds the group (VIP + $back)"
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf"
@@ -250,10 +123,7 @@ run_case() {
   log "$a: killing A (SIGKILL) and taking its links down"
   local t0 t1
   t0=$(date +%s%N)
-  kill -KILL "$a_pid"
-  wait "$a_pid" 2>/dev/null  # reap it here, without the shell's "Killed" notice
-  ip -n "$NS_PA" link set front down
-  ip -n "$NS_PA" link set back down
+  crash_node "$a_pid" "$NS_PA"
 
   name="$a: B becomes active and holds the VIP and $back"
   if wait_for 5 is_role "$NS_PB" active && wait_for 2 has_addr "$NS_PB" front "$VIP" &&
