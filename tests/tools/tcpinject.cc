@@ -1,11 +1,14 @@
 // tcpinject: sends one hand-made IPv4/TCP segment from a raw socket (IP_HDRINCL), with any source
 // address, e.g. a spoofed out-of-window RST; or, with --sniff, prints the sequence numbers of the
 // next segment of a given connection seen on an interface, so a test can compute a sequence
-// number relative to the live one.
+// number relative to the live one; or, with --flood, sends many segments (SYNs by default) from
+// random spoofed sources in a network, as fast as possible or paced, e.g. a SYN flood.
 //
 //   tcpinject --src A:P --dst A:P --flags R|S|A|RA|FA|... [--seq N] [--ack N] [--payload-len L]
 //             [--window W] [--ttl T] [--count C]
 //   tcpinject --sniff IFACE --src A:P --dst A:P [--timeout S]      (port 0 matches any)
+//   tcpinject --flood --src-net A.B.C.D/LEN --dst A:P --count N [--duration S] [--rate PPS]
+//             [--flags S] [--seed N] [--ttl T]
 // Exit status: 0 sent (or seen), 1 nothing seen before the timeout, 2 usage or setup error.
 
 #include <arpa/inet.h>
@@ -15,8 +18,11 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -42,6 +48,14 @@ constexpr const char* kUsage = R"(usage:
       FLAGS: letters of F S R P A U E C, e.g. R, S, A, RA, FA, PA
   tcpinject --sniff IFACE --src A:P --dst A:P [--timeout S]
       prints 'seq=N ack=N flags=FLAGS len=L' of the next matching segment (port 0 = any)
+  tcpinject --flood --src-net A.B.C.D/LEN --dst A:P --count N [--duration S] [--rate PPS]
+            [--flags FLAGS] [--seed N] [--ttl T]
+      sends N segments (default flags S; with --duration, stops after S seconds if N are not
+      sent yet, and N defaults to unlimited) to A:P, each from a random address of the network
+      (not its first or last address when LEN <= 30), a random port >= 1024, a random sequence
+      number; a SYN carries the options of a Linux SYN (MSS 1460, SACK-permitted, timestamps,
+      window scale 7). --rate paces to PPS segments per second (default 0: as fast as the
+      socket takes them). Prints 'tcpinject: sent=N elapsed_ms=.. rate_pps=..'.
 )";
 
 struct Options {
@@ -59,7 +73,19 @@ struct Options {
   uint64_t count = 1;
   std::string sniff_ifname;
   double timeout_s = 5;
+  bool flood = false;
+  uint32_t src_net = 0;     // host byte order, host bits zero
+  uint8_t src_prefix = 0;
+  bool have_src_net = false;
+  uint64_t rate_pps = 0;    // 0: unpaced
+  double duration_s = 0;    // 0: until count segments are sent
+  bool have_count = false;
+  uint64_t seed = 0;
+  bool have_seed = false;
 };
+
+constexpr uint64_t kMaxCount = 1000;            // single-segment mode
+constexpr uint64_t kMaxFloodCount = 1'000'000'000;
 
 void store16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
@@ -216,6 +242,167 @@ int sniff(const Options& o) {
   return 1;
 }
 
+// "A.B.C.D/LEN" -> network (host bits cleared) and prefix length.
+bool parseCidr(std::string_view text, uint32_t& net, uint8_t& prefix) {
+  const size_t slash = text.find('/');
+  if (slash == std::string_view::npos) return false;
+  const std::string addr(text.substr(0, slash));
+  in_addr a{};
+  if (inet_pton(AF_INET, addr.c_str(), &a) != 1) return false;
+  const auto len = parseU64(text.substr(slash + 1));
+  if (!len || *len > 32) return false;
+  prefix = static_cast<uint8_t>(*len);
+  const uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  net = ntohl(a.s_addr) & mask;
+  return true;
+}
+
+// splitmix64: fast, good enough to scatter addresses, ports and sequence numbers.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t next() noexcept {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// A random address of the network; with room for them (LEN <= 30), never the network's first or
+// last address, which a stack might treat as the network or broadcast address.
+uint32_t randomHost(Rng& rng, uint32_t net, uint8_t prefix) {
+  if (prefix >= 32) return net;
+  const uint32_t host_mask = ~uint32_t{0} >> prefix;
+  for (;;) {
+    const uint32_t host = static_cast<uint32_t>(rng.next()) & host_mask;
+    if (prefix > 30 || (host != 0 && host != host_mask)) return net | host;
+  }
+}
+
+// The options of a Linux SYN, in Linux's order: MSS 1460, SACK-permitted, timestamps (TSval set
+// per segment), NOP, window scale 7. 20 bytes.
+constexpr std::array<uint8_t, 20> kSynOptions = {2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0,
+                                                 0, 0, 0, 0, 0, 0, 1, 3, 3, 7};
+constexpr size_t kSynTsvalOffset = 8;  // within kSynOptions
+
+// Fills one flood segment into `p` (its length already fixed by the template).
+void fillFloodSegment(uint8_t* p, size_t len, size_t opt_len, const Options& o, Rng& rng) {
+  uint8_t* ip = p;
+  uint8_t* tcp = p + kIpHeaderLen;
+  const uint64_t r1 = rng.next();
+  const uint64_t r2 = rng.next();
+  store16(ip + 4, static_cast<uint16_t>(r1));                              // IP id
+  store32(ip + 12, randomHost(rng, o.src_net, o.src_prefix));
+  ip[10] = ip[11] = 0;
+  store16(ip + 10, finish(sum16(0, ip, kIpHeaderLen)));
+  store16(tcp, static_cast<uint16_t>(1024 + (r1 >> 16) % (65536 - 1024)));  // source port
+  store32(tcp + 4, static_cast<uint32_t>(r2));                               // ISN
+  if (opt_len > 0) store32(tcp + kTcpHeaderLen + kSynTsvalOffset, static_cast<uint32_t>(r2 >> 32));
+  tcp[16] = tcp[17] = 0;
+  const size_t tcp_len = len - kIpHeaderLen;
+  uint32_t sum = sum16(0, ip + 12, 8);  // pseudo-header (RFC 9293 3.1)
+  sum += IPPROTO_TCP;
+  sum += static_cast<uint32_t>(tcp_len);
+  store16(tcp + 16, finish(sum16(sum, tcp, tcp_len)));
+}
+
+void sleepUntilNs(uint64_t t_ns) {
+  const timespec ts{static_cast<time_t>(t_ns / kNsPerSec),
+                    static_cast<long>(t_ns % kNsPerSec)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+int flood(const Options& o) {
+  Fd fd(socket(AF_INET, SOCK_RAW, IPPROTO_RAW));
+  if (!fd.valid()) dieErrno(kProg, "socket(SOCK_RAW) (needs CAP_NET_RAW)");
+  int one = 1;
+  if (setsockopt(fd.get(), IPPROTO_IP, IP_HDRINCL, &one, sizeof one) != 0) {
+    dieErrno(kProg, "IP_HDRINCL");
+  }
+
+  // The template: everything but the per-segment random fields.
+  const bool syn = (o.flags & 0x02) != 0;
+  const size_t opt_len = syn ? kSynOptions.size() : 0;
+  const size_t len = kIpHeaderLen + kTcpHeaderLen + opt_len;
+  std::vector<uint8_t> tmpl(len, 0);
+  tmpl[0] = 0x45;
+  store16(tmpl.data() + 2, static_cast<uint16_t>(len));
+  store16(tmpl.data() + 6, 0x4000);  // DF
+  tmpl[8] = o.ttl;
+  tmpl[9] = IPPROTO_TCP;
+  store32(tmpl.data() + 16, hostAddr(o.dst));
+  uint8_t* tcp = tmpl.data() + kIpHeaderLen;
+  store16(tcp + 2, ntohs(o.dst.sin_port));
+  store32(tcp + 8, o.ack);
+  tcp[12] = static_cast<uint8_t>(((kTcpHeaderLen + opt_len) / 4) << 4);
+  tcp[13] = o.flags;
+  store16(tcp + 14, o.window);
+  if (syn) std::memcpy(tcp + kTcpHeaderLen, kSynOptions.data(), opt_len);
+
+  // Batches of up to 64 segments per sendmmsg; paced, a batch holds at most ~1 ms of segments.
+  constexpr size_t kBatch = 64;
+  const size_t batch =
+      o.rate_pps == 0 ? kBatch : std::clamp<size_t>(static_cast<size_t>(o.rate_pps / 1000), 1,
+                                                    kBatch);
+  std::vector<uint8_t> bufs(kBatch * len);
+  std::array<iovec, kBatch> iov{};
+  std::array<mmsghdr, kBatch> msgs{};
+  sockaddr_in to = o.dst;
+  to.sin_port = 0;
+  for (size_t i = 0; i < kBatch; ++i) {
+    std::memcpy(&bufs[i * len], tmpl.data(), len);
+    iov[i] = {&bufs[i * len], len};
+    msgs[i].msg_hdr.msg_name = &to;
+    msgs[i].msg_hdr.msg_namelen = sizeof to;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+
+  Rng rng(o.have_seed ? o.seed : nowNs() ^ (static_cast<uint64_t>(getpid()) << 32));
+  const uint64_t start = nowNs();
+  const uint64_t end = o.duration_s > 0 ? start + static_cast<uint64_t>(o.duration_s * 1e9)
+                                        : UINT64_MAX;
+  uint64_t sent = 0;
+  while (sent < o.count) {
+    if (o.rate_pps != 0) {
+      const uint64_t due =
+          start + static_cast<uint64_t>(static_cast<double>(sent) * 1e9 /
+                                        static_cast<double>(o.rate_pps));
+      if (due >= end) break;
+      if (due > nowNs()) sleepUntilNs(due);
+    }
+    if (nowNs() >= end) break;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(batch, o.count - sent));
+    for (size_t i = 0; i < n; ++i) fillFloodSegment(&bufs[i * len], len, opt_len, o, rng);
+    size_t done = 0;
+    while (done < n) {
+      const int r = sendmmsg(fd.get(), &msgs[done], static_cast<unsigned>(n - done), 0);
+      if (r < 0) {
+        // A full device queue or socket buffer: wait a little and go on; anything else is fatal.
+        if (errno == EINTR) continue;
+        if (errno == ENOBUFS || errno == EAGAIN) {
+          sleepUntilNs(nowNs() + 50'000);
+          continue;
+        }
+        dieErrno(kProg, "sendmmsg");
+      }
+      done += static_cast<size_t>(r);
+    }
+    sent += n;
+  }
+  const uint64_t elapsed = nowNs() - start;
+  const double secs = static_cast<double>(elapsed) / 1e9;
+  std::printf("tcpinject: sent=%" PRIu64 " elapsed_ms=%.1f rate_pps=%.0f\n", sent,
+              static_cast<double>(elapsed) / 1e6,
+              secs > 0 ? static_cast<double>(sent) / secs : 0.0);
+  return 0;
+}
+
 int usageError(const std::string& msg) {
   std::fprintf(stderr, "%s: %s (tcpinject --help for usage)\n", kProg, msg.c_str());
   return 2;
@@ -231,6 +418,10 @@ int main(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
+    }
+    if (arg == "--flood") {
+      o.flood = true;
+      continue;
     }
     if (value == nullptr) return usageError("missing value for " + std::string(arg));
     ++i;
@@ -264,8 +455,25 @@ int main(int argc, char** argv) {
       o.ttl = static_cast<uint8_t>(n.value_or(0));
     } else if (arg == "--count") {
       n = parseU64(value);
-      ok = n && *n >= 1 && *n <= 1000;
+      ok = n && *n >= 1 && *n <= kMaxFloodCount;  // single-segment mode: checked below
       o.count = n.value_or(1);
+      o.have_count = ok;
+    } else if (arg == "--src-net") {
+      ok = parseCidr(value, o.src_net, o.src_prefix);
+      o.have_src_net = ok;
+    } else if (arg == "--duration") {
+      const auto s = parseSeconds(value);
+      ok = s.has_value() && *s > 0;
+      o.duration_s = s.value_or(0);
+    } else if (arg == "--rate") {
+      n = parseU64(value);
+      ok = n && *n <= 100'000'000;
+      o.rate_pps = n.value_or(0);
+    } else if (arg == "--seed") {
+      n = parseU64(value);
+      ok = n.has_value();
+      o.seed = n.value_or(0);
+      o.have_seed = ok;
     } else if (arg == "--sniff") {
       o.sniff_ifname = value;
     } else if (arg == "--timeout") {
@@ -276,6 +484,22 @@ int main(int argc, char** argv) {
       return usageError("unknown argument '" + std::string(arg) + "'");
     }
     if (!ok) return usageError("bad value '" + std::string(value) + "' for " + std::string(arg));
+  }
+  if (o.flood) {
+    if (!o.have_src_net || !o.have_dst) return usageError("--flood needs --src-net and --dst");
+    if (o.have_src || !o.sniff_ifname.empty()) {
+      return usageError("--flood takes --src-net, not --src or --sniff");
+    }
+    if (!o.have_count && o.duration_s <= 0) {
+      return usageError("--flood needs --count or --duration");
+    }
+    if (!o.have_count) o.count = kMaxFloodCount;
+    if (!o.have_flags) o.flags = 0x02;  // SYN
+    return flood(o);
+  }
+  if (o.duration_s > 0) return usageError("--duration is for --flood");
+  if (o.count > kMaxCount) {
+    return usageError("bad value '" + std::to_string(o.count) + "' for --count");
   }
   if (!o.have_src || !o.have_dst) return usageError("--src and --dst are required");
   if (!o.sniff_ifname.empty()) return sniff(o);
