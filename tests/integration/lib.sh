@@ -233,6 +233,18 @@ require_kernel() {
   ip netns del "$probe"
 }
 
+# switch_up: the switch namespace's bridges brf (front) and brb (back). Bridged frames must not
+# pass through that namespace's iptables (where br_netfilter is loaded or built in).
+switch_up() {
+  if in_ns "$NS_SW" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
+    in_ns "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
+      net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 || return 1
+  fi
+  ip -n "$NS_SW" link add brf type bridge || return 1
+  ip -n "$NS_SW" link add brb type bridge || return 1
+  ip -n "$NS_SW" link set brf up && ip -n "$NS_SW" link set brb up
+}
+
 # topo_up transparent|snat
 topo_up() {
   TDM_ADDRESSING=$1
@@ -240,16 +252,7 @@ topo_up() {
   for ns in "$NS_SW" "$NS_CLI" "$NS_ATK" "$NS_PRX" "$NS_BE1" "$NS_BE2"; do
     ns_add "$ns" || return 1
   done
-  # Bridged frames must not be passed through this namespace's iptables (where br_netfilter is
-  # loaded or built in; without it they never are).
-  if in_ns "$NS_SW" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
-    in_ns "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
-      net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 || return 1
-  fi
-  ip -n "$NS_SW" link add brf type bridge || return 1
-  ip -n "$NS_SW" link add brb type bridge || return 1
-  ip -n "$NS_SW" link set brf up
-  ip -n "$NS_SW" link set brb up
+  switch_up || return 1
 
   veth "$NS_CLI" eth0 brf cli || return 1
   veth "$NS_ATK" eth0 brf atk || return 1

@@ -69,13 +69,7 @@ pair_topo() {
   for ns in "$NS_SW" "$NS_CLI" "$NS_ATK" "$NS_PA" "$NS_PB" "$NS_BE1" "$NS_BE2"; do
     ns_add "$ns" || return 1
   done
-  if in_ns "$NS_SW" test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
-    in_ns "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
-      net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 || return 1
-  fi
-  ip -n "$NS_SW" link add brf type bridge || return 1
-  ip -n "$NS_SW" link add brb type bridge || return 1
-  ip -n "$NS_SW" link set brf up && ip -n "$NS_SW" link set brb up || return 1
+  switch_up || return 1
   veth "$NS_CLI" eth0 brf cli || return 1
   veth "$NS_ATK" eth0 brb atk || return 1
   veth "$NS_PA" front brf paf || return 1
