@@ -160,9 +160,7 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   // first (its ack and SACK edges move into the backend's space), a backend one after.
   const bool from_client = hit.dir == Direction::kFromClient;
   if (from_client) {
-    translateSegment(f, hit.dir, pkt, opts, meta, counters_);
-    if (f.has_seqadj && opts.sack_count > 0)
-      parseTcpOptions(pkt.options(), pkt.optionsLen(), opts);  // the translated SACK edges
+    translateSegment(f, hit.dir, pkt, opts, meta, counters_);  // opts follow the new edges
   }
   const TcpState before = f.state;
   const DropReason r = trackSegment(f, hit.dir, pkt, opts, now_ns, counters_);

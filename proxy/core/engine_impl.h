@@ -26,7 +26,7 @@ struct Engine::Impl {
   // Splice mode (splice.cc).
   Decision spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt, const TcpOptions& opts,
                       uint8_t* data, size_t cap, uint64_t now_ns) noexcept;
-  Decision splicePending(uint32_t index, Direction dir, TcpPacket& pkt, const TcpOptions& opts,
+  Decision splicePending(uint32_t index, Direction dir, TcpPacket& pkt, TcpOptions& opts,
                          uint8_t* data, size_t cap, const PacketMeta& meta,
                          uint64_t now_ns) noexcept;
   Decision dropped(DropReason r) noexcept {

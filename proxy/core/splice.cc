@@ -137,7 +137,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
 }
 
 Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& pkt,
-                                     const TcpOptions& opts, uint8_t* data, size_t cap,
+                                     TcpOptions& opts, uint8_t* data, size_t cap,
                                      const PacketMeta& meta, uint64_t now_ns) noexcept {
   Flow& f = table.at(index);
   const uint8_t flags = pkt.flags();
@@ -196,7 +196,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
       f.splice_pending = false;  // the client gave up: held data of it may go (and be refused)
       ++splice_generation;
     }
-    translateSegment(f, dir, pkt, opts, PacketMeta{}, counters);
+    translateSegment(f, dir, pkt, opts, meta, counters);  // meta: the checksum may be partial
     ++counters.packets[0];
     return {Verdict::kAccept, DropReason::kNone, true, pkt.totalLen()};
   }

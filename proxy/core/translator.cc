@@ -44,7 +44,7 @@ uint16_t applyPartial(uint16_t partial, uint32_t delta) noexcept {
 
 }  // namespace
 
-void translateSegment(const Flow& f, Direction dir, TcpPacket& pkt, const TcpOptions& opts,
+void translateSegment(const Flow& f, Direction dir, TcpPacket& pkt, TcpOptions& opts,
                       const PacketMeta& meta, Counters& counters) noexcept {
   uint32_t new_saddr, new_daddr;
   uint16_t new_sport, new_dport;
@@ -98,6 +98,7 @@ void translateSegment(const Flow& f, Direction dir, TcpPacket& pkt, const TcpOpt
         const uint32_t nedge = ackBackward(theirs, edge);
         Delta::add32At(d.header, edge, nedge, odd);
         store32(p, nedge);
+        (e == 0 ? opts.sack[i].left : opts.sack[i].right) = nedge;
       }
     }
   }

@@ -40,8 +40,10 @@ inline uint32_t ackBackward(const SeqAdj& adj, uint32_t ack) noexcept {
   return ack - static_cast<uint32_t>(off);
 }
 
-/// Translates `pkt` (already validated and tracked) travelling in `dir` through `flow`.
-void translateSegment(const Flow& flow, Direction dir, TcpPacket& pkt, const TcpOptions& opts,
+/// Translates `pkt` travelling in `dir` through `flow`. `opts` (parsed from pkt) is kept in step:
+/// its SACK edges are updated to the values written, so a caller tracking the translated
+/// segment needs no second parse.
+void translateSegment(const Flow& flow, Direction dir, TcpPacket& pkt, TcpOptions& opts,
                       const PacketMeta& meta, Counters& counters) noexcept;
 
 }  // namespace tandem
