@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "proxy/io/garp.h"
+#include "proxy/tandemd/flow_record.h"
 #include "proxy/io/log.h"
 #include "proxy/io/udp_channel.h"
 #include "sync/auth.h"
@@ -19,12 +20,6 @@
 
 namespace tandem {
 namespace {
-
-// The wire codes are the core's enum values today; a new state or mode must be mapped here.
-static_assert(static_cast<uint8_t>(TcpState::kCount) == sync::kTcpStateCount,
-              "TcpState changed: update the sync wire codes and flowToRecord()");
-static_assert(static_cast<uint8_t>(Mode::kSplice) + 1 == sync::kModeCount,
-              "Mode changed: update the sync wire codes and flowToRecord()");
 
 /// Checkpoint cadence on the active, ACK cadence on the standby, and the role timer's resolution.
 constexpr uint64_t kTickNs = 2'000'000;
@@ -41,88 +36,6 @@ uint64_t realtimeNs() {
     throw std::system_error(errno, std::generic_category(), "clock_gettime(CLOCK_REALTIME)");
   }
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-uint8_t windowFlags(const TcpWindow& w) noexcept {
-  uint8_t f = 0;
-  if (w.seen) f |= sync::kWinSeen;
-  if (w.wscale_offered) f |= sync::kWinScaleOffered;
-  if (w.ack_seen) f |= sync::kWinAckSeen;
-  if (w.fin_seen) f |= sync::kWinFinSeen;
-  if (w.fin_acked) f |= sync::kWinFinAcked;
-  return f;
-}
-
-sync::FlowKey toSyncKey(const FlowKey& k) noexcept {
-  // The core's client-leg key is {client, vip}, source first (FlowTable::clientKey).
-  return sync::FlowKey{k.saddr, k.daddr, k.sport, k.dport};
-}
-
-FlowKey toCoreKey(const sync::FlowKey& k) noexcept {
-  return FlowKey{k.client_addr, k.vip_addr, k.client_port, k.vip_port};
-}
-
-/// The one place core flow state becomes wire state.
-sync::FlowRecord flowToRecord(const Flow& f, uint64_t now_ns) noexcept {
-  sync::FlowRecord r;
-  r.key = sync::FlowKey{f.client_addr, f.vip_addr, f.client_port, f.vip_port};
-  r.backend_addr = f.backend_addr;
-  r.source_addr = f.source_addr;
-  r.backend_port = f.backend_port;
-  r.source_port = f.source_port;
-  r.service = f.service;
-  r.backend = f.backend;
-  r.mode = static_cast<uint8_t>(f.splice ? Mode::kSplice : Mode::kPassthrough);
-  r.tcp_state = static_cast<uint8_t>(f.state);
-  r.flags = f.has_seqadj ? sync::kFlowHasSeqAdj : 0;
-  const uint64_t idle_ms = now_ns > f.last_seen_ns ? (now_ns - f.last_seen_ns) / 1'000'000 : 0;
-  r.idle_ms = idle_ms > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(idle_ms);
-  for (size_t d = 0; d < 2; ++d) {
-    const TcpWindow& w = f.win[d];
-    r.win[d] = sync::WindowRecord{w.td_end, w.td_maxend, w.td_maxwin, w.last_ack,
-                                  w.fin_end,  w.td_scale,  windowFlags(w)};
-    r.adj[d] = sync::SeqAdjRecord{f.adj[d].correction_pos, f.adj[d].offset_before,
-                                  f.adj[d].offset_after};
-  }
-  return r;
-}
-
-/// And back. False for state this version cannot carry (splice flows: their cookie, timestamp
-/// and window-scale fields are not in FlowRecord yet).
-bool recordToFlow(const sync::FlowRecord& r, Flow& f) noexcept {
-  if (r.mode != static_cast<uint8_t>(Mode::kPassthrough) || r.tcp_state >= sync::kTcpStateCount) {
-    return false;
-  }
-  f = Flow{};
-  f.client_addr = r.key.client_addr;
-  f.vip_addr = r.key.vip_addr;
-  f.client_port = r.key.client_port;
-  f.vip_port = r.key.vip_port;
-  f.backend_addr = r.backend_addr;
-  f.source_addr = r.source_addr;
-  f.backend_port = r.backend_port;
-  f.source_port = r.source_port;
-  f.service = r.service;
-  f.backend = r.backend;
-  f.state = static_cast<TcpState>(r.tcp_state);
-  f.has_seqadj = (r.flags & sync::kFlowHasSeqAdj) != 0;
-  for (size_t d = 0; d < 2; ++d) {
-    const sync::WindowRecord& w = r.win[d];
-    TcpWindow& t = f.win[d];
-    t.td_end = w.td_end;
-    t.td_maxend = w.td_maxend;
-    t.td_maxwin = w.td_maxwin;
-    t.last_ack = w.last_ack;
-    t.fin_end = w.fin_end;
-    t.td_scale = w.scale;
-    t.seen = (w.flags & sync::kWinSeen) != 0;
-    t.wscale_offered = (w.flags & sync::kWinScaleOffered) != 0;
-    t.ack_seen = (w.flags & sync::kWinAckSeen) != 0;
-    t.fin_seen = (w.flags & sync::kWinFinSeen) != 0;
-    t.fin_acked = (w.flags & sync::kWinFinAcked) != 0;
-    f.adj[d] = SeqAdj{r.adj[d].correction_pos, r.adj[d].offset_before, r.adj[d].offset_after};
-  }
-  return true;
 }
 
 /// Collects one frame's items; the frame is applied only after Verifier::open() accepted it all.
@@ -252,7 +165,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   PairCounters counters;
   uint64_t own_node_frames = 0;
   uint64_t updates_while_active = 0;
-  uint64_t splice_refused = 0;
+  uint64_t records_refused = 0;  ///< checkpoints this node cannot translate
   RateLimit reject_warn{10'000'000'000ull, 5};
   RateLimit drain_warn{10'000'000'000ull, 1};
 };
@@ -297,7 +210,7 @@ void PairController::Impl::apply(const sync::Update& u) noexcept {
     case sync::UpdateKind::kUpsert: {
       Flow f;
       if (!recordToFlow(u.flow, f)) {
-        ++splice_refused;
+        ++records_refused;
         return;
       }
       if (engine.installFlow(f, now) == DropReason::kNone) {
@@ -634,7 +547,7 @@ std::string PairController::metricsText() const {
       {"tandem_pair_role_changes_total", c.role_changes},
       {"tandem_pair_takeovers_total", c.takeovers},
       {"tandem_pair_flows_installed_total", c.flows_installed},
-      {"tandem_pair_install_failures_total", c.install_failures + p.splice_refused},
+      {"tandem_pair_install_failures_total", c.install_failures + p.records_refused},
       {"tandem_pair_flows_removed_total", c.flows_removed},
       {"tandem_pair_changes_lost_total", c.changes_lost},
       {"tandem_pair_address_failures_total", c.addr_failures},
