@@ -381,6 +381,13 @@ void NfQueue::compactHeld() noexcept {
   std::erase_if(held_, [](const Held& h) { return h.done; });
 }
 
+void NfQueue::offerHeld(Engine& engine, uint64_t now_ns) noexcept {
+  if (held_.empty()) return;
+  releaseHeld(engine, now_ns);
+  flush();
+  compactHeld();
+}
+
 void NfQueue::tick(uint64_t now_ns) noexcept {
   bool any = false;
   for (Held& h : held_) {

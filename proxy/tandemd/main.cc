@@ -271,6 +271,7 @@ int run(const DaemonConfig& config, Engine& engine) {
   if (config.sync) {
     try {
       pair.emplace(loop.base, engine, *config.sync);
+      pair->setHeldReleaser([&queue, &engine](uint64_t now) { queue.offerHeld(engine, now); });
     } catch (const std::exception& e) {
       logf(LogLevel::kError, "sync: %s", e.what());
       return kExitRuntime;

@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "proxy/io/garp.h"
+#include "proxy/tandemd/deferral.h"
 #include "proxy/tandemd/flow_record.h"
 #include "proxy/io/log.h"
 #include "proxy/io/udp_channel.h"
@@ -116,7 +117,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
         roles(sync::RolesConfig{c.node_id, c.priority, c.preempt, c.heartbeat_interval_ns,
                                 c.miss_count},
               monotonicNs()),
-        garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, 0}) {}
+        garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, c.garp_refresh_ns}),
+        deferred(c.defer_timeout_ns) {}
 
   // sync::UpdateSink: the standby applies what the reliable receiver delivers, in order.
   void apply(const sync::Update& u) noexcept override;
@@ -136,6 +138,12 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   bool seal(sync::FrameWriter& w) noexcept;
   void garpRound() noexcept;
   void startBulk(uint64_t now) noexcept;
+  // Deferral (deferral.h): which new flows wait for the standby's acknowledgement.
+  void queueChange(const Flow& f, uint64_t now) noexcept;
+  void updateDeferral(uint64_t now) noexcept;
+  void pollDeferred(uint64_t now) noexcept;
+  bool wantDeferral(uint64_t now) const noexcept;
+  void releaseHeld(uint64_t now) noexcept;
 
   event_base* base;
   Engine& engine;
@@ -166,6 +174,9 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   uint64_t own_node_frames = 0;
   uint64_t updates_while_active = 0;
   uint64_t records_refused = 0;  ///< checkpoints this node cannot translate
+  DeferredFlows deferred;
+  bool deferring = false;
+  std::function<void(uint64_t)> held_releaser;
   RateLimit reject_warn{10'000'000'000ull, 5};
   RateLimit drain_warn{10'000'000'000ull, 1};
 };
@@ -396,7 +407,7 @@ void PairController::Impl::onTick() noexcept {
   if (roles.role() == sync::Role::kActive) {
     const bool complete = engine.drainChanges(
         [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
-        [&](const Flow& f) { (void)sender.upsert(flowToRecord(f, now)); });
+        [&](const Flow& f) { queueChange(f, now); });
     if (!complete) {
       ++counters.changes_lost;
       if (drain_warn.allow(now)) {
@@ -406,8 +417,10 @@ void PairController::Impl::onTick() noexcept {
     now_for_source = now;
     (void)bulk_sender.step(*this, sender, kBulkPerTick);
     sendUpdates(now);
+    updateDeferral(now);
     if (garp_schedule.poll(now)) garpRound();
   } else {
+    updateDeferral(now);  // off: not active
     // Installing checkpoints must not echo them back; nothing else changes a standby's table.
     (void)engine.drainChanges([](const FlowKey&) {}, [](const Flow&) {});
     if (receiver.resyncNeeded()) {
@@ -422,11 +435,67 @@ void PairController::Impl::onTick() noexcept {
   if (receiver.ackDue()) sendAck();
 }
 
+// ---- Deferral ----
+
+bool PairController::Impl::wantDeferral(uint64_t now) const noexcept {
+  // Only with someone to wait for: a lone proxy, or one whose standby is still catching up
+  // (bulk), must not stall new connections.
+  return config.defer && roles.role() == sync::Role::kActive && roles.peerAlive(now) &&
+         roles.peer().role == sync::Role::kStandby && roles.peer().ready;
+}
+
+void PairController::Impl::releaseHeld(uint64_t now) noexcept {
+  if (held_releaser) held_releaser(now);
+}
+
+void PairController::Impl::queueChange(const Flow& f, uint64_t now) noexcept {
+  uint64_t seq = 0;
+  const bool queued = sender.upsert(flowToRecord(f, now), &seq);
+  if (!f.sync_pending) return;
+  const FlowKey key{f.client_addr, f.vip_addr, f.client_port, f.vip_port};
+  if (queued && deferring) {
+    try {
+      deferred.add(key, seq, now);
+      return;
+    } catch (const std::bad_alloc&) {
+    }
+  }
+  // Not waiting for it (queue full, deferral just stopped): its SYN-ACK may go.
+  if (engine.markSynced(key)) releaseHeld(now);
+}
+
+void PairController::Impl::pollDeferred(uint64_t now) noexcept {
+  bool any = false;
+  deferred.poll(
+      now, [&](uint64_t seq) { return sender.delivered(seq); },
+      [&](const FlowKey& k) { any = engine.markSynced(k) || any; });
+  if (any) releaseHeld(now);
+}
+
+void PairController::Impl::updateDeferral(uint64_t now) noexcept {
+  const bool want = wantDeferral(now);
+  if (want != deferring) {
+    deferring = want;
+    engine.setSyncDeferral(want);
+    logf(LogLevel::kInfo, "pair: deferral %s", want ? "on (standby ready)" : "off");
+    if (!want) {
+      deferred.releaseAll([&](const FlowKey& k) { (void)engine.markSynced(k); });
+      releaseHeld(now);  // setSyncDeferral(false) moved the generation
+    }
+  }
+  if (deferring) pollDeferred(now);
+}
+
 void PairController::Impl::onReadable() noexcept {
   for (int n = 0; n < 1024; ++n) {
     Datagram d;
     const int err = channel.recv(std::span<uint8_t>(rx.data(), rx.size()), d);
-    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      // Acknowledge what arrived at once, not at the next tick: the active may be holding a
+      // SYN-ACK for it (deferral).
+      if (roles.role() != sync::Role::kActive && receiver.ackDue()) sendAck();
+      return;
+    }
     if (err != 0) {
       if (err == EMSGSIZE || err == EINTR) continue;
       return;  // counted by the channel
@@ -447,6 +516,7 @@ void PairController::Impl::onReadable() noexcept {
       continue;
     }
     for (const sync::Ack& a : frame.acks) sender.onAck(a);
+    if (!frame.acks.empty() && deferring) pollDeferred(now);
     for (const sync::BulkRequest& b : frame.bulk_requests) {
       if (roles.role() == sync::Role::kActive) bulk_sender.onRequest(b);
     }
@@ -491,6 +561,10 @@ PairController::~PairController() {
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
 }
 
+void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {
+  impl_->held_releaser = std::move(fn);
+}
+
 void PairController::shutdown() noexcept {
   if (impl_->addresses_held) impl_->releaseAddresses();
 }
@@ -521,6 +595,10 @@ std::string PairController::metricsText() const {
   sample("tandem_pair_epoch", p.roles.epoch());
   family("tandem_pair_addresses_held", "gauge", "1 while this node holds the address group.");
   sample("tandem_pair_addresses_held", p.addresses_held ? 1 : 0);
+  family("tandem_pair_deferral", "gauge", "1 while new flows wait for the standby's ack.");
+  sample("tandem_pair_deferral", p.deferring ? 1 : 0);
+  family("tandem_pair_deferred_waiting", "gauge", "New flows waiting for the standby's ack.");
+  sample("tandem_pair_deferred_waiting", p.deferred.size());
   family("tandem_sync_rejected_total", "counter", "Received sync frames dropped, by reason.");
   for (size_t i = 1; i < static_cast<size_t>(sync::Reject::kCount); ++i) {
     sample(std::string("tandem_sync_rejected_total{reason=\"") +
@@ -552,6 +630,10 @@ std::string PairController::metricsText() const {
       {"tandem_pair_changes_lost_total", c.changes_lost},
       {"tandem_pair_address_failures_total", c.addr_failures},
       {"tandem_pair_bulk_transfers_total", p.bulk_sender.counters().completed},
+      {"tandem_pair_deferred_flows_total", p.deferred.counters().tracked},
+      {"tandem_pair_deferred_acked_total", p.deferred.counters().acked},
+      {"tandem_pair_deferred_timeouts_total", p.deferred.counters().timed_out},
+      {"tandem_pair_deferred_abandoned_total", p.deferred.counters().abandoned},
   };
   for (const auto& [name, value] : counters) {
     family(name, "counter", "See proxy/tandemd/pair.h.");

@@ -14,6 +14,7 @@
 /// an input it accepts; the daemon does not send on it yet).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,11 @@ class PairController {
 
   /// Withdraws the address group if this node holds it (clean shutdown).
   void shutdown() noexcept;
+
+  /// Deferral: called (with the monotonic time) when held SYN-ACKs may go, i.e. when the
+  /// engine's spliceGeneration() moved outside packet processing; the daemon offers the NFQUEUE
+  /// hold store to the engine again (NfQueue::offerHeld).
+  void setHeldReleaser(std::function<void(uint64_t)> fn);
 
   /// "active", "standby" or "fault".
   const char* roleName() const noexcept;
