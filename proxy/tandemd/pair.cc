@@ -3,8 +3,10 @@
 #include <event2/event.h>
 #include <time.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 
@@ -144,6 +146,15 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void pollDeferred(uint64_t now) noexcept;
   bool wantDeferral(uint64_t now) const noexcept;
   void releaseHeld(uint64_t now) noexcept;
+  // Heartbeats on the front network (sync.front_bind / front_peer): a second path to the peer.
+  void openFront();
+  void registerFront();
+  void sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept;
+  void onFrontReadable() noexcept;
+  void onPeerHeartbeat(sync::Path path, uint32_t node_id, const sync::Heartbeat& hb,
+                       uint64_t now) noexcept;
+  void watchPaths(uint64_t now) noexcept;
+  void pathMetrics(std::string& out) const;
 
   event_base* base;
   Engine& engine;
@@ -174,6 +185,18 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   uint64_t own_node_frames = 0;
   uint64_t updates_while_active = 0;
   uint64_t records_refused = 0;  ///< checkpoints this node cannot translate
+  // The front path has its own sealer and verifier: its own counter space and replay window,
+  // since frames of the two paths overtake each other by any amount (a bulk on the sync link).
+  std::optional<UdpChannel> front;
+  std::optional<sync::Sealer> front_sealer;
+  std::optional<sync::Verifier> front_verifier;
+  event* front_ev = nullptr;
+  RxFrame front_frame;
+  uint64_t front_ignored_items = 0;  ///< authentic front frames' items other than heartbeats
+  std::array<uint64_t, sync::kPathCount> heartbeats_rx{};
+  std::array<uint64_t, sync::kPathCount> path_losses{};
+  std::array<bool, sync::kPathCount> path_was_alive{};
+  uint64_t active_conflicts = 0;  ///< heartbeats of another active seen while active
   DeferredFlows deferred;
   bool deferring = false;
   std::function<void(uint64_t)> held_releaser;
@@ -196,6 +219,7 @@ void PairController::Impl::open() {
   }
   tx.reserve(sync::kDefaultMaxFrame);
   polled.reserve(kPollBatch);
+  openFront();
   // Tracking from the start: the standby discards its own changes each tick, the active drains
   // them to the peer; a node that takes over needs no switch-on step.
   engine.enableChangeTracking();
@@ -279,6 +303,7 @@ void PairController::Impl::sendHeartbeat() noexcept {
   const sync::Heartbeat hb =
       roles.heartbeat(flows > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(flows));
   if (w.add(hb)) seal(w);
+  sendFrontHeartbeat(hb);
 }
 
 void PairController::Impl::sendAck() noexcept {
@@ -404,6 +429,7 @@ void PairController::Impl::onTick() noexcept {
   onReadable();
   const uint64_t now = monotonicNs();
   handleRole(roles.tick(now), now);
+  watchPaths(now);
   if (roles.role() == sync::Role::kActive) {
     const bool complete = engine.drainChanges(
         [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
@@ -435,13 +461,121 @@ void PairController::Impl::onTick() noexcept {
   if (receiver.ackDue()) sendAck();
 }
 
+// ---- Heartbeat paths ----
+
+void PairController::Impl::openFront() {
+  if (!config.front_bind || !config.front_peer) return;
+  front.emplace(UdpChannelOptions{*config.front_bind, *config.front_peer, {}, 256u << 10,
+                                  256u << 10, 0xc0, 6});
+  front->open();
+  front_sealer.emplace(keys, realtimeNs());
+  front_verifier.emplace(keys);
+}
+
+void PairController::Impl::registerFront() {
+  if (!front) return;
+  front_ev = event_new(
+      base, front->fd(), EV_READ | EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onFrontReadable(); },
+      this);
+  if (front_ev == nullptr || event_add(front_ev, nullptr) != 0) {
+    throw std::runtime_error("pair: cannot add the front heartbeat socket to the loop");
+  }
+}
+
+void PairController::Impl::sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept {
+  if (!front) return;
+  sync::FrameWriter w(tx);
+  if (!w.add(hb)) return;
+  sync::FrameHeader h;
+  h.node_id = config.node_id;
+  h.epoch = roles.epoch();
+  if (!front_sealer->seal(w, h)) {
+    ++counters.seal_failures;
+    return;
+  }
+  const std::span<uint8_t> f = w.frame();
+  (void)front->send(std::span<const uint8_t>(f.data(), f.size()));  // counted by the channel
+}
+
+void PairController::Impl::onFrontReadable() noexcept {
+  for (int n = 0; n < 256; ++n) {
+    Datagram d;
+    const int err = front->recv(std::span<uint8_t>(rx.data(), rx.size()), d);
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err != 0) {
+      if (err == EMSGSIZE || err == EINTR) continue;
+      return;
+    }
+    const uint64_t now = monotonicNs();
+    front_frame.clear();
+    const sync::Verifier::Result r =
+        front_verifier->open(std::span<const uint8_t>(rx.data(), d.len), front_frame);
+    if (r.reject != sync::Reject::kNone) {
+      if (reject_warn.allow(now)) {
+        logf(LogLevel::kWarn, "pair: front heartbeat frame from %s rejected: %s",
+             d.from.toString().c_str(), sync::rejectName(r.reject));
+      }
+      continue;
+    }
+    if (r.header.node_id == config.node_id) {
+      ++own_node_frames;
+      continue;
+    }
+    // Only heartbeats travel here; anything else is a peer bug, counted and ignored.
+    front_ignored_items += front_frame.acks.size() + front_frame.bulk_requests.size() +
+                           front_frame.updates.size() + (front_frame.has_base ? 1 : 0);
+    for (const sync::Heartbeat& hb : front_frame.heartbeats) {
+      onPeerHeartbeat(sync::Path::kFront, r.header.node_id, hb, now);
+    }
+  }
+}
+
+void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
+                                            const sync::Heartbeat& hb, uint64_t now) noexcept {
+  ++heartbeats_rx[static_cast<size_t>(path)];
+  const bool was_active = roles.role() == sync::Role::kActive;
+  const sync::RoleOutput out = roles.onHeartbeat(path, node_id, hb, now);
+  if (was_active && hb.role == sync::Role::kActive) {
+    ++active_conflicts;
+    // Two actives met: the loser withdraws its addresses at once (roles.cc); the winner
+    // announces its own again, since the loser's gratuitous ARP may have moved the neighbours.
+    if (!out.changed && addresses_held) {
+      garp_schedule.start(now);
+      garpRound();
+      (void)garp_schedule.poll(now);
+    }
+  }
+  handleRole(out, now);
+}
+
+void PairController::Impl::watchPaths(uint64_t now) noexcept {
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    if (i == static_cast<size_t>(sync::Path::kFront) && !front) continue;
+    const bool alive = roles.pathAlive(static_cast<sync::Path>(i), now);
+    if (alive == path_was_alive[i]) continue;
+    path_was_alive[i] = alive;
+    if (alive) {
+      logf(LogLevel::kInfo, "pair: heartbeats on the %s path", kNames[i]);
+    } else if (roles.peerSeen()) {
+      ++path_losses[i];
+      logf(LogLevel::kWarn, "pair: heartbeats lost on the %s path (peer %s)", kNames[i],
+           roles.peerAlive(now) ? "still heard on the other path" : "silent on both paths");
+    }
+  }
+}
+
 // ---- Deferral ----
 
 bool PairController::Impl::wantDeferral(uint64_t now) const noexcept {
   // Only with someone to wait for: a lone proxy, or one whose standby is still catching up
   // (bulk), must not stall new connections.
-  return config.defer && roles.role() == sync::Role::kActive && roles.peerAlive(now) &&
-         roles.peer().role == sync::Role::kStandby && roles.peer().ready;
+  // And the acknowledgements travel on the sync path: with only the front path alive, every
+  // new connection would wait the whole timeout.
+  return config.defer && roles.role() == sync::Role::kActive &&
+         roles.pathAlive(sync::Path::kSync, now) && roles.peer().role == sync::Role::kStandby &&
+         roles.peer().ready;
 }
 
 void PairController::Impl::releaseHeld(uint64_t now) noexcept {
@@ -528,7 +662,7 @@ void PairController::Impl::onReadable() noexcept {
       }
     }
     for (const sync::Heartbeat& hb : frame.heartbeats) {
-      handleRole(roles.onHeartbeat(sync::Path::kSync, r.header.node_id, hb, now), now);
+      onPeerHeartbeat(sync::Path::kSync, r.header.node_id, hb, now);
     }
   }
 }
@@ -548,6 +682,7 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
       event_add(self->timer_ev, &tick) != 0 || event_add(self->read_ev, nullptr) != 0) {
     throw std::runtime_error("pair: cannot add the sync events to the loop");
   }
+  self->registerFront();
   logf(LogLevel::kInfo,
        "pair: node %u priority %u%s, sync %s -> %s, heartbeat %.3f s x %u, %zu addresses",
        config.node_id, config.priority, config.preempt ? " preempt" : "",
@@ -559,6 +694,7 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
 PairController::~PairController() {
   if (impl_->timer_ev != nullptr) event_free(impl_->timer_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
+  if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
 }
 
 void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {
@@ -574,6 +710,37 @@ const char* PairController::roleName() const noexcept {
 }
 
 bool PairController::ready() const noexcept { return impl_->roles.ready(); }
+
+void PairController::Impl::pathMetrics(std::string& out) const {
+  const Impl& p = *this;
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  const uint64_t now = monotonicNs();
+  out += "# HELP tandem_pair_path_alive 1 while the peer's heartbeats arrive on this path.\n"
+         "# TYPE tandem_pair_path_alive gauge\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_path_alive{path=\"") + kNames[i] + "\"} " +
+           (p.roles.pathAlive(static_cast<sync::Path>(i), now) ? "1" : "0") + "\n";
+  }
+  out += "# HELP tandem_pair_heartbeats_received_total Authentic peer heartbeats, by path.\n"
+         "# TYPE tandem_pair_heartbeats_received_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeats_received_total{path=\"") + kNames[i] + "\"} " +
+           std::to_string(p.heartbeats_rx[i]) + "\n";
+  }
+  out += "# HELP tandem_pair_path_losses_total Times the peer's heartbeats stopped on a path.\n"
+         "# TYPE tandem_pair_path_losses_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_path_losses_total{path=\"") + kNames[i] + "\"} " +
+           std::to_string(p.path_losses[i]) + "\n";
+  }
+  out += "# HELP tandem_front_rejected_total Received front heartbeat frames dropped, by reason.\n"
+         "# TYPE tandem_front_rejected_total counter\n";
+  for (size_t i = 1; i < static_cast<size_t>(sync::Reject::kCount); ++i) {
+    out += std::string("tandem_front_rejected_total{reason=\"") +
+           sync::rejectName(static_cast<sync::Reject>(i)) + "\"} " +
+           std::to_string(p.front_verifier ? p.front_verifier->counters()[i] : 0) + "\n";
+  }
+}
 
 std::string PairController::metricsText() const {
   const Impl& p = *impl_;
@@ -595,6 +762,7 @@ std::string PairController::metricsText() const {
   sample("tandem_pair_epoch", p.roles.epoch());
   family("tandem_pair_addresses_held", "gauge", "1 while this node holds the address group.");
   sample("tandem_pair_addresses_held", p.addresses_held ? 1 : 0);
+  p.pathMetrics(out);
   family("tandem_pair_deferral", "gauge", "1 while new flows wait for the standby's ack.");
   sample("tandem_pair_deferral", p.deferring ? 1 : 0);
   family("tandem_pair_deferred_waiting", "gauge", "New flows waiting for the standby's ack.");
@@ -630,6 +798,8 @@ std::string PairController::metricsText() const {
       {"tandem_pair_changes_lost_total", c.changes_lost},
       {"tandem_pair_address_failures_total", c.addr_failures},
       {"tandem_pair_bulk_transfers_total", p.bulk_sender.counters().completed},
+      {"tandem_pair_front_ignored_items_total", p.front_ignored_items},
+      {"tandem_pair_active_conflicts_total", p.active_conflicts},
       {"tandem_pair_deferred_flows_total", p.deferred.counters().tracked},
       {"tandem_pair_deferred_acked_total", p.deferred.counters().acked},
       {"tandem_pair_deferred_timeouts_total", p.deferred.counters().timed_out},
