@@ -139,6 +139,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void sendBulkRequest(const sync::BulkRequest& r) noexcept;
   bool seal(sync::FrameWriter& w) noexcept;
   void garpRound() noexcept;
+  void garpTick(uint64_t now) noexcept;
   void startBulk(uint64_t now) noexcept;
   // Deferral (deferral.h): which new flows wait for the standby's acknowledgement.
   void queueChange(const Flow& f, uint64_t now) noexcept;
@@ -155,6 +156,11 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
                        uint64_t now) noexcept;
   void watchPaths(uint64_t now) noexcept;
   void pathMetrics(std::string& out) const;
+  uint64_t garpFrames(bool errors) const noexcept {
+    uint64_t n = 0;
+    for (const auto& g : garps) n += errors ? g->counters().send_errors : g->counters().sent;
+    return n;
+  }
 
   event_base* base;
   Engine& engine;
@@ -196,7 +202,9 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   std::array<uint64_t, sync::kPathCount> heartbeats_rx{};
   std::array<uint64_t, sync::kPathCount> path_losses{};
   std::array<bool, sync::kPathCount> path_was_alive{};
-  uint64_t active_conflicts = 0;  ///< heartbeats of another active seen while active
+  uint64_t active_conflicts = 0;
+  uint64_t garp_rounds = 0;           ///< rounds of gratuitous ARP (one frame per address)
+  uint64_t garp_refresh_rounds = 0;   ///< of them, periodic refreshes (sync.garp_refresh_ms)  ///< heartbeats of another active seen while active
   DeferredFlows deferred;
   bool deferring = false;
   std::function<void(uint64_t)> held_releaser;
@@ -356,7 +364,16 @@ void PairController::Impl::sendUpdates(uint64_t now) noexcept {
   }
 }
 
+void PairController::Impl::garpTick(uint64_t now) noexcept {
+  // A round due after the burst is a refresh (GarpSchedule: one per refresh interval).
+  const bool refresh = garp_schedule.burstLeft() == 0;
+  if (!garp_schedule.poll(now)) return;
+  garpRound();
+  if (refresh) ++garp_refresh_rounds;
+}
+
 void PairController::Impl::garpRound() noexcept {
+  ++garp_rounds;
   for (size_t m = 0; m < config.addresses.members.size(); ++m) {
     (void)garps[garp_of_member[m]]->send(config.addresses.members[m].address.addr);
   }
@@ -444,7 +461,7 @@ void PairController::Impl::onTick() noexcept {
     (void)bulk_sender.step(*this, sender, kBulkPerTick);
     sendUpdates(now);
     updateDeferral(now);
-    if (garp_schedule.poll(now)) garpRound();
+    garpTick(now);
   } else {
     updateDeferral(now);  // off: not active
     // Installing checkpoints must not echo them back; nothing else changes a standby's table.
@@ -799,6 +816,10 @@ std::string PairController::metricsText() const {
       {"tandem_pair_address_failures_total", c.addr_failures},
       {"tandem_pair_bulk_transfers_total", p.bulk_sender.counters().completed},
       {"tandem_pair_front_ignored_items_total", p.front_ignored_items},
+      {"tandem_pair_garp_rounds_total", p.garp_rounds},
+      {"tandem_pair_garp_refresh_rounds_total", p.garp_refresh_rounds},
+      {"tandem_pair_garp_frames_sent_total", p.garpFrames(false)},
+      {"tandem_pair_garp_send_errors_total", p.garpFrames(true)},
       {"tandem_pair_active_conflicts_total", p.active_conflicts},
       {"tandem_pair_deferred_flows_total", p.deferred.counters().tracked},
       {"tandem_pair_deferred_acked_total", p.deferred.counters().acked},

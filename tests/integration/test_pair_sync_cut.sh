@@ -61,6 +61,7 @@ pair_topo || { fail "topology set up"; finish; }
 tcpcheck_servers || { fail "tcpcheck servers listen"; finish; }
 pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK" "$A_FRONT" "$B_FRONT"
 pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK" "$B_FRONT" "$A_FRONT"
+for f in a b; do printf 'garp_refresh_ms = 100\n' >>"$TDM_TMP/$f.conf"; done  # [sync] is last
 start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf"
 A_PID=$NODE_PID
 wait_for 5 is_role "$NS_PA" active
@@ -73,6 +74,20 @@ if wait_for 5 is_ready "$NS_PB" && is_role "$NS_PB" standby && is_role "$NS_PA" 
   pass "$name"
 else
   fail "$name" "A: $(role_of "$NS_PA"), B: $(role_of "$NS_PB")"
+fi
+
+name="GARP refresh (100 ms): the active sends refresh rounds, the standby none"
+r0=$(metric_in "$NS_PA" tandem_pair_garp_refresh_rounds_total)
+f0=$(metric_in "$NS_PA" tandem_pair_garp_frames_sent_total)
+sleep 0.65
+r1=$(metric_in "$NS_PA" tandem_pair_garp_refresh_rounds_total)
+f1=$(metric_in "$NS_PA" tandem_pair_garp_frames_sent_total)
+# Two addresses in the group: two frames per round.
+if [ $((r1 - r0)) -ge 4 ] && [ $((r1 - r0)) -le 8 ] && [ $((f1 - f0)) -ge $((2 * (r1 - r0))) ] &&
+    [ "$(metric_in "$NS_PB" tandem_pair_garp_rounds_total)" = 0 ]; then
+  pass "$name ($((r1 - r0)) rounds, $((f1 - f0)) frames in 0.65 s)"
+else
+  fail "$name" "A: $((r1 - r0)) rounds, $((f1 - f0)) frames; B: $(metric_in "$NS_PB" tandem_pair_garp_rounds_total) rounds"
 fi
 
 bg_start conns "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 30 --bytes 65536 \
