@@ -140,6 +140,10 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   bool seal(sync::FrameWriter& w) noexcept;
   void garpRound() noexcept;
   void garpTick(uint64_t now) noexcept;
+  // The active's view of its standby (bulk resync visibility).
+  enum class StandbyState : uint8_t { kAbsent, kSyncing, kReady };
+  StandbyState standbyState(uint64_t now) const noexcept;
+  void watchStandby(uint64_t now) noexcept;
   void startBulk(uint64_t now) noexcept;
   // Deferral (deferral.h): which new flows wait for the standby's acknowledgement.
   void queueChange(const Flow& f, uint64_t now) noexcept;
@@ -156,6 +160,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
                        uint64_t now) noexcept;
   void watchPaths(uint64_t now) noexcept;
   void pathMetrics(std::string& out) const;
+  /// /status members of deferral, paths and the standby (",\"name\":value..." form).
+  std::string statusExtras() const;
   uint64_t garpFrames(bool errors) const noexcept {
     uint64_t n = 0;
     for (const auto& g : garps) n += errors ? g->counters().send_errors : g->counters().sent;
@@ -202,9 +208,12 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   std::array<uint64_t, sync::kPathCount> heartbeats_rx{};
   std::array<uint64_t, sync::kPathCount> path_losses{};
   std::array<bool, sync::kPathCount> path_was_alive{};
-  uint64_t active_conflicts = 0;
+  uint64_t active_conflicts = 0;  ///< heartbeats of another active seen while active
+  StandbyState standby_seen = StandbyState::kReady;  ///< last state watchStandby() logged
+  uint64_t standby_warnings = 0;
+  RateLimit standby_warn{10'000'000'000ull, 1};
   uint64_t garp_rounds = 0;           ///< rounds of gratuitous ARP (one frame per address)
-  uint64_t garp_refresh_rounds = 0;   ///< of them, periodic refreshes (sync.garp_refresh_ms)  ///< heartbeats of another active seen while active
+  uint64_t garp_refresh_rounds = 0;   ///< of them, periodic refreshes (sync.garp_refresh_ms)
   DeferredFlows deferred;
   bool deferring = false;
   std::function<void(uint64_t)> held_releaser;
@@ -462,6 +471,7 @@ void PairController::Impl::onTick() noexcept {
     sendUpdates(now);
     updateDeferral(now);
     garpTick(now);
+    watchStandby(now);
   } else {
     updateDeferral(now);  // off: not active
     // Installing checkpoints must not echo them back; nothing else changes a standby's table.
@@ -581,6 +591,42 @@ void PairController::Impl::watchPaths(uint64_t now) noexcept {
            roles.peerAlive(now) ? "still heard on the other path" : "silent on both paths");
     }
   }
+}
+
+// ---- The standby as the active sees it ----
+
+PairController::Impl::StandbyState PairController::Impl::standbyState(
+    uint64_t now) const noexcept {
+  if (!roles.peerAlive(now) || roles.peer().role != sync::Role::kStandby) {
+    return StandbyState::kAbsent;
+  }
+  return roles.peer().ready ? StandbyState::kReady : StandbyState::kSyncing;
+}
+
+void PairController::Impl::watchStandby(uint64_t now) noexcept {
+  const StandbyState s = standbyState(now);
+  if (s == StandbyState::kReady) {
+    if (standby_seen != StandbyState::kReady) {
+      logf(LogLevel::kInfo, "pair: standby node %u is ready", roles.peerNodeId());
+    }
+    standby_seen = s;
+    return;
+  }
+  // A failover now would lose flows (syncing) or everything (absent): say so, but not on every
+  // tick: at the change, then every 10 s while it lasts.
+  const bool due = standby_warn.allow(now);  // a change uses up the allowance too
+  if (s != standby_seen || due) {
+    ++standby_warnings;
+    if (s == StandbyState::kSyncing) {
+      logf(LogLevel::kWarn,
+           "pair: standby node %u is not ready (bulk resync in progress, %u of our %zu flows): "
+           "a failover now loses the flows it lacks",
+           roles.peerNodeId(), roles.peer().flows, engine.activeFlows());
+    } else {
+      logf(LogLevel::kWarn, "pair: no standby heard: a failure of this node now loses every flow");
+    }
+  }
+  standby_seen = s;
 }
 
 // ---- Deferral ----
@@ -780,6 +826,16 @@ std::string PairController::metricsText() const {
   family("tandem_pair_addresses_held", "gauge", "1 while this node holds the address group.");
   sample("tandem_pair_addresses_held", p.addresses_held ? 1 : 0);
   p.pathMetrics(out);
+  family("tandem_pair_standby_ready", "gauge",
+         "On the active: 1 while a ready standby is heard (0: absent or still bulk-resyncing).");
+  sample("tandem_pair_standby_ready",
+         p.roles.role() == sync::Role::kActive &&
+                 p.standbyState(monotonicNs()) == Impl::StandbyState::kReady
+             ? 1
+             : 0);
+  family("tandem_pair_standby_warnings_total", "counter",
+         "Warnings logged by the active: standby absent or not ready.");
+  sample("tandem_pair_standby_warnings_total", p.standby_warnings);
   family("tandem_pair_deferral", "gauge", "1 while new flows wait for the standby's ack.");
   sample("tandem_pair_deferral", p.deferring ? 1 : 0);
   family("tandem_pair_deferred_waiting", "gauge", "New flows waiting for the standby's ack.");
@@ -833,13 +889,29 @@ std::string PairController::metricsText() const {
   return out;
 }
 
+std::string PairController::Impl::statusExtras() const {
+  const uint64_t now = monotonicNs();
+  const char* standby = "n/a";  // only the active has a standby
+  if (roles.role() == sync::Role::kActive) {
+    switch (standbyState(now)) {
+      case StandbyState::kAbsent: standby = "absent"; break;
+      case StandbyState::kSyncing: standby = "syncing"; break;
+      case StandbyState::kReady: standby = "ready"; break;
+    }
+  }
+  return std::string(",\"standby\":\"") + standby + "\",\"deferral\":" +
+         (deferring ? "true" : "false") + ",\"sync_path\":" +
+         (roles.pathAlive(sync::Path::kSync, now) ? "true" : "false") + ",\"front_path\":" +
+         (front ? (roles.pathAlive(sync::Path::kFront, now) ? "true" : "false") : "null");
+}
+
 std::string PairController::statusJson() const {
   const Impl& p = *impl_;
   return std::string("\"pair\":{\"role\":\"") + sync::roleName(p.roles.role()) +
          "\",\"ready\":" + (p.roles.ready() ? "true" : "false") +
          ",\"epoch\":" + std::to_string(p.roles.epoch()) +
          ",\"addresses_held\":" + (p.addresses_held ? "true" : "false") +
-         ",\"peer_seen\":" + (p.roles.peerSeen() ? "true" : "false") + "}";
+         ",\"peer_seen\":" + (p.roles.peerSeen() ? "true" : "false") + p.statusExtras() + "}";
 }
 
 }  // namespace tandem

@@ -4,6 +4,8 @@
 # acknowledged the flow's checkpoint, at most sync.defer_timeout_ms. Topology: pair_lib.sh
 # (passthrough, SNAT, two backends).
 #
+#   - A alone: it warns that it has no standby; B starting with A's sync frames dropped: A
+#     warns that its standby is not ready (bulk resync visibility), until B's bulk completes;
 #   - A active, B a ready standby: A's deferral is on; 50 verified connections complete, and
 #     A counts their flows as deferred and acknowledged (SYN-ACKs held: tandem_sync_deferred);
 #   - B's sync port blocked (iptables DROP in B's namespace; the heartbeat timeout is long, so
@@ -50,9 +52,40 @@ pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
 pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
 printf 'defer_timeout_ms = 50\n' >>"$TDM_TMP/a.conf"  # [sync] is the last section
 
+standby_is() { http_in "$NS_PA" /status | grep -q "\"standby\":\"$1\""; }
+
 start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf"
-wait_for 5 is_role "$NS_PA" active
+name="A alone and active: /status says no standby, the warning is logged and counted"
+if wait_for 8 is_role "$NS_PA" active && wait_for 2 standby_is absent &&
+    [ "$(m_a tandem_pair_standby_warnings_total)" -ge 1 ] &&
+    grep -q "no standby heard" "$TDM_TMP/tandemd-a.log"; then
+  pass "$name"
+else
+  fail "$name" "$(http_in "$NS_PA" /status)"
+fi
+
+# B starts with A's sync frames dropped (its own heartbeats reach A): its bulk cannot finish.
+in_ns "$NS_PB" iptables -I INPUT -p udp --dport "$SYNC_PORT" -j DROP
+w0=$(m_a tandem_pair_standby_warnings_total)
 start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf"
+B_PID=$NODE_PID
+name="B bulk-resyncing: A warns while its standby is not ready (/status, metric, log)"
+if wait_for 2 standby_is syncing && [ "$(m_a tandem_pair_standby_ready)" = 0 ] &&
+    [ "$(m_a tandem_pair_standby_warnings_total)" -gt "$w0" ] &&
+    grep -q "standby node 2 is not ready" "$TDM_TMP/tandemd-a.log" && is_role "$NS_PB" standby
+then
+  pass "$name"
+else
+  fail "$name" "$(http_in "$NS_PA" /status)"
+fi
+in_ns "$NS_PB" iptables -D INPUT -p udp --dport "$SYNC_PORT" -j DROP
+name="B's bulk completes: A reports a ready standby"
+if wait_for 5 standby_is ready && [ "$(m_a tandem_pair_standby_ready)" = 1 ] &&
+    grep -q "standby node 2 is ready" "$TDM_TMP/tandemd-a.log"; then
+  pass "$name"
+else
+  fail "$name" "$(http_in "$NS_PA" /status)"
+fi
 name="A active, B ready standby: A defers new flows"
 if wait_for 5 is_ready "$NS_PB" && is_role "$NS_PB" standby &&
     wait_for 2 deferral_is 1; then
@@ -113,7 +146,7 @@ else
 fi
 
 name="a lone active does not defer: B stopped, A's deferral turns off, connections complete"
-stop_node "$NODE_PID" "$NS_PB" >/dev/null 2>&1
+stop_node "$B_PID" "$NS_PB" >/dev/null 2>&1
 tmo0=$(m_a tandem_pair_deferred_timeouts_total)
 if wait_for 8 deferral_is 0; then
   out=$(in_ns "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 5 --bytes 4096 \
