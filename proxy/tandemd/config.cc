@@ -55,7 +55,7 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.addresses", "IFACE=ADDR/PLEN list: the group the active holds (required)"},
     {"sync.garp_count", "gratuitous ARP rounds at takeover, 1-100"},
     {"sync.defer", "true: a new flow's SYN-ACK waits until the standby acknowledged it"},
-    {"sync.defer_timeout_ms", "longest such wait, 1-10000 ms; then it goes anyway (counted)"},
+    {"sync.defer_timeout_ms", "longest such wait, 1-1000 ms; then it goes anyway (counted)"},
     {"sync.front_bind", "ADDRESS:PORT of this node's front-network heartbeat socket"},
     {"sync.front_peer", "ADDRESS:PORT of the peer's front heartbeat socket (with front_bind)"},
     {"sync.garp_refresh_ms", "gratuitous ARP round every N ms while active, 0-3600000; 0 = off"},
@@ -389,7 +389,9 @@ void crossCheck(const std::vector<ServiceConfig>& services) {
 void parseSyncPairExtras(const Values& values, SyncConfig& s) {
   if (const Value* v = values.find("sync.defer")) s.defer = parseBool("sync.defer", *v);
   if (const Value* v = values.find("sync.defer_timeout_ms")) {
-    s.defer_timeout_ns = parseUint("sync.defer_timeout_ms", *v, 1, 10'000) * 1'000'000;
+    // Below the NFQUEUE hold store's own limit (NfQueue::kHoldTimeoutNs), which drops a packet
+    // held longer.
+    s.defer_timeout_ns = parseUint("sync.defer_timeout_ms", *v, 1, 1'000) * 1'000'000;
   }
   const Value* fb = values.find("sync.front_bind");
   const Value* fp = values.find("sync.front_peer");

@@ -61,7 +61,7 @@ TEST(ConfigPair, KeysAreParsed) {
 TEST(ConfigPair, ErrorsNameTheKey) {
   EXPECT_NE(error("defer = maybe\n").find("sync.defer"), std::string::npos);
   EXPECT_NE(error("defer_timeout_ms = 0\n").find("sync.defer_timeout_ms"), std::string::npos);
-  EXPECT_NE(error("defer_timeout_ms = 10001\n").find("sync.defer_timeout_ms"),
+  EXPECT_NE(error("defer_timeout_ms = 1001\n").find("sync.defer_timeout_ms"),
             std::string::npos);
   EXPECT_NE(error("front_bind = 10.10.1.11:7601\n").find("sync.front_peer"), std::string::npos);
   EXPECT_NE(error("front_peer = 10.10.1.12:7601\n").find("sync.front_bind"), std::string::npos);
