@@ -151,6 +151,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void pollDeferred(uint64_t now) noexcept;
   bool wantDeferral(uint64_t now) const noexcept;
   void releaseHeld(uint64_t now) noexcept;
+  void drainToSender(uint64_t now) noexcept;
+  void flushNewFlows(uint64_t now) noexcept;
   // Heartbeats on the front network (sync.front_bind / front_peer): a second path to the peer.
   void openFront();
   void registerFront();
@@ -216,6 +218,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   uint64_t garp_refresh_rounds = 0;   ///< of them, periodic refreshes (sync.garp_refresh_ms)
   DeferredFlows deferred;
   bool deferring = false;
+  uint64_t flows_created_seen = 0;  ///< Counters::flows_created at the last flushNewFlows()
+  uint64_t early_flushes = 0;       ///< drains run right after a packet batch (deferral)
   std::function<void(uint64_t)> held_releaser;
   RateLimit reject_warn{10'000'000'000ull, 5};
   RateLimit drain_warn{10'000'000'000ull, 1};
@@ -457,15 +461,7 @@ void PairController::Impl::onTick() noexcept {
   handleRole(roles.tick(now), now);
   watchPaths(now);
   if (roles.role() == sync::Role::kActive) {
-    const bool complete = engine.drainChanges(
-        [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
-        [&](const Flow& f) { queueChange(f, now); });
-    if (!complete) {
-      ++counters.changes_lost;
-      if (drain_warn.allow(now)) {
-        logf(LogLevel::kWarn, "pair: flow removals were lost before reaching the sync queue");
-      }
-    }
+    drainToSender(now);
     now_for_source = now;
     (void)bulk_sender.step(*this, sender, kBulkPerTick);
     sendUpdates(now);
@@ -645,6 +641,33 @@ void PairController::Impl::releaseHeld(uint64_t now) noexcept {
   if (held_releaser) held_releaser(now);
 }
 
+void PairController::Impl::drainToSender(uint64_t now) noexcept {
+  const bool complete = engine.drainChanges(
+      [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
+      [&](const Flow& f) { queueChange(f, now); });
+  if (!complete) {
+    ++counters.changes_lost;
+    if (drain_warn.allow(now)) {
+      logf(LogLevel::kWarn, "pair: flow removals were lost before reaching the sync queue");
+    }
+  }
+}
+
+void PairController::Impl::flushNewFlows(uint64_t now) noexcept {
+  // While deferring, a new flow's checkpoint leaves with the packet batch that created it, not
+  // at the next tick: its round trip to the standby then overlaps the backend's, and the held
+  // SYN-ACK rarely waits at all. Once per batch that created flows, never per packet.
+  const uint64_t created = engine.counters().flows_created;
+  if (!deferring || created == flows_created_seen) {
+    flows_created_seen = created;
+    return;
+  }
+  flows_created_seen = created;
+  ++early_flushes;
+  drainToSender(now);
+  sendUpdates(now);
+}
+
 void PairController::Impl::queueChange(const Flow& f, uint64_t now) noexcept {
   uint64_t seq = 0;
   const bool queued = sender.upsert(flowToRecord(f, now), &seq);
@@ -758,6 +781,10 @@ PairController::~PairController() {
   if (impl_->timer_ev != nullptr) event_free(impl_->timer_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
   if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
+}
+
+void PairController::afterPackets() noexcept {
+  if (impl_->roles.role() == sync::Role::kActive) impl_->flushNewFlows(monotonicNs());
 }
 
 void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {
@@ -878,6 +905,7 @@ std::string PairController::metricsText() const {
       {"tandem_pair_garp_send_errors_total", p.garpFrames(true)},
       {"tandem_pair_active_conflicts_total", p.active_conflicts},
       {"tandem_pair_deferred_flows_total", p.deferred.counters().tracked},
+      {"tandem_pair_early_flushes_total", p.early_flushes},
       {"tandem_pair_deferred_acked_total", p.deferred.counters().acked},
       {"tandem_pair_deferred_timeouts_total", p.deferred.counters().timed_out},
       {"tandem_pair_deferred_abandoned_total", p.deferred.counters().abandoned},

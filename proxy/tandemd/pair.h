@@ -65,6 +65,8 @@ class PairController {
   /// engine's spliceGeneration() moved outside packet processing; the daemon offers the NFQUEUE
   /// hold store to the engine again (NfQueue::offerHeld).
   void setHeldReleaser(std::function<void(uint64_t)> fn);
+  /// Call after each NFQUEUE batch: while deferring, new flows' checkpoints are sent at once.
+  void afterPackets() noexcept;
 
   /// "active", "standby" or "fault".
   const char* roleName() const noexcept;

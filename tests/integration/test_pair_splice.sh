@@ -17,6 +17,8 @@ source "$(dirname "$0")/pair_lib.sh"
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK
 require_kernel
+# A 200 ms dead interval: on a busy shared machine a 100 ms loop stall is not a dead peer.
+HB_MISS=10
 pair_init
 CONNS=100
 COOKIE_SECRET=0f1e2d3c4b5a69788796a5b4c3d2e1f0
