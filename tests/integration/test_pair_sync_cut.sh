@@ -3,7 +3,8 @@
 # front_peer). Topology: pair_lib.sh (passthrough, SNAT, two backends); the sync link runs over
 # the back bridge, the front heartbeats over the client's bridge.
 #
-#   - A active, B a ready standby, both paths alive on both nodes;
+#   - A active, B a ready standby, both paths alive on both nodes; the active's GARP refresh;
+#     forged front heartbeats from the client's namespace are counted and change nothing;
 #   - the sync link cut while both live (UDP to and from the sync port dropped in B's
 #     namespace, for 1.5 s = 7 dead intervals): no takeover, B stays standby without
 #     addresses, both nodes count the loss of the sync path, A stops deferring (the acks cannot
@@ -95,6 +96,29 @@ if wait_for 3 refreshed && [ -n "$rounds" ] && [ "$frames" = $((2 * rounds)) ] &
   pass "$name ($rounds rounds, $frames frames so far)"
 else
   fail "$name" "A: refresh rounds $r0 -> $(metric_in "$NS_PA" tandem_pair_garp_refresh_rounds_total), $rounds rounds, $frames frames; B: $(metric_in "$NS_PB" tandem_pair_garp_rounds_total) rounds"
+fi
+
+name="forged front heartbeats (garbage, bad MAC claiming node 1 active, unknown key): counted, no effect"
+rej0=$(metric_in "$NS_PB" tandem_front_rejected_total)
+epoch0=$(metric_in "$NS_PB" tandem_pair_epoch)
+in_ns "$NS_CLI" python3 - "$B_FRONT" "$FRONT_PORT" <<'PYEOF'
+import socket, struct, sys
+dst = (sys.argv[1], int(sys.argv[2]))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"\xde\xad" * 30, dst)
+hb = struct.pack(">BBBBIII", 1, 255, 1, 0, 100000, 0, 20)
+sec = struct.pack(">BBH", 1, len(hb) // 4, 1) + hb
+for key_id in (7, 99):
+    hdr = struct.pack(">HBBHHQII", 0x5453, 1, 0, key_id, len(sec), 2**62, 1, 100000)
+    s.sendto(hdr + sec + b"\x00" * 16, dst)
+PYEOF
+front_rejected() { [ "$(metric_in "$NS_PB" tandem_front_rejected_total)" -ge $((rej0 + 3)) ]; }
+if wait_for 2 front_rejected && is_role "$NS_PB" standby && is_role "$NS_PA" active &&
+    [ "$(metric_in "$NS_PB" tandem_pair_epoch)" = "$epoch0" ] &&
+    [ "$(metric_in "$NS_PB" tandem_front_rejected_total 'bad_mac')" -ge 1 ]; then
+  pass "$name"
+else
+  fail "$name" "front rejects $rej0 -> $(metric_in "$NS_PB" tandem_front_rejected_total)"
 fi
 
 bg_start conns "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 30 --bytes 65536 \
