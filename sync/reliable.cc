@@ -33,12 +33,13 @@ bool ReliableSender::enqueue(const Update& u) noexcept {
   return true;
 }
 
-bool ReliableSender::upsert(const FlowRecord& flow) noexcept {
+bool ReliableSender::upsert(const FlowRecord& flow, uint64_t* seq) noexcept {
   if (auto it = unsent_by_key_.find(flow.key); it != unsent_by_key_.end()) {
     if (Entry* e = at(it->second); e != nullptr && !e->sent) {
       e->update.kind = UpdateKind::kUpsert;
       e->update.flow = flow;
       ++counters_.coalesced;
+      if (seq != nullptr) *seq = e->update.seq;
       return true;
     }
   }
@@ -47,7 +48,15 @@ bool ReliableSender::upsert(const FlowRecord& flow) noexcept {
   u.flow = flow;
   if (!enqueue(u)) return false;
   unsent_by_key_[flow.key] = next_seq_ - 1;
+  if (seq != nullptr) *seq = next_seq_ - 1;
   return true;
+}
+
+bool ReliableSender::delivered(uint64_t seq) const noexcept {
+  if (seq >= next_seq_) return false;
+  if (queue_.empty() || seq < queue_.front().update.seq) return true;  // acked and popped
+  const uint64_t i = seq - queue_.front().update.seq;
+  return i < queue_.size() && queue_[static_cast<size_t>(i)].sacked;
 }
 
 bool ReliableSender::remove(const FlowKey& key) noexcept {

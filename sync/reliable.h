@@ -68,7 +68,11 @@ class ReliableSender {
   ReliableSender(ReliableConfig config, uint64_t session) noexcept;
 
   /// Queues the state of one flow. False if the queue is full (counted; resyncNeeded() set).
-  bool upsert(const FlowRecord& flow) noexcept;
+  /// `seq`, if given, receives the seq of the message that carries it (an earlier unsent one
+  /// when it coalesced): delivered(seq) then says when the peer has it.
+  bool upsert(const FlowRecord& flow, uint64_t* seq = nullptr) noexcept;
+  /// The peer acknowledged message `seq` of this session (cumulatively or as a range).
+  bool delivered(uint64_t seq) const noexcept;
   /// Queues the deletion of one flow. False if the queue is full.
   bool remove(const FlowKey& key) noexcept;
   /// Queues the end marker of bulk transfer `request_id`, ordered after everything before it.

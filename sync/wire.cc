@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "common/bytes.h"
 
@@ -194,9 +195,20 @@ void put(Put& w, const FlowUpsert& v) noexcept {
     w.u32(adj.correction_pos);
     w.i32(adj.offset_before);
     w.i32(adj.offset_after);
-  }
+  }                                                   // revision 1.0 ends here: 168
+  const SpliceRecord& sp = f.splice;                  // 24
+  w.u8(sp.flags);
+  w.u8(sp.backend_wscale);
+  w.u8(sp.client_view_wscale);
+  w.u8(sp.syn_retries);
+  w.u32(sp.ts_offset);
+  w.u32(sp.proxy_isn);
+  w.u32(sp.client_tsval);
+  w.u32(sp.proxy_tsval);
+  w.u16(sp.client_window);
+  w.u16(sp.syn_mss);
 }
-bool get(Get& r, FlowUpsert& v) noexcept {
+bool get(Get& r, FlowUpsert& v, size_t item_len) noexcept {
   FlowRecord& f = v.flow;
   v.seq = r.u64();
   getKey(r, f.key);
@@ -229,7 +241,20 @@ bool get(Get& r, FlowUpsert& v) noexcept {
     adj.offset_before = r.i32();
     adj.offset_after = r.i32();
   }
-  return ok;
+  f.splice_fields = item_len >= kFlowUpsertLen;
+  if (!f.splice_fields) return ok;  // revision 1.0: no splice fields
+  SpliceRecord& sp = f.splice;
+  sp.flags = r.u8();
+  sp.backend_wscale = r.u8();
+  sp.client_view_wscale = r.u8();
+  sp.syn_retries = r.u8();
+  sp.ts_offset = r.u32();
+  sp.proxy_isn = r.u32();
+  sp.client_tsval = r.u32();
+  sp.proxy_tsval = r.u32();
+  sp.client_window = r.u16();
+  sp.syn_mss = r.u16();
+  return ok && sp.backend_wscale <= 14 && sp.client_view_wscale <= 14;
 }
 
 void put(Put& w, const FlowDelete& v) noexcept {
@@ -308,34 +333,42 @@ bool get(Get& r, Ack& v) noexcept {
 
 /// Static description of one action: the one dispatch table of the protocol.
 struct ActionInfo {
-  size_t len;  ///< wire length of this version's item
-  /// Decodes and validates one item; calls the handler when non-null.
-  bool (*decode)(const uint8_t* item, SectionHandler* handler) noexcept;
+  size_t len;      ///< wire length of this version's item
+  size_t min_len;  ///< wire length of the action's first revision
+  /// Decodes and validates one item of `item_len` >= min_len bytes; calls the handler when
+  /// non-null.
+  bool (*decode)(const uint8_t* item, size_t item_len, SectionHandler* handler) noexcept;
 };
 
 template <class T, void (SectionHandler::*kFn)(const T&) noexcept>
-bool decodeAs(const uint8_t* item, SectionHandler* handler) noexcept {
+bool decodeAs(const uint8_t* item, size_t item_len, SectionHandler* handler) noexcept {
   T v{};
   Get r(item);
-  if (!get(r, v)) return false;
+  bool ok = false;
+  if constexpr (std::is_same_v<T, FlowUpsert>) {
+    ok = get(r, v, item_len);
+  } else {
+    ok = get(r, v);
+  }
+  if (!ok) return false;
   if (handler != nullptr) (handler->*kFn)(v);
   return true;
 }
 
 constexpr ActionInfo kActions[kActionMax + 1] = {
-    {0, nullptr},
-    {kHeartbeatLen, &decodeAs<Heartbeat, &SectionHandler::onHeartbeat>},
-    {kSeqBaseLen, &decodeAs<SeqBase, &SectionHandler::onSeqBase>},
-    {kFlowUpsertLen, &decodeAs<FlowUpsert, &SectionHandler::onFlowUpsert>},
-    {kFlowDeleteLen, &decodeAs<FlowDelete, &SectionHandler::onFlowDelete>},
-    {kBulkRequestLen, &decodeAs<BulkRequest, &SectionHandler::onBulkRequest>},
-    {kBulkEndLen, &decodeAs<BulkEnd, &SectionHandler::onBulkEnd>},
-    {kAckLen, &decodeAs<Ack, &SectionHandler::onAck>},
+    {0, 0, nullptr},
+    {kHeartbeatLen, kHeartbeatLen, &decodeAs<Heartbeat, &SectionHandler::onHeartbeat>},
+    {kSeqBaseLen, kSeqBaseLen, &decodeAs<SeqBase, &SectionHandler::onSeqBase>},
+    {kFlowUpsertLen, kFlowUpsertMinLen, &decodeAs<FlowUpsert, &SectionHandler::onFlowUpsert>},
+    {kFlowDeleteLen, kFlowDeleteLen, &decodeAs<FlowDelete, &SectionHandler::onFlowDelete>},
+    {kBulkRequestLen, kBulkRequestLen, &decodeAs<BulkRequest, &SectionHandler::onBulkRequest>},
+    {kBulkEndLen, kBulkEndLen, &decodeAs<BulkEnd, &SectionHandler::onBulkEnd>},
+    {kAckLen, kAckLen, &decodeAs<Ack, &SectionHandler::onAck>},
 };
 
 static_assert(kHeartbeatLen % 4 == 0 && kSeqBaseLen % 4 == 0 && kFlowUpsertLen % 4 == 0 &&
               kFlowDeleteLen % 4 == 0 && kBulkRequestLen % 4 == 0 && kBulkEndLen % 4 == 0 &&
-              kAckLen % 4 == 0 && kFlowUpsertLen / 4 <= 255);
+              kAckLen % 4 == 0 && kFlowUpsertLen / 4 <= 255 && kFlowUpsertMinLen % 4 == 0);
 
 /// One pass over the sections; handler == nullptr validates only.
 PayloadResult walk(std::span<const uint8_t> payload, SectionHandler* handler) noexcept {
@@ -361,7 +394,7 @@ PayloadResult walk(std::span<const uint8_t> payload, SectionHandler* handler) no
       res.error = WireError::kTooManyItems;
       return res;
     }
-    if (item_len < info.len) {
+    if (item_len < info.min_len || item_len == 0) {
       res.error = WireError::kBadItemLength;
       return res;
     }
@@ -370,7 +403,7 @@ PayloadResult walk(std::span<const uint8_t> payload, SectionHandler* handler) no
       return res;
     }
     for (size_t i = 0; i < count; ++i) {
-      if (!info.decode(payload.data() + off, handler)) {
+      if (!info.decode(payload.data() + off, item_len, handler)) {
         res.error = WireError::kBadValue;
         return res;
       }

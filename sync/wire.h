@@ -34,9 +34,15 @@
 ///
 /// The item length is in 32-bit words and may exceed the length this version knows: a decoder
 /// reads the fields it knows and skips the rest, so a later minor revision can append fields to
-/// an item without a version bump. A shorter item than known, an unknown action, a count above
-/// kMaxItemsPerSection or a section running past the payload rejects the whole frame, before any
-/// handler is called.
+/// an item without a version bump. An item may also be shorter than this version's, down to the
+/// action's first revision (its minimum length): the appended fields then read as absent. Below
+/// the minimum, an unknown action, a count above kMaxItemsPerSection or a section running past
+/// the payload rejects the whole frame, before any handler is called.
+///
+/// Revisions of version 1: 1.0 had FLOW_UPSERT items of 168 bytes (kFlowUpsertMinLen); 1.1
+/// appends the splice fields (24 bytes, SpliceRecord). A 1.1 node reads a 1.0 upsert with
+/// FlowRecord::splice_fields false (its installer refuses a spliced flow without them); a 1.0
+/// node reads a 1.1 upsert and skips the splice fields.
 
 #include <cstddef>
 #include <cstdint>
@@ -73,7 +79,8 @@ inline constexpr uint8_t kActionMax = 7;
 /// Wire length in bytes of each item type in this version (a multiple of 4).
 inline constexpr size_t kHeartbeatLen = 16;
 inline constexpr size_t kSeqBaseLen = 16;
-inline constexpr size_t kFlowUpsertLen = 168;
+inline constexpr size_t kFlowUpsertLen = 192;
+inline constexpr size_t kFlowUpsertMinLen = 168;  ///< revision 1.0: no splice fields
 inline constexpr size_t kFlowDeleteLen = 44;
 inline constexpr size_t kBulkRequestLen = 4;
 inline constexpr size_t kBulkEndLen = 16;
@@ -162,6 +169,27 @@ inline constexpr uint8_t kTcpStateCount = 9;
 inline constexpr uint8_t kModeCount = 2;
 inline constexpr uint8_t kFlowHasSeqAdj = 0x01;
 
+/// Splice-mode state of one flow (proxy/core/flow.h): the cookie, timestamp and window-scale
+/// translation between the two legs, and the backend SYN's options (to send it again).
+struct SpliceRecord {
+  uint8_t flags = 0;  ///< kSplice* bits
+  uint8_t backend_wscale = 0;
+  uint8_t client_view_wscale = 0;
+  uint8_t syn_retries = 0;
+  uint32_t ts_offset = 0;
+  uint32_t proxy_isn = 0;
+  uint32_t client_tsval = 0;
+  uint32_t proxy_tsval = 0;
+  uint16_t client_window = 0;
+  uint16_t syn_mss = 0;
+  friend bool operator==(const SpliceRecord&, const SpliceRecord&) noexcept = default;
+};
+inline constexpr uint8_t kSplicePending = 0x01;   ///< the backend's SYN-ACK has not arrived
+inline constexpr uint8_t kSpliceTsAdj = 0x02;     ///< timestamps are translated
+inline constexpr uint8_t kSpliceRescale = 0x04;   ///< backend windows are rescaled
+inline constexpr uint8_t kSpliceSynSack = 0x08;   ///< the backend SYN offered SACK
+inline constexpr uint8_t kSpliceSynEcn = 0x10;    ///< the backend SYN asked for ECN
+
 /// The hard state of one flow: what a standby needs to keep translating it.
 struct FlowRecord {
   FlowKey key;
@@ -178,6 +206,10 @@ struct FlowRecord {
   uint32_t expires_ms = 0;   ///< time left until the sender would expire it
   WindowRecord win[2];       ///< indexed by direction: 0 from client, 1 from backend
   SeqAdjRecord adj[2];
+  /// The item carried the splice fields (revision 1.1 on): set by every encoder of this
+  /// version, false only for an item of revision 1.0.
+  bool splice_fields = false;
+  SpliceRecord splice;       ///< meaningful for mode splice
   friend bool operator==(const FlowRecord&, const FlowRecord&) noexcept = default;
 };
 

@@ -67,6 +67,8 @@ struct Counters {
   uint64_t splice_syn_retransmits = 0;   ///< splice: backend SYNs sent again (lost SYN or SYN-ACK)
   uint64_t splice_held = 0;           ///< splice: client segments held while the backend leg
                                       ///< opened (each time one was offered and held again)
+  uint64_t sync_deferred = 0;         ///< pair: backend SYN-ACKs held until the standby knew
+                                      ///< the flow (each time one was offered and held again)
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

@@ -155,6 +155,8 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   Flow& f = table.at(hit.index);
   if (f.splice_pending)
     return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, meta, now_ns);
+  if (impl_->holdForSync(f, hit.dir, pkt.flags(), meta))
+    return {Verdict::kHold, DropReason::kNone, false, 0};
 
   // The tracker works in the backend leg's sequence space: a client segment is translated
   // first (its ack and SACK edges move into the backend's space), a backend one after.
@@ -260,6 +262,7 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
   table.insert(index);
   ++counters.flows_created;
   touch(index);
+  f.sync_pending = tracking && defer;
   hit = {index, Direction::kFromClient};
   return DropReason::kNone;
 }
@@ -372,6 +375,21 @@ bool Engine::removeFlow(const FlowKey& client_key) noexcept {
   const FlowTable::Hit hit = impl_->table.find(client_key);
   if (!hit || hit.dir != Direction::kFromClient) return false;
   impl_->table.remove(hit.index);
+  return true;
+}
+
+void Engine::setSyncDeferral(bool on) noexcept {
+  if (impl_->defer && !on) ++impl_->splice_generation;  // held SYN-ACKs may all go now
+  impl_->defer = on;
+}
+
+bool Engine::markSynced(const FlowKey& client_key) noexcept {
+  const FlowTable::Hit hit = impl_->table.find(client_key);
+  if (!hit || hit.dir != Direction::kFromClient) return false;
+  Flow& f = impl_->table.at(hit.index);
+  if (!f.sync_pending) return false;
+  f.sync_pending = false;
+  ++impl_->splice_generation;
   return true;
 }
 

@@ -111,9 +111,18 @@ class Engine {
   /// restarts every flow's idle timer at now_ns, since each was alive when the peer died.
   void setStandby(bool standby, uint64_t now_ns) noexcept;
 
+  /// Deferral (the pair, with a ready standby): while on, every new flow starts unsynced and its
+  /// backend's SYN-ACK, the packet that makes it visible to the client, is held (Verdict::kHold,
+  /// counted in sync_deferred) until markSynced(). Turning it off releases every held SYN-ACK.
+  void setSyncDeferral(bool on) noexcept;
+  /// The standby acknowledged the flow with this client-leg key (or the wait timed out): its
+  /// held SYN-ACK may go. False if there is no such flow or it was not waiting.
+  bool markSynced(const FlowKey& client_key) noexcept;
+
   const Counters& counters() const noexcept { return counters_; }
-  /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out):
-  /// the moment to offer held packets (Verdict::kHold) again.
+  /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out)
+  /// or a deferred flow is released (markSynced, setSyncDeferral(false)): the moment to offer
+  /// held packets (Verdict::kHold) again.
   uint64_t spliceGeneration() const noexcept;
   size_t activeFlows() const noexcept;
   size_t maxFlows() const noexcept;

@@ -45,6 +45,17 @@ struct Engine::Impl {
     dirty_list.push_back(index);  // capacity reserved for every flow: never reallocates
   }
 
+  /// Deferral: hold the backend's SYN-ACK of a flow the standby does not know yet.
+  bool holdForSync(const Flow& f, Direction dir, uint8_t flags,
+                   const PacketMeta& meta) noexcept {
+    constexpr uint8_t kMask = tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst;
+    if (!defer || !f.sync_pending || dir != Direction::kFromBackend || !meta.can_hold ||
+        (flags & kMask) != (tcpflag::kSyn | tcpflag::kAck))
+      return false;
+    ++counters.sync_deferred;
+    return true;
+  }
+
   const EngineConfig& config;
   Counters& counters;
   FlowTable table;
@@ -58,6 +69,7 @@ struct Engine::Impl {
   uint64_t splice_generation = 0;  // bumped whenever a pending splice resolves
   bool standby = false;            // expiry paused (Engine::setStandby)
   bool tracking = false;
+  bool defer = false;              // Engine::setSyncDeferral
   bool lost_changes = false;
   std::vector<uint32_t> dirty_list;
   std::vector<FlowKey> removed_log;

@@ -89,6 +89,9 @@ struct Flow {
   bool syn_sack = false;
   bool syn_ecn = false;
   uint8_t syn_retries = 0;
+  /// Deferral (Engine::setSyncDeferral): the standby has not acknowledged this new flow yet,
+  /// so the backend's SYN-ACK is held (Verdict::kHold) until Engine::markSynced().
+  bool sync_pending = false;
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

@@ -203,6 +203,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
 
   const bool synack = (flags & (tcpflag::kSyn | tcpflag::kAck)) == (tcpflag::kSyn | tcpflag::kAck);
   if (!synack && !rst) return dropped(DropReason::kSplicePending);
+  if (holdForSync(f, dir, flags, meta)) return {Verdict::kHold, DropReason::kNone, false, 0};
   const DropReason r = trackSegment(f, dir, pkt, opts, now_ns, counters);
   if (r != DropReason::kNone) return dropped(r);
   ++counters.packets[1];

@@ -363,22 +363,35 @@ void NfQueue::hold(uint32_t id, const PacketSlot& slot, uint64_t now_ns) noexcep
 }
 
 void NfQueue::releaseHeld(Engine& engine, uint64_t now_ns) noexcept {
-  for (Held& h : held_) {
-    if (h.done) continue;
-    const Decision d = engine.process(h.bytes.data(), h.len, h.bytes.size(), h.meta, now_ns);
-    if (d.verdict == Verdict::kHold) continue;  // its own splice is still opening
-    h.done = true;
-    if (d.verdict == Verdict::kAccept) {
-      ++counters_.hold_released;
-      queueVerdict(h.id, NF_ACCEPT, d.modified ? h.bytes.data() : nullptr, d.len);
-    } else {
-      queueVerdict(h.id, NF_DROP, nullptr, 0);
+  // A held packet released here may itself move the generation (a deferred backend SYN-ACK
+  // completes its splice): the client data held before it in the store gets another pass.
+  for (int pass = 0; pass < 4; ++pass) {
+    const uint64_t generation = engine.spliceGeneration();
+    for (Held& h : held_) {
+      if (h.done) continue;
+      const Decision d = engine.process(h.bytes.data(), h.len, h.bytes.size(), h.meta, now_ns);
+      if (d.verdict == Verdict::kHold) continue;  // its own splice is still opening
+      h.done = true;
+      if (d.verdict == Verdict::kAccept) {
+        ++counters_.hold_released;
+        queueVerdict(h.id, NF_ACCEPT, d.modified ? h.bytes.data() : nullptr, d.len);
+      } else {
+        queueVerdict(h.id, NF_DROP, nullptr, 0);
+      }
     }
+    if (engine.spliceGeneration() == generation) return;
   }
 }
 
 void NfQueue::compactHeld() noexcept {
   std::erase_if(held_, [](const Held& h) { return h.done; });
+}
+
+void NfQueue::offerHeld(Engine& engine, uint64_t now_ns) noexcept {
+  if (held_.empty()) return;
+  releaseHeld(engine, now_ns);
+  flush();
+  compactHeld();
 }
 
 void NfQueue::tick(uint64_t now_ns) noexcept {

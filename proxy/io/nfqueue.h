@@ -101,6 +101,9 @@ class NfQueue {
 
   /// Drops held packets older than kHoldTimeoutNs (TCP then resends them). Call periodically.
   void tick(uint64_t now_ns) noexcept;
+  /// Offers every held packet to `engine` again and sends the verdicts of those it lets go.
+  /// For a hold released outside packet processing (the pair's deferral: Engine::markSynced).
+  void offerHeld(Engine& engine, uint64_t now_ns) noexcept;
 
   const NfQueueCounters& counters() const noexcept { return counters_; }
   const NfQueueOptions& options() const noexcept { return options_; }

@@ -54,6 +54,11 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.miss_count", "missed heartbeats that make the peer dead, 2-100"},
     {"sync.addresses", "IFACE=ADDR/PLEN list: the group the active holds (required)"},
     {"sync.garp_count", "gratuitous ARP rounds at takeover, 1-100"},
+    {"sync.defer", "true: a new flow's SYN-ACK waits until the standby acknowledged it"},
+    {"sync.defer_timeout_ms", "longest such wait, 1-1000 ms; then it goes anyway (counted)"},
+    {"sync.front_bind", "ADDRESS:PORT of this node's front-network heartbeat socket"},
+    {"sync.front_peer", "ADDRESS:PORT of the peer's front heartbeat socket (with front_bind)"},
+    {"sync.garp_refresh_ms", "gratuitous ARP round every N ms while active, 0-3600000; 0 = off"},
 };
 
 constexpr KeyHelp kServiceKeys[] = {
@@ -380,6 +385,32 @@ void crossCheck(const std::vector<ServiceConfig>& services) {
   }
 }
 
+/// The [sync] keys of deferral, front-path heartbeats and the GARP refresh.
+void parseSyncPairExtras(const Values& values, SyncConfig& s) {
+  if (const Value* v = values.find("sync.defer")) s.defer = parseBool("sync.defer", *v);
+  if (const Value* v = values.find("sync.defer_timeout_ms")) {
+    // Below the NFQUEUE hold store's own limit (NfQueue::kHoldTimeoutNs), which drops a packet
+    // held longer.
+    s.defer_timeout_ns = parseUint("sync.defer_timeout_ms", *v, 1, 1'000) * 1'000'000;
+  }
+  const Value* fb = values.find("sync.front_bind");
+  const Value* fp = values.find("sync.front_peer");
+  if ((fb == nullptr) != (fp == nullptr)) {
+    const char* missing = fb == nullptr ? "sync.front_bind" : "sync.front_peer";
+    throw ConfigError(std::string(missing) + ": missing (sync.front_bind and sync.front_peer " +
+                      "go together)");
+  }
+  if (fb != nullptr) {
+    s.front_bind = parseEndpoint("sync.front_bind", *fb, fb->text, true);
+    s.front_peer = parseEndpoint("sync.front_peer", *fp, fp->text, true);
+    if (*s.front_bind == *s.front_peer) fail("sync.front_peer", *fp, "is the same as front_bind");
+    if (*s.front_bind == s.bind) fail("sync.front_bind", *fb, "is the same as sync.bind");
+  }
+  if (const Value* v = values.find("sync.garp_refresh_ms")) {
+    s.garp_refresh_ns = parseUint("sync.garp_refresh_ms", *v, 0, 3'600'000) * 1'000'000;
+  }
+}
+
 /// The [sync] section: present if any sync.* key is.
 std::optional<SyncConfig> parseSync(const Values& values) {
   bool any = false;
@@ -442,6 +473,7 @@ std::optional<SyncConfig> parseSync(const Values& values) {
     s.addresses.members.push_back(GroupMember{item.substr(0, eq), *prefix});
   }
   if (s.addresses.members.empty()) fail("sync.addresses", addrs, "empty address list");
+  parseSyncPairExtras(values, s);
   return s;
 }
 
@@ -579,6 +611,9 @@ std::string configKeysHelp() {
       {"sync.heartbeat_interval", "0.05"},
       {"sync.miss_count", std::to_string(SyncConfig{}.miss_count)},
       {"sync.garp_count", std::to_string(SyncConfig{}.garp_count)},
+      {"sync.defer", SyncConfig{}.defer ? "true" : "false"},
+      {"sync.defer_timeout_ms", std::to_string(SyncConfig{}.defer_timeout_ns / 1'000'000)},
+      {"sync.garp_refresh_ms", std::to_string(SyncConfig{}.garp_refresh_ns / 1'000'000)},
       {"service.NAME.mode", modeName(svc.mode)},
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},

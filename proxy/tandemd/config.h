@@ -39,6 +39,16 @@ struct SyncConfig {
   uint32_t miss_count = 3;
   AddressGroup addresses;  ///< moves with the active role
   uint32_t garp_count = 5;
+  /// Deferral: the backend's SYN-ACK of a new flow waits for the standby's acknowledgement of
+  /// the flow, at most defer_timeout_ns (then it goes anyway, counted).
+  bool defer = true;
+  uint64_t defer_timeout_ns = 50'000'000;
+  /// Heartbeats on the front network too (both set, or neither): this node's front socket and
+  /// the peer's, so that losing the sync link alone does not make two actives.
+  std::optional<Endpoint> front_bind;
+  std::optional<Endpoint> front_peer;
+  /// Gratuitous ARP refresh while active, one round per interval; 0 = off.
+  uint64_t garp_refresh_ns = 0;
 };
 
 struct DaemonConfig {

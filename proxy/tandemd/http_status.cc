@@ -57,7 +57,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 17;
+constexpr size_t kScalarCounters = 18;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -144,6 +144,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            c.splice_syn_retransmits);
   m.single("tandem_splice_held_total", "counter",
            "Splice mode: client segments held while the backend leg opened.", c.splice_held);
+  m.single("tandem_sync_deferred_total", "counter",
+           "Proxy pair: backend SYN-ACKs held until the standby acknowledged the new flow.",
+           c.sync_deferred);
   m.single("tandem_snat_ports_reused_total", "counter",
            "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
            c.snat_ports_reused);

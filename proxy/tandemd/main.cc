@@ -89,6 +89,7 @@ struct Loop {
   event_base* base = nullptr;
   Engine* engine = nullptr;
   NfQueue* queue = nullptr;
+  PairController* pair = nullptr;  ///< the proxy pair, when configured
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
@@ -98,6 +99,7 @@ struct Loop {
 void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->queue->onReadable(*loop->engine);
+  if (loop->pair != nullptr) loop->pair->afterPackets();
 }
 
 void checkKernelDrops(Loop& loop) {
@@ -271,6 +273,8 @@ int run(const DaemonConfig& config, Engine& engine) {
   if (config.sync) {
     try {
       pair.emplace(loop.base, engine, *config.sync);
+      pair->setHeldReleaser([&queue, &engine](uint64_t now) { queue.offerHeld(engine, now); });
+      loop.pair = &*pair;
     } catch (const std::exception& e) {
       logf(LogLevel::kError, "sync: %s", e.what());
       return kExitRuntime;

@@ -3,12 +3,16 @@
 #include <event2/event.h>
 #include <time.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 
 #include "proxy/io/garp.h"
+#include "proxy/tandemd/deferral.h"
+#include "proxy/tandemd/flow_record.h"
 #include "proxy/io/log.h"
 #include "proxy/io/udp_channel.h"
 #include "sync/auth.h"
@@ -19,12 +23,6 @@
 
 namespace tandem {
 namespace {
-
-// The wire codes are the core's enum values today; a new state or mode must be mapped here.
-static_assert(static_cast<uint8_t>(TcpState::kCount) == sync::kTcpStateCount,
-              "TcpState changed: update the sync wire codes and flowToRecord()");
-static_assert(static_cast<uint8_t>(Mode::kSplice) + 1 == sync::kModeCount,
-              "Mode changed: update the sync wire codes and flowToRecord()");
 
 /// Checkpoint cadence on the active, ACK cadence on the standby, and the role timer's resolution.
 constexpr uint64_t kTickNs = 2'000'000;
@@ -41,88 +39,6 @@ uint64_t realtimeNs() {
     throw std::system_error(errno, std::generic_category(), "clock_gettime(CLOCK_REALTIME)");
   }
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-uint8_t windowFlags(const TcpWindow& w) noexcept {
-  uint8_t f = 0;
-  if (w.seen) f |= sync::kWinSeen;
-  if (w.wscale_offered) f |= sync::kWinScaleOffered;
-  if (w.ack_seen) f |= sync::kWinAckSeen;
-  if (w.fin_seen) f |= sync::kWinFinSeen;
-  if (w.fin_acked) f |= sync::kWinFinAcked;
-  return f;
-}
-
-sync::FlowKey toSyncKey(const FlowKey& k) noexcept {
-  // The core's client-leg key is {client, vip}, source first (FlowTable::clientKey).
-  return sync::FlowKey{k.saddr, k.daddr, k.sport, k.dport};
-}
-
-FlowKey toCoreKey(const sync::FlowKey& k) noexcept {
-  return FlowKey{k.client_addr, k.vip_addr, k.client_port, k.vip_port};
-}
-
-/// The one place core flow state becomes wire state.
-sync::FlowRecord flowToRecord(const Flow& f, uint64_t now_ns) noexcept {
-  sync::FlowRecord r;
-  r.key = sync::FlowKey{f.client_addr, f.vip_addr, f.client_port, f.vip_port};
-  r.backend_addr = f.backend_addr;
-  r.source_addr = f.source_addr;
-  r.backend_port = f.backend_port;
-  r.source_port = f.source_port;
-  r.service = f.service;
-  r.backend = f.backend;
-  r.mode = static_cast<uint8_t>(f.splice ? Mode::kSplice : Mode::kPassthrough);
-  r.tcp_state = static_cast<uint8_t>(f.state);
-  r.flags = f.has_seqadj ? sync::kFlowHasSeqAdj : 0;
-  const uint64_t idle_ms = now_ns > f.last_seen_ns ? (now_ns - f.last_seen_ns) / 1'000'000 : 0;
-  r.idle_ms = idle_ms > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(idle_ms);
-  for (size_t d = 0; d < 2; ++d) {
-    const TcpWindow& w = f.win[d];
-    r.win[d] = sync::WindowRecord{w.td_end, w.td_maxend, w.td_maxwin, w.last_ack,
-                                  w.fin_end,  w.td_scale,  windowFlags(w)};
-    r.adj[d] = sync::SeqAdjRecord{f.adj[d].correction_pos, f.adj[d].offset_before,
-                                  f.adj[d].offset_after};
-  }
-  return r;
-}
-
-/// And back. False for state this version cannot carry (splice flows: their cookie, timestamp
-/// and window-scale fields are not in FlowRecord yet).
-bool recordToFlow(const sync::FlowRecord& r, Flow& f) noexcept {
-  if (r.mode != static_cast<uint8_t>(Mode::kPassthrough) || r.tcp_state >= sync::kTcpStateCount) {
-    return false;
-  }
-  f = Flow{};
-  f.client_addr = r.key.client_addr;
-  f.vip_addr = r.key.vip_addr;
-  f.client_port = r.key.client_port;
-  f.vip_port = r.key.vip_port;
-  f.backend_addr = r.backend_addr;
-  f.source_addr = r.source_addr;
-  f.backend_port = r.backend_port;
-  f.source_port = r.source_port;
-  f.service = r.service;
-  f.backend = r.backend;
-  f.state = static_cast<TcpState>(r.tcp_state);
-  f.has_seqadj = (r.flags & sync::kFlowHasSeqAdj) != 0;
-  for (size_t d = 0; d < 2; ++d) {
-    const sync::WindowRecord& w = r.win[d];
-    TcpWindow& t = f.win[d];
-    t.td_end = w.td_end;
-    t.td_maxend = w.td_maxend;
-    t.td_maxwin = w.td_maxwin;
-    t.last_ack = w.last_ack;
-    t.fin_end = w.fin_end;
-    t.td_scale = w.scale;
-    t.seen = (w.flags & sync::kWinSeen) != 0;
-    t.wscale_offered = (w.flags & sync::kWinScaleOffered) != 0;
-    t.ack_seen = (w.flags & sync::kWinAckSeen) != 0;
-    t.fin_seen = (w.flags & sync::kWinFinSeen) != 0;
-    t.fin_acked = (w.flags & sync::kWinFinAcked) != 0;
-    f.adj[d] = SeqAdj{r.adj[d].correction_pos, r.adj[d].offset_before, r.adj[d].offset_after};
-  }
-  return true;
 }
 
 /// Collects one frame's items; the frame is applied only after Verifier::open() accepted it all.
@@ -203,7 +119,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
         roles(sync::RolesConfig{c.node_id, c.priority, c.preempt, c.heartbeat_interval_ns,
                                 c.miss_count},
               monotonicNs()),
-        garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, 0}) {}
+        garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, c.garp_refresh_ns}),
+        deferred(c.defer_timeout_ns) {}
 
   // sync::UpdateSink: the standby applies what the reliable receiver delivers, in order.
   void apply(const sync::Update& u) noexcept override;
@@ -222,7 +139,36 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void sendBulkRequest(const sync::BulkRequest& r) noexcept;
   bool seal(sync::FrameWriter& w) noexcept;
   void garpRound() noexcept;
+  void garpTick(uint64_t now) noexcept;
+  // The active's view of its standby (bulk resync visibility).
+  enum class StandbyState : uint8_t { kAbsent, kSyncing, kReady };
+  StandbyState standbyState(uint64_t now) const noexcept;
+  void watchStandby(uint64_t now) noexcept;
   void startBulk(uint64_t now) noexcept;
+  // Deferral (deferral.h): which new flows wait for the standby's acknowledgement.
+  void queueChange(const Flow& f, uint64_t now) noexcept;
+  void updateDeferral(uint64_t now) noexcept;
+  void pollDeferred(uint64_t now) noexcept;
+  bool wantDeferral(uint64_t now) const noexcept;
+  void releaseHeld(uint64_t now) noexcept;
+  void drainToSender(uint64_t now) noexcept;
+  void flushNewFlows(uint64_t now) noexcept;
+  // Heartbeats on the front network (sync.front_bind / front_peer): a second path to the peer.
+  void openFront();
+  void registerFront();
+  void sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept;
+  void onFrontReadable() noexcept;
+  void onPeerHeartbeat(sync::Path path, uint32_t node_id, const sync::Heartbeat& hb,
+                       uint64_t now) noexcept;
+  void watchPaths(uint64_t now) noexcept;
+  void pathMetrics(std::string& out) const;
+  /// /status members of deferral, paths and the standby (",\"name\":value..." form).
+  std::string statusExtras() const;
+  uint64_t garpFrames(bool errors) const noexcept {
+    uint64_t n = 0;
+    for (const auto& g : garps) n += errors ? g->counters().send_errors : g->counters().sent;
+    return n;
+  }
 
   event_base* base;
   Engine& engine;
@@ -252,7 +198,29 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   PairCounters counters;
   uint64_t own_node_frames = 0;
   uint64_t updates_while_active = 0;
-  uint64_t splice_refused = 0;
+  uint64_t records_refused = 0;  ///< checkpoints this node cannot translate
+  // The front path has its own sealer and verifier: its own counter space and replay window,
+  // since frames of the two paths overtake each other by any amount (a bulk on the sync link).
+  std::optional<UdpChannel> front;
+  std::optional<sync::Sealer> front_sealer;
+  std::optional<sync::Verifier> front_verifier;
+  event* front_ev = nullptr;
+  RxFrame front_frame;
+  uint64_t front_ignored_items = 0;  ///< authentic front frames' items other than heartbeats
+  std::array<uint64_t, sync::kPathCount> heartbeats_rx{};
+  std::array<uint64_t, sync::kPathCount> path_losses{};
+  std::array<bool, sync::kPathCount> path_was_alive{};
+  uint64_t active_conflicts = 0;  ///< heartbeats of another active seen while active
+  StandbyState standby_seen = StandbyState::kReady;  ///< last state watchStandby() logged
+  uint64_t standby_warnings = 0;
+  RateLimit standby_warn{10'000'000'000ull, 1};
+  uint64_t garp_rounds = 0;           ///< rounds of gratuitous ARP (one frame per address)
+  uint64_t garp_refresh_rounds = 0;   ///< of them, periodic refreshes (sync.garp_refresh_ms)
+  DeferredFlows deferred;
+  bool deferring = false;
+  uint64_t flows_created_seen = 0;  ///< Counters::flows_created at the last flushNewFlows()
+  uint64_t early_flushes = 0;       ///< drains run right after a packet batch (deferral)
+  std::function<void(uint64_t)> held_releaser;
   RateLimit reject_warn{10'000'000'000ull, 5};
   RateLimit drain_warn{10'000'000'000ull, 1};
 };
@@ -272,6 +240,7 @@ void PairController::Impl::open() {
   }
   tx.reserve(sync::kDefaultMaxFrame);
   polled.reserve(kPollBatch);
+  openFront();
   // Tracking from the start: the standby discards its own changes each tick, the active drains
   // them to the peer; a node that takes over needs no switch-on step.
   engine.enableChangeTracking();
@@ -297,7 +266,7 @@ void PairController::Impl::apply(const sync::Update& u) noexcept {
     case sync::UpdateKind::kUpsert: {
       Flow f;
       if (!recordToFlow(u.flow, f)) {
-        ++splice_refused;
+        ++records_refused;
         return;
       }
       if (engine.installFlow(f, now) == DropReason::kNone) {
@@ -355,6 +324,7 @@ void PairController::Impl::sendHeartbeat() noexcept {
   const sync::Heartbeat hb =
       roles.heartbeat(flows > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(flows));
   if (w.add(hb)) seal(w);
+  sendFrontHeartbeat(hb);
 }
 
 void PairController::Impl::sendAck() noexcept {
@@ -407,7 +377,16 @@ void PairController::Impl::sendUpdates(uint64_t now) noexcept {
   }
 }
 
+void PairController::Impl::garpTick(uint64_t now) noexcept {
+  // A round due after the burst is a refresh (GarpSchedule: one per refresh interval).
+  const bool refresh = garp_schedule.burstLeft() == 0;
+  if (!garp_schedule.poll(now)) return;
+  garpRound();
+  if (refresh) ++garp_refresh_rounds;
+}
+
 void PairController::Impl::garpRound() noexcept {
+  ++garp_rounds;
   for (size_t m = 0; m < config.addresses.members.size(); ++m) {
     (void)garps[garp_of_member[m]]->send(config.addresses.members[m].address.addr);
   }
@@ -480,21 +459,17 @@ void PairController::Impl::onTick() noexcept {
   onReadable();
   const uint64_t now = monotonicNs();
   handleRole(roles.tick(now), now);
+  watchPaths(now);
   if (roles.role() == sync::Role::kActive) {
-    const bool complete = engine.drainChanges(
-        [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
-        [&](const Flow& f) { (void)sender.upsert(flowToRecord(f, now)); });
-    if (!complete) {
-      ++counters.changes_lost;
-      if (drain_warn.allow(now)) {
-        logf(LogLevel::kWarn, "pair: flow removals were lost before reaching the sync queue");
-      }
-    }
+    drainToSender(now);
     now_for_source = now;
     (void)bulk_sender.step(*this, sender, kBulkPerTick);
     sendUpdates(now);
-    if (garp_schedule.poll(now)) garpRound();
+    updateDeferral(now);
+    garpTick(now);
+    watchStandby(now);
   } else {
+    updateDeferral(now);  // off: not active
     // Installing checkpoints must not echo them back; nothing else changes a standby's table.
     (void)engine.drainChanges([](const FlowKey&) {}, [](const Flow&) {});
     if (receiver.resyncNeeded()) {
@@ -509,11 +484,238 @@ void PairController::Impl::onTick() noexcept {
   if (receiver.ackDue()) sendAck();
 }
 
+// ---- Heartbeat paths ----
+
+void PairController::Impl::openFront() {
+  if (!config.front_bind || !config.front_peer) return;
+  front.emplace(UdpChannelOptions{*config.front_bind, *config.front_peer, {}, 256u << 10,
+                                  256u << 10, 0xc0, 6});
+  front->open();
+  front_sealer.emplace(keys, realtimeNs());
+  front_verifier.emplace(keys);
+}
+
+void PairController::Impl::registerFront() {
+  if (!front) return;
+  front_ev = event_new(
+      base, front->fd(), EV_READ | EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onFrontReadable(); },
+      this);
+  if (front_ev == nullptr || event_add(front_ev, nullptr) != 0) {
+    throw std::runtime_error("pair: cannot add the front heartbeat socket to the loop");
+  }
+}
+
+void PairController::Impl::sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept {
+  if (!front) return;
+  sync::FrameWriter w(tx);
+  if (!w.add(hb)) return;
+  sync::FrameHeader h;
+  h.node_id = config.node_id;
+  h.epoch = roles.epoch();
+  if (!front_sealer->seal(w, h)) {
+    ++counters.seal_failures;
+    return;
+  }
+  const std::span<uint8_t> f = w.frame();
+  (void)front->send(std::span<const uint8_t>(f.data(), f.size()));  // counted by the channel
+}
+
+void PairController::Impl::onFrontReadable() noexcept {
+  for (int n = 0; n < 256; ++n) {
+    Datagram d;
+    const int err = front->recv(std::span<uint8_t>(rx.data(), rx.size()), d);
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err != 0) {
+      if (err == EMSGSIZE || err == EINTR) continue;
+      return;
+    }
+    const uint64_t now = monotonicNs();
+    front_frame.clear();
+    const sync::Verifier::Result r =
+        front_verifier->open(std::span<const uint8_t>(rx.data(), d.len), front_frame);
+    if (r.reject != sync::Reject::kNone) {
+      if (reject_warn.allow(now)) {
+        logf(LogLevel::kWarn, "pair: front heartbeat frame from %s rejected: %s",
+             d.from.toString().c_str(), sync::rejectName(r.reject));
+      }
+      continue;
+    }
+    if (r.header.node_id == config.node_id) {
+      ++own_node_frames;
+      continue;
+    }
+    // Only heartbeats travel here; anything else is a peer bug, counted and ignored.
+    front_ignored_items += front_frame.acks.size() + front_frame.bulk_requests.size() +
+                           front_frame.updates.size() + (front_frame.has_base ? 1 : 0);
+    for (const sync::Heartbeat& hb : front_frame.heartbeats) {
+      onPeerHeartbeat(sync::Path::kFront, r.header.node_id, hb, now);
+    }
+  }
+}
+
+void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
+                                            const sync::Heartbeat& hb, uint64_t now) noexcept {
+  ++heartbeats_rx[static_cast<size_t>(path)];
+  const bool was_active = roles.role() == sync::Role::kActive;
+  const sync::RoleOutput out = roles.onHeartbeat(path, node_id, hb, now);
+  if (was_active && hb.role == sync::Role::kActive) {
+    ++active_conflicts;
+    // Two actives met: the loser withdraws its addresses at once (roles.cc); the winner
+    // announces its own again, since the loser's gratuitous ARP may have moved the neighbours.
+    if (!out.changed && addresses_held) {
+      garp_schedule.start(now);
+      garpRound();
+      (void)garp_schedule.poll(now);
+    }
+  }
+  handleRole(out, now);
+}
+
+void PairController::Impl::watchPaths(uint64_t now) noexcept {
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    if (i == static_cast<size_t>(sync::Path::kFront) && !front) continue;
+    const bool alive = roles.pathAlive(static_cast<sync::Path>(i), now);
+    if (alive == path_was_alive[i]) continue;
+    path_was_alive[i] = alive;
+    if (alive) {
+      logf(LogLevel::kInfo, "pair: heartbeats on the %s path", kNames[i]);
+    } else if (roles.peerSeen()) {
+      ++path_losses[i];
+      logf(LogLevel::kWarn, "pair: heartbeats lost on the %s path (peer %s)", kNames[i],
+           roles.peerAlive(now) ? "still heard on the other path" : "silent on both paths");
+    }
+  }
+}
+
+// ---- The standby as the active sees it ----
+
+PairController::Impl::StandbyState PairController::Impl::standbyState(
+    uint64_t now) const noexcept {
+  if (!roles.peerAlive(now) || roles.peer().role != sync::Role::kStandby) {
+    return StandbyState::kAbsent;
+  }
+  return roles.peer().ready ? StandbyState::kReady : StandbyState::kSyncing;
+}
+
+void PairController::Impl::watchStandby(uint64_t now) noexcept {
+  const StandbyState s = standbyState(now);
+  if (s == StandbyState::kReady) {
+    if (standby_seen != StandbyState::kReady) {
+      logf(LogLevel::kInfo, "pair: standby node %u is ready", roles.peerNodeId());
+    }
+    standby_seen = s;
+    return;
+  }
+  // A failover now would lose flows (syncing) or everything (absent): say so, but not on every
+  // tick: at the change, then every 10 s while it lasts.
+  const bool due = standby_warn.allow(now);  // a change uses up the allowance too
+  if (s != standby_seen || due) {
+    ++standby_warnings;
+    if (s == StandbyState::kSyncing) {
+      logf(LogLevel::kWarn,
+           "pair: standby node %u is not ready (bulk resync in progress, %u of our %zu flows): "
+           "a failover now loses the flows it lacks",
+           roles.peerNodeId(), roles.peer().flows, engine.activeFlows());
+    } else {
+      logf(LogLevel::kWarn, "pair: no standby heard: a failure of this node now loses every flow");
+    }
+  }
+  standby_seen = s;
+}
+
+// ---- Deferral ----
+
+bool PairController::Impl::wantDeferral(uint64_t now) const noexcept {
+  // Only with someone to wait for: a lone proxy, or one whose standby is still catching up
+  // (bulk), must not stall new connections.
+  // And the acknowledgements travel on the sync path: with only the front path alive, every
+  // new connection would wait the whole timeout.
+  return config.defer && roles.role() == sync::Role::kActive &&
+         roles.pathAlive(sync::Path::kSync, now) && roles.peer().role == sync::Role::kStandby &&
+         roles.peer().ready;
+}
+
+void PairController::Impl::releaseHeld(uint64_t now) noexcept {
+  if (held_releaser) held_releaser(now);
+}
+
+void PairController::Impl::drainToSender(uint64_t now) noexcept {
+  const bool complete = engine.drainChanges(
+      [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
+      [&](const Flow& f) { queueChange(f, now); });
+  if (!complete) {
+    ++counters.changes_lost;
+    if (drain_warn.allow(now)) {
+      logf(LogLevel::kWarn, "pair: flow removals were lost before reaching the sync queue");
+    }
+  }
+}
+
+void PairController::Impl::flushNewFlows(uint64_t now) noexcept {
+  // While deferring, a new flow's checkpoint leaves with the packet batch that created it, not
+  // at the next tick: its round trip to the standby then overlaps the backend's, and the held
+  // SYN-ACK rarely waits at all. Once per batch that created flows, never per packet.
+  const uint64_t created = engine.counters().flows_created;
+  if (!deferring || created == flows_created_seen) {
+    flows_created_seen = created;
+    return;
+  }
+  flows_created_seen = created;
+  ++early_flushes;
+  drainToSender(now);
+  sendUpdates(now);
+}
+
+void PairController::Impl::queueChange(const Flow& f, uint64_t now) noexcept {
+  uint64_t seq = 0;
+  const bool queued = sender.upsert(flowToRecord(f, now), &seq);
+  if (!f.sync_pending) return;
+  const FlowKey key{f.client_addr, f.vip_addr, f.client_port, f.vip_port};
+  if (queued && deferring) {
+    try {
+      deferred.add(key, seq, now);
+      return;
+    } catch (const std::bad_alloc&) {
+    }
+  }
+  // Not waiting for it (queue full, deferral just stopped): its SYN-ACK may go.
+  if (engine.markSynced(key)) releaseHeld(now);
+}
+
+void PairController::Impl::pollDeferred(uint64_t now) noexcept {
+  bool any = false;
+  deferred.poll(
+      now, [&](uint64_t seq) { return sender.delivered(seq); },
+      [&](const FlowKey& k) { any = engine.markSynced(k) || any; });
+  if (any) releaseHeld(now);
+}
+
+void PairController::Impl::updateDeferral(uint64_t now) noexcept {
+  const bool want = wantDeferral(now);
+  if (want != deferring) {
+    deferring = want;
+    engine.setSyncDeferral(want);
+    logf(LogLevel::kInfo, "pair: deferral %s", want ? "on (standby ready)" : "off");
+    if (!want) {
+      deferred.releaseAll([&](const FlowKey& k) { (void)engine.markSynced(k); });
+      releaseHeld(now);  // setSyncDeferral(false) moved the generation
+    }
+  }
+  if (deferring) pollDeferred(now);
+}
+
 void PairController::Impl::onReadable() noexcept {
   for (int n = 0; n < 1024; ++n) {
     Datagram d;
     const int err = channel.recv(std::span<uint8_t>(rx.data(), rx.size()), d);
-    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      // Acknowledge what arrived at once, not at the next tick: the active may be holding a
+      // SYN-ACK for it (deferral).
+      if (roles.role() != sync::Role::kActive && receiver.ackDue()) sendAck();
+      return;
+    }
     if (err != 0) {
       if (err == EMSGSIZE || err == EINTR) continue;
       return;  // counted by the channel
@@ -534,6 +736,7 @@ void PairController::Impl::onReadable() noexcept {
       continue;
     }
     for (const sync::Ack& a : frame.acks) sender.onAck(a);
+    if (!frame.acks.empty() && deferring) pollDeferred(now);
     for (const sync::BulkRequest& b : frame.bulk_requests) {
       if (roles.role() == sync::Role::kActive) bulk_sender.onRequest(b);
     }
@@ -545,7 +748,7 @@ void PairController::Impl::onReadable() noexcept {
       }
     }
     for (const sync::Heartbeat& hb : frame.heartbeats) {
-      handleRole(roles.onHeartbeat(sync::Path::kSync, r.header.node_id, hb, now), now);
+      onPeerHeartbeat(sync::Path::kSync, r.header.node_id, hb, now);
     }
   }
 }
@@ -565,6 +768,7 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
       event_add(self->timer_ev, &tick) != 0 || event_add(self->read_ev, nullptr) != 0) {
     throw std::runtime_error("pair: cannot add the sync events to the loop");
   }
+  self->registerFront();
   logf(LogLevel::kInfo,
        "pair: node %u priority %u%s, sync %s -> %s, heartbeat %.3f s x %u, %zu addresses",
        config.node_id, config.priority, config.preempt ? " preempt" : "",
@@ -576,6 +780,15 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
 PairController::~PairController() {
   if (impl_->timer_ev != nullptr) event_free(impl_->timer_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
+  if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
+}
+
+void PairController::afterPackets() noexcept {
+  if (impl_->roles.role() == sync::Role::kActive) impl_->flushNewFlows(monotonicNs());
+}
+
+void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {
+  impl_->held_releaser = std::move(fn);
 }
 
 void PairController::shutdown() noexcept {
@@ -587,6 +800,37 @@ const char* PairController::roleName() const noexcept {
 }
 
 bool PairController::ready() const noexcept { return impl_->roles.ready(); }
+
+void PairController::Impl::pathMetrics(std::string& out) const {
+  const Impl& p = *this;
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  const uint64_t now = monotonicNs();
+  out += "# HELP tandem_pair_path_alive 1 while the peer's heartbeats arrive on this path.\n"
+         "# TYPE tandem_pair_path_alive gauge\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_path_alive{path=\"") + kNames[i] + "\"} " +
+           (p.roles.pathAlive(static_cast<sync::Path>(i), now) ? "1" : "0") + "\n";
+  }
+  out += "# HELP tandem_pair_heartbeats_received_total Authentic peer heartbeats, by path.\n"
+         "# TYPE tandem_pair_heartbeats_received_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeats_received_total{path=\"") + kNames[i] + "\"} " +
+           std::to_string(p.heartbeats_rx[i]) + "\n";
+  }
+  out += "# HELP tandem_pair_path_losses_total Times the peer's heartbeats stopped on a path.\n"
+         "# TYPE tandem_pair_path_losses_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_path_losses_total{path=\"") + kNames[i] + "\"} " +
+           std::to_string(p.path_losses[i]) + "\n";
+  }
+  out += "# HELP tandem_front_rejected_total Received front heartbeat frames dropped, by reason.\n"
+         "# TYPE tandem_front_rejected_total counter\n";
+  for (size_t i = 1; i < static_cast<size_t>(sync::Reject::kCount); ++i) {
+    out += std::string("tandem_front_rejected_total{reason=\"") +
+           sync::rejectName(static_cast<sync::Reject>(i)) + "\"} " +
+           std::to_string(p.front_verifier ? p.front_verifier->counters()[i] : 0) + "\n";
+  }
+}
 
 std::string PairController::metricsText() const {
   const Impl& p = *impl_;
@@ -608,6 +852,21 @@ std::string PairController::metricsText() const {
   sample("tandem_pair_epoch", p.roles.epoch());
   family("tandem_pair_addresses_held", "gauge", "1 while this node holds the address group.");
   sample("tandem_pair_addresses_held", p.addresses_held ? 1 : 0);
+  p.pathMetrics(out);
+  family("tandem_pair_standby_ready", "gauge",
+         "On the active: 1 while a ready standby is heard (0: absent or still bulk-resyncing).");
+  sample("tandem_pair_standby_ready",
+         p.roles.role() == sync::Role::kActive &&
+                 p.standbyState(monotonicNs()) == Impl::StandbyState::kReady
+             ? 1
+             : 0);
+  family("tandem_pair_standby_warnings_total", "counter",
+         "Warnings logged by the active: standby absent or not ready.");
+  sample("tandem_pair_standby_warnings_total", p.standby_warnings);
+  family("tandem_pair_deferral", "gauge", "1 while new flows wait for the standby's ack.");
+  sample("tandem_pair_deferral", p.deferring ? 1 : 0);
+  family("tandem_pair_deferred_waiting", "gauge", "New flows waiting for the standby's ack.");
+  sample("tandem_pair_deferred_waiting", p.deferred.size());
   family("tandem_sync_rejected_total", "counter", "Received sync frames dropped, by reason.");
   for (size_t i = 1; i < static_cast<size_t>(sync::Reject::kCount); ++i) {
     sample(std::string("tandem_sync_rejected_total{reason=\"") +
@@ -634,11 +893,22 @@ std::string PairController::metricsText() const {
       {"tandem_pair_role_changes_total", c.role_changes},
       {"tandem_pair_takeovers_total", c.takeovers},
       {"tandem_pair_flows_installed_total", c.flows_installed},
-      {"tandem_pair_install_failures_total", c.install_failures + p.splice_refused},
+      {"tandem_pair_install_failures_total", c.install_failures + p.records_refused},
       {"tandem_pair_flows_removed_total", c.flows_removed},
       {"tandem_pair_changes_lost_total", c.changes_lost},
       {"tandem_pair_address_failures_total", c.addr_failures},
       {"tandem_pair_bulk_transfers_total", p.bulk_sender.counters().completed},
+      {"tandem_pair_front_ignored_items_total", p.front_ignored_items},
+      {"tandem_pair_garp_rounds_total", p.garp_rounds},
+      {"tandem_pair_garp_refresh_rounds_total", p.garp_refresh_rounds},
+      {"tandem_pair_garp_frames_sent_total", p.garpFrames(false)},
+      {"tandem_pair_garp_send_errors_total", p.garpFrames(true)},
+      {"tandem_pair_active_conflicts_total", p.active_conflicts},
+      {"tandem_pair_deferred_flows_total", p.deferred.counters().tracked},
+      {"tandem_pair_early_flushes_total", p.early_flushes},
+      {"tandem_pair_deferred_acked_total", p.deferred.counters().acked},
+      {"tandem_pair_deferred_timeouts_total", p.deferred.counters().timed_out},
+      {"tandem_pair_deferred_abandoned_total", p.deferred.counters().abandoned},
   };
   for (const auto& [name, value] : counters) {
     family(name, "counter", "See proxy/tandemd/pair.h.");
@@ -647,13 +917,29 @@ std::string PairController::metricsText() const {
   return out;
 }
 
+std::string PairController::Impl::statusExtras() const {
+  const uint64_t now = monotonicNs();
+  const char* standby = "n/a";  // only the active has a standby
+  if (roles.role() == sync::Role::kActive) {
+    switch (standbyState(now)) {
+      case StandbyState::kAbsent: standby = "absent"; break;
+      case StandbyState::kSyncing: standby = "syncing"; break;
+      case StandbyState::kReady: standby = "ready"; break;
+    }
+  }
+  return std::string(",\"standby\":\"") + standby + "\",\"deferral\":" +
+         (deferring ? "true" : "false") + ",\"sync_path\":" +
+         (roles.pathAlive(sync::Path::kSync, now) ? "true" : "false") + ",\"front_path\":" +
+         (front ? (roles.pathAlive(sync::Path::kFront, now) ? "true" : "false") : "null");
+}
+
 std::string PairController::statusJson() const {
   const Impl& p = *impl_;
   return std::string("\"pair\":{\"role\":\"") + sync::roleName(p.roles.role()) +
          "\",\"ready\":" + (p.roles.ready() ? "true" : "false") +
          ",\"epoch\":" + std::to_string(p.roles.epoch()) +
          ",\"addresses_held\":" + (p.addresses_held ? "true" : "false") +
-         ",\"peer_seen\":" + (p.roles.peerSeen() ? "true" : "false") + "}";
+         ",\"peer_seen\":" + (p.roles.peerSeen() ? "true" : "false") + p.statusExtras() + "}";
 }
 
 }  // namespace tandem

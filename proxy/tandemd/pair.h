@@ -10,10 +10,19 @@
 /// the address group comes up, then the GARP burst starts, so the kernel never sees a packet for
 /// the VIP before its flow is in the table. Step-down: the group is withdrawn at once.
 ///
-/// Heartbeats travel on the sync path only in this version (see RoleMachine: the front path is
-/// an input it accepts; the daemon does not send on it yet).
+/// Heartbeats travel on the sync path and, with sync.front_bind / front_peer, on the front
+/// network too (its own socket, sealer and replay window; heartbeats only), so that losing one
+/// link does not make two actives (RoleMachine: the peer is dead only when both paths are
+/// silent). If two actives still meet, the loser withdraws its group at once and the winner
+/// sends a gratuitous ARP burst again.
+///
+/// Deferral (sync.defer, with a live sync path and a ready standby): a new flow's backend
+/// SYN-ACK is held by the engine until the standby acknowledged the flow's upsert, at most
+/// sync.defer_timeout_ms (deferral.h); the daemon then offers the NFQUEUE hold store again
+/// (setHeldReleaser).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +60,13 @@ class PairController {
 
   /// Withdraws the address group if this node holds it (clean shutdown).
   void shutdown() noexcept;
+
+  /// Deferral: called (with the monotonic time) when held SYN-ACKs may go, i.e. when the
+  /// engine's spliceGeneration() moved outside packet processing; the daemon offers the NFQUEUE
+  /// hold store to the engine again (NfQueue::offerHeld).
+  void setHeldReleaser(std::function<void(uint64_t)> fn);
+  /// Call after each NFQUEUE batch: while deferring, new flows' checkpoints are sent at once.
+  void afterPackets() noexcept;
 
   /// "active", "standby" or "fault".
   const char* roleName() const noexcept;

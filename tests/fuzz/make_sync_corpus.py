@@ -15,12 +15,15 @@ import struct
 import sys
 
 KEY = bytes(range(32))
-# Action -> item length in bytes (sync/wire.h).
+# Action -> item length in bytes (sync/wire.h). FLOW_UPSERT: 168 in revision 1.0 (the seeds
+# below that use it), 192 from revision 1.1 on (splice fields appended).
 ITEM = {1: 16, 2: 16, 3: 168, 4: 44, 5: 4, 6: 16, 7: 52}
+UPSERT_V11 = 192
 
 
-def section(action, items):
-    return struct.pack("!BBH", action, ITEM[action] // 4, len(items)) + b"".join(items)
+def section(action, items, item_len=None):
+    n = (item_len or ITEM[action]) // 4
+    return struct.pack("!BBH", action, n, len(items)) + b"".join(items)
 
 
 def frame(payload, counter=1, node=1, epoch=1, key_id=1):
@@ -39,6 +42,15 @@ def upsert(seq, i):
     key += struct.pack("!HH", 40000 + i, 443)
     rest = bytes(168 - 8 - len(key))
     return struct.pack("!Q", seq) + key + rest
+
+
+def splice_upsert(seq, i):
+    # Mode 1 (splice), established, then the 24 bytes of splice fields (sync/wire.h).
+    base = bytearray(upsert(seq, i))
+    base[8 + 36 + 36 + 4] = 1
+    base[8 + 36 + 36 + 5] = 3
+    fields = struct.pack("!BBBBIIIIHH", 0x06, 9, 7, 0, 0x1000, 0xCAFE, 11, 12, 501, 1460)
+    return bytes(base) + fields
 
 
 def ack(cum, ranges):
@@ -62,6 +74,11 @@ SEEDS = {
     "seed-ack.bin": frame(section(7, [ack(10, [(2, 3), (9, 1)])]), counter=4, node=2),
     "seed-unknown-key.bin": frame(section(5, [struct.pack("!I", 1)]), key_id=9),
     "seed-raw-sections.bin": section(1, [heartbeat()]) + section(7, [ack(1, [])]),
+    "seed-splice-upsert.bin": frame(
+        section(2, [struct.pack("!QQ", 1001, 1)])
+        + section(3, [splice_upsert(1, 4), splice_upsert(2, 5)], UPSERT_V11),
+        counter=5,
+    ),
     "seed-longer-item.bin": struct.pack("!BBH", 5, 2, 1) + struct.pack("!II", 7, 0),
 }
 

@@ -21,6 +21,7 @@ pair_init() {
   GATEWAY_IP=$BACK_IP     # the backends' gateway in transparent mode (10.N.2.1)
   ATTACKER_IP=10.$TDM_NET.2.66
   SYNC_PORT=7946
+  FRONT_PORT=7947
   KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
   HB_INTERVAL=${HB_INTERVAL:-0.02}
   HB_MISS=${HB_MISS:-5}
@@ -101,9 +102,17 @@ pair_topo() {
   fi
 }
 
-# pair_config FILE NODE PRIORITY BIND PEER: write_config's service "web" plus a [sync] section.
+# pair_config FILE NODE PRIORITY BIND PEER [FRONT_BIND FRONT_PEER]: write_config's service "web"
+# plus a [sync] section; with FRONT_*, heartbeats also travel on the front network (port
+# FRONT_PORT).
 pair_config() {
+  local front=""
+  if [ -n "${6:-}" ]; then
+    front="front_bind = $6:$FRONT_PORT
+front_peer = $7:$FRONT_PORT"
+  fi
   write_config "$1" --extra "[sync]
+$front
 node_id = $2
 priority = $3
 preempt = false

@@ -23,6 +23,7 @@ FlowRecord flow(uint32_t id, uint8_t state) {
   f.key.vip_port = 443;
   f.backend = static_cast<uint16_t>(id % 4);
   f.tcp_state = state;
+  f.splice_fields = true;  // as every encoder of this revision sends it
   return f;
 }
 

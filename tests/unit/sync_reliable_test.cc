@@ -28,6 +28,7 @@ FlowRecord flow(uint32_t id, uint8_t state = 3) {
   f.backend_port = 8080;
   f.backend = static_cast<uint16_t>(id % 3);
   f.tcp_state = state;
+  f.splice_fields = true;  // as every encoder of this revision sends it
   return f;
 }
 

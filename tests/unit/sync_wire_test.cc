@@ -60,6 +60,9 @@ FlowRecord sampleFlow(uint32_t i) {
               kWinSeen | kWinFinSeen | kWinFinAcked};
   f.adj[0] = {0x80000000u, -5, 123456};
   f.adj[1] = {0x7fffffffu, 0, -2147483647 - 1};
+  f.splice_fields = true;
+  f.splice = {kSpliceTsAdj | kSpliceRescale | kSpliceSynSack, 9, 7, 2, 0xfedcba98u + i,
+              0x01020304u, 0xa0b0c0d0u, 0x0badf00du, 501, 1460};
   return f;
 }
 
@@ -145,6 +148,49 @@ TEST(SyncWire, LongerItemsFromALaterRevisionAreReadAndTheTailSkipped) {
   ASSERT_EQ(p.error, WireError::kNone);
   ASSERT_EQ(r.breq.size(), 2u);
   EXPECT_EQ(r.breq[1].request_id, 2u);
+}
+
+TEST(SyncWire, UpsertOfRevision10IsReadWithoutSpliceFields) {
+  // Encode a 1.1 upsert, then cut its item to the 168 bytes of revision 1.0.
+  Bytes out;
+  FrameWriter w(out, 4096);
+  ASSERT_TRUE(w.add(FlowUpsert{5, sampleFlow(4)}));
+  w.finish({});
+  Bytes payload(decodeHeader(out).payload.begin(), decodeHeader(out).payload.end());
+  ASSERT_EQ(payload.size(), kSectionHeaderLen + kFlowUpsertLen);
+  EXPECT_EQ(payload[1], kFlowUpsertLen / 4);
+  payload.resize(kSectionHeaderLen + kFlowUpsertMinLen);
+  payload[1] = kFlowUpsertMinLen / 4;
+  Recorder r;
+  ASSERT_EQ(decodePayload(payload, r).error, WireError::kNone);
+  ASSERT_EQ(r.up.size(), 1u);
+  FlowRecord expect = sampleFlow(4);
+  expect.splice_fields = false;
+  expect.splice = {};
+  EXPECT_EQ(r.up[0], (FlowUpsert{5, expect}));
+  // One word less than revision 1.0 is malformed.
+  payload.resize(kSectionHeaderLen + kFlowUpsertMinLen - 4);
+  payload[1] = kFlowUpsertMinLen / 4 - 1;
+  EXPECT_EQ(decodePayload(payload, r).error, WireError::kBadItemLength);
+}
+
+TEST(SyncWire, SpliceFieldsRoundTripAndAreRangeChecked) {
+  FlowRecord f = sampleFlow(9);
+  f.splice = {kSplicePending | kSpliceSynEcn, 14, 0, 255, UINT32_MAX, 0, 1, UINT32_MAX - 1,
+              UINT16_MAX, 536};
+  Bytes out;
+  FrameWriter w(out);
+  ASSERT_TRUE(w.add(FlowUpsert{6, f}));
+  w.finish({});
+  Recorder r;
+  ASSERT_EQ(decodePayload(decodeHeader(out).payload, r).error, WireError::kNone);
+  ASSERT_EQ(r.up.size(), 1u);
+  EXPECT_EQ(r.up[0].flow, f);
+  // The backend's window shift sits at item offset 168 + 1: 15 is not a valid shift.
+  out[kHeaderLen + kSectionHeaderLen + kFlowUpsertMinLen + 1] = 15;
+  Recorder r2;
+  EXPECT_EQ(decodePayload(decodeHeader(out).payload, r2).error, WireError::kBadValue);
+  EXPECT_EQ(r2.total(), 0u);
 }
 
 struct BadCase {
