@@ -89,6 +89,7 @@ struct Flow {
   bool syn_sack = false;
   bool syn_ecn = false;
   uint8_t syn_retries = 0;
+  bool splice_await_data = false;  ///< bind = data: no backend SYN until the client's first data
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

@@ -57,7 +57,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 17;
+constexpr size_t kScalarCounters = 20;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -144,6 +144,15 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            c.splice_syn_retransmits);
   m.single("tandem_splice_held_total", "counter",
            "Splice mode: client segments held while the backend leg opened.", c.splice_held);
+  m.single("tandem_splice_routed_total", "counter",
+           "Splice mode, bind = data: backends chosen by a route rule (SNI, Host).",
+           c.splice_routed);
+  m.single("tandem_splice_route_misses_total", "counter",
+           "Splice mode, bind = data: first data matched no route rule; the scheduler chose.",
+           c.splice_route_misses);
+  m.single("tandem_splice_outbox_full_total", "counter",
+           "Splice mode: packets the proxy originates lost because its outbox was full.",
+           c.splice_outbox_full);
   m.single("tandem_snat_ports_reused_total", "counter",
            "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
            c.snat_ports_reused);
@@ -231,6 +240,7 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
     out += "],\"mode\":" + jsonString(modeName(svc.mode));
     out += ",\"addressing\":" + jsonString(addressingName(svc.addressing));
     out += ",\"scheduler\":" + jsonString(schedulerName(svc.scheduler));
+    if (svc.mode == Mode::kSplice) out += ",\"bind\":" + jsonString(bindOnName(svc.bind));
     if (svc.addressing == Addressing::kSnat) {
       out += ",\"snat_address\":" + jsonString(svc.snat_addr.toString());
       out += ",\"snat_ports\":" + jsonString(std::to_string(svc.snat_port_min) + "-" +

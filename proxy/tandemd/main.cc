@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "proxy/core/engine.h"
 #include "proxy/io/log.h"
 #include "proxy/io/nfqueue.h"
+#include "proxy/io/raw_sender.h"
 #include "proxy/io/rules.h"
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
@@ -89,15 +91,23 @@ struct Loop {
   event_base* base = nullptr;
   Engine* engine = nullptr;
   NfQueue* queue = nullptr;
+  RawSender* raw = nullptr;  ///< with splice services: sends the engine's outbox
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
   RateLimit kernel_warn{60'000'000'000ull, 1};
 };
 
+/// Packets the engine originated itself (splice mode) go out through the raw socket.
+void sendOutbox(Loop& loop) {
+  if (loop.raw == nullptr) return;
+  loop.engine->drainOutbox([&](const uint8_t* p, size_t n) { loop.raw->send(p, n); });
+}
+
 void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->queue->onReadable(*loop->engine);
+  sendOutbox(*loop);
 }
 
 void checkKernelDrops(Loop& loop) {
@@ -120,6 +130,7 @@ void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
+  sendOutbox(*loop);
   loop->queue->tick(now);  // held packets whose splice never completed: drop, TCP resends
   if (++loop->ticks % kKernelCheckTicks == 0) checkKernelDrops(*loop);
 }
@@ -244,7 +255,18 @@ int run(const DaemonConfig& config, Engine& engine) {
     logf(LogLevel::kError, "event_base_new failed");
     return kExitRuntime;
   }
+  std::optional<RawSender> raw;
+  if (std::any_of(config.engine.services.begin(), config.engine.services.end(),
+                  [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
+    try {
+      raw.emplace();
+    } catch (const std::system_error& e) {
+      logf(LogLevel::kError, "%s", e.what());
+      return kExitRuntime;
+    }
+  }
   Loop loop;
+  loop.raw = raw ? &*raw : nullptr;
   loop.base = base.get();
   loop.engine = &engine;
   loop.queue = &queue;
