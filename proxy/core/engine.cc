@@ -98,7 +98,9 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
     }
     SynCookieConfig cc;
     cc.period_ns = config_.splice.cookie_period_ns;
-    impl_->cookie = std::make_unique<SynCookie>(cc, CookieSecrets(secret));
+    // The key rotates every period on its own, derived from the secret (a standby derives the
+    // same keys).
+    impl_->cookie = std::make_unique<SynCookie>(cc, std::span<const uint8_t>(secret));
   }
 }
 

@@ -118,6 +118,12 @@ class Engine {
   /// restarts every flow's idle timer at now_ns, since each was alive when the peer died.
   void setStandby(bool standby, uint64_t now_ns) noexcept;
 
+  /// SYN cookies are made and checked at now_ns + offset_ns: the caller passes a monotonic
+  /// now_ns (timers) and keeps this at (wall clock - monotonic clock), so that cookies follow the
+  /// wall clock and a standby with the same secret and an NTP-synchronised clock validates the
+  /// active's cookies (their key rotates with the wall-clock period).
+  void setCookieClockOffset(int64_t offset_ns) noexcept;
+
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out):
   /// the moment to offer held packets (Verdict::kHold) again.

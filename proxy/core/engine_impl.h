@@ -65,6 +65,7 @@ struct Engine::Impl {
   std::vector<uint32_t> snat_cursor;  // next SNAT port candidate per service
   uint32_t gc_cursor = 0;
   std::unique_ptr<SynCookie> cookie;  // with any splice service
+  int64_t cookie_clock_offset_ns = 0;  // Engine::setCookieClockOffset
 
   // Change tracking for checkpointing (Engine::enableChangeTracking).
   static constexpr size_t kMaxRemovedLog = 1u << 16;

@@ -115,6 +115,10 @@ bool Engine::Impl::queueOut(const SegmentSpec& spec) noexcept {
   return true;
 }
 
+void Engine::setCookieClockOffset(int64_t offset_ns) noexcept {
+  impl_->cookie_clock_offset_ns = offset_ns;
+}
+
 size_t Engine::drainOutbox(const std::function<void(const uint8_t*, size_t)>& send) {
   const size_t n = impl_->outbox.size();
   for (const Impl::OutPacket& p : impl_->outbox) send(p.bytes, p.len);
@@ -131,7 +135,8 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
 
   if (isOpeningSyn(flags)) {
     // RFC 4987 3.6: answer with a cookie, remember nothing.
-    const CookieIssue issue = cookie->make(cookieInputFromSyn(pkt, opts), now_ns);
+    const CookieIssue issue =
+        cookie->make(cookieInputFromSyn(pkt, opts), now_ns + cookie_clock_offset_ns);
     uint8_t tmp[kMaxSynAckLen];
     const size_t n = buildSynAck(pkt, opts, issue, {sc.mss, sc.wscale, sc.window, 64}, tmp,
                                  sizeof tmp);
@@ -149,7 +154,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   if ((flags & (tcpflag::kSyn | tcpflag::kRst | tcpflag::kFin)) != 0 || !(flags & tcpflag::kAck))
     return dropped(DropReason::kNoFlow);
   const CookieCheck check = cookie->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr,
-                                          opts.has_timestamp, now_ns);
+                                          opts.has_timestamp, now_ns + cookie_clock_offset_ns);
   if (!check.ok) return dropped(DropReason::kBadCookie);
 
   // bind = data: a cookie ACK that already carries data picks the backend now (the data itself
@@ -277,6 +282,7 @@ Decision Engine::Impl::spliceBindOnData(uint32_t index, TcpPacket& pkt, const Tc
 }
 
 void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
+  if (cookie != nullptr) cookie->advance(now_ns + cookie_clock_offset_ns);  // keys ahead of use
   size_t keep = 0;
   for (size_t i = 0; i < syn_timers.size(); ++i) {
     const uint32_t index = syn_timers[i];

@@ -35,6 +35,8 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"daemon.set_sysctls", "true: set the sysctls tandem needs, not refuse"},
     {"daemon.log_level", "debug | info | warn | error"},
     {"daemon.cookie_secret", "splice: SYN-cookie secret, hex, >= 16 bytes; default random"},
+    {"daemon.cookie_period", "splice: seconds between cookie key rotations, 1-600; a cookie "
+                             "lives 1-2 periods; same on both nodes of a pair"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
     {"timeouts.syn_recv", ""},
     {"timeouts.established", ""},
@@ -557,6 +559,13 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
           static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
     }
   }
+  if (const Value* v = get("daemon.cookie_period")) {
+    c.engine.splice.cookie_period_ns = parseSeconds("daemon.cookie_period", *v);
+    if (c.engine.splice.cookie_period_ns < kNsPerSec ||
+        c.engine.splice.cookie_period_ns > 600 * kNsPerSec) {
+      fail("daemon.cookie_period", *v, "expected 1 to 600 seconds, got " + quoted(v->text));
+    }
+  }
   if (const Value* v = get("daemon.log_level")) {
     auto level = parseLogLevel(v->text);
     if (!level) {
@@ -622,6 +631,7 @@ std::string configKeysHelp() {
       {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
       {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
       {"daemon.log_level", logLevelName(d.log_level)},
+      {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -126,8 +127,18 @@ void checkKernelDrops(Loop& loop) {
   }
 }
 
+/// Wall clock minus monotonic clock: SYN cookies follow the wall clock (Engine::
+/// setCookieClockOffset), so a standby with the same secret validates them.
+int64_t wallClockOffsetNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const auto wall = static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  return wall - static_cast<int64_t>(monotonicNs());
+}
+
 void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
+  loop->engine->setCookieClockOffset(wallClockOffsetNs());
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
   sendOutbox(*loop);
@@ -265,6 +276,7 @@ int run(const DaemonConfig& config, Engine& engine) {
       return kExitRuntime;
     }
   }
+  engine.setCookieClockOffset(wallClockOffsetNs());
   Loop loop;
   loop.raw = raw ? &*raw : nullptr;
   loop.base = base.get();
