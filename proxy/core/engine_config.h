@@ -59,7 +59,10 @@ struct SpliceConfig {
   /// SYN-cookie secret (at least 16 bytes; a standby shares it). Empty: a random one.
   std::vector<uint8_t> cookie_secret;
   uint64_t cookie_period_ns = 64 * kNsPerSec;
-  uint16_t mss = 1460;      ///< MSS the proxy advertises to clients
+  /// MSS the proxy advertises to clients, and the most it offers a backend on a client's behalf
+  /// (the backend SYN carries min(client MSS, this)). tandemd lowers it to the service
+  /// interfaces' MTU - 40.
+  uint16_t mss = 1460;
   uint8_t wscale = 7;       ///< receive shift the proxy offers clients
   uint16_t window = 65535;  ///< SYN-ACK window field
   /// A backend that has not answered the proxy's SYN by then gets the client reset: the next

@@ -179,7 +179,10 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   f.client_window = pkt.window();
   f.client_view_wscale = o.wscale_ok ? std::min<uint8_t>(sc.wscale, tcpopt::kMaxWindowScale) : 0;
 
-  f.syn_mss = o.mss;
+  // The backend may send what the client can take and what the proxy's own path carries: the
+  // smaller of the client's MSS (as the cookie kept it) and the proxy's configured MSS, which
+  // tandemd lowers to its interfaces' MTU - 40.
+  f.syn_mss = std::min(o.mss, sc.mss);
   f.syn_sack = o.sack_ok;
   f.syn_ecn = o.ecn_ok;
   uint8_t optbuf[40];

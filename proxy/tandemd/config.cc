@@ -35,6 +35,8 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"daemon.set_sysctls", "true: set the sysctls tandem needs, not refuse"},
     {"daemon.log_level", "debug | info | warn | error"},
     {"daemon.cookie_secret", "splice: SYN-cookie secret, hex, >= 16 bytes; default random"},
+    {"daemon.mss", "splice: MSS advertised to clients and the most offered to backends, "
+                   "536-65495; lowered to the service interfaces' MTU - 40"},
     {"daemon.cookie_period", "splice: seconds between cookie key rotations, 1-600; a cookie "
                              "lives 1-2 periods; same on both nodes of a pair"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
@@ -559,6 +561,9 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
           static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
     }
   }
+  if (const Value* v = get("daemon.mss")) {
+    c.engine.splice.mss = static_cast<uint16_t>(parseUint("daemon.mss", *v, 536, 65495));
+  }
   if (const Value* v = get("daemon.cookie_period")) {
     c.engine.splice.cookie_period_ns = parseSeconds("daemon.cookie_period", *v);
     if (c.engine.splice.cookie_period_ns < kNsPerSec ||
@@ -631,7 +636,9 @@ std::string configKeysHelp() {
       {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
       {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
       {"daemon.log_level", logLevelName(d.log_level)},
-      {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
+      {"daemon.mss", "splice: MSS advertised to clients and the most offered to backends, "
+                   "536-65495; lowered to the service interfaces' MTU - 40"},
+    {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <ctime>
 #include <memory>
 #include <optional>
@@ -124,6 +125,22 @@ void checkKernelDrops(Loop& loop) {
     loop.kernel_seen = *k;
   } else if (full == 0 && overrun == 0) {
     loop.kernel_seen = *k;
+  }
+}
+
+/// Splice mode: the MSS the proxy advertises and offers never exceeds what its interfaces
+/// carry (MTU - 40: IPv4 and TCP headers without options).
+void clampSpliceMss(EngineConfig& engine) {
+  if (std::none_of(engine.services.begin(), engine.services.end(),
+                   [](const ServiceConfig& s) { return s.mode == Mode::kSplice; }))
+    return;
+  for (const std::string& iface : serviceInterfaces(engine)) {
+    std::ifstream f("/sys/class/net/" + iface + "/mtu");
+    unsigned mtu = 0;
+    if (!(f >> mtu) || mtu < 576 || mtu - 40 >= engine.splice.mss) continue;
+    logf(LogLevel::kInfo, "splice MSS lowered from %u to %u (MTU %u of %s)", engine.splice.mss,
+         mtu - 40, mtu, iface.c_str());
+    engine.splice.mss = static_cast<uint16_t>(mtu - 40);
   }
 }
 
@@ -403,6 +420,7 @@ int main(int argc, char** argv) {
       std::istringstream empty;
       config = parseConfig(empty, cl.overrides);
     }
+    clampSpliceMss(config.engine);
     engine = std::make_unique<Engine>(config.engine);
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "tandemd: %s\n", e.what());

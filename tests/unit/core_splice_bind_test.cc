@@ -236,6 +236,47 @@ TEST_P(BindData, ClientRstWhileWaitingClosesTheFlow) {
   EXPECT_TRUE(drain(e).empty());
 }
 
+TEST(SpliceMss, BackendSynCarriesTheSmallerOfClientAndPathMss) {
+  struct Case {
+    const char* what;
+    uint16_t proxy_mss;   // SpliceConfig::mss (configured, or the interfaces' MTU - 40)
+    int client_mss;       // -1: no MSS option (536 assumed, RFC 9293 3.7.1)
+    uint16_t synack_mss;  // what the proxy advertises to the client
+    uint16_t backend_mss; // what the backend SYN offers on the client's behalf
+  };
+  const Case cases[] = {
+      {"client larger than the path", 1400, 1460, 1400, 1400},
+      {"client smaller than the path (rounded down to the cookie table)", 1460, 1380, 1460, 1300},
+      {"jumbo client, jumbo path: the cookie table caps it", 8960, 8960, 8960, 1460},
+      {"no MSS option", 1460, -1, 1460, 536},
+      {"path below the smallest cookie class", 1200, 1460, 1200, 1200},
+  };
+  uint16_t port = 42000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    EngineConfig cfg = bindDataConfig(Addressing::kSnat);
+    cfg.services[0].bind = BindOn::kAck;
+    cfg.services[0].routes.clear();
+    cfg.splice.mss = c.proxy_mss;
+    Engine e(cfg);
+    const std::string client = "10.0.0.2:" + std::to_string(port++);
+    const std::string vip = "10.0.0.100:443";
+    PacketBuilder syn = PacketBuilder().src(client).dst(vip).flags(kSyn).seq(10).timestamp(5, 0);
+    if (c.client_mss >= 0) syn.mss(static_cast<uint16_t>(c.client_mss));
+    Out sa;
+    ASSERT_EQ(run(e, syn.build(), kNow, false, &sa).verdict, Verdict::kAccept);
+    EXPECT_TRUE(sa.opts.has_mss);
+    EXPECT_EQ(sa.opts.mss, c.synack_mss);
+    Out bsyn;
+    ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(11)
+                         .ack(sa.pkt.seq() + 1).timestamp(6, sa.opts.ts_val).build(), kNow, false,
+                  &bsyn).verdict, Verdict::kAccept);
+    EXPECT_EQ(bsyn.pkt.flags(), kSyn);
+    EXPECT_TRUE(bsyn.opts.has_mss);
+    EXPECT_EQ(bsyn.opts.mss, c.backend_mss);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Addressing, BindData,
                          ::testing::Values(Addressing::kTransparent, Addressing::kSnat));
 
