@@ -277,6 +277,76 @@ TEST(SpliceMss, BackendSynCarriesTheSmallerOfClientAndPathMss) {
   }
 }
 
+TEST_P(BindData, TimerResendsALostBackendSynThenResetsTheClient) {
+  EngineConfig cfg = bindDataConfig(GetParam());
+  cfg.services[0].bind = BindOn::kAck;
+  cfg.splice.connect_timeout_ns = 3'000 * kMs;
+  Engine e(cfg);
+  const std::string client = "10.0.0.2:43000", vip = "10.0.0.100:443";
+  Out sa;
+  ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(300).mss(1460).wscale(7)
+                       .timestamp(9, 0).build(), kNow, false, &sa).verdict, Verdict::kAccept);
+  Out syn;
+  ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(301)
+                       .ack(sa.pkt.seq() + 1).timestamp(10, sa.opts.ts_val).build(), kNow, false,
+                &syn).verdict, Verdict::kAccept);
+  ASSERT_EQ(syn.pkt.flags(), kSyn);
+  // The fake clock: nothing before 250 ms; then the SYN again, at 250 ms, 500 ms and 1 s
+  // intervals, identical to the first but for the timestamp, with no client packet at all.
+  uint64_t t = kNow;
+  const uint64_t gaps[] = {250, 500, 1000};
+  for (uint64_t gap : gaps) {
+    e.expire(t + gap * kMs - kMs);
+    EXPECT_TRUE(drain(e).empty()) << "before " << gap << " ms";
+    t += gap * kMs;
+    e.expire(t);
+    auto out = drain(e);
+    ASSERT_EQ(out.size(), 1u) << "at " << gap << " ms";
+    EXPECT_EQ(out[0].pkt.flags(), kSyn);
+    EXPECT_EQ(out[0].pkt.seq(), 300u);
+    EXPECT_EQ(out[0].pkt.src(), syn.pkt.src());
+    EXPECT_EQ(out[0].pkt.dst(), syn.pkt.dst());
+    EXPECT_EQ(out[0].opts.mss, syn.opts.mss);
+    EXPECT_EQ(out[0].opts.wscale, syn.opts.wscale);
+  }
+  EXPECT_EQ(e.counters().splice_syn_retransmits, 3u);
+  // No more SYNs; the connect timeout after the last one resets the client on the timer.
+  e.expire(t + 2'999 * kMs);
+  EXPECT_TRUE(drain(e).empty());
+  e.expire(t + 3'001 * kMs);
+  auto rst = drain(e);
+  ASSERT_EQ(rst.size(), 1u);
+  EXPECT_EQ(rst[0].pkt.flags() & kRst, kRst);
+  EXPECT_EQ(rst[0].pkt.src().toString(), vip);
+  EXPECT_EQ(rst[0].pkt.dst().toString(), client);
+  EXPECT_EQ(rst[0].pkt.seq(), sa.pkt.seq() + 1);  // exactly what the client expects
+  EXPECT_EQ(e.counters().splice_connect_timeouts, 1u);
+  e.expire(t + 10'000 * kMs);
+  EXPECT_TRUE(drain(e).empty());
+}
+
+TEST_P(BindData, TimerStopsOnceTheBackendAnswers) {
+  EngineConfig cfg = bindDataConfig(GetParam());
+  cfg.services[0].bind = BindOn::kAck;
+  Engine e(cfg);
+  const std::string client = "10.0.0.2:43001", vip = "10.0.0.100:443";
+  Out sa, syn;
+  run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(400).mss(1460).build(), kNow,
+      false, &sa);
+  ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(401)
+                       .ack(sa.pkt.seq() + 1).build(), kNow, false, &syn).verdict,
+            Verdict::kAccept);
+  e.expire(kNow + 300 * kMs);  // the first SYN was lost: one resend
+  ASSERT_EQ(drain(e).size(), 1u);
+  ASSERT_EQ(run(e, PacketBuilder().src(syn.pkt.dst().toString()).dst(syn.pkt.src().toString())
+                       .flags(kSyn | kAck).seq(5000).ack(401).mss(1460).build(),
+                kNow + 310 * kMs).verdict, Verdict::kAccept);
+  for (uint64_t ms = 400; ms < 20'000; ms += 100) e.expire(kNow + ms * kMs);
+  EXPECT_TRUE(drain(e).empty());
+  EXPECT_EQ(e.counters().splice_syn_retransmits, 1u);
+  EXPECT_EQ(e.counters().splice_connect_timeouts, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Addressing, BindData,
                          ::testing::Values(Addressing::kTransparent, Addressing::kSnat));
 
