@@ -7,6 +7,11 @@
 // packets with no packet to rewrite (a backend SYN while the client's data segment that caused it
 // is held, the resend timer's SYNs, the client's RST after a connect timeout) go to the outbox,
 // which the I/O layer sends through a raw socket.
+//
+// Deliberate choices (docs/splice.md): TCP Fast Open is not offered (the SYN-ACK acknowledges no
+// SYN data and carries no TFO cookie, so the client resends its data after the handshake);
+// TCP-MD5 / TCP-AO options are neither rewritten nor re-signed, since the proxy changes the
+// sequence space and holds no keys: such services belong in passthrough mode.
 #include <algorithm>
 #include <cstring>
 
