@@ -34,6 +34,9 @@ constexpr uint8_t kMaxSynRetries = 3;
 /// The timer's own schedule (spliceTick): 250 ms, then doubling, kMaxSynRetries times; the
 /// connect timeout runs from the last one.
 constexpr uint64_t kSynTimerNs = 250'000'000;
+/// bind = data: a client that has sent no data this long after its handshake waits for the
+/// server to speak first (SMTP, SSH, ...): the scheduler's backend is bound without data.
+constexpr uint64_t kBindDataWaitNs = 1'000'000'000;
 
 /// Writes `spec` into data[0, cap) and returns the re-injection decision for it.
 Decision emit(const SegmentSpec& spec, uint8_t* data, size_t cap, Counters& counters) noexcept {
@@ -210,6 +213,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
       return dropped(DropReason::kNoRoom);
     }
     f.splice_await_data = true;
+    armSynTimer(hit.index);  // a client that never speaks first is bound by the timer
     return dropped(DropReason::kSpliceBindWait);  // the ACK completed the client's handshake
   }
   const Decision d = emit(spec, data, cap, counters);
@@ -296,8 +300,19 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
     const uint32_t index = syn_timers[i];
     if (index >= table.highWater()) continue;
     Flow& f = table.at(index);
-    if (!f.in_use || !f.splice || !f.splice_pending || f.splice_await_data) continue;
+    if (!f.in_use || !f.splice || !f.splice_pending) continue;
     syn_timers[keep++] = index;
+    if (f.splice_await_data) {
+      if (now_ns - f.last_seen_ns < kBindDataWaitNs) continue;
+      // No data yet: the server speaks first. Open the leg to the scheduler's backend.
+      uint8_t optbuf[40];
+      if (!queueOut(backendSynAgain(f, false, 0, optbuf))) continue;
+      f.splice_await_data = false;
+      f.last_seen_ns = now_ns;
+      touch(index);
+      ++counters.splice_route_misses;
+      continue;
+    }
     if (f.syn_retries < kMaxSynRetries) {
       if (now_ns - f.last_seen_ns < (kSynTimerNs << f.syn_retries)) continue;
       uint8_t optbuf[40];

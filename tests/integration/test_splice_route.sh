@@ -7,6 +7,8 @@
 #     of a 1 MiB file by sha256), twice in a row each, which round robin alone would not do;
 #   - HTTP routed by the Host header: python3 -m http.server on both backends;
 #   - a name no rule matches still connects (the scheduler chooses);
+#   - a server-speaks-first protocol (a greeting server) works with bind = data: the client sends
+#     nothing, tandemd binds the scheduler's backend on its timer and the greeting arrives;
 #   - tandemd counted the routed connections and dropped nothing but the cookie ACKs it absorbs
 #     until the first data (splice_bind_wait) and early data it could not yet forward.
 source "$(dirname "$0")/lib.sh"
@@ -56,10 +58,18 @@ for addressing in transparent snat; do
       -accept ${ip[$i]}:8443 -cert cert.pem -key key.pem -WWW"
     bg_start "http-$name" "${be[$i]}" "$PYTHON" -m http.server 8000 --bind "${ip[$i]}" \
       --directory "$TDM_TMP/$name"
+    bg_start "greet-$name" "${be[$i]}" "$PYTHON" -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('${ip[$i]}', 2525)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b'220 greeting from backend-$name\\r\\n'); c.close()
+"
     i=$((i + 1))
   done
   wait_listen "$NS_BE1" "$BE1_IP:8443" && wait_listen "$NS_BE2" "$BE2_IP:8443" &&
-    wait_listen "$NS_BE1" "$BE1_IP:8000" && wait_listen "$NS_BE2" "$BE2_IP:8000" ||
+    wait_listen "$NS_BE1" "$BE1_IP:8000" && wait_listen "$NS_BE2" "$BE2_IP:8000" &&
+    wait_listen "$NS_BE1" "$BE1_IP:2525" && wait_listen "$NS_BE2" "$BE2_IP:2525" ||
     fail "$addressing: servers listen"
 
   conf=$TDM_TMP/route-$addressing.conf
@@ -70,7 +80,9 @@ route.2 = sni:b.example -> $BE2_IP:8443
 $(service_section http "$VIP:8000" "$BE1_IP:8000 $BE2_IP:8000")
 bind = data
 route.1 = host:one.example -> $BE1_IP:8000
-route.2 = host:*.two.example -> $BE2_IP:8000"
+route.2 = host:*.two.example -> $BE2_IP:8000
+$(service_section greet "$VIP:2525" "$BE1_IP:2525 $BE2_IP:2525")
+bind = data"
   sed -i 's/^mode = passthrough/mode = splice/' "$conf"
   if ! start_tandemd "$conf"; then
     fail "$addressing: tandemd starts with bind = data routes" "$(cat "$TDM_TANDEMD_LOG")"
@@ -123,6 +135,16 @@ route.2 = host:*.two.example -> $BE2_IP:8000"
   else
     fail "$addressing: HTTP Host no rule matches: the scheduler chose" "got '$who'"
   fi
+
+  greeting=$(in_ns "$NS_CLI" timeout 10 "$PYTHON" -c "
+import socket
+c = socket.create_connection(('$VIP', 2525), timeout=8)
+print(c.recv(100).decode().strip())")
+  case "$greeting" in
+    "220 greeting from backend-"[ab])
+      pass "$addressing: server speaks first, bind = data: '$greeting' arrived" ;;
+    *) fail "$addressing: server speaks first, bind = data: the greeting arrives" "got '$greeting'" ;;
+  esac
 
   routed=$(metric tandem_splice_routed_total)
   misses=$(metric tandem_splice_route_misses_total)

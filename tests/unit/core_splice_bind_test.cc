@@ -236,6 +236,39 @@ TEST_P(BindData, ClientRstWhileWaitingClosesTheFlow) {
   EXPECT_TRUE(drain(e).empty());
 }
 
+TEST_P(BindData, ClientThatNeverSpeaksIsBoundByTheTimer) {
+  // A server-speaks-first protocol: no data comes; after 1 s the scheduler's backend is bound
+  // (the SYN from the outbox), and the backend's greeting then reaches the client translated.
+  Engine e(bindDataConfig(GetParam()));
+  const std::string client = "10.0.0.2:44000", vip = "10.0.0.100:443";
+  const auto [cookie, ts] = handshake(e, client, 6000, kNow);
+  e.expire(kNow + 999 * kMs);
+  EXPECT_TRUE(drain(e).empty());
+  e.expire(kNow + 1'001 * kMs);
+  auto out = drain(e);
+  ASSERT_EQ(out.size(), 1u);
+  const TcpPacket& syn = out[0].pkt;
+  EXPECT_EQ(syn.flags(), kSyn);
+  EXPECT_EQ(syn.seq(), 6000u);
+  EXPECT_EQ(syn.dst().toString(), backendOf(e, client));
+  EXPECT_EQ(e.counters().splice_route_misses, 1u);
+  ASSERT_EQ(run(e, PacketBuilder().src(syn.dst().toString()).dst(syn.src().toString())
+                       .flags(kSyn | kAck).seq(100).ack(6001).mss(1460).wscale(7).sackPermitted()
+                       .timestamp(500, 101).build(), kNow + 1'002 * kMs).verdict,
+            Verdict::kAccept);
+  Out greet;
+  ASSERT_EQ(run(e, PacketBuilder().src(syn.dst().toString()).dst(syn.src().toString())
+                       .flags(kAck | kPsh).seq(101).ack(6001).timestamp(501, 101)
+                       .payload("220 hello\r\n").build(), kNow + 1'003 * kMs, false, &greet)
+                .verdict, Verdict::kAccept);
+  EXPECT_EQ(greet.pkt.dst().toString(), client);
+  EXPECT_EQ(greet.pkt.seq(), cookie + 1);
+  EXPECT_TRUE(checksumsValid(greet.bytes));
+  // No second SYN from the timer once the leg is up.
+  for (uint64_t ms = 1'100; ms < 8'000; ms += 100) e.expire(kNow + ms * kMs);
+  EXPECT_TRUE(drain(e).empty());
+}
+
 TEST(SpliceMss, BackendSynCarriesTheSmallerOfClientAndPathMss) {
   struct Case {
     const char* what;
