@@ -636,9 +636,8 @@ std::string configKeysHelp() {
       {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
       {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
       {"daemon.log_level", logLevelName(d.log_level)},
-      {"daemon.mss", "splice: MSS advertised to clients and the most offered to backends, "
-                   "536-65495; lowered to the service interfaces' MTU - 40"},
-    {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
+      {"daemon.mss", std::to_string(d.engine.splice.mss)},
+      {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -116,6 +116,16 @@ TEST(ConfigTest, SpliceModeAndCookieSecret) {
   EXPECT_EQ(c.engine.splice.cookie_secret[15], 0xff);
 }
 
+TEST(ConfigTest, SpliceMssAndCookiePeriod) {
+  const DaemonConfig c =
+      parse(std::string("[daemon]\nmss = 1400\ncookie_period = 30\n") + kMinimalService);
+  EXPECT_EQ(c.engine.splice.mss, 1400);
+  EXPECT_EQ(c.engine.splice.cookie_period_ns, 30 * kSec);
+  const DaemonConfig d = parse(kMinimalService);
+  EXPECT_EQ(d.engine.splice.mss, 1460);
+  EXPECT_EQ(d.engine.splice.cookie_period_ns, 64 * kSec);
+}
+
 TEST(ConfigTest, BindOnDataWithRoutes) {
   const DaemonConfig c = parse(R"([service.tls]
 vip = 10.10.1.100:443
@@ -360,6 +370,10 @@ INSTANTIATE_TEST_SUITE_P(
                 kSvc + "mode = splice\nbind = data\nroute.1 = sni:a/b -> 10.10.2.2:8080\n", {},
                 "service.web.route.1: 'a/b' is not a host name (letters, digits, '-', '_', '.', "
                 "an optional leading '*.')"},
+        BadCase{"MSS too small", "[daemon]\nmss = 100\n" + kSvc, {},
+                "daemon.mss: expected an integer from 536 to 65495, got '100'"},
+        BadCase{"cookie period too long", "[daemon]\ncookie_period = 3600\n" + kSvc, {},
+                "daemon.cookie_period: expected 1 to 600 seconds, got '3600'"},
         BadCase{"route key not numbered", kSvc + "route.x = sni:a -> 10.10.2.2:8080\n", {},
                 "service.web.route.x: unknown key"}));
 
