@@ -11,6 +11,7 @@
 
 #include "common/version.h"
 #include "proxy/io/log.h"
+#include "proxy/io/raw_sender.h"
 #include "proxy/tandemd/pair.h"
 
 namespace tandem {
@@ -164,6 +165,14 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_nfq_hold_dropped_total", "counter",
            "Held packets dropped (store full, too large or too old); TCP resends them.",
            q.hold_dropped);
+  if (s.raw != nullptr) {
+    m.single("tandem_raw_sent_total", "counter",
+             "Splice mode: packets the engine originated, sent through the raw socket.",
+             s.raw->counters().sent);
+    m.single("tandem_raw_send_errors_total", "counter",
+             "Splice mode: originated packets the raw socket failed to send.",
+             s.raw->counters().errors);
+  }
   m.single("tandem_nfq_reads_total", "counter", "recvmmsg() calls that returned messages.",
            q.reads);
   m.single("tandem_nfq_packets_total", "counter", "Packets received from the queue.", q.packets);

@@ -332,7 +332,8 @@ int run(const DaemonConfig& config, Engine& engine) {
   try {
     if (config.metrics) {
       status.emplace(loop.base,
-                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr});
+                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
+                                   raw ? &*raw : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());

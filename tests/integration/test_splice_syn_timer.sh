@@ -66,6 +66,13 @@ bind = data"
            "sha=$got want=$want_sha resent=$resent ms=$ms"
     fi
   done
+  sent=$(metric tandem_raw_sent_total)
+  errors=$(metric tandem_raw_send_errors_total)
+  if [ "$sent" -ge 2 ] && [ "$errors" -eq 0 ]; then
+    pass "$addressing: $sent packets originated through the raw socket, no send error"
+  else
+    fail "$addressing: packets originated through the raw socket" "sent=$sent errors=$errors"
+  fi
   timeouts=$(metric tandem_splice_connect_timeouts_total)
   if [ "$timeouts" -eq 0 ]; then
     pass "$addressing: no connect timeout"
