@@ -27,7 +27,10 @@ namespace tandem {
   X(kBadCookie, "bad_cookie")               /* splice: ACK whose SYN cookie does not check */ \
   X(kSplicePending, "splice_pending")       /* splice: client data before the backend leg is \
                                                up; the client retransmits it */              \
-  X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */
+  X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */    \
+  X(kSpliceBindWait, "splice_bind_wait")    /* splice, bind = data: a segment without data   \
+                                               before the first data chose the backend (the \
+                                               cookie ACK itself, then bare ACKs) */
 
 enum class DropReason : uint8_t {
   kNone = 0,
@@ -69,6 +72,9 @@ struct Counters {
                                       ///< opened (each time one was offered and held again)
   uint64_t sync_deferred = 0;         ///< pair: backend SYN-ACKs held until the standby knew
                                       ///< the flow (each time one was offered and held again)
+  uint64_t splice_routed = 0;         ///< splice, bind = data: backends chosen by a route rule
+  uint64_t splice_route_misses = 0;   ///< splice, bind = data: no rule matched, scheduler chose
+  uint64_t splice_outbox_full = 0;    ///< splice: packets to originate lost, the outbox was full
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

@@ -23,6 +23,7 @@ const char* addressingName(Addressing a) noexcept {
 const char* schedulerName(Scheduler s) noexcept {
   return s == Scheduler::kRoundRobin ? "roundrobin" : "hash";
 }
+const char* bindOnName(BindOn b) noexcept { return b == BindOn::kAck ? "ack" : "data"; }
 
 const char* tcpStateName(TcpState s) noexcept {
   switch (s) {
@@ -97,7 +98,9 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
     }
     SynCookieConfig cc;
     cc.period_ns = config_.splice.cookie_period_ns;
-    impl_->cookie = std::make_unique<SynCookie>(cc, CookieSecrets(secret));
+    // The key rotates every period on its own, derived from the secret (a standby derives the
+    // same keys).
+    impl_->cookie = std::make_unique<SynCookie>(cc, std::span<const uint8_t>(secret));
   }
 }
 
@@ -199,7 +202,8 @@ bool Engine::Impl::isBackendLeg(const FlowKey& key) const noexcept {
   return false;
 }
 
-DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept {
+DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit,
+                                    int backend) noexcept {
   const ServiceConfig& s = config.services[svc];
   const uint32_t index = table.allocate();
   if (index == FlowTable::kNone) return DropReason::kTableFull;
@@ -212,7 +216,9 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
 
   const size_t n = s.backends.size();
   size_t b;
-  if (s.scheduler == Scheduler::kRoundRobin) {
+  if (backend >= 0 && static_cast<size_t>(backend) < n) {
+    b = static_cast<size_t>(backend);  // chosen by a splice route rule
+  } else if (s.scheduler == Scheduler::kRoundRobin) {
     b = rr[svc]++ % n;
   } else {
     b = mixHash(key.saddr.v4()) % n;  // source-address affinity, as IPVS's sh
@@ -406,6 +412,7 @@ void Engine::setStandby(bool standby, uint64_t now_ns) noexcept {
 
 void Engine::expire(uint64_t now_ns) noexcept {
   if (impl_->standby) return;
+  impl_->spliceTick(now_ns);
   FlowTable& table = impl_->table;
   const uint32_t high = table.highWater();
   if (high == 0) return;

@@ -84,7 +84,14 @@ class Engine {
   void processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept;
 
   /// Expires idle flows incrementally (a slice of the table per call); call every ~100 ms.
+  /// Also drives splice mode's timers (backend SYNs sent again), which fill the outbox.
   void expire(uint64_t now_ns) noexcept;
+
+  /// Packets the engine originates itself rather than by rewriting a queued one (splice mode:
+  /// a backend SYN while the client's data is held, SYNs resent by the timer): complete IPv4
+  /// packets with valid checksums, to be sent as they are (a raw socket). Call after
+  /// processBatch() and expire(); hands each to `send` once and returns how many.
+  size_t drainOutbox(const std::function<void(const uint8_t*, size_t)>& send);
 
   // Checkpointing (the proxy pair). The active proxy's engine records which flows changed hard
   // state (created, TCP state, splice binding) and which were removed; the daemon drains them to
@@ -118,6 +125,11 @@ class Engine {
   /// The standby acknowledged the flow with this client-leg key (or the wait timed out): its
   /// held SYN-ACK may go. False if there is no such flow or it was not waiting.
   bool markSynced(const FlowKey& client_key) noexcept;
+  /// SYN cookies are made and checked at now_ns + offset_ns: the caller passes a monotonic
+  /// now_ns (timers) and keeps this at (wall clock - monotonic clock), so that cookies follow the
+  /// wall clock and a standby with the same secret and an NTP-synchronised clock validates the
+  /// active's cookies (their key rotates with the wall-clock period).
+  void setCookieClockOffset(int64_t offset_ns) noexcept;
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out)

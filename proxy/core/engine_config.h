@@ -8,16 +8,21 @@
 #include <vector>
 
 #include "common/ip_addr.h"
+#include "proxy/core/bind_rules.h"
 
 namespace tandem {
 
 enum class Mode : uint8_t { kPassthrough, kSplice };
 enum class Addressing : uint8_t { kTransparent, kSnat };
 enum class Scheduler : uint8_t { kRoundRobin, kHash };
+/// Splice mode: open the backend leg on the client's cookie ACK, or on its first data segment
+/// (whose bytes may choose the backend: ServiceConfig::routes).
+enum class BindOn : uint8_t { kAck, kData };
 
 const char* modeName(Mode m) noexcept;
 const char* addressingName(Addressing a) noexcept;
 const char* schedulerName(Scheduler s) noexcept;
+const char* bindOnName(BindOn b) noexcept;
 
 inline constexpr uint64_t kNsPerSec = 1'000'000'000ull;
 
@@ -31,6 +36,10 @@ struct ServiceConfig {
   IpAddr snat_addr;                 ///< source address on the backend leg (addressing = snat)
   uint16_t snat_port_min = 20000;
   uint16_t snat_port_max = 59999;
+  BindOn bind = BindOn::kAck;       ///< splice mode only
+  /// bind = data: the first rule matching the client's first data segment picks the backend;
+  /// none matching, the scheduler does.
+  std::vector<RouteRule> routes;
 };
 
 /// Idle timeouts per TCP state, as Linux conntrack names them (nf_conntrack_proto_tcp.c).
@@ -50,7 +59,10 @@ struct SpliceConfig {
   /// SYN-cookie secret (at least 16 bytes; a standby shares it). Empty: a random one.
   std::vector<uint8_t> cookie_secret;
   uint64_t cookie_period_ns = 64 * kNsPerSec;
-  uint16_t mss = 1460;      ///< MSS the proxy advertises to clients
+  /// MSS the proxy advertises to clients, and the most it offers a backend on a client's behalf
+  /// (the backend SYN carries min(client MSS, this)). tandemd lowers it to the service
+  /// interfaces' MTU - 40.
+  uint16_t mss = 1460;
   uint8_t wscale = 7;       ///< receive shift the proxy offers clients
   uint16_t window = 65535;  ///< SYN-ACK window field
   /// A backend that has not answered the proxy's SYN by then gets the client reset: the next

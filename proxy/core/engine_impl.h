@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/packet.h"
+#include "common/segment_writer.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "proxy/core/flow_table.h"
@@ -20,7 +21,10 @@ struct Engine::Impl {
         counters(k),
         table(c.max_flows, c.hash_seed),
         rr(c.services.size(), 0),
-        snat_cursor(c.services.size(), 0) {}
+        snat_cursor(c.services.size(), 0) {
+    outbox.reserve(kMaxOutbox);
+    syn_timers.reserve(kMaxSynTimers);
+  }
 
   int findService(const IpAddr& daddr, uint16_t dport) const noexcept;
   // Splice mode (splice.cc).
@@ -29,12 +33,21 @@ struct Engine::Impl {
   Decision splicePending(uint32_t index, Direction dir, TcpPacket& pkt, TcpOptions& opts,
                          uint8_t* data, size_t cap, const PacketMeta& meta,
                          uint64_t now_ns) noexcept;
+  Decision spliceBindOnData(uint32_t index, TcpPacket& pkt, const TcpOptions& opts,
+                            uint8_t* data, size_t cap, const PacketMeta& meta,
+                            uint64_t now_ns) noexcept;
+  /// Moves a flow to another backend of its service (bind = data); returns its new index.
+  uint32_t spliceRebind(uint32_t index, uint16_t backend) noexcept;
+  /// Timer work of splice mode, from expire(): backend SYNs sent again on their own clock.
+  void spliceTick(uint64_t now_ns) noexcept;
   Decision dropped(DropReason r) noexcept {
     counters.drop(r);
     return Decision{Verdict::kDrop, r, false, 0};
   }
   bool isBackendLeg(const FlowKey& key) const noexcept;
-  DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept;
+  /// `backend` >= 0 forces that backend of the pool instead of the scheduler's choice.
+  DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit,
+                        int backend = -1) noexcept;
   void retire(uint32_t index) noexcept;
   /// Records that a flow's hard state changed (change tracking on).
   void touch(uint32_t index) noexcept {
@@ -63,6 +76,7 @@ struct Engine::Impl {
   std::vector<uint32_t> snat_cursor;  // next SNAT port candidate per service
   uint32_t gc_cursor = 0;
   std::unique_ptr<SynCookie> cookie;  // with any splice service
+  int64_t cookie_clock_offset_ns = 0;  // Engine::setCookieClockOffset
 
   // Change tracking for checkpointing (Engine::enableChangeTracking).
   static constexpr size_t kMaxRemovedLog = 1u << 16;
@@ -73,6 +87,23 @@ struct Engine::Impl {
   bool lost_changes = false;
   std::vector<uint32_t> dirty_list;
   std::vector<FlowKey> removed_log;
+
+  // Packets the engine originates on its own (Engine::drainOutbox): splice SYNs sent while the
+  // client's segment that caused them is held, and those of the resend timer.
+  struct OutPacket {
+    uint8_t len = 0;
+    uint8_t bytes[60];
+  };
+  static constexpr size_t kMaxOutbox = 1024;
+  std::vector<OutPacket> outbox;  // capacity reserved: never reallocates
+  bool queueOut(const SegmentSpec& spec) noexcept;
+  // Flows whose backend SYN is out, for spliceTick(); stale or duplicate entries are skipped.
+  static constexpr size_t kMaxSynTimers = 4096;
+  std::vector<uint32_t> syn_timers;  // capacity reserved; when full, only the client's
+                                     // retransmissions resend the SYN
+  void armSynTimer(uint32_t index) noexcept {
+    if (syn_timers.size() < kMaxSynTimers) syn_timers.push_back(index);
+  }
 };
 
 }  // namespace tandem

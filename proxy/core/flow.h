@@ -92,6 +92,7 @@ struct Flow {
   /// Deferral (Engine::setSyncDeferral): the standby has not acknowledged this new flow yet,
   /// so the backend's SYN-ACK is held (Verdict::kHold) until Engine::markSynced().
   bool sync_pending = false;
+  bool splice_await_data = false;  ///< bind = data: no backend SYN until the client's first data
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

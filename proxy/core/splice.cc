@@ -3,14 +3,22 @@
 //
 // Every packet the proxy originates is made by rewriting the packet that caused it, in place:
 // the client's SYN becomes the SYN-ACK (routed back to the client), the cookie ACK becomes the
-// backend SYN, the backend's SYN-ACK becomes its ACK. The kernel forwards each one, so the proxy
-// needs no raw socket and no send path of its own.
+// backend SYN, the backend's SYN-ACK becomes its ACK. The kernel forwards each one. Only the
+// packets with no packet to rewrite (a backend SYN while the client's data segment that caused it
+// is held, the resend timer's SYNs, the client's RST after a connect timeout) go to the outbox,
+// which the I/O layer sends through a raw socket.
+//
+// Deliberate choices (docs/splice.md): TCP Fast Open is not offered (the SYN-ACK acknowledges no
+// SYN data and carries no TFO cookie, so the client resends its data after the handshake);
+// TCP-MD5 / TCP-AO options are neither rewritten nor re-signed, since the proxy changes the
+// sequence space and holds no keys: such services belong in passthrough mode.
 #include <algorithm>
 #include <cstring>
 
 #include "common/bytes.h"
 #include "common/segment_writer.h"
 #include "common/seq.h"
+#include "proxy/core/bind_rules.h"
 #include "proxy/core/engine_impl.h"
 #include "proxy/core/tcp_tracker.h"
 #include "proxy/core/translator.h"
@@ -23,6 +31,12 @@ namespace {
 /// timeout.
 constexpr uint64_t kSynRetransmitNs = 1'000'000'000;
 constexpr uint8_t kMaxSynRetries = 3;
+/// The timer's own schedule (spliceTick): 250 ms, then doubling, kMaxSynRetries times; the
+/// connect timeout runs from the last one.
+constexpr uint64_t kSynTimerNs = 250'000'000;
+/// bind = data: a client that has sent no data this long after its handshake waits for the
+/// server to speak first (SMTP, SSH, ...): the scheduler's backend is bound without data.
+constexpr uint64_t kBindDataWaitNs = 1'000'000'000;
 
 /// Writes `spec` into data[0, cap) and returns the re-injection decision for it.
 Decision emit(const SegmentSpec& spec, uint8_t* data, size_t cap, Counters& counters) noexcept {
@@ -69,7 +83,56 @@ SegmentSpec backendSyn(const Flow& f, uint32_t client_isn, bool wscale_ok, uint8
   return spec;
 }
 
+/// The backend SYN again, from what the flow kept (the tracked client SYN's ISN, shift and
+/// timestamp, the cookie's MSS, SACK and ECN).
+SegmentSpec backendSynAgain(const Flow& f, bool has_ts, uint32_t tsval,
+                            uint8_t* optbuf) noexcept {
+  const TcpWindow& c = f.win[dirIndex(Direction::kFromClient)];
+  return backendSyn(f, c.td_end - 1, c.wscale_offered, c.td_scale, f.client_tsval != 0,
+                    has_ts ? tsval : f.client_tsval, f.client_window, optbuf);
+}
+
+/// The RST that tells the client its connection failed: seq exactly the proxy's next sequence
+/// number, which is what the client expects from its server (RFC 5961 3.2).
+SegmentSpec clientRst(const Flow& f, uint32_t ack) noexcept {
+  SegmentSpec spec;
+  spec.saddr = f.vip_addr.v4();
+  spec.daddr = f.client_addr.v4();
+  spec.sport = f.vip_port;
+  spec.dport = f.client_port;
+  spec.seq = f.proxy_isn + 1;
+  spec.ack = ack;
+  spec.flags = tcpflag::kRst | tcpflag::kAck;
+  return spec;
+}
+
 }  // namespace
+
+bool Engine::Impl::queueOut(const SegmentSpec& spec) noexcept {
+  if (outbox.size() >= kMaxOutbox) {
+    ++counters.splice_outbox_full;
+    return false;
+  }
+  OutPacket& p = outbox.emplace_back();  // capacity reserved
+  const size_t n = writeTcpSegment(spec, p.bytes, sizeof p.bytes);
+  if (n == 0) {
+    outbox.pop_back();
+    return false;
+  }
+  p.len = static_cast<uint8_t>(n);
+  return true;
+}
+
+void Engine::setCookieClockOffset(int64_t offset_ns) noexcept {
+  impl_->cookie_clock_offset_ns = offset_ns;
+}
+
+size_t Engine::drainOutbox(const std::function<void(const uint8_t*, size_t)>& send) {
+  const size_t n = impl_->outbox.size();
+  for (const Impl::OutPacket& p : impl_->outbox) send(p.bytes, p.len);
+  impl_->outbox.clear();
+  return n;
+}
 
 Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt,
                                   const TcpOptions& opts, uint8_t* data, size_t cap,
@@ -80,7 +143,8 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
 
   if (isOpeningSyn(flags)) {
     // RFC 4987 3.6: answer with a cookie, remember nothing.
-    const CookieIssue issue = cookie->make(cookieInputFromSyn(pkt, opts), now_ns);
+    const CookieIssue issue =
+        cookie->make(cookieInputFromSyn(pkt, opts), now_ns + cookie_clock_offset_ns);
     uint8_t tmp[kMaxSynAckLen];
     const size_t n = buildSynAck(pkt, opts, issue, {sc.mss, sc.wscale, sc.window, 64}, tmp,
                                  sizeof tmp);
@@ -98,11 +162,21 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   if ((flags & (tcpflag::kSyn | tcpflag::kRst | tcpflag::kFin)) != 0 || !(flags & tcpflag::kAck))
     return dropped(DropReason::kNoFlow);
   const CookieCheck check = cookie->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr,
-                                          opts.has_timestamp, now_ns);
+                                          opts.has_timestamp, now_ns + cookie_clock_offset_ns);
   if (!check.ok) return dropped(DropReason::kBadCookie);
 
+  // bind = data: a cookie ACK that already carries data picks the backend now (the data itself
+  // becomes the backend SYN and is sent again by the client); a bare one waits for the data.
+  const ServiceConfig& s = config.services[svc];
+  const bool await_data = s.bind == BindOn::kData && pkt.payloadLen() == 0;
+  int route = -1;
+  if (s.bind == BindOn::kData && !await_data) {
+    route = chooseRoute(s.routes, pkt.tcp() + pkt.tcpHeaderLen(), pkt.payloadLen());
+    ++(route >= 0 ? counters.splice_routed : counters.splice_route_misses);
+  }
   FlowTable::Hit hit;
-  if (const DropReason r = createFlow(svc, key, hit); r != DropReason::kNone) return dropped(r);
+  if (const DropReason r = createFlow(svc, key, hit, route); r != DropReason::kNone)
+    return dropped(r);
   Flow& f = table.at(hit.index);
   const CookieOptions& o = check.options;
   f.splice = true;
@@ -113,7 +187,10 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   f.client_window = pkt.window();
   f.client_view_wscale = o.wscale_ok ? std::min<uint8_t>(sc.wscale, tcpopt::kMaxWindowScale) : 0;
 
-  f.syn_mss = o.mss;
+  // The backend may send what the client can take and what the proxy's own path carries: the
+  // smaller of the client's MSS (as the cookie kept it) and the proxy's configured MSS, which
+  // tandemd lowers to its interfaces' MTU - 40.
+  f.syn_mss = std::min(o.mss, sc.mss);
   f.syn_sack = o.sack_ok;
   f.syn_ecn = o.ecn_ok;
   uint8_t optbuf[40];
@@ -121,6 +198,24 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   const SegmentSpec spec = backendSyn(f, pkt.seq() - 1, o.wscale_ok, o.wscale, o.ts_ok,
                                       opts.ts_val, static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff)),
                                       optbuf);
+  if (await_data) {
+    // The backend leg opens on the first data segment; track the SYN it will send now, so the
+    // client leg's window and options are in place, but send nothing yet.
+    uint8_t scratch[60];
+    const size_t n = writeTcpSegment(spec, scratch, sizeof scratch);
+    TcpPacket out;
+    TcpOptions out_opts;
+    if (n == 0 || !view(scratch, n, out, out_opts) ||
+        trackSegment(f, Direction::kFromClient, out, out_opts, now_ns, counters) !=
+            DropReason::kNone) {
+      table.remove(hit.index);
+      --counters.flows_created;
+      return dropped(DropReason::kNoRoom);
+    }
+    f.splice_await_data = true;
+    armSynTimer(hit.index);  // a client that never speaks first is bound by the timer
+    return dropped(DropReason::kSpliceBindWait);  // the ACK completed the client's handshake
+  }
   const Decision d = emit(spec, data, cap, counters);
   TcpPacket out;
   TcpOptions out_opts;
@@ -131,9 +226,113 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
     --counters.flows_created;
     return d.verdict == Verdict::kAccept ? dropped(DropReason::kNoRoom) : d;
   }
+  armSynTimer(hit.index);
   ++counters.packets[0];
   counters.bytes[0] += pkt.totalLen();
   return d;
+}
+
+uint32_t Engine::Impl::spliceRebind(uint32_t index, uint16_t backend) noexcept {
+  // The index holds both legs' tuples and the backend leg's depends on the backend (and, with
+  // SNAT, on a port free towards it): take the flow out and create it again on the new backend.
+  const Flow saved = table.at(index);
+  const FlowKey key = FlowTable::clientKey(saved);
+  table.remove(index);
+  --counters.flows_created;
+  FlowTable::Hit hit;
+  if (createFlow(saved.service, key, hit, backend) != DropReason::kNone) {
+    // Its tuple clashes or no SNAT port is free towards it: keep the flow as it was.
+    const uint32_t back = table.allocate();  // the slot just freed
+    if (back == FlowTable::kNone) return FlowTable::kNone;
+    table.at(back) = saved;
+    table.insert(back);
+    ++counters.flows_created;
+    touch(back);
+    return back;
+  }
+  Flow& f = table.at(hit.index);
+  const Flow fresh = f;
+  f = saved;
+  f.backend = fresh.backend;
+  f.backend_addr = fresh.backend_addr;
+  f.backend_port = fresh.backend_port;
+  f.source_addr = fresh.source_addr;
+  f.source_port = fresh.source_port;
+  f.in_use = true;
+  f.dirty = fresh.dirty;
+  return hit.index;
+}
+
+Decision Engine::Impl::spliceBindOnData(uint32_t index, TcpPacket& pkt, const TcpOptions& opts,
+                                        uint8_t* data, size_t cap, const PacketMeta& meta,
+                                        uint64_t now_ns) noexcept {
+  if (pkt.payloadLen() == 0 && !pkt.has(tcpflag::kFin))
+    return dropped(DropReason::kSpliceBindWait);  // nothing to choose by yet
+  Flow* f = &table.at(index);
+  const ServiceConfig& s = config.services[f->service];
+  const int route = chooseRoute(s.routes, pkt.tcp() + pkt.tcpHeaderLen(), pkt.payloadLen());
+  ++(route >= 0 ? counters.splice_routed : counters.splice_route_misses);
+  if (route >= 0 && route != f->backend) {
+    index = spliceRebind(index, static_cast<uint16_t>(route));
+    if (index == FlowTable::kNone) return dropped(DropReason::kTableFull);
+    f = &table.at(index);
+  }
+  f->splice_await_data = false;
+  f->last_seen_ns = now_ns;  // the SYN's resend clock starts now
+  touch(index);
+  uint8_t optbuf[40];
+  const SegmentSpec spec = backendSynAgain(*f, opts.has_timestamp, opts.ts_val, optbuf);
+  if (meta.can_hold && queueOut(spec)) {
+    // The segment waits (held by the caller) for the backend leg it chose.
+    armSynTimer(index);
+    ++counters.splice_held;
+    return {Verdict::kHold, DropReason::kNone, false, 0};
+  }
+  // Nobody can hold it: it becomes the SYN, and the client sends its data again (unacknowledged).
+  armSynTimer(index);
+  return emit(spec, data, cap, counters);
+}
+
+void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
+  if (cookie != nullptr) cookie->advance(now_ns + cookie_clock_offset_ns);  // keys ahead of use
+  size_t keep = 0;
+  for (size_t i = 0; i < syn_timers.size(); ++i) {
+    const uint32_t index = syn_timers[i];
+    if (index >= table.highWater()) continue;
+    Flow& f = table.at(index);
+    if (!f.in_use || !f.splice || !f.splice_pending) continue;
+    syn_timers[keep++] = index;
+    if (f.splice_await_data) {
+      if (now_ns - f.last_seen_ns < kBindDataWaitNs) continue;
+      // No data yet: the server speaks first. Open the leg to the scheduler's backend.
+      uint8_t optbuf[40];
+      if (!queueOut(backendSynAgain(f, false, 0, optbuf))) continue;
+      f.splice_await_data = false;
+      f.last_seen_ns = now_ns;
+      touch(index);
+      ++counters.splice_route_misses;
+      continue;
+    }
+    if (f.syn_retries < kMaxSynRetries) {
+      if (now_ns - f.last_seen_ns < (kSynTimerNs << f.syn_retries)) continue;
+      uint8_t optbuf[40];
+      if (!queueOut(backendSynAgain(f, false, 0, optbuf))) continue;
+      ++f.syn_retries;
+      f.last_seen_ns = now_ns;
+      ++counters.splice_syn_retransmits;
+    } else if (now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
+      // The backend never answered: reset the client now rather than at its next segment.
+      if (!queueOut(clientRst(f, f.win[dirIndex(Direction::kFromClient)].td_end))) continue;
+      f.splice_pending = false;
+      ++splice_generation;
+      f.state = TcpState::kClose;
+      f.last_seen_ns = now_ns;
+      touch(index);
+      ++counters.splice_connect_timeouts;
+      --keep;
+    }
+  }
+  syn_timers.resize(keep);
 }
 
 Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& pkt,
@@ -148,16 +347,15 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     // request); otherwise it is dropped, and the client, which saw no ACK for it, resends it.
     // A RST aborts the half-open backend leg.
     if (!rst) {
+      if (f.splice_await_data)
+        return spliceBindOnData(index, pkt, opts, data, cap, meta, now_ns);
       if (now_ns - f.last_seen_ns > kSynRetransmitNs && f.syn_retries < kMaxSynRetries) {
         // No SYN-ACK yet and the client is retransmitting: the backend SYN (or its answer) may
         // be lost. This segment becomes the SYN again (its data is not acknowledged, so the
         // client sends it once more), as the client's own SYN would be retransmitted without a
         // proxy in the path.
-        const TcpWindow& c = f.win[dirIndex(Direction::kFromClient)];
         uint8_t optbuf[40];
-        const SegmentSpec spec =
-            backendSyn(f, c.td_end - 1, c.wscale_offered, c.td_scale, f.client_tsval != 0,
-                       opts.has_timestamp ? opts.ts_val : f.client_tsval, f.client_window, optbuf);
+        const SegmentSpec spec = backendSynAgain(f, opts.has_timestamp, opts.ts_val, optbuf);
         ++f.syn_retries;
         f.last_seen_ns = now_ns;
         ++counters.splice_syn_retransmits;
@@ -168,14 +366,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         // The backend never answered (the client's segments do not refresh last_seen while
         // the leg opens): reset the client with the sequence number it expects (RFC 5961 3.2)
         // rather than leave it hanging until its own timeout.
-        SegmentSpec spec;
-        spec.saddr = f.vip_addr.v4();
-        spec.daddr = f.client_addr.v4();
-        spec.sport = f.vip_port;
-        spec.dport = f.client_port;
-        spec.seq = f.proxy_isn + 1;
-        spec.ack = pkt.seq();
-        spec.flags = tcpflag::kRst | tcpflag::kAck;
+        const SegmentSpec spec = clientRst(f, pkt.seq());
         f.splice_pending = false;
         ++splice_generation;
         f.state = TcpState::kClose;

@@ -89,6 +89,52 @@ evp_mac_ctx_st* newKeyedContext(std::span<const uint8_t> secret) {
   return ctx;
 }
 
+/// The key of one period of the schedule; nullptr on failure. Allocation-free apart from
+/// OpenSSL's own contexts, and noexcept: it may run on the packet path.
+evp_mac_ctx_st* newPeriodContext(std::span<const uint8_t> secret, uint64_t count) noexcept {
+  static constexpr char kPeriodLabel[] = "tandem syn-cookie period key v1";
+  uint8_t be_count[8];
+  for (int i = 0; i < 8; ++i) be_count[i] = static_cast<uint8_t>(count >> (56 - 8 * i));
+  uint8_t digest[EVP_MAX_MD_SIZE];
+  unsigned digest_len = 0;
+  EVP_MD_CTX* md = EVP_MD_CTX_new();
+  const bool digest_ok =
+      md != nullptr && EVP_DigestInit_ex(md, EVP_sha256(), nullptr) == 1 &&
+      EVP_DigestUpdate(md, kPeriodLabel, sizeof kPeriodLabel) == 1 &&  // with its NUL
+      EVP_DigestUpdate(md, secret.data(), secret.size()) == 1 &&
+      EVP_DigestUpdate(md, be_count, sizeof be_count) == 1 &&
+      EVP_DigestFinal_ex(md, digest, &digest_len) == 1 && digest_len >= kSipHashKeyLen;
+  EVP_MD_CTX_free(md);
+  EVP_MAC* mac = digest_ok ? EVP_MAC_fetch(nullptr, "SIPHASH", nullptr) : nullptr;
+  EVP_MAC_CTX* ctx = mac != nullptr ? EVP_MAC_CTX_new(mac) : nullptr;
+  EVP_MAC_free(mac);
+  size_t out_len = kMacOutLen;
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &out_len),
+                               OSSL_PARAM_construct_end()};
+  const bool ok = ctx != nullptr && EVP_MAC_init(ctx, digest, kSipHashKeyLen, params) == 1;
+  OPENSSL_cleanse(digest, sizeof digest);
+  if (!ok) {
+    EVP_MAC_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
+/// One 64-bit SipHash under a keyed context, little-endian as OpenSSL outputs it.
+bool macWith(EVP_MAC_CTX* ctx, const uint8_t* msg, size_t len, uint64_t& out) noexcept {
+  if (ctx == nullptr) return false;
+  // A NULL key re-initialises the context with the key it already holds, without allocating
+  // (defined for every provided MAC since openssl/openssl#18100, in 3.0 and later).
+  uint8_t buf[kMacOutLen];
+  size_t out_len = 0;
+  if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1 || EVP_MAC_update(ctx, msg, len) != 1 ||
+      EVP_MAC_final(ctx, buf, &out_len, sizeof buf) != 1 || out_len != kMacOutLen)
+    return false;
+  out = 0;
+  for (size_t i = 0; i < kMacOutLen; ++i) out |= uint64_t{buf[i]} << (8 * i);
+  return true;
+}
+
 }  // namespace
 
 const char* cookieRejectName(CookieReject r) noexcept {
@@ -133,18 +179,7 @@ void CookieSecrets::rotate(std::span<const uint8_t> secret) {
 }
 
 bool CookieSecrets::mac(size_t slot, const uint8_t* msg, size_t len, uint64_t& out) noexcept {
-  EVP_MAC_CTX* ctx = slot == 0 ? current_ : slot == 1 ? previous_ : nullptr;
-  if (ctx == nullptr) return false;
-  // A NULL key re-initialises the context with the key it already holds, without allocating
-  // (defined for every provided MAC since openssl/openssl#18100, in 3.0 and later).
-  uint8_t buf[kMacOutLen];
-  size_t out_len = 0;
-  if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1 || EVP_MAC_update(ctx, msg, len) != 1 ||
-      EVP_MAC_final(ctx, buf, &out_len, sizeof buf) != 1 || out_len != kMacOutLen)
-    return false;
-  out = 0;
-  for (size_t i = 0; i < kMacOutLen; ++i) out |= uint64_t{buf[i]} << (8 * i);
-  return true;
+  return macWith(slot == 0 ? current_ : slot == 1 ? previous_ : nullptr, msg, len, out);
 }
 
 // ---- SynCookie ----------------------------------------------------------------------------
@@ -161,6 +196,33 @@ SynCookie::SynCookie(SynCookieConfig config, CookieSecrets secrets)
     mss_table_[i] = t[i];
   }
   mss_table_size_ = static_cast<uint8_t>(t.size());
+}
+
+SynCookie::SynCookie(SynCookieConfig config, std::span<const uint8_t> secret)
+    : SynCookie(std::move(config), CookieSecrets(secret)) {
+  master_ = Secret(secret);
+}
+
+SynCookie::Secret::~Secret() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+
+void SynCookie::MacCtxFree::operator()(evp_mac_ctx_st* ctx) const noexcept {
+  EVP_MAC_CTX_free(ctx);
+}
+
+void SynCookie::advance(uint64_t now_ns) noexcept {
+  if (!scheduled()) return;
+  const uint64_t now_count = now_ns / config_.period_ns;
+  for (uint64_t back = 0; back < 4 && back <= now_count; ++back) {
+    const uint64_t c = now_count - back;
+    auto& slot = ring_[c & 3];
+    if (slot != nullptr && ring_count_[c & 3] == c) continue;
+    slot.reset(newPeriodContext(master_.bytes, c));
+    ring_count_[c & 3] = c;
+  }
+}
+
+evp_mac_ctx_st* SynCookie::periodKey(uint64_t count) const noexcept {
+  return ring_count_[count & 3] == count ? ring_[count & 3].get() : nullptr;
 }
 
 uint8_t SynCookie::mssIndex(uint16_t mss) const noexcept {
@@ -190,7 +252,12 @@ CookieIssue SynCookie::make(const CookieInput& in, uint64_t now_ns) noexcept {
   buildMessage(in, count, index,
                static_cast<uint8_t>(opts.ts_ok ? (kOptByteTs | ts_bits) : 0), msg);
   uint64_t mac = 0;
-  if (!secrets_.mac(0, msg, sizeof msg, mac)) return CookieIssue{};
+  if (scheduled()) {
+    advance(now_ns);
+    if (!macWith(periodKey(count), msg, sizeof msg, mac)) return CookieIssue{};
+  } else if (!secrets_.mac(0, msg, sizeof msg, mac)) {
+    return CookieIssue{};
+  }
 
   issue.isn = ((static_cast<uint32_t>(mac) & kMacMask) << kMacShift) |
               ((static_cast<uint32_t>(count) & kCountMask) << kCountShift) | index;
@@ -230,7 +297,21 @@ CookieCheck SynCookie::check(const CookieInput& from_ack, uint32_t ack_seq_minus
 
   const uint32_t want = ack_seq_minus_1 >> kMacShift;
   bool matched = false;
-  for (size_t slot = 0; slot < 2 && !matched; ++slot) {
+  if (scheduled()) {
+    // One MAC, under the key of the period the cookie names.
+    advance(now_ns);
+    uint64_t mac = 0;
+    if (age > now_count) {
+      result.reason = CookieReject::kBadHash;  // names a period before the clock's start
+      return result;
+    }
+    if (!macWith(periodKey(count), msg, sizeof msg, mac)) {
+      result.reason = CookieReject::kCryptoError;
+      return result;
+    }
+    matched = (static_cast<uint32_t>(mac) & kMacMask) == want;
+  }
+  for (size_t slot = 0; slot < 2 && !matched && !scheduled(); ++slot) {
     uint64_t mac = 0;
     if (!secrets_.mac(slot, msg, sizeof msg, mac)) {
       if (slot == 0) {

@@ -45,12 +45,22 @@
 /// secret; CLOCK_MONOTONIC is fine for a single proxy. A skew of e makes cookies issued within e
 /// of a period boundary fail at the peer.
 ///
+/// Key schedule (the engine's mode): constructed from a configured secret instead of a
+/// CookieSecrets, the cookie key rotates every period by itself. The key of period c is derived
+/// from the secret and c alone (SHA-256 over a label, the secret and c, as the SipHash key), so
+/// every proxy configured with the same secret derives the same key for the same period, and a
+/// standby with a sane clock validates the active's cookies with no key exchange. A cookie is
+/// made under the key of its period and accepted in that period and the next (the previous key
+/// stays valid one period); the keys of the two periods before those are kept too, so an old
+/// but authentic cookie is reported stale, not forged. advance() derives them ahead of time.
+///
 /// Threads: the MAC contexts are reused per call, so one SynCookie belongs to one thread (one per
 /// packet worker, each constructed from the same secret).
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -178,6 +188,17 @@ class SynCookie {
   /// than 4 entries, or not ascending).
   SynCookie(SynCookieConfig config, CookieSecrets secrets);
 
+  /// Key schedule mode (see the file comment): keys derived from `secret` and the period.
+  /// Throws like CookieSecrets on a short secret or without SipHash.
+  SynCookie(SynCookieConfig config, std::span<const uint8_t> secret);
+
+  /// Key schedule mode: derives the keys of the period of now_ns and of the three before it
+  /// (at most four derivations, normally one per period). make() and check() call it; calling
+  /// it from a timer first keeps the derivation off the packet path. A failed derivation leaves
+  /// that period without a key: its cookies fail as kCryptoError. No-op without a schedule.
+  void advance(uint64_t now_ns) noexcept;
+  bool scheduled() const noexcept { return !master_.bytes.empty(); }
+
   /// The cookie for a client SYN at now_ns. TSval, when used, is a 1 ms clock with a keyed
   /// per-connection offset (RFC 7323 section 5.4; Linux's tsoff), its low 6 bits replaced by the
   /// options and kept at or below that clock (Linux cookie_init_timestamp).
@@ -201,6 +222,24 @@ class SynCookie {
   std::array<uint16_t, 4> mss_table_{};
   uint8_t mss_table_size_ = 0;
   CookieSecrets secrets_;
+
+  // Key schedule mode: the configured secret, and the keys of the last four periods by
+  // period & 3 (ring_count_ says which period each holds).
+  struct MacCtxFree {
+    void operator()(evp_mac_ctx_st* ctx) const noexcept;
+  };
+  struct Secret {
+    std::vector<uint8_t> bytes;
+    Secret() = default;
+    explicit Secret(std::span<const uint8_t> s) : bytes(s.begin(), s.end()) {}
+    Secret(Secret&&) noexcept = default;
+    Secret& operator=(Secret&&) noexcept = default;
+    ~Secret();
+  };
+  evp_mac_ctx_st* periodKey(uint64_t count) const noexcept;
+  Secret master_;
+  std::array<std::unique_ptr<evp_mac_ctx_st, MacCtxFree>, 4> ring_{};
+  std::array<uint64_t, 4> ring_count_{};
 };
 
 /// The offer of a client SYN (pkt validated, opts parsed from it).

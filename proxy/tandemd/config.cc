@@ -35,6 +35,10 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"daemon.set_sysctls", "true: set the sysctls tandem needs, not refuse"},
     {"daemon.log_level", "debug | info | warn | error"},
     {"daemon.cookie_secret", "splice: SYN-cookie secret, hex, >= 16 bytes; default random"},
+    {"daemon.mss", "splice: MSS advertised to clients and the most offered to backends, "
+                   "536-65495; lowered to the service interfaces' MTU - 40"},
+    {"daemon.cookie_period", "splice: seconds between cookie key rotations, 1-600; a cookie "
+                             "lives 1-2 periods; same on both nodes of a pair"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
     {"timeouts.syn_recv", ""},
     {"timeouts.established", ""},
@@ -69,7 +73,19 @@ constexpr KeyHelp kServiceKeys[] = {
     {"scheduler", "roundrobin | hash"},
     {"snat_address", "source ADDRESS towards the backends (snat: required)"},
     {"snat_ports", "MIN-MAX source ports for SNAT"},
+    {"bind", "splice: ack (open the backend leg on the client's ACK) | data (on its first data, "
+             "which may choose the backend by route.N)"},
+    {"route.N", "bind = data: sni:NAME -> ADDRESS:PORT | host:NAME -> ADDRESS:PORT; N orders "
+                "the rules; NAME may be *.SUFFIX; the backend must be in backends"},
 };
+
+/// `route.N` with N a number of 1 to 4 digits.
+bool isRouteKey(const std::string& short_key) {
+  if (short_key.rfind("route.", 0) != 0) return false;
+  const std::string n = short_key.substr(6);
+  return !n.empty() && n.size() <= 4 &&
+         std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
 
 constexpr struct {
   const char* key;
@@ -269,7 +285,8 @@ std::vector<ServiceValues> groupServices(const Values& values) {
     if (key.rfind("service.", 0) != 0) continue;
     const Value& v = *values.find(key);
     const std::string rest = key.substr(8);
-    const size_t dot = rest.rfind('.');
+    size_t dot = rest.rfind('.');
+    if (const size_t r = rest.find(".route."); r != std::string::npos) dot = r;  // route.N
     if (dot == std::string::npos) fail(key, v, "expected service.NAME.KEY");
     const std::string name = rest.substr(0, dot);
     const std::string short_key = rest.substr(dot + 1);
@@ -278,7 +295,7 @@ std::vector<ServiceValues> groupServices(const Values& values) {
     }
     const bool known = std::any_of(std::begin(kServiceKeys), std::end(kServiceKeys),
                                    [&](const KeyHelp& k) { return short_key == k.key; });
-    if (!known) fail(key, v, "unknown key");
+    if (!known && !isRouteKey(short_key)) fail(key, v, "unknown key");
     auto it = std::find_if(services.begin(), services.end(),
                            [&](const ServiceValues& s) { return s.name == name; });
     if (it == services.end()) {
@@ -329,6 +346,42 @@ ServiceConfig parseService(const ServiceValues& sv) {
   if (const auto* p = get("scheduler")) {
     s.scheduler = parseChoice<Scheduler>(
         p->first, p->second, {{"roundrobin", Scheduler::kRoundRobin}, {"hash", Scheduler::kHash}});
+  }
+
+  if (const auto* p = get("bind")) {
+    if (s.mode != Mode::kSplice) fail(p->first, p->second, "only used with mode = splice");
+    s.bind = parseChoice<BindOn>(p->first, p->second,
+                                 {{"ack", BindOn::kAck}, {"data", BindOn::kData}});
+  }
+  // route.N in the order of N.
+  std::vector<std::pair<unsigned, const std::pair<std::string, Value>*>> routes;
+  for (const auto& [short_key, kv] : sv.keys) {
+    if (isRouteKey(short_key)) routes.emplace_back(std::stoul(short_key.substr(6)), &kv);
+  }
+  std::sort(routes.begin(), routes.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [n, kv] : routes) {
+    const auto& [key, v] = *kv;
+    if (s.bind != BindOn::kData) fail(key, v, "only used with bind = data");
+    const size_t arrow = v.text.find("->");
+    if (arrow == std::string::npos) {
+      fail(key, v, "expected sni:NAME -> ADDRESS:PORT or host:NAME -> ADDRESS:PORT, got " +
+                       quoted(v.text));
+    }
+    RouteRule rule;
+    try {
+      rule = parseRouteMatch(v.text.substr(0, arrow));
+    } catch (const std::invalid_argument& e) {
+      fail(key, v, e.what());
+    }
+    std::string target = v.text.substr(arrow + 2);
+    target.erase(0, target.find_first_not_of(" \t"));
+    target.erase(target.find_last_not_of(" \t") + 1);
+    const Endpoint b = parseEndpoint(key, v, target, true);
+    const auto it = std::find(s.backends.begin(), s.backends.end(), b);
+    if (it == s.backends.end()) fail(key, v, b.toString() + " is not in " + prefix + "backends");
+    rule.backend = static_cast<uint16_t>(it - s.backends.begin());
+    s.routes.push_back(std::move(rule));
   }
 
   const auto* snat_address = get("snat_address");
@@ -540,6 +593,16 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
           static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
     }
   }
+  if (const Value* v = get("daemon.mss")) {
+    c.engine.splice.mss = static_cast<uint16_t>(parseUint("daemon.mss", *v, 536, 65495));
+  }
+  if (const Value* v = get("daemon.cookie_period")) {
+    c.engine.splice.cookie_period_ns = parseSeconds("daemon.cookie_period", *v);
+    if (c.engine.splice.cookie_period_ns < kNsPerSec ||
+        c.engine.splice.cookie_period_ns > 600 * kNsPerSec) {
+      fail("daemon.cookie_period", *v, "expected 1 to 600 seconds, got " + quoted(v->text));
+    }
+  }
   if (const Value* v = get("daemon.log_level")) {
     auto level = parseLogLevel(v->text);
     if (!level) {
@@ -605,6 +668,8 @@ std::string configKeysHelp() {
       {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
       {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
       {"daemon.log_level", logLevelName(d.log_level)},
+      {"daemon.mss", std::to_string(d.engine.splice.mss)},
+      {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},
@@ -617,6 +682,7 @@ std::string configKeysHelp() {
       {"service.NAME.mode", modeName(svc.mode)},
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},
+      {"service.NAME.bind", bindOnName(svc.bind)},
       {"service.NAME.snat_ports",
        std::to_string(svc.snat_port_min) + "-" + std::to_string(svc.snat_port_max)},
   };

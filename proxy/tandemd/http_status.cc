@@ -11,6 +11,7 @@
 
 #include "common/version.h"
 #include "proxy/io/log.h"
+#include "proxy/io/raw_sender.h"
 #include "proxy/tandemd/pair.h"
 
 namespace tandem {
@@ -57,7 +58,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 18;
+constexpr size_t kScalarCounters = 21;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -147,6 +148,15 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_sync_deferred_total", "counter",
            "Proxy pair: backend SYN-ACKs held until the standby acknowledged the new flow.",
            c.sync_deferred);
+  m.single("tandem_splice_routed_total", "counter",
+           "Splice mode, bind = data: backends chosen by a route rule (SNI, Host).",
+           c.splice_routed);
+  m.single("tandem_splice_route_misses_total", "counter",
+           "Splice mode, bind = data: first data matched no route rule; the scheduler chose.",
+           c.splice_route_misses);
+  m.single("tandem_splice_outbox_full_total", "counter",
+           "Splice mode: packets the proxy originates lost because its outbox was full.",
+           c.splice_outbox_full);
   m.single("tandem_snat_ports_reused_total", "counter",
            "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
            c.snat_ports_reused);
@@ -158,6 +168,14 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_nfq_hold_dropped_total", "counter",
            "Held packets dropped (store full, too large or too old); TCP resends them.",
            q.hold_dropped);
+  if (s.raw != nullptr) {
+    m.single("tandem_raw_sent_total", "counter",
+             "Splice mode: packets the engine originated, sent through the raw socket.",
+             s.raw->counters().sent);
+    m.single("tandem_raw_send_errors_total", "counter",
+             "Splice mode: originated packets the raw socket failed to send.",
+             s.raw->counters().errors);
+  }
   m.single("tandem_nfq_reads_total", "counter", "recvmmsg() calls that returned messages.",
            q.reads);
   m.single("tandem_nfq_packets_total", "counter", "Packets received from the queue.", q.packets);
@@ -234,6 +252,7 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
     out += "],\"mode\":" + jsonString(modeName(svc.mode));
     out += ",\"addressing\":" + jsonString(addressingName(svc.addressing));
     out += ",\"scheduler\":" + jsonString(schedulerName(svc.scheduler));
+    if (svc.mode == Mode::kSplice) out += ",\"bind\":" + jsonString(bindOnName(svc.bind));
     if (svc.addressing == Addressing::kSnat) {
       out += ",\"snat_address\":" + jsonString(svc.snat_addr.toString());
       out += ",\"snat_ports\":" + jsonString(std::to_string(svc.snat_port_min) + "-" +

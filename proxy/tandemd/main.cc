@@ -8,8 +8,11 @@
 #include <event2/event.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -19,6 +22,7 @@
 #include "proxy/core/engine.h"
 #include "proxy/io/log.h"
 #include "proxy/io/nfqueue.h"
+#include "proxy/io/raw_sender.h"
 #include "proxy/io/rules.h"
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
@@ -90,16 +94,24 @@ struct Loop {
   Engine* engine = nullptr;
   NfQueue* queue = nullptr;
   PairController* pair = nullptr;  ///< the proxy pair, when configured
+  RawSender* raw = nullptr;  ///< with splice services: sends the engine's outbox
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
   RateLimit kernel_warn{60'000'000'000ull, 1};
 };
 
+/// Packets the engine originated itself (splice mode) go out through the raw socket.
+void sendOutbox(Loop& loop) {
+  if (loop.raw == nullptr) return;
+  loop.engine->drainOutbox([&](const uint8_t* p, size_t n) { loop.raw->send(p, n); });
+}
+
 void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->queue->onReadable(*loop->engine);
   if (loop->pair != nullptr) loop->pair->afterPackets();
+  sendOutbox(*loop);
 }
 
 void checkKernelDrops(Loop& loop) {
@@ -118,10 +130,37 @@ void checkKernelDrops(Loop& loop) {
   }
 }
 
+/// Splice mode: the MSS the proxy advertises and offers never exceeds what its interfaces
+/// carry (MTU - 40: IPv4 and TCP headers without options).
+void clampSpliceMss(EngineConfig& engine) {
+  if (std::none_of(engine.services.begin(), engine.services.end(),
+                   [](const ServiceConfig& s) { return s.mode == Mode::kSplice; }))
+    return;
+  for (const std::string& iface : serviceInterfaces(engine)) {
+    std::ifstream f("/sys/class/net/" + iface + "/mtu");
+    unsigned mtu = 0;
+    if (!(f >> mtu) || mtu < 576 || mtu - 40 >= engine.splice.mss) continue;
+    logf(LogLevel::kInfo, "splice MSS lowered from %u to %u (MTU %u of %s)", engine.splice.mss,
+         mtu - 40, mtu, iface.c_str());
+    engine.splice.mss = static_cast<uint16_t>(mtu - 40);
+  }
+}
+
+/// Wall clock minus monotonic clock: SYN cookies follow the wall clock (Engine::
+/// setCookieClockOffset), so a standby with the same secret validates them.
+int64_t wallClockOffsetNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const auto wall = static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  return wall - static_cast<int64_t>(monotonicNs());
+}
+
 void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
+  loop->engine->setCookieClockOffset(wallClockOffsetNs());
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
+  sendOutbox(*loop);
   loop->queue->tick(now);  // held packets whose splice never completed: drop, TCP resends
   if (++loop->ticks % kKernelCheckTicks == 0) checkKernelDrops(*loop);
 }
@@ -246,7 +285,19 @@ int run(const DaemonConfig& config, Engine& engine) {
     logf(LogLevel::kError, "event_base_new failed");
     return kExitRuntime;
   }
+  std::optional<RawSender> raw;
+  if (std::any_of(config.engine.services.begin(), config.engine.services.end(),
+                  [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
+    try {
+      raw.emplace();
+    } catch (const std::system_error& e) {
+      logf(LogLevel::kError, "%s", e.what());
+      return kExitRuntime;
+    }
+  }
+  engine.setCookieClockOffset(wallClockOffsetNs());
   Loop loop;
+  loop.raw = raw ? &*raw : nullptr;
   loop.base = base.get();
   loop.engine = &engine;
   loop.queue = &queue;
@@ -285,7 +336,8 @@ int run(const DaemonConfig& config, Engine& engine) {
   try {
     if (config.metrics) {
       status.emplace(loop.base,
-                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr});
+                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
+                                   raw ? &*raw : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());
@@ -373,6 +425,7 @@ int main(int argc, char** argv) {
       std::istringstream empty;
       config = parseConfig(empty, cl.overrides);
     }
+    clampSpliceMss(config.engine);
     engine = std::make_unique<Engine>(config.engine);
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "tandemd: %s\n", e.what());

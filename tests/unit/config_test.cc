@@ -116,6 +116,39 @@ TEST(ConfigTest, SpliceModeAndCookieSecret) {
   EXPECT_EQ(c.engine.splice.cookie_secret[15], 0xff);
 }
 
+TEST(ConfigTest, SpliceMssAndCookiePeriod) {
+  const DaemonConfig c =
+      parse(std::string("[daemon]\nmss = 1400\ncookie_period = 30\n") + kMinimalService);
+  EXPECT_EQ(c.engine.splice.mss, 1400);
+  EXPECT_EQ(c.engine.splice.cookie_period_ns, 30 * kSec);
+  const DaemonConfig d = parse(kMinimalService);
+  EXPECT_EQ(d.engine.splice.mss, 1460);
+  EXPECT_EQ(d.engine.splice.cookie_period_ns, 64 * kSec);
+}
+
+TEST(ConfigTest, BindOnDataWithRoutes) {
+  const DaemonConfig c = parse(R"([service.tls]
+vip = 10.10.1.100:443
+backends = 10.10.2.2:8443 10.10.2.3:8443
+mode = splice
+bind = data
+route.10 = host:*.Example -> 10.10.2.2:8443
+route.2 = sni:b.example -> 10.10.2.3:8443
+)");
+  ASSERT_EQ(c.engine.services.size(), 1u);
+  const ServiceConfig& s = c.engine.services[0];
+  EXPECT_EQ(s.bind, BindOn::kData);
+  ASSERT_EQ(s.routes.size(), 2u);
+  EXPECT_EQ(s.routes[0].kind, RouteKind::kSni);  // ordered by N, not by text
+  EXPECT_EQ(s.routes[0].name, "b.example");
+  EXPECT_EQ(s.routes[0].backend, 1);
+  EXPECT_EQ(s.routes[1].kind, RouteKind::kHost);
+  EXPECT_EQ(s.routes[1].name, "*.example");
+  EXPECT_EQ(s.routes[1].backend, 0);
+  EXPECT_EQ(parse(kMinimalService + std::string("mode = splice\n")).engine.services[0].bind,
+            BindOn::kAck);
+}
+
 TEST(ConfigTest, SyncSection) {
   const DaemonConfig c = parse(std::string(kMinimalService) + R"(
 [sync]
@@ -312,7 +345,37 @@ INSTANTIATE_TEST_SUITE_P(
                 "daemon.queue: given more than once in the configuration file"},
         BadCase{"no service", "[daemon]\nqueue = 1\n", {},
                 "service: no [service.NAME] section, nothing to proxy"},
-        BadCase{"stray argument", kSvc, {"extra"}, "unexpected argument 'extra'"}));
+        BadCase{"stray argument", kSvc, {"extra"}, "unexpected argument 'extra'"},
+        BadCase{"bind without splice", kSvc + "bind = data\n", {},
+                "service.web.bind: only used with mode = splice"},
+        BadCase{"bad bind", kSvc + "mode = splice\nbind = syn\n", {},
+                "service.web.bind: expected ack | data, got 'syn'"},
+        BadCase{"route without bind = data",
+                kSvc + "mode = splice\nroute.1 = sni:a.example -> 10.10.2.2:8080\n", {},
+                "service.web.route.1: only used with bind = data"},
+        BadCase{"route without arrow",
+                kSvc + "mode = splice\nbind = data\nroute.1 = sni:a.example 10.10.2.2:8080\n", {},
+                "service.web.route.1: expected sni:NAME -> ADDRESS:PORT or host:NAME -> "
+                "ADDRESS:PORT, got 'sni:a.example 10.10.2.2:8080'"},
+        BadCase{"route of unknown kind",
+                kSvc + "mode = splice\nbind = data\nroute.1 = alpn:h2 -> 10.10.2.2:8080\n", {},
+                "service.web.route.1: expected sni:NAME or host:NAME before '->', got 'alpn:h2'"},
+        BadCase{"route to a backend not in the pool",
+                kSvc + "mode = splice\nbind = data\nroute.1 = host:a -> 10.10.2.9:8080\n", {},
+                "service.web.route.1: 10.10.2.9:8080 is not in service.web.backends"},
+        BadCase{"route with a bad target",
+                kSvc + "mode = splice\nbind = data\nroute.1 = host:a -> backend1\n", {},
+                "service.web.route.1: expected ADDRESS:PORT, got 'backend1'"},
+        BadCase{"route with a bad name",
+                kSvc + "mode = splice\nbind = data\nroute.1 = sni:a/b -> 10.10.2.2:8080\n", {},
+                "service.web.route.1: 'a/b' is not a host name (letters, digits, '-', '_', '.', "
+                "an optional leading '*.')"},
+        BadCase{"MSS too small", "[daemon]\nmss = 100\n" + kSvc, {},
+                "daemon.mss: expected an integer from 536 to 65495, got '100'"},
+        BadCase{"cookie period too long", "[daemon]\ncookie_period = 3600\n" + kSvc, {},
+                "daemon.cookie_period: expected 1 to 600 seconds, got '3600'"},
+        BadCase{"route key not numbered", kSvc + "route.x = sni:a -> 10.10.2.2:8080\n", {},
+                "service.web.route.x: unknown key"}));
 
 TEST(ConfigTest, CommandLineOptions) {
   const char* argv[] = {"tandemd", "--config", "/etc/t.conf", "--check", "--daemon.queue=2",
