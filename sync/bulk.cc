@@ -22,7 +22,7 @@ size_t BulkSender::step(FlowSource& source, ReliableSender& sender, size_t max_f
   size_t n = 0;
   FlowRecord flow;
   // Keep one slot beyond the reserve for the BULK_END.
-  while (n < max_flows && sender.space() > reserve_ + 1 && sender.pending() < max_in_flight_) {
+  while (n < max_flows && sender.space() > reserve_ + 1) {
     if (!source.next(cursor_, flow)) {
       if (sender.bulkEnd(request_id_, sent_)) {
         active_ = false;

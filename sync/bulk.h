@@ -45,13 +45,8 @@ class BulkSender {
     uint64_t flows = 0;        ///< flows streamed, all transfers
   };
 
-  /// `reserve`: queue space left free for incremental updates. `max_in_flight`: no bulk flow is
-  /// queued while the sender holds this many messages (queued or unacknowledged): a transfer
-  /// faster than the standby drains overflows its socket buffer, and every lost frame then
-  /// waits for a resend. The default matches ReliableReceiver's reorder window, so whatever
-  /// follows a lost frame is buffered, not dropped.
-  explicit BulkSender(size_t reserve = 1024, size_t max_in_flight = 4096) noexcept
-      : reserve_(reserve), max_in_flight_(max_in_flight) {}
+  /// `reserve`: queue space left free for incremental updates.
+  explicit BulkSender(size_t reserve = 1024) noexcept : reserve_(reserve) {}
 
   /// A BULK_REQUEST arrived. A new request id (re)starts the transfer from the beginning.
   void onRequest(const BulkRequest& request) noexcept;
@@ -68,7 +63,6 @@ class BulkSender {
 
  private:
   size_t reserve_;
-  size_t max_in_flight_;
   bool active_ = false;
   bool has_request_ = false;
   uint32_t request_id_ = 0;

@@ -118,12 +118,6 @@ def main():
         t.update(row)
         by_sys.setdefault(row["system"], []).append(t)
     systems = [s for s in ORDER if s in by_sys] + sorted(s for s in by_sys if s not in ORDER)
-    if systems:
-        failover_tables(run, by_sys, systems)
-    sync_and_bulk(run)
-
-
-def failover_tables(run, by_sys, systems):
 
     print("### Failover: the gap each client sees when the active is crashed\n")
     print("| System | trials | stream gap median, ms | stream gap worst, ms | rr gap median, ms "
@@ -177,9 +171,7 @@ def failover_tables(run, by_sys, systems):
               % (os.path.basename(path), ", ".join("%s %s" % (s, v[0]) for s, v in
                                                     series.items())))
 
-
-
-def sync_and_bulk(run):
+    # Sync cost.
     rows = []
     for s in ("tandem", "conntrackd"):
         d = kv(os.path.join(run, "sync-%s.txt" % s))

@@ -85,21 +85,6 @@ TEST(SyncBulk, StepsAreBoundedAndLeaveTheReserveFree) {
   for (uint32_t i = 0; i < 50; ++i) EXPECT_TRUE(sender.upsert(flow(5000 + i, 1)));
 }
 
-TEST(SyncBulk, StepsStopAtTheInFlightLimitAndResumeAfterAcks) {
-  SourceTable src;
-  for (uint32_t i = 0; i < 1000; ++i) src.flows[i] = flow(i, 3);
-  ReliableSender sender({4096, 10 * kMs}, 1);
-  BulkSender bulk(50, 120);
-  bulk.onRequest({1});
-  EXPECT_EQ(bulk.step(src, sender, 1000), 120u);
-  EXPECT_EQ(bulk.step(src, sender, 1000), 0u);  // 120 queued, none acknowledged
-  std::vector<Update> out;
-  EXPECT_EQ(sender.poll(0, 1000, out), 120u);
-  sender.onAck(Ack{sender.session(), out[99].seq, 0, {}});
-  EXPECT_EQ(sender.pending(), 20u);
-  EXPECT_EQ(bulk.step(src, sender, 1000), 100u);
-}
-
 TEST(SyncBulk, StandbyConvergesWhileTheTableChangesUnderALossyLink) {
   for (uint32_t seed = 1; seed <= 3; ++seed) {
     std::mt19937 rng(seed);
