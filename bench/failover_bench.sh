@@ -98,7 +98,7 @@ die() {
 # Preflight
 
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, iptables, NFQUEUE)"
-[[ $ROUNDS =~ ^[0-9]+$ ]] && [ "$ROUNDS" -ge 1 ] || die "--rounds must be a whole number >= 1"
+[[ $ROUNDS =~ ^[0-9]+$ ]] || die "--rounds must be a whole number (0: sync cost and bulk only)"
 for s in $SYSTEMS; do
   case "$s" in tandem-[0-9]*|tandem-[0-9]*x[0-9]*|ka-strict|ka-loose) ;; *) die "unknown system '$s'" ;; esac
 done
@@ -532,6 +532,12 @@ bulk() {  # bulk N
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf" || return 1
   PID_A=$NODE_PID
   wait_for 5 is_role "$NS_PA" active || return 1
+  # B runs during the fill (it gets every flow incrementally), then is stopped and started
+  # again: the bulk is measured on a clean sync queue. (A standby absent during the fill leaves
+  # A's queue full of unacknowledged updates: see RESULTS.md.)
+  start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf" || return 1
+  PID_B=$NODE_PID
+  wait_for 5 is_ready "$NS_PB" || return 1
   local t0 t1 have rounds=0
   t0=$(now_ms)
   # Paced, so the queue keeps up; repeated until the table holds n flows.
@@ -542,17 +548,47 @@ bulk() {  # bulk N
     [ "$rounds" -gt 20 ] && { echo "bulk $n: only $have flows after 20 floods" >&2; break; }
     in_ns "$NS_CLI" "$TCPINJECT" --flood --src-net "$SPOOF_NET" --dst "$VIP:80" \
       --count $((n - have + 1000)) --rate 150000 --seed "$rounds" >>"$f.flood" 2>&1
-    sleep 0.5
+    # Until the queue is drained (the count stops growing).
+    local prev=-1
+    while :; do
+      sleep 0.3
+      have=$(metric_in "$NS_PA" tandem_flows_active)
+      [ "$have" = "$prev" ] && break
+      prev=$have
+    done
   done
   t1=$(now_ms)
-  local fill_s
+  local fill_s synced=0
   fill_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
+  for _ in $(seq 1 100); do
+    synced=$(metric_in "$NS_PB" tandem_flows_active)
+    [ "$synced" -ge "$have" ] && break
+    sleep 0.2
+  done
+  local b_role_before
+  b_role_before=$(role_of "$NS_PB")
+  stop_pid "$PID_B" TERM
+  sleep 1
   # B starts now; ready when its bulk completed.
-  local s0 s1 s_status ready=0
+  local s0 s1 s_status ready=0 m
+  for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+    eval "local a0_$m=\$(metric_in \"\$NS_PA\" tandem_sync_${m}_total)"
+  done
+  local perf_a=
+  if [ "${PERF:-0}" = 1 ]; then
+    perf record -q -F 499 -g -p "$PID_A" -o "$RUN_DIR/perf-a-$n.data" >/dev/null 2>&1 &
+    perf_a=$!
+    sleep 0.5
+  fi
   s0=$(date +%s%N)
   start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf"
   PID_B=$NODE_PID
   s_status=$(date +%s%N)
+  local perf_b=
+  if [ "${PERF:-0}" = 1 ]; then
+    perf record -q -F 499 -g -p "$PID_B" -o "$RUN_DIR/perf-b-$n.data" >/dev/null 2>&1 &
+    perf_b=$!
+  fi
   local tries=0
   while [ $tries -lt 3000 ]; do
     if [ "$(metric_in "$NS_PB" tandem_pair_ready)" = 1 ]; then ready=1; break; fi
@@ -564,6 +600,10 @@ bulk() {  # bulk N
     echo "flows_requested=$n"
     echo "a_flows_active=$(metric_in "$NS_PA" tandem_flows_active)"
     echo "fill_seconds=$fill_s"
+    echo "b_synced_before_restart=$synced"
+    echo "b_role_before_restart=$b_role_before"
+    echo "b_role_after=$(role_of "$NS_PB")"
+    echo "a_role_after=$(role_of "$NS_PA")"
     echo "ready=$ready"
     echo "start_to_status_ms=$(( (s_status - s0) / 1000000 ))"
     echo "start_to_ready_ms=$(( (s1 - s0) / 1000000 ))"
@@ -572,7 +612,15 @@ bulk() {  # bulk N
     echo "b_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_B/stat")"
     echo "a_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_A/stat")"
     echo "a_bulk_transfers=$(metric_in "$NS_PA" tandem_pair_bulk_transfers_total)"
+    for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+      echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
+    done
+    echo "b_updates_delivered=$(metric_in "$NS_PB" tandem_sync_updates_delivered_total)"
+    echo "b_frames_accepted=$(metric_in "$NS_PB" tandem_sync_frames_accepted_total)"
+    echo "b_udp: $(in_ns "$NS_PB" awk '/^Udp:/ { if (h) print; else h = $0 }' /proc/net/snmp)"
+    echo "b_udp_fields: $(in_ns "$NS_PB" awk '/^Udp:/ { print; exit }' /proc/net/snmp)"
   } >"$f"
+  for m in $perf_a $perf_b; do kill -INT "$m"; wait "$m"; done
   cat "$f" >&2
   save_logs "bulk-$n"
   topo_down
