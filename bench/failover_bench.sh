@@ -32,14 +32,17 @@
 #               (measured over an idle interval of the same length) subtracted. The same for
 #               conntrackd's channel (ka-loose setup).
 #   bulk resync A's flow table filled with BULK_SIZES flows (tcpinject --flood: one SYN from a
-#               random source per flow, dropped by the backends, timeouts.syn_sent 600 s), then
-#               B started: the time until B's tandem_pair_ready is 1 (polled every 20 ms).
+#               random source per flow, dropped by the backends, timeouts.syn_sent 900 s) while B
+#               runs; then B stopped and started again (BULK_REPEAT times): the time from B's
+#               start until its tandem_pair_ready is 1 (polled every 20 ms). Variant "absent"
+#               (BULK_ABSENT_SIZES): B not running during the fill, started once afterwards.
 #
 # Usage (root):   bench/failover_bench.sh [--rounds N] [--quick] [--skip-bulk] [--skip-sync]
 #                 [--systems "tandem-10 tandem-50 tandem-100 ka-strict ka-loose"]
 #   --quick       2 rounds, bulk 100000 only
 # Environment:    HB_MISS=3 HELD=20 STREAM_RATE=4194304 CRASH_AT=1.5 AFTER=2.5 SYNC_SECONDS=3
-#                 BULK_SIZES="100000 1000000" OUT=bench/out
+#                 BULK_SIZES="100000 1000000" BULK_REPEAT=3 BULK_ABSENT_SIZES=100000
+#                 PERF=0 (1: perf record both daemons during each bulk) OUT=bench/out
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 # Installs keepalived, conntrackd and gnuplot-nox with apt-get if missing (bench only).
 # Output: a markdown report on stdout and in $OUT/failover-<date>.md; raw data (client lines,
@@ -68,6 +71,7 @@ done
 if [ "$QUICK" -eq 1 ]; then
   ROUNDS=2
   BULK_SIZES=${BULK_SIZES:-100000}
+  BULK_REPEAT=${BULK_REPEAT:-1}
 fi
 HB_MISS=${HB_MISS:-3}
 HELD=${HELD:-20}
@@ -76,6 +80,8 @@ CRASH_AT=${CRASH_AT:-1.5}
 AFTER=${AFTER:-2.5}
 SYNC_SECONDS=${SYNC_SECONDS:-3}
 BULK_SIZES=${BULK_SIZES:-100000 1000000}
+BULK_REPEAT=${BULK_REPEAT:-3}
+BULK_ABSENT_SIZES=${BULK_ABSENT_SIZES-100000}
 OUT=${OUT:-$ROOT/bench/out}
 TANDEMD=${TANDEMD:-$ROOT/build/release/proxy/tandemd/tandemd}
 TCPCHECK=${TCPCHECK:-$ROOT/build/release/tests/tools/tcpcheck}
@@ -510,8 +516,58 @@ sync_cost() {
 # Bulk resync
 
 SPOOF_NET=
-bulk() {  # bulk N
-  local n=$1 f=$RUN_DIR/bulk-$1.txt
+# measure_b FILE: starts B and times it until tandem_pair_ready is 1 (polled every 20 ms); writes
+# key=value lines to FILE.
+measure_b() {
+  local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a= perf_b=
+  for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+    eval "local a0_$m=\$(metric_in \"\$NS_PA\" tandem_sync_${m}_total)"
+  done
+  if [ "${PERF:-0}" = 1 ]; then
+    bg_start perf-a "$NS_PA" perf record -q -F 499 -g -p "$PID_A" -o "$f.perf-a.data"
+    perf_a=$BG_PID
+    sleep 0.5
+  fi
+  s0=$(date +%s%N)
+  start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf"
+  PID_B=$NODE_PID
+  s_status=$(date +%s%N)
+  if [ "${PERF:-0}" = 1 ]; then
+    bg_start perf-b "$NS_PB" perf record -q -F 499 -g -p "$PID_B" -o "$f.perf-b.data"
+    perf_b=$BG_PID
+  fi
+  while [ $tries -lt 3000 ]; do
+    if [ "$(metric_in "$NS_PB" tandem_pair_ready)" = 1 ]; then ready=1; break; fi
+    sleep 0.02
+    tries=$((tries + 1))
+  done
+  s1=$(date +%s%N)
+  {
+    echo "ready=$ready"
+    echo "start_to_status_ms=$(( (s_status - s0) / 1000000 ))"
+    echo "start_to_ready_ms=$(( (s1 - s0) / 1000000 ))"
+    echo "a_flows_active=$(metric_in "$NS_PA" tandem_flows_active)"
+    echo "b_flows_active=$(metric_in "$NS_PB" tandem_flows_active)"
+    echo "b_role_after=$(role_of "$NS_PB")"
+    echo "a_role_after=$(role_of "$NS_PA")"
+    echo "b_installed=$(metric_in "$NS_PB" tandem_pair_flows_installed_total)"
+    echo "b_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_B/stat")"
+    for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+      echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
+    done
+    echo "b_udp_fields: $(in_ns "$NS_PB" awk '/^Udp:/ { print; exit }' /proc/net/snmp)"
+    echo "b_udp: $(in_ns "$NS_PB" awk '/^Udp:/ { if (h) print; else h = $0 }' /proc/net/snmp)"
+  } >"$f"
+  for m in $perf_a $perf_b; do kill -INT "$m"; wait "$m"; done
+  sed 's/^/#   /' "$f" >&2
+}
+
+# bulk N VARIANT: A's table filled with N flows, then B's bulk resync timed.
+#   restart  B runs during the fill (it gets every flow incrementally), then is stopped
+#            (SIGTERM) and started again, BULK_REPEAT times: the bulk on a clean sync queue.
+#   absent   B is not running during the fill, then starts once.
+bulk() {
+  local n=$1 variant=$2 f=$RUN_DIR/bulk-$2-$1
   SPOOF_NET=10.$TDM_NET.128.0/17
   topo || return 1
   # The flood's SYNs reach the backends, which drop them: the flows stay in SYN_SENT.
@@ -532,12 +588,11 @@ bulk() {  # bulk N
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf" || return 1
   PID_A=$NODE_PID
   wait_for 5 is_role "$NS_PA" active || return 1
-  # B runs during the fill (it gets every flow incrementally), then is stopped and started
-  # again: the bulk is measured on a clean sync queue. (A standby absent during the fill leaves
-  # A's queue full of unacknowledged updates: see RESULTS.md.)
-  start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf" || return 1
-  PID_B=$NODE_PID
-  wait_for 5 is_ready "$NS_PB" || return 1
+  if [ "$variant" = restart ]; then
+    start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf" || return 1
+    PID_B=$NODE_PID
+    wait_for 5 is_ready "$NS_PB" || return 1
+  fi
   local t0 t1 have rounds=0
   t0=$(now_ms)
   # Paced, so the queue keeps up; repeated until the table holds n flows.
@@ -558,71 +613,29 @@ bulk() {  # bulk N
     done
   done
   t1=$(now_ms)
-  local fill_s synced=0
-  fill_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')
-  for _ in $(seq 1 100); do
-    synced=$(metric_in "$NS_PB" tandem_flows_active)
-    [ "$synced" -ge "$have" ] && break
-    sleep 0.2
-  done
-  local b_role_before
-  b_role_before=$(role_of "$NS_PB")
-  stop_pid "$PID_B" TERM
-  sleep 1
-  # B starts now; ready when its bulk completed.
-  local s0 s1 s_status ready=0 m
-  for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
-    eval "local a0_$m=\$(metric_in \"\$NS_PA\" tandem_sync_${m}_total)"
-  done
-  local perf_a=
-  if [ "${PERF:-0}" = 1 ]; then
-    perf record -q -F 499 -g -p "$PID_A" -o "$RUN_DIR/perf-a-$n.data" >/dev/null 2>&1 &
-    perf_a=$!
-    sleep 0.5
-  fi
-  s0=$(date +%s%N)
-  start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf"
-  PID_B=$NODE_PID
-  s_status=$(date +%s%N)
-  local perf_b=
-  if [ "${PERF:-0}" = 1 ]; then
-    perf record -q -F 499 -g -p "$PID_B" -o "$RUN_DIR/perf-b-$n.data" >/dev/null 2>&1 &
-    perf_b=$!
-  fi
-  local tries=0
-  while [ $tries -lt 3000 ]; do
-    if [ "$(metric_in "$NS_PB" tandem_pair_ready)" = 1 ]; then ready=1; break; fi
-    sleep 0.02
-    tries=$((tries + 1))
-  done
-  s1=$(date +%s%N)
   {
     echo "flows_requested=$n"
-    echo "a_flows_active=$(metric_in "$NS_PA" tandem_flows_active)"
-    echo "fill_seconds=$fill_s"
-    echo "b_synced_before_restart=$synced"
-    echo "b_role_before_restart=$b_role_before"
-    echo "b_role_after=$(role_of "$NS_PB")"
-    echo "a_role_after=$(role_of "$NS_PA")"
-    echo "ready=$ready"
-    echo "start_to_status_ms=$(( (s_status - s0) / 1000000 ))"
-    echo "start_to_ready_ms=$(( (s1 - s0) / 1000000 ))"
-    echo "b_flows_active=$(metric_in "$NS_PB" tandem_flows_active)"
-    echo "b_installed=$(metric_in "$NS_PB" tandem_pair_flows_installed_total)"
-    echo "b_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_B/stat")"
-    echo "a_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_A/stat")"
-    echo "a_bulk_transfers=$(metric_in "$NS_PA" tandem_pair_bulk_transfers_total)"
-    for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
-      echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
+    echo "variant=$variant"
+    echo "fill_seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')"
+    echo "a_flows_after_fill=$have"
+  } >"$f.fill"
+  if [ "$variant" = absent ]; then
+    measure_b "$f-1.txt"
+  else
+    local k synced
+    for ((k = 1; k <= BULK_REPEAT; k++)); do
+      for _ in $(seq 1 100); do
+        synced=$(metric_in "$NS_PB" tandem_flows_active)
+        [ "$synced" -ge "$have" ] && break
+        sleep 0.2
+      done
+      echo "b_flows_before_stop=$synced b_role_before_stop=$(role_of "$NS_PB")" >>"$f.fill"
+      stop_pid "$PID_B" TERM
+      sleep 1
+      measure_b "$f-$k.txt"
     done
-    echo "b_updates_delivered=$(metric_in "$NS_PB" tandem_sync_updates_delivered_total)"
-    echo "b_frames_accepted=$(metric_in "$NS_PB" tandem_sync_frames_accepted_total)"
-    echo "b_udp: $(in_ns "$NS_PB" awk '/^Udp:/ { if (h) print; else h = $0 }' /proc/net/snmp)"
-    echo "b_udp_fields: $(in_ns "$NS_PB" awk '/^Udp:/ { print; exit }' /proc/net/snmp)"
-  } >"$f"
-  for m in $perf_a $perf_b; do kill -INT "$m"; wait "$m"; done
-  cat "$f" >&2
-  save_logs "bulk-$n"
+  fi
+  save_logs "bulk-$variant-$n"
   topo_down
 }
 
@@ -645,7 +658,10 @@ if [ "$SKIP_SYNC" -eq 0 ]; then
 fi
 if [ "$SKIP_BULK" -eq 0 ]; then
   for n in $BULK_SIZES; do
-    bulk "$n" || echo "# bulk $n failed" >&2
+    bulk "$n" restart || echo "# bulk $n (restart) failed" >&2
+  done
+  for n in $BULK_ABSENT_SIZES; do
+    bulk "$n" absent || echo "# bulk $n (absent) failed" >&2
   done
 fi
 T_END=$(date +%s)

@@ -80,7 +80,10 @@ def kv(path):
     out = {}
     try:
         for line in open(path):
-            if "=" in line and not line.startswith(("#", "tcpcheck")):
+            if line.startswith(("b_udp_fields:", "b_udp:")):
+                k, v = line.split(":", 1)
+                out[k] = v.strip()
+            elif "=" in line and not line.startswith(("#", "tcpcheck")):
                 k, v = line.strip().split("=", 1)
                 out[k] = v
             elif line.startswith("tcpcheck:"):
@@ -118,7 +121,12 @@ def main():
         t.update(row)
         by_sys.setdefault(row["system"], []).append(t)
     systems = [s for s in ORDER if s in by_sys] + sorted(s for s in by_sys if s not in ORDER)
+    if systems:
+        failover_tables(run, by_sys, systems)
+    sync_and_bulk(run)
 
+
+def failover_tables(run, by_sys, systems):
     print("### Failover: the gap each client sees when the active is crashed\n")
     print("| System | trials | stream gap median, ms | stream gap worst, ms | rr gap median, ms "
           "| rr gap worst, ms | connections survived | bytes verified | resets | timeouts/other "
@@ -171,7 +179,9 @@ def main():
               % (os.path.basename(path), ", ".join("%s %s" % (s, v[0]) for s, v in
                                                     series.items())))
 
-    # Sync cost.
+
+
+def sync_and_bulk(run):
     rows = []
     for s in ("tandem", "conntrackd"):
         d = kv(os.path.join(run, "sync-%s.txt" % s))
@@ -196,22 +206,35 @@ def main():
             print("| %s | %d | %s | %.2f | %.0f | %.1f |" % (s, n, upd, pk, by, idle))
         print()
 
-    bulks = []
+    groups = {}
     for fn in sorted(os.listdir(run)):
-        m = re.match(r"bulk-(\d+)\.txt$", fn)
+        m = re.match(r"bulk-(restart|absent)-(\d+)-(\d+)\.txt$", fn)
         if m:
-            bulks.append((int(m.group(1)), kv(os.path.join(run, fn))))
-    if bulks:
-        print("### Bulk resync (B started next to an active A holding N flows)\n")
-        print("| Flows requested | flows in A | flows in B when ready | B start → ready, ms "
-              "| B start → /status answers, ms | B CPU s | ready |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+            groups.setdefault((m.group(1), int(m.group(2))), []).append(
+                kv(os.path.join(run, fn)))
+    if groups:
         tck = os.sysconf("SC_CLK_TCK")
-        for n, d in sorted(bulks):
-            print("| %d | %s | %s | %s | %s | %.2f | %s |" % (
-                n, d.get("a_flows_active", "?"), d.get("b_flows_active", "?"),
-                d.get("start_to_ready_ms", "?"), d.get("start_to_status_ms", "?"),
-                int(d.get("b_cpu_ticks", 0)) / tck, d.get("ready", "?")))
+        print("### Bulk resync (B started next to an active A holding N flows)\n")
+        print("| Variant | flows in A | B start → ready, ms (median; each) | B start → /status, "
+              "ms | flows in B when ready | B CPU s | A updates resent | B UDP rcvbuf drops "
+              "(namespace total) | roles after (A / B) |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---|")
+        for (variant, n), ds in sorted(groups.items(), key=lambda x: (x[0][0] != "restart", x[0][1])):
+            times = [int(d.get("start_to_ready_ms", 0)) for d in ds if d.get("ready") == "1"]
+            last = ds[-1]
+            udp = dict(zip(last.get("b_udp_fields", "").split()[1:],
+                           last.get("b_udp", "").split()[1:]))
+            label = {"restart": "B restarted", "absent": "B absent during the fill"}[variant]
+            print("| %s, %d flows | %s | %s (%s) | %s | %s | %s | %s | %s | %s / %s |" % (
+                label, n, last.get("a_flows_active", "?"),
+                ("%.0f" % median(times)) if times else "not ready",
+                ", ".join(d.get("start_to_ready_ms", "?") for d in ds),
+                "/".join(d.get("start_to_status_ms", "?") for d in ds),
+                "/".join(d.get("b_flows_active", "?") for d in ds),
+                "/".join("%.2f" % (int(d.get("b_cpu_ticks", 0)) / tck) for d in ds),
+                "/".join(d.get("a_updates_resent", "?") for d in ds),
+                udp.get("RcvbufErrors", "?"), last.get("a_role_after", "?"),
+                last.get("b_role_after", "?")))
         print()
 
 
