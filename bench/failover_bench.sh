@@ -11,7 +11,9 @@
 # Systems (one fresh topology per trial):
 #   tandem-HB   two tandemd with [sync], heartbeat_interval HB ms (10, 50, 100), miss_count
 #               HB_MISS (default 3, like VRRP's 3 adverts + skew); tandem-HBxM: miss_count M.
-#               Crash: SIGKILL of the active tandemd, then its links down.
+#               Suffix rt (tandem-10rt, tandem-10x5rt): tandemd under chrt -r 50, like
+#               keepalived's realtime VRRP process. Crash: SIGKILL of the active tandemd, then
+#               its links down.
 #   ka-strict   keepalived (VRRPv3, advert_int 0.01, vrrp_rt_priority + vrrp_rlimit_rttime),
 #   ka-loose    conntrackd FTFW (notify_master: conntrackd -c, -f, -R, -B), iptables DNAT of
 #               VIP:80 to be1/be2 alternately (statistic nth, so the mapping is per flow).
@@ -106,7 +108,7 @@ die() {
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, iptables, NFQUEUE)"
 [[ $ROUNDS =~ ^[0-9]+$ ]] || die "--rounds must be a whole number (0: sync cost and bulk only)"
 for s in $SYSTEMS; do
-  case "$s" in tandem-[0-9]*|tandem-[0-9]*x[0-9]*|ka-strict|ka-loose) ;; *) die "unknown system '$s'" ;; esac
+  case "$s" in tandem-[0-9]*|ka-strict|ka-loose) ;; *) die "unknown system '$s'" ;; esac
 done
 need_pkgs=()
 command -v keepalived >/dev/null || need_pkgs+=(keepalived)
@@ -132,6 +134,10 @@ cp "$TANDEMD" "$TDM_TMP/tandemd" && cp "$TCPCHECK" "$TDM_TMP/tcpcheck" &&
   cp "$TCPINJECT" "$TDM_TMP/tcpinject" || die "cannot copy the binaries"
 TANDEMD=$TDM_TMP/tandemd
 TCPCHECK=$TDM_TMP/tcpcheck
+# The rt variants: tandemd with the round-robin realtime policy, as keepalived's VRRP process
+# runs with vrrp_rt_priority (exec keeps the PID, so the crash still kills tandemd itself).
+TANDEMD_RT=$TDM_TMP/tandemd-rt
+printf '#!/bin/sh\nexec chrt -r 50 %s "$@"\n' "$TANDEMD" >"$TANDEMD_RT" && chmod 755 "$TANDEMD_RT"
 TCPINJECT=$TDM_TMP/tcpinject
 
 on_exit() {
@@ -394,10 +400,11 @@ trial() {  # trial ROUND SYSTEM
   topo || { echo "# $tag: topology failed" >&2; topo_down; return 1; }
   case "$sys" in
     tandem-*)
-      # tandem-HB or tandem-HBxMISS
-      local hb=${sys#tandem-} miss=$HB_MISS
+      # tandem-HB, tandem-HBxMISS, either with the suffix rt (tandemd under chrt -r 50)
+      local hb=${sys#tandem-} miss=$HB_MISS bin=$TANDEMD
+      if [[ $hb == *rt ]]; then hb=${hb%rt}; bin=$TANDEMD_RT; fi
       if [[ $hb == *x* ]]; then miss=${hb#*x}; hb=${hb%x*}; fi
-      if ! HB_MISS=$miss tandem_pair "$hb"; then
+      if ! TANDEMD=$bin HB_MISS=$miss tandem_pair "$hb"; then
         echo "# $tag: the pair did not come up" >&2
         save_logs "$tag"; topo_down; return 1
       fi

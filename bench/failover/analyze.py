@@ -5,7 +5,8 @@
 """
 import csv, math, os, re, statistics, sys
 
-ORDER = ["tandem-10", "tandem-10x5", "tandem-50", "tandem-100", "ka-strict", "ka-loose"]
+ORDER = ["tandem-10", "tandem-10rt", "tandem-10x5", "tandem-10x5rt", "tandem-50", "tandem-100",
+         "ka-strict", "ka-loose"]
 NAMES = {
     "ka-strict": "keepalived + conntrackd, strict (tcp_loose=0)",
     "ka-loose": "keepalived + conntrackd, loose (kernel default)",
@@ -15,9 +16,12 @@ NAMES = {
 def name(sys_):
     if sys_.startswith("tandem-"):
         hb = sys_.split("-", 1)[1]
+        rt = ""
+        if hb.endswith("rt"):
+            hb, rt = hb[:-2], ", realtime (chrt -r 50)"
         if "x" in hb:
-            return "tandem, heartbeat %s ms x %s" % tuple(hb.split("x"))
-        return "tandem, heartbeat %s ms" % hb
+            return "tandem, heartbeat %s ms x %s%s" % (tuple(hb.split("x")) + (rt,))
+        return "tandem, heartbeat %s ms x 3%s" % (hb, rt)
     return NAMES.get(sys_, sys_)
 
 
