@@ -418,6 +418,7 @@ trial() {  # trial ROUND SYSTEM
   esac
   rc0=$(role_changes "$sys")
   setup_changes=$rc0
+  printf '%s\t%s\n' "$tag" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_DIR/loadavg.tsv"
   t0=$(now_ms)
   clients "$tag"
   wait_for 3 all_established
@@ -526,7 +527,9 @@ SPOOF_NET=
 # measure_b FILE: starts B and times it until tandem_pair_ready is 1 (polled every 20 ms); writes
 # key=value lines to FILE.
 measure_b() {
-  local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a= perf_b=
+  local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a= perf_b= a_cpu0 load0
+  a_cpu0=$(awk '{ print $14 + $15 }' "/proc/$PID_A/stat")
+  load0=$(cut -d' ' -f1 /proc/loadavg)
   for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
     eval "local a0_$m=\$(metric_in \"\$NS_PA\" tandem_sync_${m}_total)"
   done
@@ -559,6 +562,8 @@ measure_b() {
     echo "a_role_after=$(role_of "$NS_PA")"
     echo "b_installed=$(metric_in "$NS_PB" tandem_pair_flows_installed_total)"
     echo "b_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_B/stat")"
+    echo "a_cpu_ticks=$(( $(awk '{ print $14 + $15 }' "/proc/$PID_A/stat") - a_cpu0 ))"
+    echo "loadavg_before=$load0"
     for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
       echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
     done

@@ -36,7 +36,33 @@ def fields(path):
     return {}
 
 
-def trial(run, tag):
+WINDOW_MS = 1500  # a gap counts as the failover's if it overlaps [crash, crash + WINDOW_MS]
+
+
+def trace_gaps(run, tag, kind, crash_ms):
+    """(largest gap overlapping the failover window, largest gap elsewhere) from a trace, or
+    None if the trace has no gap column."""
+    path = os.path.join(run, "traces", "%s-%s.csv" % (tag, kind))
+    try:
+        rows = list(csv.DictReader(open(path)))
+    except OSError:
+        return None
+    if not rows or "max_gap_ms" not in rows[0]:
+        return None
+    inside = outside = 0.0
+    for r in rows:
+        gap = float(r["max_gap_ms"])
+        if gap == 0:
+            continue
+        end = float(r["unix_ms"]) + 10  # the bin's end: the gap ended at or before it
+        if end >= crash_ms and end - gap <= crash_ms + WINDOW_MS:
+            inside = max(inside, gap)
+        else:
+            outside = max(outside, gap)
+    return inside, outside
+
+
+def trial(run, tag, crash_ms=None):
     t = {}
     for k in ("stream", "rr", "held"):
         t[k] = fields(os.path.join(run, "trials", "%s-%s.txt" % (tag, k)))
@@ -56,7 +82,16 @@ def trial(run, tag):
             return math.inf  # the client did not survive: no finite gap
         return float(f.get("max_gap_ms", "nan"))
 
-    return {"stream_gap": gap("stream"), "rr_gap": gap("rr"), "conns": conns, "ok": ok,
+    out = {}
+    for k in ("stream", "rr"):
+        g = trace_gaps(run, tag, k, crash_ms) if crash_ms is not None else None
+        if g is None or math.isinf(gap(k)):
+            out[k] = (gap(k), None)
+        else:
+            out[k] = g
+    return {"stream_gap": out["stream"][0], "rr_gap": out["rr"][0],
+            "stream_other": out["stream"][1], "rr_other": out["rr"][1],
+            "conns": conns, "ok": ok,
             "failed": failed, "reset": reset, "verified": verified,
             "rr_trips": int(t["rr"].get("round_trips", 0) or 0)}
 
@@ -112,7 +147,11 @@ def load_trace(run, tag, crash_ms, kind="stream"):
 def main():
     if sys.argv[1] == "--progress":
         run, tag = sys.argv[2], sys.argv[3]
-        t = trial(run, tag)
+        crash = None
+        for row in csv.DictReader(open(os.path.join(run, "trials.tsv")), delimiter="\t"):
+            if row["trial"] == tag:
+                crash = float(row["crash_unix_ms"])
+        t = trial(run, tag, crash)
         print("# %s: stream gap %s ms, rr gap %s ms, conns %d ok %d reset %d, verified %d B"
               % (tag, fmt(t["stream_gap"]), fmt(t["rr_gap"]), t["conns"], t["ok"], t["reset"],
                  t["verified"]))
@@ -121,7 +160,7 @@ def main():
     trials = list(csv.DictReader(open(os.path.join(run, "trials.tsv")), delimiter="\t"))
     by_sys = {}
     for row in trials:
-        t = trial(run, row["trial"])
+        t = trial(run, row["trial"], float(row["crash_unix_ms"]))
         t.update(row)
         by_sys.setdefault(row["system"], []).append(t)
     systems = [s for s in ORDER if s in by_sys] + sorted(s for s in by_sys if s not in ORDER)
@@ -131,11 +170,19 @@ def main():
 
 
 def failover_tables(run, by_sys, systems):
+    try:
+        loads = [float(line.split("\t")[1].split()[0])
+                 for line in open(os.path.join(run, "loadavg.tsv"))]
+        print("Load average (1 min) of the shared machine at the start of each trial: median "
+              "%.1f, min %.1f, max %.1f (2 vCPU).\n" % (median(loads), min(loads), max(loads)))
+    except (OSError, ValueError, IndexError):
+        pass
     print("### Failover: the gap each client sees when the active is crashed\n")
     print("| System | trials | stream gap median, ms | stream gap worst, ms | rr gap median, ms "
           "| rr gap worst, ms | connections survived | bytes verified | resets | timeouts/other "
-          "| takeover seen | spurious role changes (setup / under traffic) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| takeover seen | spurious role changes (setup / under traffic) "
+          "| largest gap outside the failover, ms (stream / rr) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in systems:
         ts = by_sys[s]
         sg = [t["stream_gap"] for t in ts]
@@ -145,14 +192,19 @@ def failover_tables(run, by_sys, systems):
         normal = 1 if s.startswith("tandem") else 3  # role changes of a clean start
         setup = sum(max(0, int(t.get("setup_changes") or normal) - normal) for t in ts)
         spur = sum(int(t.get("spurious") or 0) for t in ts)
-        print("| %s | %d | %s | %s | %s | %s | %d / %d | %d | %d | %d | %d / %d | %d / %d |" % (
+        def worst_other(k):
+            v = [t[k] for t in ts if t[k] is not None]
+            return fmt(max(v)) if v else "–"
+        print("| %s | %d | %s | %s | %s | %s | %d / %d | %d | %d | %d | %d / %d | %d / %d "
+              "| %s / %s |" % (
             name(s), len(ts), fmt(median(sg)), fmt(max(sg)), fmt(median(rg)), fmt(max(rg)),
             ok, conns, sum(t["verified"] for t in ts), sum(t["reset"] for t in ts),
             sum(t["failed"] - t["reset"] for t in ts),
-            sum(int(t["takeover"]) for t in ts), len(ts), setup, spur))
+            sum(int(t["takeover"]) for t in ts), len(ts), setup, spur,
+            worst_other("stream_other"), worst_other("rr_other")))
     print()
-    print("Per trial (round: stream gap / rr gap, ms; failed = the client's connection did not "
-          "survive):\n")
+    print("Per trial (round: stream gap / rr gap at the failover, ms; failed = the client's "
+          "connection did not survive):\n")
     print("| System | " + " | ".join("round %d" % (i + 1) for i in
                                       range(max(len(v) for v in by_sys.values()))) + " |")
     print("|---|" + "---|" * max(len(v) for v in by_sys.values()))
@@ -220,22 +272,24 @@ def sync_and_bulk(run):
         tck = os.sysconf("SC_CLK_TCK")
         print("### Bulk resync (B started next to an active A holding N flows)\n")
         print("| Variant | flows in A | B start → ready, ms (median; each) | B start → /status, "
-              "ms | flows in B when ready | B CPU s | A updates resent | B UDP rcvbuf drops "
-              "(namespace total) | roles after (A / B) |")
-        print("|---|---:|---|---:|---:|---:|---:|---:|---|")
+              "ms | flows in B when ready | B CPU s | A CPU s | load average (1 min) before "
+              "| A updates resent | B UDP rcvbuf drops (namespace total) | roles after (A / B) |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for (variant, n), ds in sorted(groups.items(), key=lambda x: (x[0][0] != "restart", x[0][1])):
             times = [int(d.get("start_to_ready_ms", 0)) for d in ds if d.get("ready") == "1"]
             last = ds[-1]
             udp = dict(zip(last.get("b_udp_fields", "").split()[1:],
                            last.get("b_udp", "").split()[1:]))
             label = {"restart": "B restarted", "absent": "B absent during the fill"}[variant]
-            print("| %s, %d flows | %s | %s (%s) | %s | %s | %s | %s | %s | %s / %s |" % (
+            print("| %s, %d flows | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
                 label, n, last.get("a_flows_active", "?"),
                 ("%.0f" % median(times)) if times else "not ready",
                 ", ".join(d.get("start_to_ready_ms", "?") for d in ds),
                 "/".join(d.get("start_to_status_ms", "?") for d in ds),
                 "/".join(d.get("b_flows_active", "?") for d in ds),
                 "/".join("%.2f" % (int(d.get("b_cpu_ticks", 0)) / tck) for d in ds),
+                "/".join("%.2f" % (int(d.get("a_cpu_ticks", 0)) / tck) for d in ds),
+                "/".join(d.get("loadavg_before", "?") for d in ds),
                 "/".join(d.get("a_updates_resent", "?") for d in ds),
                 udp.get("RcvbufErrors", "?"), last.get("a_role_after", "?"),
                 last.get("b_role_after", "?")))

@@ -81,6 +81,7 @@ struct Totals {
   // --trace: per bin (from the start of the run) the bytes received and round trips completed.
   std::vector<uint64_t> trace_bytes;
   std::vector<uint64_t> trace_rr;
+  std::vector<uint64_t> trace_gap_ns;  ///< the largest inter-arrival gap that ended in the bin
   int failure_lines = 0;
 };
 
@@ -101,7 +102,7 @@ class Client {
   void finish(int fd, Step step);
   bool wantsNewConn(uint64_t now) const;
   int report(uint64_t elapsed_ns);
-  void traceAdd(uint64_t now, uint64_t bytes, uint64_t round_trips);
+  void traceAdd(uint64_t now, uint64_t bytes, uint64_t round_trips, uint64_t gap_ns);
   void writeTrace() const;
   bool rrOver(const ClientConn& c, uint64_t now) const;
 
@@ -215,7 +216,8 @@ Client::Step Client::readAll(ClientConn& c, uint64_t now) {
     totals_.bytes_verified += static_cast<uint64_t>(n);
     const uint64_t rr_before = c.rr_done;
     c.last_progress_ns = now;
-    if (c.last_rx_ns != 0) c.max_gap_ns = std::max(c.max_gap_ns, now - c.last_rx_ns);
+    const uint64_t gap = c.last_rx_ns != 0 ? now - c.last_rx_ns : 0;
+    c.max_gap_ns = std::max(c.max_gap_ns, gap);
     c.last_rx_ns = now;
     switch (opt_.mode) {
       case ClientMode::kVerify:
@@ -235,7 +237,7 @@ Client::Step Client::readAll(ClientConn& c, uint64_t now) {
       case ClientMode::kStream:
         break;
     }
-    traceAdd(now, static_cast<uint64_t>(n), c.rr_done - rr_before);
+    traceAdd(now, static_cast<uint64_t>(n), c.rr_done - rr_before, gap);
   }
   return Step::kContinue;
 }
@@ -466,27 +468,31 @@ bool Client::rrOver(const ClientConn& c, uint64_t now) const {
   return c.rr_done >= opt_.count;
 }
 
-void Client::traceAdd(uint64_t now, uint64_t bytes, uint64_t round_trips) {
+void Client::traceAdd(uint64_t now, uint64_t bytes, uint64_t round_trips, uint64_t gap_ns) {
   if (opt_.trace_path.empty() || now < start_ns_) return;
   const size_t bin = static_cast<size_t>((now - start_ns_) / opt_.trace_bin_ns);
   if (bin >= totals_.trace_bytes.size()) {
     totals_.trace_bytes.resize(bin + 1, 0);
     totals_.trace_rr.resize(bin + 1, 0);
+    totals_.trace_gap_ns.resize(bin + 1, 0);
   }
   totals_.trace_bytes[bin] += bytes;
   totals_.trace_rr[bin] += round_trips;
+  totals_.trace_gap_ns[bin] = std::max(totals_.trace_gap_ns[bin], gap_ns);
 }
 
-// CSV: the start of each bin as Unix time in ms (wall clock), bytes received, round trips.
+// CSV: the start of each bin as Unix time in ms (wall clock), bytes received, round trips, and
+// the largest gap between two receptions (any connection) that ended in the bin.
 void Client::writeTrace() const {
   if (opt_.trace_path.empty()) return;
   FILE* f = std::fopen(opt_.trace_path.c_str(), "w");
   if (f == nullptr) dieErrno(kProg, "open " + opt_.trace_path);
-  std::fprintf(f, "unix_ms,rx_bytes,round_trips\n");
+  std::fprintf(f, "unix_ms,rx_bytes,round_trips,max_gap_ms\n");
   for (size_t i = 0; i < totals_.trace_bytes.size(); ++i) {
     const uint64_t t = start_unix_ns_ + i * opt_.trace_bin_ns;
-    std::fprintf(f, "%" PRIu64 ".%03" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", t / kNsPerMs,
-                 (t % kNsPerMs) / 1000, totals_.trace_bytes[i], totals_.trace_rr[i]);
+    std::fprintf(f, "%" PRIu64 ".%03" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f\n", t / kNsPerMs,
+                 (t % kNsPerMs) / 1000, totals_.trace_bytes[i], totals_.trace_rr[i],
+                 static_cast<double>(totals_.trace_gap_ns[i]) / 1e6);
   }
   if (std::fclose(f) != 0) dieErrno(kProg, "write " + opt_.trace_path);
 }

@@ -29,7 +29,9 @@ constexpr const char* kUsage = R"(usage:
       --expect-reset     exit 0 only if every connection is ended by a RST (reset, refused)
       --seed N           base seed of the patterns (default: from the clock)
       --trace FILE       write a CSV of the bytes received (and rr round trips) per bin:
-                         'unix_ms,rx_bytes,round_trips', unix_ms the bin's start (wall clock)
+                         'unix_ms,rx_bytes,round_trips,max_gap_ms', unix_ms the bin's start
+                         (wall clock), max_gap_ms the largest gap between two receptions of a
+                         connection that ended in the bin
       --trace-bin-ms MS  the trace's bin width (default 10)
     modes (default: verify):
       --stream --duration S [--rate BYTES_PER_S]   paced stream both ways (default 1048576,
