@@ -194,6 +194,8 @@ tandem_pair() {
   wait_for 5 is_role "$NS_PA" active || return 1
   start_node tandemd-b "$NS_PB" "$TDM_TMP/b.conf" || return 1
   PID_B=$NODE_PID
+  chrt -p "$PID_A" >"$TDM_TMP/sched.log" 2>&1
+  chrt -p "$PID_B" >>"$TDM_TMP/sched.log" 2>&1
   # One active, the other a ready standby. At short heartbeat intervals B sometimes takes over
   # at its start (counted: the trial's setup_changes); the crash then hits B, the active one.
   wait_for 5 pair_settled
