@@ -49,6 +49,12 @@ def trace_gaps(run, tag, kind, crash_ms):
         return None
     if not rows or "max_gap_ms" not in rows[0]:
         return None
+    # A client that received nothing in the 500 ms before the crash was not flowing (e.g. its
+    # connection was still being set up): the trial says nothing about the failover for it.
+    before = sum(int(r["rx_bytes"]) for r in rows
+                 if crash_ms - 500 <= float(r["unix_ms"]) < crash_ms)
+    if before == 0:
+        return math.nan, None
     inside = outside = 0.0
     for r in rows:
         gap = float(r["max_gap_ms"])
@@ -99,6 +105,8 @@ def trial(run, tag, crash_ms=None):
 def fmt(v):
     if v is None:
         return "–"
+    if math.isnan(v):
+        return "n/a"
     if math.isinf(v):
         return "failed"
     return "%.1f" % v
@@ -185,8 +193,8 @@ def failover_tables(run, by_sys, systems):
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in systems:
         ts = by_sys[s]
-        sg = [t["stream_gap"] for t in ts]
-        rg = [t["rr_gap"] for t in ts]
+        sg = [t["stream_gap"] for t in ts if not math.isnan(t["stream_gap"])]
+        rg = [t["rr_gap"] for t in ts if not math.isnan(t["rr_gap"])]
         conns = sum(t["conns"] for t in ts)
         ok = sum(t["ok"] for t in ts)
         normal = 1 if s.startswith("tandem") else 3  # role changes of a clean start
@@ -195,9 +203,12 @@ def failover_tables(run, by_sys, systems):
         def worst_other(k):
             v = [t[k] for t in ts if t[k] is not None]
             return fmt(max(v)) if v else "–"
-        print("| %s | %d | %s | %s | %s | %s | %d / %d | %d | %d | %d | %d / %d | %d / %d "
+        na = len(ts) - min(len(sg), len(rg))
+        print("| %s | %s | %s | %s | %s | %s | %d / %d | %d | %d | %d | %d / %d | %d / %d "
               "| %s / %s |" % (
-            name(s), len(ts), fmt(median(sg)), fmt(max(sg)), fmt(median(rg)), fmt(max(rg)),
+            name(s), ("%d" % len(ts)) + (" (%d n/a)" % na if na else ""),
+            fmt(median(sg)), fmt(max(sg) if sg else None),
+            fmt(median(rg)), fmt(max(rg) if rg else None),
             ok, conns, sum(t["verified"] for t in ts), sum(t["reset"] for t in ts),
             sum(t["failed"] - t["reset"] for t in ts),
             sum(int(t["takeover"]) for t in ts), len(ts), setup, spur,
@@ -216,7 +227,10 @@ def failover_tables(run, by_sys, systems):
     # The figure: per system, the trial with the median stream gap; throughput per 10 ms bin.
     series = {}
     for s in systems:
-        ts = sorted(by_sys[s], key=lambda t: t["stream_gap"])
+        ts = sorted((t for t in by_sys[s] if not math.isnan(t["stream_gap"])),
+                    key=lambda t: t["stream_gap"])
+        if not ts:
+            continue
         t = ts[(len(ts) - 1) // 2]
         series[s] = (t["trial"], load_trace(run, t["trial"], float(t["crash_unix_ms"])))
     if series:
