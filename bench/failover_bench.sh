@@ -19,13 +19,15 @@
 #               VIP:80 to be1/be2 alternately (statistic nth, so the mapping is per flow).
 #               strict: nf_conntrack_tcp_loose=0 (a flow is only picked up from committed
 #               state); loose: the kernel default 1. Both drop ctstate INVALID. Crash: SIGKILL
-#               of A's keepalived (parent and VRRP child) and conntrackd, then A's links down.
+#               of the master's keepalived (parent and VRRP child) and conntrackd, then its
+#               links down.
 # Per trial, through the VIP: a verified stream (tcpcheck --stream, STREAM_RATE B/s each way,
 # 10 ms trace), a request/response client (tcpcheck --rr, 64 B each way, back to back, one
 # connection), and HELD idle verified connections (64 KiB each way, closed after the crash). The
-# crash comes CRASH_AT s after the clients start. Reported per system: the largest gap between
-# received data seen by the stream and by the rr client (median and worst over the rounds),
-# connections survived, bytes verified, resets.
+# crash comes CRASH_AT s after all of them are established (the node active at that moment is
+# crashed). Reported per system: the largest gap between two receptions by the stream and by the
+# rr client that overlaps the 1.5 s after the crash (median and worst over the rounds; from the
+# clients' --trace), connections survived, bytes verified, resets, spurious role changes.
 #
 # Then (once per run, tandem at 100 ms heartbeats):
 #   sync cost   SYNC_SECONDS of short verified connections (tcpcheck --connect-rate) through
@@ -40,7 +42,8 @@
 #               (BULK_ABSENT_SIZES): B not running during the fill, started once afterwards.
 #
 # Usage (root):   bench/failover_bench.sh [--rounds N] [--quick] [--skip-bulk] [--skip-sync]
-#                 [--systems "tandem-10 tandem-50 tandem-100 ka-strict ka-loose"]
+#                 [--systems "tandem-10 tandem-50 tandem-100 ka-strict ka-loose"] (default)
+#   also: tandem-10x5 (miss_count 5), tandem-10rt (realtime), any tandem-HB[xM][rt]
 #   --quick       2 rounds, bulk 100000 only
 # Environment:    HB_MISS=3 HELD=20 STREAM_RATE=4194304 CRASH_AT=1.5 AFTER=2.5 SYNC_SECONDS=3
 #                 BULK_SIZES="100000 1000000" BULK_REPEAT=3 BULK_ABSENT_SIZES=100000
@@ -130,8 +133,10 @@ RESULT_MD=$OUT/failover-$STAMP.md
 mkdir -p "$RUN_DIR"/{trials,traces,logs} || die "cannot create $RUN_DIR"
 BINARIES="tandemd sha256 $(sha256sum "$TANDEMD" | cut -c1-12) built \
 $(date -u -r "$TANDEMD" '+%Y-%m-%d %H:%M UTC'); tcpcheck sha256 $(sha256sum "$TCPCHECK" | cut -c1-12)"
-cp "$TANDEMD" "$TDM_TMP/tandemd" && cp "$TCPCHECK" "$TDM_TMP/tcpcheck" &&
-  cp "$TCPINJECT" "$TDM_TMP/tcpinject" || die "cannot copy the binaries"
+if ! cp "$TANDEMD" "$TDM_TMP/tandemd" || ! cp "$TCPCHECK" "$TDM_TMP/tcpcheck" ||
+    ! cp "$TCPINJECT" "$TDM_TMP/tcpinject"; then
+  die "cannot copy the binaries"
+fi
 TANDEMD=$TDM_TMP/tandemd
 TCPCHECK=$TDM_TMP/tcpcheck
 # The rt variants: tandemd with the round-robin realtime policy, as keepalived's VRRP process
@@ -309,8 +314,7 @@ vrrp_instance pair {
 EOF
   bg_start "conntrackd-$x" "$ns" conntrackd -C "$d/conntrackd.conf"
   eval "CTD_PID_$x=\$BG_PID"
-  local i
-  for i in $(seq 1 50); do [ -S "$d/conntrackd.sock" ] && break; sleep 0.1; done
+  for _ in $(seq 1 50); do [ -S "$d/conntrackd.sock" ] && break; sleep 0.1; done
   [ -S "$d/conntrackd.sock" ] || { echo "conntrackd $x did not start" >&2; return 1; }
   bg_start "keepalived-$x" "$ns" keepalived -n -l -D -P -R -f "$d/keepalived.conf" \
     -p "$d/keepalived.pid" -r "$d/vrrp.pid" -c "$d/checkers.pid" -b "$d/bfd.pid"
@@ -529,7 +533,7 @@ SPOOF_NET=
 # measure_b FILE: starts B and times it until tandem_pair_ready is 1 (polled every 20 ms); writes
 # key=value lines to FILE.
 measure_b() {
-  local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a= perf_b= a_cpu0 load0
+  local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a='' perf_b='' a_cpu0 load0
   a_cpu0=$(awk '{ print $14 + $15 }' "/proc/$PID_A/stat")
   load0=$(cut -d' ' -f1 /proc/loadavg)
   for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
@@ -570,6 +574,7 @@ measure_b() {
       echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
     done
     echo "b_udp_fields: $(in_ns "$NS_PB" awk '/^Udp:/ { print; exit }' /proc/net/snmp)"
+    # shellcheck disable=SC2016 # an awk program
     echo "b_udp: $(in_ns "$NS_PB" awk '/^Udp:/ { if (h) print; else h = $0 }' /proc/net/snmp)"
   } >"$f"
   for m in $perf_a $perf_b; do kill -INT "$m"; wait "$m"; done
