@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RT=0 HB=10 MISS=3 TRIALS=4 SECS=3 MODE=quiet
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^# shellcheck/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --rt) RT=1 ;;
     --hb) HB=$2; shift ;;
     --miss) MISS=$2; shift ;;
