@@ -139,7 +139,10 @@ class ReliableReceiver {
   };
 
   /// `window`: how many messages past the next expected one can be buffered.
-  explicit ReliableReceiver(UpdateSink& sink, size_t window = 4096);
+  /// The default matches ReliableConfig::max_pending: the sender never has more messages out,
+  /// so after a lost frame everything that follows is buffered instead of being dropped and
+  /// resent (with 4096, a 1M-flow bulk resync lost to one overflow resent up to 1M messages).
+  explicit ReliableReceiver(UpdateSink& sink, size_t window = 65536);
 
   /// One frame's worth: its {session, base} and its updates, in frame order. Delivers whatever
   /// became in order. Never throws, never allocates.

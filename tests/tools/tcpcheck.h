@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <string>
 
 namespace tandem::tools {
 
@@ -17,7 +18,7 @@ inline constexpr int kExitUsage = 2;   ///< bad arguments or a local setup error
 enum class ClientMode : uint8_t {
   kVerify,       ///< N connections, B bytes each way, half-close, every byte checked
   kStream,       ///< a paced verified stream both ways for a duration; reports the largest gap
-  kRr,           ///< request/response ping-pong; reports latency percentiles
+  kRr,           ///< request/response ping-pong (count, or duration); reports latency percentiles
   kConnectRate,  ///< short verified exchanges back to back for a duration; reports conns/s
 };
 
@@ -42,6 +43,8 @@ struct ClientOptions {
   uint64_t rate = 1 << 20;               ///< stream: bytes/s each way, 0 = unlimited
   uint64_t count = 1000;                 ///< rr: round trips per connection
   uint64_t seed = 0;                     ///< 0: derive one from the clock
+  std::string trace_path;                ///< non-empty: write a received-bytes trace (CSV) here
+  uint64_t trace_bin_ns = 10'000'000;    ///< the trace's bin width
 };
 
 /// Runs a client; returns kExitOk when the outcome was the expected one.

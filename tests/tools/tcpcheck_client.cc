@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/sockios.h>
 
@@ -77,6 +78,10 @@ struct Totals {
   uint64_t bytes_verified = 0;
   uint64_t max_gap_ns = 0;
   std::vector<uint64_t> rtt_ns;
+  // --trace: per bin (from the start of the run) the bytes received and round trips completed.
+  std::vector<uint64_t> trace_bytes;
+  std::vector<uint64_t> trace_rr;
+  std::vector<uint64_t> trace_gap_ns;  ///< the largest inter-arrival gap that ended in the bin
   int failure_lines = 0;
 };
 
@@ -97,6 +102,9 @@ class Client {
   void finish(int fd, Step step);
   bool wantsNewConn(uint64_t now) const;
   int report(uint64_t elapsed_ns);
+  void traceAdd(uint64_t now, uint64_t bytes, uint64_t round_trips, uint64_t gap_ns);
+  void writeTrace() const;
+  bool rrOver(const ClientConn& c, uint64_t now) const;
 
   const ClientOptions& opt_;
   Fd epoll_fd_;
@@ -104,6 +112,7 @@ class Client {
   Totals totals_;
   uint64_t run_seed_ = 0;
   uint64_t start_ns_ = 0;
+  uint64_t start_unix_ns_ = 0;  ///< wall clock at start_ns_, so a trace lines up with other logs
   FailKind fail_kind_ = FailKind::kNone;
   std::string fail_reason_;
 };
@@ -205,8 +214,10 @@ Client::Step Client::readAll(ClientConn& c, uint64_t now) {
       return fail(FailKind::kOther, "server data mismatch at " + c.rx.error());
     }
     totals_.bytes_verified += static_cast<uint64_t>(n);
+    const uint64_t rr_before = c.rr_done;
     c.last_progress_ns = now;
-    if (c.last_rx_ns != 0) c.max_gap_ns = std::max(c.max_gap_ns, now - c.last_rx_ns);
+    const uint64_t gap = c.last_rx_ns != 0 ? now - c.last_rx_ns : 0;
+    c.max_gap_ns = std::max(c.max_gap_ns, gap);
     c.last_rx_ns = now;
     switch (opt_.mode) {
       case ClientMode::kVerify:
@@ -226,6 +237,7 @@ Client::Step Client::readAll(ClientConn& c, uint64_t now) {
       case ClientMode::kStream:
         break;
     }
+    traceAdd(now, static_cast<uint64_t>(n), c.rr_done - rr_before, gap);
   }
   return Step::kContinue;
 }
@@ -254,10 +266,11 @@ Client::Step Client::writeAll(ClientConn& c, uint64_t now) {
       break;
     case ClientMode::kRr:
       // One request in flight: the next goes out when the previous response is complete.
-      if (c.rr_done < opt_.count && c.tx_off == c.rr_done * opt_.bytes) {
+      if (!rrOver(c, now) && c.tx_off == c.rr_done * opt_.bytes) {
         c.rr_sent_ns = now;
         target = c.tx_off + opt_.bytes;
-      } else if (c.tx_off < c.rr_done * opt_.bytes + opt_.bytes && c.rr_done < opt_.count) {
+      } else if (c.tx_off > c.rr_done * opt_.bytes &&
+                 c.tx_off < c.rr_done * opt_.bytes + opt_.bytes) {
         target = c.rr_done * opt_.bytes + opt_.bytes;  // finish a partly sent request
       }
       break;
@@ -306,7 +319,8 @@ Client::Step Client::advance(ClientConn& c, uint64_t now) {
         close_now = now >= c.start_ns + opt_.duration_ns;
         break;
       case ClientMode::kRr:
-        close_now = c.rr_done == opt_.count;
+        // Over, and the last request's response is complete.
+        close_now = rrOver(c, now) && c.tx_off == c.rr_done * opt_.bytes;
         break;
     }
     if (close_now) {
@@ -397,6 +411,10 @@ int Client::run() {
   epoll_fd_ = Fd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_fd_.valid()) dieErrno(kProg, "epoll_create1");
   start_ns_ = nowNs();
+  timespec wall{};
+  clock_gettime(CLOCK_REALTIME, &wall);
+  start_unix_ns_ = static_cast<uint64_t>(wall.tv_sec) * kNsPerSec +
+                   static_cast<uint64_t>(wall.tv_nsec);
   for (uint32_t i = 0; i < opt_.conns; ++i) openConn();
 
   std::vector<epoll_event> events(1024);
@@ -440,7 +458,43 @@ int Client::run() {
     more = false;
     for (const auto& [fd, c] : conns_) more = more || c->more;
   }
+  writeTrace();
   return report(nowNs() - start_ns_);
+}
+
+// Request/response: no new request after --count round trips or, with --duration, past it.
+bool Client::rrOver(const ClientConn& c, uint64_t now) const {
+  if (opt_.duration_ns > 0) return now >= start_ns_ + opt_.duration_ns;
+  return c.rr_done >= opt_.count;
+}
+
+void Client::traceAdd(uint64_t now, uint64_t bytes, uint64_t round_trips, uint64_t gap_ns) {
+  if (opt_.trace_path.empty() || now < start_ns_) return;
+  const size_t bin = static_cast<size_t>((now - start_ns_) / opt_.trace_bin_ns);
+  if (bin >= totals_.trace_bytes.size()) {
+    totals_.trace_bytes.resize(bin + 1, 0);
+    totals_.trace_rr.resize(bin + 1, 0);
+    totals_.trace_gap_ns.resize(bin + 1, 0);
+  }
+  totals_.trace_bytes[bin] += bytes;
+  totals_.trace_rr[bin] += round_trips;
+  totals_.trace_gap_ns[bin] = std::max(totals_.trace_gap_ns[bin], gap_ns);
+}
+
+// CSV: the start of each bin as Unix time in ms (wall clock), bytes received, round trips, and
+// the largest gap between two receptions (any connection) that ended in the bin.
+void Client::writeTrace() const {
+  if (opt_.trace_path.empty()) return;
+  FILE* f = std::fopen(opt_.trace_path.c_str(), "w");
+  if (f == nullptr) dieErrno(kProg, "open " + opt_.trace_path);
+  std::fprintf(f, "unix_ms,rx_bytes,round_trips,max_gap_ms\n");
+  for (size_t i = 0; i < totals_.trace_bytes.size(); ++i) {
+    const uint64_t t = start_unix_ns_ + i * opt_.trace_bin_ns;
+    std::fprintf(f, "%" PRIu64 ".%03" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.3f\n", t / kNsPerMs,
+                 (t % kNsPerMs) / 1000, totals_.trace_bytes[i], totals_.trace_rr[i],
+                 static_cast<double>(totals_.trace_gap_ns[i]) / 1e6);
+  }
+  if (std::fclose(f) != 0) dieErrno(kProg, "write " + opt_.trace_path);
 }
 
 uint64_t percentile(const std::vector<uint64_t>& sorted, unsigned pct) {
@@ -470,10 +524,12 @@ int Client::report(uint64_t elapsed_ns) {
     case ClientMode::kRr: {
       std::vector<uint64_t> v = totals_.rtt_ns;
       std::sort(v.begin(), v.end());
-      std::snprintf(buf, sizeof buf, " round_trips=%zu p50_us=%.1f p99_us=%.1f max_us=%.1f",
+      std::snprintf(buf, sizeof buf,
+                    " round_trips=%zu p50_us=%.1f p99_us=%.1f max_us=%.1f max_gap_ms=%.1f",
                     v.size(), static_cast<double>(percentile(v, 50)) / 1e3,
                     static_cast<double>(percentile(v, 99)) / 1e3,
-                    v.empty() ? 0.0 : static_cast<double>(v.back()) / 1e3);
+                    v.empty() ? 0.0 : static_cast<double>(v.back()) / 1e3,
+                    static_cast<double>(totals_.max_gap_ns) / 1e6);
       line += buf;
       break;
     }

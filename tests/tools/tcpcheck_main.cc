@@ -28,10 +28,19 @@ constexpr const char* kUsage = R"(usage:
       --expect-fail      exit 0 only if every connection fails (reset, timeout, refused, ...)
       --expect-reset     exit 0 only if every connection is ended by a RST (reset, refused)
       --seed N           base seed of the patterns (default: from the clock)
+      --trace FILE       write a CSV of the bytes received (and rr round trips) per bin:
+                         'unix_ms,rx_bytes,round_trips,max_gap_ms', unix_ms the bin's start
+                         (wall clock), max_gap_ms the largest gap between two receptions of a
+                         connection that ended in the bin
+      --trace-bin-ms MS  the trace's bin width (default 10)
     modes (default: verify):
       --stream --duration S [--rate BYTES_PER_S]   paced stream both ways (default 1048576,
                                                    0 = unlimited); reports max_gap_ms
-      --rr [--count K] [--size BYTES]              request/response; reports p50/p99/max (us)
+      --rr [--count K | --duration S] [--size BYTES]
+                                                   request/response, one request in flight per
+                                                   connection, K round trips each or for S
+                                                   seconds; reports p50/p99/max (us) and
+                                                   max_gap_ms (largest gap between responses)
       --connect-rate --duration S                  back-to-back short exchanges on --conns
                                                    workers (default --bytes 64); reports conns/s
   Prints one line 'tcpcheck: conns=N ok=N failed=N bytes_sent=.. bytes_verified=.. key=value..'.
@@ -117,6 +126,12 @@ int clientMain(int argc, char** argv) {
       have_duration = true;
     } else if (arg == "--rate") {
       ok = number(o.rate);
+    } else if (arg == "--trace") {
+      ok = has_value;
+      if (ok) o.trace_path = argv[++i];
+    } else if (arg == "--trace-bin-ms") {
+      ok = number(n) && n > 0;
+      o.trace_bin_ns = n * kNsPerMs;
     } else if (arg == "--count") {
       ok = number(o.count) && o.count > 0;
     } else {
