@@ -54,6 +54,9 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.miss_count", "missed heartbeats that make the peer dead, 2-100"},
     {"sync.addresses", "IFACE=ADDR/PLEN list: the group the active holds (required)"},
     {"sync.garp_count", "gratuitous ARP rounds at takeover, 1-100"},
+    {"sync.takeover", "garp (the addresses move) or vmac (virtual MAC, shadow ring, replay)"},
+    {"sync.vmac", "virtual MAC of the group, locally administered unicast (takeover = vmac)"},
+    {"sync.shadow_bytes", "shadow ring size in bytes on the standby, 1 MiB - 1 GiB"},
 };
 
 constexpr KeyHelp kServiceKeys[] = {
@@ -380,6 +383,32 @@ void crossCheck(const std::vector<ServiceConfig>& services) {
   }
 }
 
+/// sync.takeover, sync.vmac, sync.shadow_bytes (zero-loss takeover, proxy/tandemd/vmac_takeover.h).
+void parseTakeover(const Values& values, SyncConfig& s) {
+  const Value* mode = values.find("sync.takeover");
+  if (mode != nullptr && mode->text == "vmac") {
+    s.takeover = TakeoverMode::kVmac;
+  } else if (mode != nullptr && mode->text != "garp") {
+    fail("sync.takeover", *mode, "expected garp or vmac, got " + quoted(mode->text));
+  }
+  const Value* vmac = values.find("sync.vmac");
+  if (s.takeover == TakeoverMode::kVmac && vmac == nullptr) {
+    fail("sync.vmac", *mode, "is required with takeover = vmac");
+  }
+  if (vmac != nullptr) {
+    const auto mac = parseMac(vmac->text);
+    if (!mac || !isLocalUnicastMac(*mac)) {
+      fail("sync.vmac", *vmac,
+           "expected a locally administered unicast MAC (02:xx:xx:xx:xx:xx), got " +
+               quoted(vmac->text));
+    }
+    s.vmac = *mac;
+  }
+  if (const Value* v = values.find("sync.shadow_bytes")) {
+    s.shadow_bytes = parseUint("sync.shadow_bytes", *v, 1u << 20, 1u << 30);
+  }
+}
+
 /// The [sync] section: present if any sync.* key is.
 std::optional<SyncConfig> parseSync(const Values& values) {
   bool any = false;
@@ -442,6 +471,7 @@ std::optional<SyncConfig> parseSync(const Values& values) {
     s.addresses.members.push_back(GroupMember{item.substr(0, eq), *prefix});
   }
   if (s.addresses.members.empty()) fail("sync.addresses", addrs, "empty address list");
+  parseTakeover(values, s);
   return s;
 }
 
@@ -579,6 +609,8 @@ std::string configKeysHelp() {
       {"sync.heartbeat_interval", "0.05"},
       {"sync.miss_count", std::to_string(SyncConfig{}.miss_count)},
       {"sync.garp_count", std::to_string(SyncConfig{}.garp_count)},
+      {"sync.takeover", "garp"},
+      {"sync.shadow_bytes", std::to_string(SyncConfig{}.shadow_bytes)},
       {"service.NAME.mode", modeName(svc.mode)},
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},

@@ -18,6 +18,7 @@
 #include "proxy/io/log.h"
 #include "proxy/io/nfqueue.h"
 #include "proxy/io/rules.h"
+#include "proxy/io/vmac.h"
 
 namespace tandem {
 
@@ -25,6 +26,10 @@ class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/// How the active role moves: the addresses with gratuitous ARP, or (vmac) a virtual MAC that
+/// both nodes receive, with the standby shadowing the traffic and replaying the outage window.
+enum class TakeoverMode : uint8_t { kGarp, kVmac };
 
 /// The [sync] section of the configuration.
 struct SyncConfig {
@@ -39,6 +44,9 @@ struct SyncConfig {
   uint32_t miss_count = 3;
   AddressGroup addresses;  ///< moves with the active role
   uint32_t garp_count = 5;
+  TakeoverMode takeover = TakeoverMode::kGarp;
+  MacAddress vmac{};                ///< takeover = vmac
+  uint64_t shadow_bytes = 32u << 20;  ///< the standby's shadow ring
 };
 
 struct DaemonConfig {

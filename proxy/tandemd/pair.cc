@@ -11,6 +11,7 @@
 #include "proxy/io/garp.h"
 #include "proxy/io/log.h"
 #include "proxy/io/udp_channel.h"
+#include "proxy/tandemd/vmac_takeover.h"
 #include "sync/auth.h"
 #include "sync/bulk.h"
 #include "sync/reliable.h"
@@ -242,6 +243,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   GarpSchedule garp_schedule;
   bool addresses_held = false;
   uint64_t now_for_source = 0;
+  std::unique_ptr<VmacTakeover> vmac;  ///< sync.takeover = vmac: replaces addresses and GARP
 
   event* timer_ev = nullptr;
   event* read_ev = nullptr;
@@ -269,6 +271,9 @@ void PairController::Impl::open() {
       garps.back()->open();
     }
     garp_of_member.push_back(i);
+  }
+  if (config.takeover == TakeoverMode::kVmac) {
+    vmac = std::make_unique<VmacTakeover>(base, engine, config);
   }
   tx.reserve(sync::kDefaultMaxFrame);
   polled.reserve(kPollBatch);
@@ -417,6 +422,11 @@ void PairController::Impl::takeAddresses(uint64_t now) noexcept {
   // Every update received so far was installed when it arrived (apply() runs on receipt), so
   // the table is in place before the first address comes up.
   roles.setReady(true);
+  if (vmac) {
+    addresses_held = vmac->take(now);
+    if (!addresses_held) ++counters.addr_failures;
+    return;
+  }
   const GroupResult r = netlink.apply(config.addresses);
   if (!r.ok()) {
     ++counters.addr_failures;
@@ -436,6 +446,11 @@ void PairController::Impl::takeAddresses(uint64_t now) noexcept {
 void PairController::Impl::releaseAddresses() noexcept {
   garp_schedule.stop();
   bulk_sender.cancel();
+  if (vmac) {
+    vmac->release();
+    addresses_held = false;
+    return;
+  }
   const GroupResult r = netlink.withdraw(config.addresses);
   addresses_held = false;
   if (!r.ok()) {
@@ -480,6 +495,7 @@ void PairController::Impl::onTick() noexcept {
   onReadable();
   const uint64_t now = monotonicNs();
   handleRole(roles.tick(now), now);
+  if (vmac) vmac->tick(now);
   if (roles.role() == sync::Role::kActive) {
     const bool complete = engine.drainChanges(
         [&](const FlowKey& k) { (void)sender.remove(toSyncKey(k)); },
@@ -545,6 +561,7 @@ void PairController::Impl::onReadable() noexcept {
       }
     }
     for (const sync::Heartbeat& hb : frame.heartbeats) {
+      if (vmac) vmac->onPeerHeartbeat(now);
       handleRole(roles.onHeartbeat(sync::Path::kSync, r.header.node_id, hb, now), now);
     }
   }
@@ -580,6 +597,7 @@ PairController::~PairController() {
 
 void PairController::shutdown() noexcept {
   if (impl_->addresses_held) impl_->releaseAddresses();
+  if (impl_->vmac) impl_->vmac->shutdown();
 }
 
 const char* PairController::roleName() const noexcept {
@@ -644,6 +662,7 @@ std::string PairController::metricsText() const {
     family(name, "counter", "See proxy/tandemd/pair.h.");
     sample(name, value);
   }
+  if (p.vmac) out += p.vmac->metricsText();
   return out;
 }
 
