@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "common/bytes.h"
+#include "common/checksum.h"
 #include "common/packet.h"
 
 namespace tandem {
@@ -186,6 +187,67 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
     std::stable_sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
                      [&](uint32_t a, uint32_t b) { return ring.at(a).ts_ns < ring.at(b).ts_ns; });
   }
+}
+
+namespace {
+
+struct SegmentGeometry {
+  size_t headers = 0;  ///< IP + TCP header bytes
+  size_t payload = 0;
+  size_t per_segment = 0;
+};
+
+bool geometry(std::span<const uint8_t> p, size_t mtu, SegmentGeometry& g) noexcept {
+  TcpSummary s;
+  if (!summarize(p, s)) return false;
+  const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+  const size_t doff = static_cast<size_t>(p[ihl + 12] >> 4) * 4;
+  const size_t total = load16(p.data() + 2);
+  if (doff < 20 || ihl + doff > total) return false;
+  g.headers = ihl + doff;
+  g.payload = total - g.headers;
+  if (mtu <= g.headers) return false;
+  g.per_segment = mtu - g.headers;
+  return true;
+}
+
+}  // namespace
+
+size_t tcpSegmentCount(std::span<const uint8_t> packet, size_t mtu) noexcept {
+  SegmentGeometry g;
+  if (!geometry(packet, mtu, g)) return 0;
+  if (g.headers + g.payload <= mtu) return 1;
+  return (g.payload + g.per_segment - 1) / g.per_segment;
+}
+
+size_t writeTcpSegmentOf(std::span<const uint8_t> packet, size_t mtu, size_t index, uint8_t* out,
+                         size_t cap) noexcept {
+  SegmentGeometry g;
+  const size_t count = tcpSegmentCount(packet, mtu);
+  if (index >= count || !geometry(packet, mtu, g)) return 0;
+  const size_t offset = index * g.per_segment;
+  const size_t len = std::min(g.per_segment, g.payload - offset);
+  if (count == 1) {
+    if (cap < g.headers + g.payload) return 0;
+    std::memcpy(out, packet.data(), g.headers + g.payload);
+  } else {
+    if (cap < g.headers + len) return 0;
+    std::memcpy(out, packet.data(), g.headers);
+    std::memcpy(out + g.headers, packet.data() + g.headers + offset, len);
+  }
+  const size_t ihl = static_cast<size_t>(out[0] & 0x0f) * 4;
+  uint8_t* t = out + ihl;
+  const size_t total = g.headers + (count == 1 ? g.payload : len);
+  store16(out + 2, static_cast<uint16_t>(total));
+  store16(out + 4, static_cast<uint16_t>(load16(out + 4) + index));
+  store16(out + 10, 0);
+  store16(out + 10, ipv4HeaderChecksum(out, ihl));
+  store32(t + 4, load32(t + 4) + static_cast<uint32_t>(offset));
+  if (index > 0) t[13] = static_cast<uint8_t>(t[13] & ~tcpflag::kCwr);
+  if (index + 1 < count) t[13] = static_cast<uint8_t>(t[13] & ~(tcpflag::kFin | tcpflag::kPsh));
+  store16(t + 16, 0);
+  store16(t + 16, tcpChecksumV4(load32(out + 12), load32(out + 16), t, total - ihl));
+  return total;
 }
 
 }  // namespace tandem

@@ -113,4 +113,17 @@ struct ReplayPlanStats {
 void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uint64_t min_id,
                 std::vector<uint32_t>& out, ReplayPlanStats& stats);
 
+/// A captured super-packet (GRO on the receive path, or a GSO frame a veth passes on whole) is
+/// longer than the link MTU and cannot be sent as one IP packet. Pure, as the kernel segments
+/// it: each segment carries the same IP and TCP headers with the total length, the IP ID (+i),
+/// the sequence number (+i * payload per segment) adjusted, CWR on the first only, FIN and PSH on
+/// the last only, and full checksums.
+
+/// Segments of at most `mtu` bytes `packet` makes; 0 if it is no whole IPv4/TCP packet or the
+/// MTU leaves no room for payload. 1 if it already fits.
+size_t tcpSegmentCount(std::span<const uint8_t> packet, size_t mtu) noexcept;
+/// Writes segment `index` of `packet` to out[0, cap); returns its length or 0.
+size_t writeTcpSegmentOf(std::span<const uint8_t> packet, size_t mtu, size_t index, uint8_t* out,
+                         size_t cap) noexcept;
+
 }  // namespace tandem

@@ -1,8 +1,14 @@
 #include "proxy/tandemd/vmac_takeover.h"
 
 #include <event2/event.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
@@ -22,6 +28,18 @@ namespace {
 constexpr uint64_t kTailDelayNs = 10'000'000;
 /// The largest packet a replay handles (a GSO frame of 64 KiB plus headers).
 constexpr size_t kScratch = 65536 + 256;
+
+size_t interfaceMtu(const std::string& name) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "vmac: socket");
+  ifreq ifr{};
+  std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name.c_str());
+  const int rc = ioctl(fd, SIOCGIFMTU, &ifr);
+  const int err = errno;
+  close(fd);
+  if (rc < 0) throw std::system_error(err, std::generic_category(), "vmac: MTU of " + name);
+  return static_cast<size_t>(ifr.ifr_mtu);
+}
 
 }  // namespace
 
@@ -71,6 +89,7 @@ struct VmacTakeover::Impl {
   uint64_t tail_until_ns = 0;
   uint64_t tail_min_id = 0;
   uint64_t last_now_ns = 0;
+  size_t mtu = 1500;  ///< smallest MTU of the group's interfaces: replayed segments fit it
   VmacTakeoverCounters counters;
   ShadowCaptureCounters closed_capture;  ///< counters of capture sockets since closed
 };
@@ -105,6 +124,7 @@ void VmacTakeover::Impl::open() {
     }
     i.capture = std::make_unique<ShadowCapture>(i.name, config.vmac);
   }
+  for (const Interface& i : interfaces) mtu = std::min(mtu, interfaceMtu(i.name));
   raw.open();
   openCaptures();  // every node starts as a standby
   logf(LogLevel::kInfo,
@@ -164,27 +184,40 @@ void VmacTakeover::Impl::replay(uint64_t from_ns, uint64_t until_ns, uint64_t mi
   counters.skipped_closed += stats.skipped_closed;
   counters.not_tcp += stats.not_tcp;
   uint64_t sent = 0;
-  for (uint32_t index : plan) {
-    const ShadowFrame f = ring.at(index);
-    if (f.packet.size() > scratch.size()) {
-      ++counters.send_errors;
-      continue;
-    }
-    std::memcpy(scratch.data(), f.packet.data(), f.packet.size());
+  auto forward = [&](size_t len, bool csum_not_ready) {
     PacketMeta meta;
-    meta.csum_not_ready = f.csum_not_ready;
-    const Decision d =
-        engine.process(scratch.data(), f.packet.size(), scratch.size(), meta, monotonicNs());
+    meta.csum_not_ready = csum_not_ready;
+    const Decision d = engine.process(scratch.data(), len, scratch.size(), meta, monotonicNs());
     if (d.verdict != Verdict::kAccept) {
       ++counters.engine_dropped;
-      continue;
+      return;
     }
-    const size_t len = d.len != 0 ? d.len : f.packet.size();
-    if (raw.send(std::span<const uint8_t>(scratch.data(), len)) != 0) {
+    const size_t out = d.len != 0 ? d.len : len;
+    if (raw.send(std::span<const uint8_t>(scratch.data(), out)) != 0) {
       ++counters.send_errors;
-      continue;
+      return;
     }
     ++sent;
+  };
+  for (uint32_t index : plan) {
+    const ShadowFrame f = ring.at(index);
+    const size_t segments = tcpSegmentCount(f.packet, mtu);
+    if (segments <= 1) {
+      // As captured: the engine gives a partial checksum its full value (csum_not_ready).
+      std::memcpy(scratch.data(), f.packet.data(), f.packet.size());
+      forward(f.packet.size(), f.csum_not_ready);
+      continue;
+    }
+    // A GRO/GSO super-packet: segmented here, with full checksums.
+    ++counters.segmented;
+    for (size_t i = 0; i < segments; ++i) {
+      const size_t len = writeTcpSegmentOf(f.packet, mtu, i, scratch.data(), scratch.size());
+      if (len == 0) {
+        ++counters.send_errors;
+        continue;
+      }
+      forward(len, false);
+    }
   }
   counters.replayed += sent;
   logf(LogLevel::kInfo,
@@ -327,6 +360,8 @@ std::string VmacTakeover::metricsText() const {
          "\n";
   out += "tandem_shadow_replay_skipped_total{reason=\"send_error\"} " +
          std::to_string(c.send_errors) + "\n";
+  one("tandem_shadow_replay_segmented_total", "counter",
+      "Replayed super-packets (GRO/GSO) split into MTU-sized segments.", c.segmented);
   one("tandem_vmac_link_failures_total", "counter", "macvlan up/down requests that failed.",
       c.link_failures);
   return out;

@@ -38,8 +38,9 @@ struct VmacTakeoverCounters {
   uint64_t skipped_closed = 0;   ///< SYNs of connections closed since (planReplay)
   uint64_t engine_dropped = 0;   ///< frames the engine refused (counted there by reason)
   uint64_t not_tcp = 0;          ///< ring frames that were no whole IPv4/TCP packet
-  uint64_t send_errors = 0;      ///< raw socket refusals (EMSGSIZE for GSO frames, ENOBUFS...)
+  uint64_t send_errors = 0;      ///< raw socket refusals (ENOBUFS...)
   uint64_t link_failures = 0;    ///< macvlans that would not go up or down
+  uint64_t segmented = 0;        ///< super-packets split into MTU-sized segments
 };
 
 class VmacTakeover {

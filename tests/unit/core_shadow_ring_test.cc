@@ -202,3 +202,51 @@ TEST(ReplayPlanTest, CountsFramesThatAreNotTcp) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+TEST(TcpSegmentTest, SplitsASuperPacketAsTheKernelWould) {
+  const std::vector<uint8_t> big = test::PacketBuilder()
+                                       .src("10.0.1.2:40000")
+                                       .dst("10.0.1.100:80")
+                                       .seq(1000)
+                                       .ack(7)
+                                       .flags(tcpflag::kAck | tcpflag::kPsh | tcpflag::kFin |
+                                              tcpflag::kCwr)
+                                       .timestamp(5, 6)
+                                       .payloadSize(3000, 'a')
+                                       .build();
+  const size_t mtu = 1500;
+  const size_t headers = 20 + 32;  // IP, TCP with the timestamp option (padded)
+  ASSERT_EQ(tcpSegmentCount(big, mtu), 3u);
+  std::vector<uint8_t> out(2000);
+  size_t payload = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    const size_t len = writeTcpSegmentOf(big, mtu, i, out.data(), out.size());
+    ASSERT_GT(len, headers);
+    ASSERT_LE(len, mtu);
+    const std::vector<uint8_t> seg(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(len));
+    EXPECT_TRUE(test::checksumsValid(seg)) << "segment " << i;
+    EXPECT_EQ(load32(&seg[20 + 4]), 1000 + payload) << "segment " << i;
+    const uint8_t flags = seg[20 + 13];
+    EXPECT_EQ((flags & tcpflag::kCwr) != 0, i == 0);
+    EXPECT_EQ((flags & tcpflag::kFin) != 0, i == 2);
+    EXPECT_EQ((flags & tcpflag::kPsh) != 0, i == 2);
+    EXPECT_NE(flags & tcpflag::kAck, 0);
+    payload += len - headers;
+  }
+  EXPECT_EQ(payload, 3000u);
+  EXPECT_EQ(writeTcpSegmentOf(big, mtu, 3, out.data(), out.size()), 0u);
+}
+
+TEST(TcpSegmentTest, APacketThatFitsIsOneSegment) {
+  const std::vector<uint8_t> p =
+      test::PacketBuilder().src("10.0.1.2:40000").dst("10.0.1.100:80").payloadSize(100).build();
+  EXPECT_EQ(tcpSegmentCount(p, 1500), 1u);
+  EXPECT_EQ(tcpSegmentCount(std::vector<uint8_t>(10, 0x45), 1500), 0u);
+  EXPECT_EQ(tcpSegmentCount(p, 40), 0u);  // no room for payload
+}
+
+}  // namespace
+}  // namespace tandem
