@@ -4,9 +4,11 @@
 #
 # 1. Crash gap, TRIALS trials per mode (vmac, garp), modes alternating: a request/response client
 #    (tcpcheck --rr, 64-byte requests back to back on one connection, in a namespace of its own)
-#    runs through the active; 2 s in, the active is SIGKILLed and its links taken down. Reported
-#    per trial: the largest round trip (the gap the client saw), and the client's TCP loss probes
-#    + retransmissions (nstat of its namespace); per mode: the median and the maximum.
+#    runs through the active; 2 s in, the active is SIGKILLed and its links taken down (a trial
+#    whose client had already finished is discarded and run again). Reported per trial: the
+#    largest round trip (the gap the client saw), and the TCP loss probes + retransmissions of the
+#    client's and the backends' namespaces (nstat; the lost segment is the request or the
+#    response); per mode: the median and the maximum.
 # 2. Shadowing cost: vmac mode, an iperf3 stream client -> VIP -> backend for IPERF_S seconds
 #    through the active, while the standby shadows it. Reported: throughput, the standby's and
 #    the active's CPU (utime + stime from /proc/PID/stat) as a share of one core, the standby's
@@ -37,8 +39,12 @@ HZ=$(getconf CLK_TCK)
 tcp_counter() {
   in_ns "$1" nstat -azs "$2" | awk -v n="$2" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }'
 }
-probes_and_retrans() {
-  echo $(( $(tcp_counter "$1" TcpExtTCPLossProbes) + $(tcp_counter "$1" TcpRetransSegs) ))
+probes_and_retrans() {  # probes_and_retrans NS...: summed over the namespaces
+  local ns sum=0
+  for ns in "$@"; do
+    sum=$(( sum + $(tcp_counter "$ns" TcpExtTCPLossProbes) + $(tcp_counter "$ns" TcpRetransSegs) ))
+  done
+  echo "$sum"
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
@@ -75,9 +81,13 @@ up() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A GAPS PROBES
-for t in $(seq 1 "$TRIALS"); do
+declare -A GAPS PROBES DONE
+t=0
+while [ "${DONE[vmac]:-0}" -lt "$TRIALS" ] || [ "${DONE[garp]:-0}" -lt "$TRIALS" ]; do
+  t=$((t + 1))
+  [ "$t" -le $((TRIALS * 3)) ] || break
   for mode in vmac garp; do
+    [ "${DONE[$mode]:-0}" -lt "$TRIALS" ] || continue
     if ! up "$mode" "$BE1_IP:8080 $BE2_IP:8080" || ! tcpcheck_servers; then
       echo "trial $t $mode: set-up failed" >&2
       topo_down
@@ -87,14 +97,22 @@ for t in $(seq 1 "$TRIALS"); do
     t0=$(date +%s%N)
     in_ns "$NS_RR" "$TCPCHECK" client --connect "$VIP:80" --rr --count 2000 --size 64 >/dev/null
     ms=$(( ($(date +%s%N) - t0) / 1000000 + 1 ))
-    before=$(probes_and_retrans "$NS_RR")
-    bg_start rr "$NS_RR" "$TCPCHECK" client --connect "$VIP:80" --rr --count $((2000 * 5000 / ms)) \
+    before=$(probes_and_retrans "$NS_RR" "$NS_BE1" "$NS_BE2")
+    bg_start rr "$NS_RR" "$TCPCHECK" client --connect "$VIP:80" --rr --count $((2000 * 8000 / ms)) \
       --size 64 --timeout 20
     rr_pid=$BG_PID
     sleep 2
+    running=1
+    kill -0 "$rr_pid" 2>/dev/null || running=0
     crash_node "$A_PID" "$NS_PA"
     wait "$rr_pid"
-    after=$(probes_and_retrans "$NS_RR")
+    after=$(probes_and_retrans "$NS_RR" "$NS_BE1" "$NS_BE2")
+    if [ "$running" = 0 ]; then
+      echo "trial $t $mode: the rr client ended before the crash; trial discarded"
+      topo_down
+      continue
+    fi
+    DONE[$mode]=$(( ${DONE[$mode]:-0} + 1 ))
     line=$(grep '^tcpcheck: conns=' "$TDM_TMP/rr.log")
     gap=$(summary_field "$line" max_us)
     ok=$(summary_field "$line" failed)
@@ -124,7 +142,7 @@ for mode in vmac garp; do
     topo_down
     continue
   fi
-  bg_start iperf-srv "$NS_BE1" iperf3 -s -p 8080 -1
+  bg_start iperf-srv "$NS_BE1" iperf3 -s -B "$BE1_IP" -p 8080 -1
   wait_listen "$NS_BE1" "$BE1_IP:8080"
   b0=$(cpu_ticks "$B_PID")
   a0=$(cpu_ticks "$A_PID")

@@ -242,14 +242,15 @@ VmacTakeover::~VmacTakeover() {
 
 void VmacTakeover::onPeerHeartbeat(uint64_t now_ns) noexcept { impl_->last_peer_hb_ns = now_ns; }
 
-bool VmacTakeover::take(uint64_t now_ns) noexcept {
+bool VmacTakeover::take(uint64_t /*now_ns*/) noexcept {
   Impl& p = *impl_;
   p.drain();
   // Since the last heartbeat the peer sent (or, never heard, the whole ring), minus a margin
   // for what it received but had not forwarded before that heartbeat.
   const uint64_t margin = 2 * p.config.heartbeat_interval_ns;
   p.replay_from_ns = p.last_peer_hb_ns > margin ? p.last_peer_hb_ns - margin : 0;
-  p.replay(p.replay_from_ns, now_ns + 1, 0);
+  // Everything drained so far arrived before the macvlans come up: none of it was forwarded here.
+  p.replay(p.replay_from_ns, UINT64_MAX, 0);
   ++p.counters.replays;
   p.tail_min_id = p.ring.nextId();
   if (p.links.setUp(true) != 0) {
@@ -286,6 +287,7 @@ void VmacTakeover::release() noexcept {
 void VmacTakeover::tick(uint64_t now_ns) noexcept {
   Impl& p = *impl_;
   p.last_now_ns = now_ns;
+  p.ring.expire(now_ns);  // also when no frame arrives: the gauges show the window only
   if (p.announce_schedule.poll(now_ns)) {
     for (Impl::Interface& i : p.interfaces) i.arp->announce();
   }
