@@ -15,7 +15,8 @@
 #    RSS, and the frames it shadowed. The same with takeover = garp (the standby captures
 #    nothing) as the baseline.
 #
-# Usage (root): bench/shadow_bench.sh       Environment: TRIALS=5 IPERF_S=10
+# Usage (root): bench/shadow_bench.sh       Environment: TRIALS=5 IPERF_S=10 SKIP_CPU=0
+#               HB_INTERVAL=0.02 HB_MISS=5 (the pair's heartbeat; detection = their product)
 #               TANDEMD=... TCPCHECK=... (default: build/release binaries)
 # Nothing here is a test: it prints a table and asserts nothing.
 set -u
@@ -82,6 +83,7 @@ up() {
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A GAPS PROBES DONE
+FALSE_TAKEOVERS=0
 t=0
 while [ "${DONE[vmac]:-0}" -lt "$TRIALS" ] || [ "${DONE[garp]:-0}" -lt "$TRIALS" ]; do
   t=$((t + 1))
@@ -104,9 +106,17 @@ while [ "${DONE[vmac]:-0}" -lt "$TRIALS" ] || [ "${DONE[garp]:-0}" -lt "$TRIALS"
     sleep 2
     running=1
     kill -0 "$rr_pid" 2>/dev/null || running=0
+    early=0
+    is_role "$NS_PB" standby || early=1
     crash_node "$A_PID" "$NS_PA"
     wait "$rr_pid"
     after=$(probes_and_retrans "$NS_RR" "$NS_BE1" "$NS_BE2")
+    if [ "$early" = 1 ]; then
+      echo "trial $t $mode: B took over before the crash (missed heartbeats); trial discarded"
+      FALSE_TAKEOVERS=$((FALSE_TAKEOVERS + 1))
+      topo_down
+      continue
+    fi
     if [ "$running" = 0 ]; then
       echo "trial $t $mode: the rr client ended before the crash; trial discarded"
       topo_down
@@ -132,6 +142,9 @@ for mode in vmac garp; do
   max=$(echo "${GAPS[$mode]:-}" | tr ' ' '\n' | grep . | sort -n | tail -n 1)
   echo "| $mode | ${GAPS[$mode]:-} | $med | $max | ${PROBES[$mode]:-} |"
 done
+
+echo "heartbeat ${HB_INTERVAL} s x ${HB_MISS}; trials discarded for a takeover before the crash: $FALSE_TAKEOVERS"
+[ "${SKIP_CPU:-0}" = 1 ] && exit 0
 
 echo
 echo "| takeover | iperf3 Gbit/s | standby CPU (% of a core) | active CPU (% of a core) | standby RSS (MiB) | frames shadowed |"

@@ -23,12 +23,14 @@
 namespace tandem {
 namespace {
 
-/// 32 blocks of 256 KiB: 8 MiB of kernel ring per interface, room for a 64 KiB GSO frame in a
-/// block, and about 2 ms of a 10 Gbit/s link per block.
+/// 64 blocks of 256 KiB: 16 MiB of kernel ring per interface, room for a 64 KiB GSO frame in a
+/// block. A block is handed over when full or 4 ms after it opened, so a slow trickle of frames
+/// uses a block per 4 ms: 64 blocks are a quarter of a second in which this process may not be
+/// scheduled (on a loaded machine) before the kernel drops frames (counted: kernel_drops).
 constexpr size_t kBlockSize = 256u << 10;
-constexpr size_t kBlockCount = 32;
+constexpr size_t kBlockCount = 64;
 constexpr size_t kFrameSize = 2048;  // only checked by the kernel: block_size % frame_size
-constexpr unsigned kRetireTimeoutMs = 2;
+constexpr unsigned kRetireTimeoutMs = 4;
 constexpr unsigned kSnapLen = 65535 + 64;
 
 uint64_t realtimeMinusMonotonic() noexcept {

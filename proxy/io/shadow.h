@@ -3,7 +3,7 @@
 /// sends the replayed packets at takeover (zero-loss takeover, see proxy/io/vmac.h).
 ///
 /// ShadowCapture: one AF_PACKET socket per parent interface with a TPACKET_V3 mmap ring (blocks
-/// handed over when full or after a 2 ms retire timeout, so a busy link costs one wakeup per
+/// handed over when full or after a 4 ms retire timeout, so a busy link costs one wakeup per
 /// block, not per frame), a classic BPF filter in the kernel (destination MAC = vMAC, EtherType
 /// IPv4, protocol TCP: nothing else is copied to user space), promiscuous membership (the vMAC is
 /// not the parent's address; on a veth it is not needed, on a real NIC it is). The ring's frames

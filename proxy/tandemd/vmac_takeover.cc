@@ -24,7 +24,7 @@ namespace tandem {
 namespace {
 
 /// After the macvlans come up, the capture block still open then is handed over by the kernel
-/// within its 2 ms retire timeout (one or two jiffies); the tail pass waits a little longer.
+/// within two of its 4 ms retire timeouts; the tail pass waits a little longer.
 constexpr uint64_t kTailDelayNs = 10'000'000;
 /// The largest packet a replay handles (a GSO frame of 64 KiB plus headers).
 constexpr size_t kScratch = 65536 + 256;
@@ -245,20 +245,22 @@ void VmacTakeover::onPeerHeartbeat(uint64_t now_ns) noexcept { impl_->last_peer_
 bool VmacTakeover::take(uint64_t /*now_ns*/) noexcept {
   Impl& p = *impl_;
   p.drain();
-  // Since the last heartbeat the peer sent (or, never heard, the whole ring), minus a margin
-  // for what it received but had not forwarded before that heartbeat.
-  const uint64_t margin = 2 * p.config.heartbeat_interval_ns;
-  p.replay_from_ns = p.last_peer_hb_ns > margin ? p.last_peer_hb_ns - margin : 0;
-  // Everything drained so far arrived before the macvlans come up: none of it was forwarded here.
-  p.replay(p.replay_from_ns, UINT64_MAX, 0);
-  ++p.counters.replays;
   p.tail_min_id = p.ring.nextId();
+  // Up first: from now on the kernel queues new frames (and the answers to replayed ones) to
+  // NFQUEUE, which this loop reads only after the replay below: the old frames leave first.
   if (p.links.setUp(true) != 0) {
     ++p.counters.link_failures;
     p.tail_due_ns = 0;
     return false;
   }
   const uint64_t up = monotonicNs();
+  // Since the last heartbeat the peer sent (or, never heard, the whole ring), minus a margin
+  // for what it received but had not forwarded before that heartbeat. Everything drained so far
+  // arrived before the macvlans came up: none of it was forwarded here.
+  const uint64_t margin = 2 * p.config.heartbeat_interval_ns;
+  p.replay_from_ns = p.last_peer_hb_ns > margin ? p.last_peer_hb_ns - margin : 0;
+  p.replay(p.replay_from_ns, UINT64_MAX, 0);
+  ++p.counters.replays;
   p.tail_until_ns = up;
   p.tail_due_ns = up + kTailDelayNs;
   p.announce_schedule.start(up);

@@ -6,14 +6,15 @@
 ///
 /// Takeover sequence (the pair controller has already installed every received flow):
 ///  1. drain the capture rings into the shadow ring;
-///  2. replay the outage window: frames captured since the dead peer's last heartbeat (minus two
+///  2. bring the macvlan devices up: the kernel now queues new frames to NFQUEUE, which this
+///     event loop reads only after step 3, so the outage's frames leave first;
+///  3. replay the outage window: frames captured since the dead peer's last heartbeat (minus two
 ///     heartbeat intervals), client side first, through Engine::process and a raw socket;
-///  3. bring the macvlan devices up: the kernel now delivers new frames to NFQUEUE;
 ///  4. announce the vMAC (gratuitous ARP from the real MACs; caches already point at the vMAC,
 ///     so this only covers hosts that never asked);
-///  5. a few milliseconds later, when the kernel has handed over the capture block that was still
-///     open at step 1, replay the frames captured between step 1 and step 3 (the tail), then
-///     close the capture.
+///  5. 10 ms later, when the kernel has handed over the capture block that was still open at
+///     step 1, replay the frames captured between steps 1 and 2 (the tail), then close the
+///     capture.
 /// Step-down: macvlans down at once, capture reopened.
 ///
 /// Frames the dead active had already forwarded are sent a second time; TCP sees a duplicate

@@ -215,7 +215,7 @@ run_case() {
   else
     fail "$name" "B: $(role_of "$NS_PB"), $(metric_in "$NS_PB" tandem_pair_role_changes_total) role changes (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   fi
-  log "$tag: killing A (SIGKILL) and taking its links down"
+  log "$tag: killing A (SIGKILL) and taking its links down at $(date -u +%H:%M:%S.%3N)"
   crash_node "$a_pid" "$NS_PA"
   name="$tag: B becomes active"
   [ "$mode" = vmac ] && name="$name with its macvlans up"
@@ -251,7 +251,11 @@ run_case() {
         [ "$(metric_in "$NS_PB" tandem_shadow_replayed_total)" -gt "$replayed_before" ]; then
       pass "$name (B replayed $(metric_in "$NS_PB" tandem_shadow_replayed_total) frames)"
     else
-      fail "$name" "loss probes + retransmissions rose by $((after - before))," \
+      # A takeover that came later than the probe timeout (~200 ms) on a starved machine: the
+      # log lines say when B took over and replayed, against the crash time logged above.
+      fail "$name" "loss probes + retransmissions rose by $((after - before)) (client)," \
+        "$((be_after - be_before)) (backends); B's takeover:" \
+        "$(grep -E 'role standby -> active|vmac: replayed' "$TDM_TMP/tandemd-b.log")" \
         "B replayed $(metric_in "$NS_PB" tandem_shadow_replayed_total)"
     fi
   else
@@ -303,6 +307,11 @@ run_case() {
     else
       fail "$name" "$(ip -n "$NS_PB" -br link 2>&1)"
     fi
+  fi
+  # KEEP_LOGS=DIR: a copy of every log of the case (tandemd, clients, sniffer) for a look later.
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    CASE_NO=$(( ${CASE_NO:-0} + 1 ))
+    mkdir -p "$KEEP_LOGS/$CASE_NO-$mode-$a" && cp "$TDM_TMP"/*.log "$KEEP_LOGS/$CASE_NO-$mode-$a/"
   fi
   if [ -n "${RESULT_FILE:-}" ]; then
     echo "$mode $a rr_max_us=$RR_MAX_US probes_retrans=$((after - before + be_after - be_before))" \
