@@ -8,6 +8,7 @@
 #include "common/bytes.h"
 #include "common/checksum.h"
 #include "common/packet.h"
+#include "common/seq.h"
 
 namespace tandem {
 
@@ -109,6 +110,9 @@ struct TcpSummary {
   uint16_t sport = 0;
   uint16_t dport = 0;
   uint8_t flags = 0;
+  uint32_t seq = 0;
+  uint32_t ack = 0;
+  uint32_t payload = 0;
 };
 
 bool summarize(std::span<const uint8_t> p, TcpSummary& out) noexcept {
@@ -117,6 +121,8 @@ bool summarize(std::span<const uint8_t> p, TcpSummary& out) noexcept {
   const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
   const size_t total = load16(p.data() + 2);
   if (ihl < 20 || total < ihl + 20 || total > p.size()) return false;
+  const size_t doff = static_cast<size_t>(p[ihl + 12] >> 4) * 4;
+  if (doff < 20 || ihl + doff > total) return false;
   if (p[9] != 6) return false;
   if ((load16(p.data() + 6) & 0x3fff) != 0) return false;  // a fragment
   const uint8_t* t = p.data() + ihl;
@@ -125,6 +131,9 @@ bool summarize(std::span<const uint8_t> p, TcpSummary& out) noexcept {
   out.sport = load16(t);
   out.dport = load16(t + 2);
   out.flags = t[13];
+  out.seq = load32(t + 4);
+  out.ack = load32(t + 8);
+  out.payload = static_cast<uint32_t>(total - ihl - doff);
   return true;
 }
 
@@ -139,9 +148,58 @@ uint64_t endpointKey(uint32_t addr, uint16_t port) noexcept {
 
 }  // namespace
 
+/// Per flow and sender: the acknowledgement of its latest ACK-carrying frame, and the capture
+/// time of its latest frame.
+struct SenderState {
+  uint64_t key;  ///< flow_id << 1 | from_client
+  uint64_t ts_ns;
+  uint32_t ack;
+  bool has_ack;
+};
+
 void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uint64_t min_id,
-                std::vector<uint32_t>& out, ReplayPlanStats& stats) {
+                std::vector<uint32_t>& out, ReplayPlanStats& stats,
+                const ReplayClassifier& classify) {
   out.clear();
+  // With a classifier: each frame's flow, and each sender's latest state, over the whole ring.
+  std::vector<ReplayFlowRef> refs;
+  std::vector<bool> classified;
+  std::vector<SenderState> senders;
+  if (classify) {
+    refs.resize(ring.size());
+    classified.resize(ring.size(), false);
+    for (size_t i = 0; i < ring.size(); ++i) {
+      TcpSummary s;
+      if (!summarize(ring.at(i).packet, s)) continue;
+      if (!classify(s.saddr, s.daddr, s.sport, s.dport, refs[i])) continue;
+      classified[i] = true;
+      senders.push_back({(static_cast<uint64_t>(refs[i].flow_id) << 1) | refs[i].from_client,
+                         ring.at(i).ts_ns, s.ack, (s.flags & tcpflag::kAck) != 0});
+    }
+    // Latest per key: sort by key then time; for acks, the latest ACK-carrying frame.
+    std::stable_sort(senders.begin(), senders.end(), [](const SenderState& a, const SenderState& b) {
+      return std::tie(a.key, a.ts_ns) < std::tie(b.key, b.ts_ns);
+    });
+    std::vector<SenderState> latest;
+    for (size_t i = 0; i < senders.size(); ++i) {
+      if (!latest.empty() && latest.back().key == senders[i].key) {
+        latest.back().ts_ns = senders[i].ts_ns;
+        if (senders[i].has_ack) {
+          latest.back().ack = senders[i].ack;
+          latest.back().has_ack = true;
+        }
+      } else {
+        latest.push_back(senders[i]);
+      }
+    }
+    senders.swap(latest);
+  }
+  auto sender = [&](uint32_t flow_id, bool from_client) -> const SenderState* {
+    const uint64_t key = (static_cast<uint64_t>(flow_id) << 1) | from_client;
+    auto it = std::lower_bound(senders.begin(), senders.end(), key,
+                               [](const SenderState& s, uint64_t k) { return s.key < k; });
+    return it != senders.end() && it->key == key ? &*it : nullptr;
+  };
   // Closing segments anywhere in the ring (also after the window: a RST captured after
   // until_ns still means the connection is gone).
   std::vector<Close> closes;
@@ -180,6 +238,26 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
       if (opening_syn && closedAfter(endpointKey(s.saddr, s.sport), f.ts_ns)) {
         ++stats.skipped_closed;
         continue;
+      }
+      if (classify && classified[i] && refs[i].same_seq_space &&
+          (s.flags & tcpflag::kRst) == 0) {
+        const ReplayFlowRef& r = refs[i];
+        const uint32_t consumed = s.payload + ((s.flags & tcpflag::kSyn) != 0 ? 1 : 0) +
+                                  ((s.flags & tcpflag::kFin) != 0 ? 1 : 0);
+        if (consumed > 0) {
+          // The other end acknowledged the segment's end: it arrived there.
+          const SenderState* peer = sender(r.flow_id, !r.from_client);
+          if (peer != nullptr && peer->has_ack && seqAfterEq(peer->ack, s.seq + consumed)) {
+            ++stats.skipped_delivered;
+            continue;
+          }
+        } else {
+          const SenderState* self = sender(r.flow_id, r.from_client);
+          if (self != nullptr && self->ts_ns > f.ts_ns) {
+            ++stats.skipped_superseded;
+            continue;
+          }
+        }
       }
       out.push_back(static_cast<uint32_t>(i));
     }

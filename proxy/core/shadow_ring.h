@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -95,7 +96,20 @@ struct ReplayPlanStats {
   uint64_t considered = 0;     ///< frames inside the window
   uint64_t skipped_closed = 0; ///< opening SYNs of a connection that later saw RST or FIN
   uint64_t not_tcp = 0;        ///< frames that are not a whole IPv4/TCP packet
+  uint64_t skipped_delivered = 0;   ///< segments the other end has acknowledged in the ring
+  uint64_t skipped_superseded = 0;  ///< pure ACKs followed by a newer frame of the same sender
 };
+
+/// Which flow a frame belongs to: an id shared by both legs, the side it comes from, and whether
+/// the legs share one sequence space (passthrough; splice translates it, and is not pruned).
+struct ReplayFlowRef {
+  uint32_t flow_id = 0;
+  bool from_client = true;
+  bool same_seq_space = true;
+};
+/// Tuple (host byte order) -> flow, or false when no flow has it.
+using ReplayClassifier = std::function<bool(uint32_t saddr, uint32_t daddr, uint16_t sport,
+                                            uint16_t dport, ReplayFlowRef& out)>;
 
 /// Which frames of the outage to replay, in which order (indices into the ring).
 ///
@@ -109,9 +123,16 @@ struct ReplayPlanStats {
 ///    has closed since. The source endpoint, not the whole tuple, so that a backend's RST on the
 ///    backend leg also counts in transparent addressing (there the backend leg carries the
 ///    client's endpoint); in SNAT addressing only the client leg's own RST/FIN is seen.
+///  - With a classifier (the flow table), frames the dead active had certainly forwarded are
+///    left out: a segment carrying data, SYN or FIN whose end the other end of its flow has
+///    acknowledged in a frame captured later (the other end received it), and a pure ACK
+///    followed by a newer frame of the same sender (which carries a newer acknowledgement).
+///    Replaying those only makes both ends answer with duplicate ACKs, a burst that queues
+///    ahead of the live traffic at the new active. RSTs are never left out.
 /// `out` is cleared first. Allocates (takeover time, not the packet path).
 void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uint64_t min_id,
-                std::vector<uint32_t>& out, ReplayPlanStats& stats);
+                std::vector<uint32_t>& out, ReplayPlanStats& stats,
+                const ReplayClassifier& classify = {});
 
 /// A captured super-packet (GRO on the receive path, or a GSO frame a veth passes on whole) is
 /// longer than the link MTU and cannot be sent as one IP packet. Pure, as the kernel segments

@@ -176,12 +176,22 @@ void VmacTakeover::Impl::drain() noexcept {
 void VmacTakeover::Impl::replay(uint64_t from_ns, uint64_t until_ns, uint64_t min_id) noexcept {
   ReplayPlanStats stats;
   try {
-    planReplay(ring, from_ns, until_ns, min_id, plan, stats);
+    planReplay(ring, from_ns, until_ns, min_id, plan, stats,
+               [&](uint32_t sa, uint32_t da, uint16_t sp, uint16_t dp, ReplayFlowRef& out) {
+                 const FlowKey key{IpAddr::fromV4(sa), IpAddr::fromV4(da), sp, dp};
+                 uint32_t id = 0;
+                 Direction dir = Direction::kFromClient;
+                 bool adjusted = false;
+                 if (!engine.classify(key, id, dir, adjusted)) return false;
+                 out = ReplayFlowRef{id, dir == Direction::kFromClient, !adjusted};
+                 return true;
+               });
   } catch (const std::bad_alloc&) {
     logf(LogLevel::kError, "vmac: out of memory planning the replay; nothing replayed");
     return;
   }
   counters.skipped_closed += stats.skipped_closed;
+  counters.skipped_delivered += stats.skipped_delivered + stats.skipped_superseded;
   counters.not_tcp += stats.not_tcp;
   uint64_t sent = 0;
   auto forward = [&](size_t len, bool csum_not_ready) {
@@ -221,10 +231,12 @@ void VmacTakeover::Impl::replay(uint64_t from_ns, uint64_t until_ns, uint64_t mi
   }
   counters.replayed += sent;
   logf(LogLevel::kInfo,
-       "vmac: replayed %llu of %zu planned frames (%llu in the window, %llu SYNs of closed "
-       "connections skipped)",
+       "vmac: replayed %llu packets for %zu planned frames (%llu in the window; left out: %llu "
+       "acknowledged by the other end, %llu superseded ACKs, %llu SYNs of closed connections)",
        static_cast<unsigned long long>(sent), plan.size(),
        static_cast<unsigned long long>(stats.considered),
+       static_cast<unsigned long long>(stats.skipped_delivered),
+       static_cast<unsigned long long>(stats.skipped_superseded),
        static_cast<unsigned long long>(stats.skipped_closed));
 }
 
@@ -358,6 +370,8 @@ std::string VmacTakeover::metricsText() const {
          "# TYPE tandem_shadow_replay_skipped_total counter\n";
   out += "tandem_shadow_replay_skipped_total{reason=\"closed_syn\"} " +
          std::to_string(c.skipped_closed) + "\n";
+  out += "tandem_shadow_replay_skipped_total{reason=\"delivered\"} " +
+         std::to_string(c.skipped_delivered) + "\n";
   out += "tandem_shadow_replay_skipped_total{reason=\"engine_drop\"} " +
          std::to_string(c.engine_dropped) + "\n";
   out += "tandem_shadow_replay_skipped_total{reason=\"not_tcp\"} " + std::to_string(c.not_tcp) +

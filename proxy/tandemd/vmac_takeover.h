@@ -17,10 +17,11 @@
 ///     capture.
 /// Step-down: macvlans down at once, capture reopened.
 ///
-/// Frames the dead active had already forwarded are sent a second time; TCP sees a duplicate
-/// (an ACK at most). What the replay must not do, re-open a closed connection, planReplay()
-/// prevents for SYNs and the engine's tracker for everything else (data for an unknown or closed
-/// flow is dropped and counted there).
+/// Frames the dead active had certainly forwarded (the other end acknowledged them in a frame
+/// the ring holds) are left out; the others may arrive twice, which TCP answers with an ACK at
+/// most. What the replay must not do, re-open a closed connection, planReplay() prevents for
+/// SYNs and the engine's tracker for everything else (data for an unknown or closed flow is
+/// dropped and counted there).
 
 #include <cstdint>
 #include <memory>
@@ -37,6 +38,7 @@ struct VmacTakeoverCounters {
   uint64_t replays = 0;          ///< takeovers that replayed a window (tail passes not counted)
   uint64_t replayed = 0;         ///< frames the engine accepted and the raw socket sent
   uint64_t skipped_closed = 0;   ///< SYNs of connections closed since (planReplay)
+  uint64_t skipped_delivered = 0;  ///< already acknowledged by the other end, or superseded ACKs
   uint64_t engine_dropped = 0;   ///< frames the engine refused (counted there by reason)
   uint64_t not_tcp = 0;          ///< ring frames that were no whole IPv4/TCP packet
   uint64_t send_errors = 0;      ///< raw socket refusals (ENOBUFS...)

@@ -250,3 +250,91 @@ TEST(TcpSegmentTest, APacketThatFitsIsOneSegment) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// A fake flow table: the client leg 10.0.1.2:40001 -> VIP and the backend leg
+// 10.0.2.2:8080 <-> SNAT 10.0.2.10:20001 are flow 7 (passthrough: one sequence space).
+ReplayClassifier fakeTable(bool same_seq_space = true) {
+  return [same_seq_space](uint32_t sa, uint32_t, uint16_t sp, uint16_t dp, ReplayFlowRef& out) {
+    if (sa == 0x0a000102 && dp == 80) {
+      out = {7, true, same_seq_space};
+      return true;
+    }
+    if (sa == 0x0a000202 && sp == 8080) {
+      out = {7, false, same_seq_space};
+      return true;
+    }
+    return false;
+  };
+}
+
+constexpr const char* kCli = "10.0.1.2:40001";
+constexpr const char* kVip2 = "10.0.1.100:80";
+constexpr const char* kBe = "10.0.2.2:8080";
+constexpr const char* kSnat = "10.0.2.10:20001";
+
+TEST(ReplayPruneTest, LeavesOutWhatTheOtherEndAcknowledged) {
+  ShadowRing r(ShadowRingConfig{1 << 16, 64, 0});
+  auto put2 = [&](const test::PacketBuilder& b, ShadowSide side, uint64_t ts) {
+    ASSERT_TRUE(r.push(b.build(), side, false, ts, ts));
+  };
+  // Request 1 (client seq 1000..1064), answered (backend acks 1064), response 1 (backend seq
+  // 5000..5064) acknowledged by request 2 (ack 5064); request 2 (1064..1128) is not answered:
+  // the active died. Then only request 2 must be replayed.
+  put2(test::PacketBuilder().src(kCli).dst(kVip2).seq(1000).ack(5000).payloadSize(64),
+       ShadowSide::kFront, 10);
+  put2(test::PacketBuilder().src(kBe).dst(kSnat).seq(5000).ack(1064).payloadSize(64),
+       ShadowSide::kBack, 11);
+  put2(test::PacketBuilder().src(kCli).dst(kVip2).seq(1064).ack(5064).payloadSize(64),
+       ShadowSide::kFront, 12);
+  ReplayPlanStats st;
+  std::vector<uint32_t> idx;
+  planReplay(r, 0, 100, 0, idx, st, fakeTable());
+  ASSERT_EQ(idx.size(), 1u);
+  EXPECT_EQ(r.at(idx[0]).id, 3u);
+  EXPECT_EQ(st.skipped_delivered, 2u);
+
+  // Splice flows (another sequence space on each leg) are not pruned.
+  ReplayPlanStats st2;
+  planReplay(r, 0, 100, 0, idx, st2, fakeTable(false));
+  EXPECT_EQ(idx.size(), 3u);
+  // Without a classifier nothing is pruned either.
+  ReplayPlanStats st3;
+  planReplay(r, 0, 100, 0, idx, st3);
+  EXPECT_EQ(idx.size(), 3u);
+}
+
+TEST(ReplayPruneTest, KeepsOnlyTheLatestPureAckAndEveryRst) {
+  ShadowRing r(ShadowRingConfig{1 << 16, 64, 0});
+  for (uint64_t t = 1; t <= 3; ++t) {
+    ASSERT_TRUE(r.push(test::PacketBuilder().src(kCli).dst(kVip2).seq(1000).ack(
+                           static_cast<uint32_t>(5000 + t)).build(),
+                       ShadowSide::kFront, false, t, t));
+  }
+  ASSERT_TRUE(r.push(test::PacketBuilder().src(kBe).dst(kSnat).seq(5000).ack(1000)
+                         .flags(tcpflag::kRst | tcpflag::kAck).build(),
+                     ShadowSide::kBack, false, 4, 4));
+  ReplayPlanStats st;
+  std::vector<uint32_t> idx;
+  planReplay(r, 0, 100, 0, idx, st, fakeTable());
+  ASSERT_EQ(idx.size(), 2u);
+  EXPECT_EQ(r.at(idx[0]).id, 3u);  // the newest ACK
+  EXPECT_EQ(r.at(idx[1]).id, 4u);  // the RST
+  EXPECT_EQ(st.skipped_superseded, 2u);
+}
+
+TEST(ReplayPruneTest, UnknownFlowsAreKept) {
+  ShadowRing r(ShadowRingConfig{1 << 16, 64, 0});
+  ASSERT_TRUE(r.push(test::PacketBuilder().src("10.0.1.9:5555").dst(kVip2).seq(1).ack(2)
+                         .payloadSize(10).build(),
+                     ShadowSide::kFront, false, 1, 1));
+  ReplayPlanStats st;
+  std::vector<uint32_t> idx;
+  planReplay(r, 0, 100, 0, idx, st, fakeTable());
+  EXPECT_EQ(idx.size(), 1u);  // the engine decides (no_flow)
+}
+
+}  // namespace
+}  // namespace tandem
