@@ -104,6 +104,7 @@ while [ "${DONE[vmac]:-0}" -lt "$TRIALS" ] || [ "${DONE[garp]:-0}" -lt "$TRIALS"
       --size 64 --timeout 20
     rr_pid=$BG_PID
     sleep 2
+    crash_at=$(date -u +%H:%M:%S.%3N)
     running=1
     kill -0 "$rr_pid" 2>/dev/null || running=0
     early=0
@@ -128,6 +129,11 @@ while [ "${DONE[vmac]:-0}" -lt "$TRIALS" ] || [ "${DONE[garp]:-0}" -lt "$TRIALS"
     ok=$(summary_field "$line" failed)
     gap_ms=$(awk -v u="$gap" 'BEGIN { printf "%.1f", u / 1000 }')
     echo "trial $t $mode: largest round trip ${gap_ms} ms, probes+retransmissions $((after - before)), failed=$ok"
+    if [ "$mode" = vmac ] && [ $((after - before)) -gt 0 ]; then
+      # Why: B's takeover against the crash time (a late takeover on a starved machine, or not).
+      echo "  crash at $crash_at; B: $(grep -E 'role standby -> active|vmac: replayed' \
+        "$TDM_TMP/tandemd-b.log" | cut -c12-23,38- | tr '\n' ' ')"
+    fi
     GAPS[$mode]+="$gap_ms "
     PROBES[$mode]+="$((after - before)) "
     topo_down
