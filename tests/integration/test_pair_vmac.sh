@@ -226,6 +226,12 @@ run_case() {
   if is_role "$NS_PB" standby && [ "$(metric_in "$NS_PB" tandem_pair_role_changes_total)" = 0 ] &&
       kill -0 "$rr_pid" 2>/dev/null; then
     pass "$name"
+  elif [ "${RETRYING:-0}" = 0 ]; then
+    # Not what this case is about (a starved machine, or a calibration far off): run the whole
+    # case once more from scratch; a second time is a failure.
+    log "$tag: precondition not met (B: $(role_of "$NS_PB"), load $(cut -d' ' -f1 /proc/loadavg)); running the case again"
+    topo_down
+    return 2
   else
     fail "$name" "B: $(role_of "$NS_PB"), $(metric_in "$NS_PB" tandem_pair_role_changes_total) role changes (load: $(cut -d' ' -f1-3 /proc/loadavg))" \
       "rr client: $(kill -0 "$rr_pid" 2>/dev/null && echo running || echo 'ended (calibration too low)')"
@@ -347,6 +353,11 @@ s.send(bytes.fromhex('ffffffffffff' + '$CONTROL_MAC'.replace(':', '') + '88b5') 
 
 for c in ${VMAC_CASES:-vmac/snat/full garp/snat/rr vmac/snat/rr vmac/transparent/full}; do
   IFS=/ read -r m a f <<<"$c"
+  RETRYING=0
   run_case "$m" "$a" "$f"
+  if [ $? -eq 2 ]; then
+    RETRYING=1
+    run_case "$m" "$a" "$f"
+  fi
 done
 finish
