@@ -377,6 +377,17 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
   return DropReason::kNone;
 }
 
+bool Engine::classify(const FlowKey& key, uint32_t& flow_id, Direction& dir,
+                      bool& seq_adjusted) const noexcept {
+  const FlowTable::Hit hit = impl_->table.find(key);
+  if (!hit) return false;
+  const Flow& f = impl_->table.at(hit.index);
+  flow_id = hit.index;
+  dir = hit.dir;
+  seq_adjusted = f.has_seqadj || f.splice;
+  return true;
+}
+
 bool Engine::removeFlow(const FlowKey& client_key) noexcept {
   const FlowTable::Hit hit = impl_->table.find(client_key);
   if (!hit || hit.dir != Direction::kFromClient) return false;

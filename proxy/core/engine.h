@@ -137,6 +137,11 @@ class Engine {
   /// held packets (Verdict::kHold) again.
   uint64_t spliceGeneration() const noexcept;
   size_t activeFlows() const noexcept;
+  /// Read-only: the flow a tuple belongs to (its slot, stable while the flow lives), the side the
+  /// tuple comes from, and whether the flow's sequence space differs between its legs (splice).
+  /// False if no flow has the tuple. Used to group shadowed frames by flow (vmac_takeover).
+  bool classify(const FlowKey& key, uint32_t& flow_id, Direction& dir,
+                bool& seq_adjusted) const noexcept;
   size_t maxFlows() const noexcept;
   const EngineConfig& config() const noexcept { return config_; }
   void forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_t now_ns) const;

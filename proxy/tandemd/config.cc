@@ -63,6 +63,9 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.front_bind", "ADDRESS:PORT of this node's front-network heartbeat socket"},
     {"sync.front_peer", "ADDRESS:PORT of the peer's front heartbeat socket (with front_bind)"},
     {"sync.garp_refresh_ms", "gratuitous ARP round every N ms while active, 0-3600000; 0 = off"},
+    {"sync.takeover", "garp (the addresses move) or vmac (virtual MAC, shadow ring, replay)"},
+    {"sync.vmac", "virtual MAC of the group, locally administered unicast (takeover = vmac)"},
+    {"sync.shadow_bytes", "shadow ring size in bytes on the standby, 1 MiB - 1 GiB"},
 };
 
 constexpr KeyHelp kServiceKeys[] = {
@@ -461,6 +464,29 @@ void parseSyncPairExtras(const Values& values, SyncConfig& s) {
   }
   if (const Value* v = values.find("sync.garp_refresh_ms")) {
     s.garp_refresh_ns = parseUint("sync.garp_refresh_ms", *v, 0, 3'600'000) * 1'000'000;
+/// sync.takeover, sync.vmac, sync.shadow_bytes (zero-loss takeover, proxy/tandemd/vmac_takeover.h).
+void parseTakeover(const Values& values, SyncConfig& s) {
+  const Value* mode = values.find("sync.takeover");
+  if (mode != nullptr && mode->text == "vmac") {
+    s.takeover = TakeoverMode::kVmac;
+  } else if (mode != nullptr && mode->text != "garp") {
+    fail("sync.takeover", *mode, "expected garp or vmac, got " + quoted(mode->text));
+  }
+  const Value* vmac = values.find("sync.vmac");
+  if (s.takeover == TakeoverMode::kVmac && vmac == nullptr) {
+    fail("sync.vmac", *mode, "is required with takeover = vmac");
+  }
+  if (vmac != nullptr) {
+    const auto mac = parseMac(vmac->text);
+    if (!mac || !isLocalUnicastMac(*mac)) {
+      fail("sync.vmac", *vmac,
+           "expected a locally administered unicast MAC (02:xx:xx:xx:xx:xx), got " +
+               quoted(vmac->text));
+    }
+    s.vmac = *mac;
+  }
+  if (const Value* v = values.find("sync.shadow_bytes")) {
+    s.shadow_bytes = parseUint("sync.shadow_bytes", *v, 1u << 20, 1u << 30);
   }
 }
 
@@ -527,6 +553,7 @@ std::optional<SyncConfig> parseSync(const Values& values) {
   }
   if (s.addresses.members.empty()) fail("sync.addresses", addrs, "empty address list");
   parseSyncPairExtras(values, s);
+  parseTakeover(values, s);
   return s;
 }
 
@@ -679,6 +706,8 @@ std::string configKeysHelp() {
       {"sync.defer", SyncConfig{}.defer ? "true" : "false"},
       {"sync.defer_timeout_ms", std::to_string(SyncConfig{}.defer_timeout_ns / 1'000'000)},
       {"sync.garp_refresh_ms", std::to_string(SyncConfig{}.garp_refresh_ns / 1'000'000)},
+      {"sync.takeover", "garp"},
+      {"sync.shadow_bytes", std::to_string(SyncConfig{}.shadow_bytes)},
       {"service.NAME.mode", modeName(svc.mode)},
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},

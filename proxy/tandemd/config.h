@@ -18,6 +18,7 @@
 #include "proxy/io/log.h"
 #include "proxy/io/nfqueue.h"
 #include "proxy/io/rules.h"
+#include "proxy/io/vmac.h"
 
 namespace tandem {
 
@@ -25,6 +26,10 @@ class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/// How the active role moves: the addresses with gratuitous ARP, or (vmac) a virtual MAC that
+/// both nodes receive, with the standby shadowing the traffic and replaying the outage window.
+enum class TakeoverMode : uint8_t { kGarp, kVmac };
 
 /// The [sync] section of the configuration.
 struct SyncConfig {
@@ -49,6 +54,9 @@ struct SyncConfig {
   std::optional<Endpoint> front_peer;
   /// Gratuitous ARP refresh while active, one round per interval; 0 = off.
   uint64_t garp_refresh_ns = 0;
+  TakeoverMode takeover = TakeoverMode::kGarp;
+  MacAddress vmac{};                ///< takeover = vmac
+  uint64_t shadow_bytes = 32u << 20;  ///< the standby's shadow ring
 };
 
 struct DaemonConfig {

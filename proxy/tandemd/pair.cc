@@ -15,6 +15,7 @@
 #include "proxy/tandemd/flow_record.h"
 #include "proxy/io/log.h"
 #include "proxy/io/udp_channel.h"
+#include "proxy/tandemd/vmac_takeover.h"
 #include "sync/auth.h"
 #include "sync/bulk.h"
 #include "sync/reliable.h"
@@ -188,6 +189,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   GarpSchedule garp_schedule;
   bool addresses_held = false;
   uint64_t now_for_source = 0;
+  std::unique_ptr<VmacTakeover> vmac;  ///< sync.takeover = vmac: replaces addresses and GARP
 
   event* timer_ev = nullptr;
   event* read_ev = nullptr;
@@ -237,6 +239,9 @@ void PairController::Impl::open() {
       garps.back()->open();
     }
     garp_of_member.push_back(i);
+  }
+  if (config.takeover == TakeoverMode::kVmac) {
+    vmac = std::make_unique<VmacTakeover>(base, engine, config);
   }
   tx.reserve(sync::kDefaultMaxFrame);
   polled.reserve(kPollBatch);
@@ -396,6 +401,11 @@ void PairController::Impl::takeAddresses(uint64_t now) noexcept {
   // Every update received so far was installed when it arrived (apply() runs on receipt), so
   // the table is in place before the first address comes up.
   roles.setReady(true);
+  if (vmac) {
+    addresses_held = vmac->take(now);
+    if (!addresses_held) ++counters.addr_failures;
+    return;
+  }
   const GroupResult r = netlink.apply(config.addresses);
   if (!r.ok()) {
     ++counters.addr_failures;
@@ -415,6 +425,11 @@ void PairController::Impl::takeAddresses(uint64_t now) noexcept {
 void PairController::Impl::releaseAddresses() noexcept {
   garp_schedule.stop();
   bulk_sender.cancel();
+  if (vmac) {
+    vmac->release();
+    addresses_held = false;
+    return;
+  }
   const GroupResult r = netlink.withdraw(config.addresses);
   addresses_held = false;
   if (!r.ok()) {
@@ -460,6 +475,7 @@ void PairController::Impl::onTick() noexcept {
   const uint64_t now = monotonicNs();
   handleRole(roles.tick(now), now);
   watchPaths(now);
+  if (vmac) vmac->tick(now);
   if (roles.role() == sync::Role::kActive) {
     drainToSender(now);
     now_for_source = now;
@@ -557,6 +573,7 @@ void PairController::Impl::onFrontReadable() noexcept {
 void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
                                             const sync::Heartbeat& hb, uint64_t now) noexcept {
   ++heartbeats_rx[static_cast<size_t>(path)];
+  if (vmac) vmac->onPeerHeartbeat(now);  // the peer was alive now, on either path
   const bool was_active = roles.role() == sync::Role::kActive;
   const sync::RoleOutput out = roles.onHeartbeat(path, node_id, hb, now);
   if (was_active && hb.role == sync::Role::kActive) {
@@ -793,6 +810,7 @@ void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {
 
 void PairController::shutdown() noexcept {
   if (impl_->addresses_held) impl_->releaseAddresses();
+  if (impl_->vmac) impl_->vmac->shutdown();
 }
 
 const char* PairController::roleName() const noexcept {
@@ -914,6 +932,7 @@ std::string PairController::metricsText() const {
     family(name, "counter", "See proxy/tandemd/pair.h.");
     sample(name, value);
   }
+  if (p.vmac) out += p.vmac->metricsText();
   return out;
 }
 

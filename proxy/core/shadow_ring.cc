@@ -1,0 +1,331 @@
+#include "proxy/core/shadow_ring.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <tuple>
+
+#include "common/bytes.h"
+#include "common/checksum.h"
+#include "common/packet.h"
+#include "common/seq.h"
+
+namespace tandem {
+
+ShadowRing::ShadowRing(const ShadowRingConfig& config) : config_(config) {
+  if (config.bytes == 0 || config.frames == 0) {
+    throw std::invalid_argument("shadow ring: bytes and frames must be positive");
+  }
+  arena_.resize(config.bytes);
+  records_.resize(config.frames);
+}
+
+void ShadowRing::clear() noexcept {
+  head_ = count_ = tail_ = used_ = 0;
+  wrapped_ = false;
+}
+
+void ShadowRing::popOldest() noexcept {
+  const Record& r = records_[head_];
+  used_ -= r.len;
+  const size_t old_offset = r.offset;
+  head_ = (head_ + 1) % records_.size();
+  --count_;
+  if (count_ == 0) {
+    clear();
+    return;
+  }
+  // Crossing the arena's end: every remaining frame now lies in [0, tail_).
+  if (records_[head_].offset < old_offset) wrapped_ = false;
+}
+
+size_t ShadowRing::placement(size_t len) const noexcept {
+  if (count_ == records_.size()) return SIZE_MAX;
+  if (count_ == 0) return len <= arena_.size() ? 0 : SIZE_MAX;
+  const size_t head_off = records_[head_].offset;
+  if (!wrapped_) {
+    if (arena_.size() - tail_ >= len) return tail_;
+    if (head_off >= len) return 0;
+    return SIZE_MAX;
+  }
+  return head_off - tail_ >= len ? tail_ : SIZE_MAX;
+}
+
+void ShadowRing::expire(uint64_t now_ns) noexcept {
+  if (config_.window_ns == 0 || now_ns < config_.window_ns) return;
+  const uint64_t oldest = now_ns - config_.window_ns;
+  while (count_ > 0 && records_[head_].ts_ns < oldest) {
+    popOldest();
+    ++counters_.expired;
+  }
+}
+
+bool ShadowRing::push(std::span<const uint8_t> packet, ShadowSide side, bool csum_not_ready,
+                      uint64_t ts_ns, uint64_t now_ns) noexcept {
+  if (packet.empty()) return false;
+  if (packet.size() > arena_.size() || packet.size() > UINT32_MAX) {
+    ++counters_.too_big;
+    return false;
+  }
+  expire(now_ns);
+  size_t at = placement(packet.size());
+  while (at == SIZE_MAX) {
+    popOldest();  // count_ > 0 here: an empty ring places any frame that fits the arena
+    ++counters_.dropped_full;
+    at = placement(packet.size());
+  }
+  if (count_ > 0 && !wrapped_ && at == 0) wrapped_ = true;
+  std::memcpy(arena_.data() + at, packet.data(), packet.size());
+  Record& r = records_[(head_ + count_) % records_.size()];
+  r.offset = at;
+  r.len = static_cast<uint32_t>(packet.size());
+  r.csum_not_ready = csum_not_ready;
+  r.side = side;
+  r.ts_ns = ts_ns;
+  r.id = next_id_++;
+  ++count_;
+  tail_ = at + packet.size();
+  used_ += packet.size();
+  ++counters_.stored;
+  return true;
+}
+
+ShadowFrame ShadowRing::at(size_t i) const noexcept {
+  const Record& r = records_[(head_ + i) % records_.size()];
+  ShadowFrame f;
+  f.packet = std::span<const uint8_t>(arena_.data() + r.offset, r.len);
+  f.ts_ns = r.ts_ns;
+  f.id = r.id;
+  f.side = r.side;
+  f.csum_not_ready = r.csum_not_ready;
+  return f;
+}
+
+namespace {
+
+/// The TCP fields planReplay needs, read without modifying the frame.
+struct TcpSummary {
+  uint32_t saddr = 0;
+  uint32_t daddr = 0;
+  uint16_t sport = 0;
+  uint16_t dport = 0;
+  uint8_t flags = 0;
+  uint32_t seq = 0;
+  uint32_t ack = 0;
+  uint32_t payload = 0;
+};
+
+bool summarize(std::span<const uint8_t> p, TcpSummary& out) noexcept {
+  // parseTcpPacket() takes a mutable view; the checks are the same, on a const buffer.
+  if (p.size() < 20 || (p[0] >> 4) != 4) return false;
+  const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+  const size_t total = load16(p.data() + 2);
+  if (ihl < 20 || total < ihl + 20 || total > p.size()) return false;
+  const size_t doff = static_cast<size_t>(p[ihl + 12] >> 4) * 4;
+  if (doff < 20 || ihl + doff > total) return false;
+  if (p[9] != 6) return false;
+  if ((load16(p.data() + 6) & 0x3fff) != 0) return false;  // a fragment
+  const uint8_t* t = p.data() + ihl;
+  out.saddr = load32(p.data() + 12);
+  out.daddr = load32(p.data() + 16);
+  out.sport = load16(t);
+  out.dport = load16(t + 2);
+  out.flags = t[13];
+  out.seq = load32(t + 4);
+  out.ack = load32(t + 8);
+  out.payload = static_cast<uint32_t>(total - ihl - doff);
+  return true;
+}
+
+struct Close {
+  uint64_t endpoint;  ///< address << 16 | port
+  uint64_t ts_ns;
+};
+
+uint64_t endpointKey(uint32_t addr, uint16_t port) noexcept {
+  return (static_cast<uint64_t>(addr) << 16) | port;
+}
+
+}  // namespace
+
+/// Per flow and sender: the acknowledgement of its latest ACK-carrying frame, and the capture
+/// time of its latest frame.
+struct SenderState {
+  uint64_t key;  ///< flow_id << 1 | from_client
+  uint64_t ts_ns;
+  uint32_t ack;
+  bool has_ack;
+};
+
+void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uint64_t min_id,
+                std::vector<uint32_t>& out, ReplayPlanStats& stats,
+                const ReplayClassifier& classify) {
+  out.clear();
+  // With a classifier: each frame's flow, and each sender's latest state, over the whole ring.
+  std::vector<ReplayFlowRef> refs;
+  std::vector<bool> classified;
+  std::vector<SenderState> senders;
+  if (classify) {
+    refs.resize(ring.size());
+    classified.resize(ring.size(), false);
+    for (size_t i = 0; i < ring.size(); ++i) {
+      TcpSummary s;
+      if (!summarize(ring.at(i).packet, s)) continue;
+      if (!classify(s.saddr, s.daddr, s.sport, s.dport, refs[i])) continue;
+      classified[i] = true;
+      senders.push_back({(static_cast<uint64_t>(refs[i].flow_id) << 1) | refs[i].from_client,
+                         ring.at(i).ts_ns, s.ack, (s.flags & tcpflag::kAck) != 0});
+    }
+    // Latest per key: sort by key then time; for acks, the latest ACK-carrying frame.
+    std::stable_sort(senders.begin(), senders.end(), [](const SenderState& a, const SenderState& b) {
+      return std::tie(a.key, a.ts_ns) < std::tie(b.key, b.ts_ns);
+    });
+    std::vector<SenderState> latest;
+    for (size_t i = 0; i < senders.size(); ++i) {
+      if (!latest.empty() && latest.back().key == senders[i].key) {
+        latest.back().ts_ns = senders[i].ts_ns;
+        if (senders[i].has_ack) {
+          latest.back().ack = senders[i].ack;
+          latest.back().has_ack = true;
+        }
+      } else {
+        latest.push_back(senders[i]);
+      }
+    }
+    senders.swap(latest);
+  }
+  auto sender = [&](uint32_t flow_id, bool from_client) -> const SenderState* {
+    const uint64_t key = (static_cast<uint64_t>(flow_id) << 1) | from_client;
+    auto it = std::lower_bound(senders.begin(), senders.end(), key,
+                               [](const SenderState& s, uint64_t k) { return s.key < k; });
+    return it != senders.end() && it->key == key ? &*it : nullptr;
+  };
+  // Closing segments anywhere in the ring (also after the window: a RST captured after
+  // until_ns still means the connection is gone).
+  std::vector<Close> closes;
+  for (size_t i = 0; i < ring.size(); ++i) {
+    TcpSummary s;
+    if (!summarize(ring.at(i).packet, s)) continue;
+    if ((s.flags & (tcpflag::kRst | tcpflag::kFin)) == 0) continue;
+    const uint64_t ts = ring.at(i).ts_ns;
+    closes.push_back({endpointKey(s.saddr, s.sport), ts});
+    closes.push_back({endpointKey(s.daddr, s.dport), ts});
+  }
+  std::sort(closes.begin(), closes.end(), [](const Close& a, const Close& b) {
+    return std::tie(a.endpoint, a.ts_ns) < std::tie(b.endpoint, b.ts_ns);
+  });
+  auto closedAfter = [&](uint64_t endpoint, uint64_t ts) {
+    // The latest close of this endpoint: the last element of its equal range.
+    auto it = std::upper_bound(closes.begin(), closes.end(), endpoint,
+                               [](uint64_t e, const Close& c) { return e < c.endpoint; });
+    return it != closes.begin() && std::prev(it)->endpoint == endpoint &&
+           std::prev(it)->ts_ns >= ts;
+  };
+
+  for (const ShadowSide side : {ShadowSide::kFront, ShadowSide::kBack}) {
+    const size_t first = out.size();
+    for (size_t i = 0; i < ring.size(); ++i) {
+      const ShadowFrame f = ring.at(i);
+      if (f.side != side || f.id < min_id || f.ts_ns < from_ns || f.ts_ns >= until_ns) continue;
+      ++stats.considered;
+      TcpSummary s;
+      if (!summarize(f.packet, s)) {
+        ++stats.not_tcp;
+        continue;
+      }
+      const bool opening_syn =
+          (s.flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst)) == tcpflag::kSyn;
+      if (opening_syn && closedAfter(endpointKey(s.saddr, s.sport), f.ts_ns)) {
+        ++stats.skipped_closed;
+        continue;
+      }
+      if (classify && classified[i] && refs[i].same_seq_space &&
+          (s.flags & tcpflag::kRst) == 0) {
+        const ReplayFlowRef& r = refs[i];
+        const uint32_t consumed = s.payload + ((s.flags & tcpflag::kSyn) != 0 ? 1 : 0) +
+                                  ((s.flags & tcpflag::kFin) != 0 ? 1 : 0);
+        if (consumed > 0) {
+          // The other end acknowledged the segment's end: it arrived there.
+          const SenderState* peer = sender(r.flow_id, !r.from_client);
+          if (peer != nullptr && peer->has_ack && seqAfterEq(peer->ack, s.seq + consumed)) {
+            ++stats.skipped_delivered;
+            continue;
+          }
+        } else {
+          const SenderState* self = sender(r.flow_id, r.from_client);
+          if (self != nullptr && self->ts_ns > f.ts_ns) {
+            ++stats.skipped_superseded;
+            continue;
+          }
+        }
+      }
+      out.push_back(static_cast<uint32_t>(i));
+    }
+    // Two capture sockets are drained one after the other: order each side by capture time.
+    std::stable_sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
+                     [&](uint32_t a, uint32_t b) { return ring.at(a).ts_ns < ring.at(b).ts_ns; });
+  }
+}
+
+namespace {
+
+struct SegmentGeometry {
+  size_t headers = 0;  ///< IP + TCP header bytes
+  size_t payload = 0;
+  size_t per_segment = 0;
+};
+
+bool geometry(std::span<const uint8_t> p, size_t mtu, SegmentGeometry& g) noexcept {
+  TcpSummary s;
+  if (!summarize(p, s)) return false;
+  const size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+  const size_t doff = static_cast<size_t>(p[ihl + 12] >> 4) * 4;
+  const size_t total = load16(p.data() + 2);
+  if (doff < 20 || ihl + doff > total) return false;
+  g.headers = ihl + doff;
+  g.payload = total - g.headers;
+  if (mtu <= g.headers) return false;
+  g.per_segment = mtu - g.headers;
+  return true;
+}
+
+}  // namespace
+
+size_t tcpSegmentCount(std::span<const uint8_t> packet, size_t mtu) noexcept {
+  SegmentGeometry g;
+  if (!geometry(packet, mtu, g)) return 0;
+  if (g.headers + g.payload <= mtu) return 1;
+  return (g.payload + g.per_segment - 1) / g.per_segment;
+}
+
+size_t writeTcpSegmentOf(std::span<const uint8_t> packet, size_t mtu, size_t index, uint8_t* out,
+                         size_t cap) noexcept {
+  SegmentGeometry g;
+  const size_t count = tcpSegmentCount(packet, mtu);
+  if (index >= count || !geometry(packet, mtu, g)) return 0;
+  const size_t offset = index * g.per_segment;
+  const size_t len = std::min(g.per_segment, g.payload - offset);
+  if (count == 1) {
+    if (cap < g.headers + g.payload) return 0;
+    std::memcpy(out, packet.data(), g.headers + g.payload);
+  } else {
+    if (cap < g.headers + len) return 0;
+    std::memcpy(out, packet.data(), g.headers);
+    std::memcpy(out + g.headers, packet.data() + g.headers + offset, len);
+  }
+  const size_t ihl = static_cast<size_t>(out[0] & 0x0f) * 4;
+  uint8_t* t = out + ihl;
+  const size_t total = g.headers + (count == 1 ? g.payload : len);
+  store16(out + 2, static_cast<uint16_t>(total));
+  store16(out + 4, static_cast<uint16_t>(load16(out + 4) + index));
+  store16(out + 10, 0);
+  store16(out + 10, ipv4HeaderChecksum(out, ihl));
+  store32(t + 4, load32(t + 4) + static_cast<uint32_t>(offset));
+  if (index > 0) t[13] = static_cast<uint8_t>(t[13] & ~tcpflag::kCwr);
+  if (index + 1 < count) t[13] = static_cast<uint8_t>(t[13] & ~(tcpflag::kFin | tcpflag::kPsh));
+  store16(t + 16, 0);
+  store16(t + 16, tcpChecksumV4(load32(out + 12), load32(out + 16), t, total - ihl));
+  return total;
+}
+
+}  // namespace tandem
