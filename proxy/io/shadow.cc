@@ -162,27 +162,4 @@ void ShadowCapture::drain(const Sink& sink) noexcept {
   }
 }
 
-RawSender::~RawSender() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void RawSender::open() {
-  if (fd_ >= 0) return;
-  const int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
-  if (fd < 0) fail(errno, "replay: raw socket");
-  fd_ = fd;
-}
-
-int RawSender::send(std::span<const uint8_t> packet) noexcept {
-  if (fd_ < 0) return EBADF;
-  if (packet.size() < 20) return EINVAL;
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  std::memcpy(&to.sin_addr.s_addr, packet.data() + 16, 4);
-  const ssize_t n = sendto(fd_, packet.data(), packet.size(), 0,
-                           reinterpret_cast<sockaddr*>(&to), sizeof(to));
-  if (n < 0) return errno;
-  return static_cast<size_t>(n) == packet.size() ? 0 : EMSGSIZE;
-}
-
 }  // namespace tandem

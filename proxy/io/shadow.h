@@ -63,22 +63,4 @@ class ShadowCapture {
   ShadowCaptureCounters counters_;
 };
 
-/// Sends rewritten IPv4 packets through a raw socket (IPPROTO_RAW: the header is ours; the
-/// kernel routes on its destination and fills in the IP checksum). They enter the OUTPUT path,
-/// never raw PREROUTING, so tandem's NFQUEUE rules do not see them again.
-class RawSender {
- public:
-  RawSender() = default;
-  ~RawSender();
-  RawSender(const RawSender&) = delete;
-  RawSender& operator=(const RawSender&) = delete;
-  /// Throws std::system_error (needs CAP_NET_RAW).
-  void open();
-  /// Returns 0 or the errno.
-  int send(std::span<const uint8_t> packet) noexcept;
-
- private:
-  int fd_ = -1;
-};
-
 }  // namespace tandem

@@ -464,6 +464,9 @@ void parseSyncPairExtras(const Values& values, SyncConfig& s) {
   }
   if (const Value* v = values.find("sync.garp_refresh_ms")) {
     s.garp_refresh_ns = parseUint("sync.garp_refresh_ms", *v, 0, 3'600'000) * 1'000'000;
+  }
+}
+
 /// sync.takeover, sync.vmac, sync.shadow_bytes (zero-loss takeover, proxy/tandemd/vmac_takeover.h).
 void parseTakeover(const Values& values, SyncConfig& s) {
   const Value* mode = values.find("sync.takeover");

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "proxy/core/shadow_ring.h"
 #include "proxy/io/garp.h"
 #include "proxy/io/log.h"
+#include "proxy/io/raw_sender.h"
 #include "proxy/io/shadow.h"
 #include "proxy/io/vmac.h"
 
@@ -79,7 +81,7 @@ struct VmacTakeover::Impl {
   MacvlanLinks links;
   std::vector<Interface> interfaces;
   ShadowRing ring;
-  RawSender raw;
+  std::optional<RawSender> raw;
   GarpSchedule announce_schedule;
   std::vector<uint8_t> scratch;
   std::vector<uint32_t> plan;
@@ -125,7 +127,7 @@ void VmacTakeover::Impl::open() {
     i.capture = std::make_unique<ShadowCapture>(i.name, config.vmac);
   }
   for (const Interface& i : interfaces) mtu = std::min(mtu, interfaceMtu(i.name));
-  raw.open();
+  raw.emplace();
   openCaptures();  // every node starts as a standby
   logf(LogLevel::kInfo,
        "vmac: takeover mode vmac %s, %zu interfaces, shadow ring %zu bytes, window %.0f ms",
@@ -203,7 +205,7 @@ void VmacTakeover::Impl::replay(uint64_t from_ns, uint64_t until_ns, uint64_t mi
       return;
     }
     const size_t out = d.len != 0 ? d.len : len;
-    if (raw.send(std::span<const uint8_t>(scratch.data(), out)) != 0) {
+    if (!raw->send(scratch.data(), out)) {
       ++counters.send_errors;
       return;
     }
