@@ -27,7 +27,9 @@ namespace tandem {
   X(kBadCookie, "bad_cookie")               /* splice: ACK whose SYN cookie does not check */ \
   X(kSplicePending, "splice_pending")       /* splice: client data before the backend leg is \
                                                up; the client retransmits it */              \
-  X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */
+  X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */ \
+  X(kBackendDown, "backend_down")           /* flow reset: its backend left with bytes in \
+                                               flight, or re-splice is off */
 
 enum class DropReason : uint8_t {
   kNone = 0,
@@ -67,6 +69,13 @@ struct Counters {
   uint64_t splice_syn_retransmits = 0;   ///< splice: backend SYNs sent again (lost SYN or SYN-ACK)
   uint64_t splice_held = 0;           ///< splice: client segments held while the backend leg
                                       ///< opened (each time one was offered and held again)
+  // Backend health and re-splicing (resplice.cc).
+  uint64_t resplices_started = 0;     ///< quiescent flows given a new backend leg
+  uint64_t resplices_completed = 0;   ///< ... whose new backend handshake completed
+  uint64_t flows_reset_in_flight = 0; ///< reset: backend gone with bytes in flight
+  uint64_t flows_reset_resplice_off = 0;  ///< reset: backend gone, re-splice off (or passthrough)
+  uint64_t flows_reset_no_backend = 0;    ///< reset: backend gone, no UP backend to move to
+  uint64_t outbox_dropped = 0;        ///< originated packets refused by a full outbox
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

@@ -9,6 +9,7 @@
 #include "common/tcp_options.h"
 #include "proxy/core/engine_impl.h"
 #include "proxy/core/flow_table.h"
+#include "proxy/core/resplice.h"
 #include "proxy/core/tcp_tracker.h"
 #include "proxy/core/translator.h"
 
@@ -86,6 +87,7 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
       throw std::invalid_argument("service " + s.name + ": bad SNAT address or port range");
   }
   impl_ = std::make_unique<Impl>(config_, counters_);
+  for (const auto& s : config_.services) impl_->backends.emplace_back(s.backends.size());
   const bool any_splice = std::any_of(config_.services.begin(), config_.services.end(),
                                       [](const ServiceConfig& s) { return s.mode == Mode::kSplice; });
   if (any_splice) {
@@ -152,6 +154,11 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     created = true;
   }
 
+  if (hit.dir == Direction::kFromClient && impl_->leaving(table.at(hit.index)) &&
+      !table.at(hit.index).splice_pending) {
+    hit.index = impl_->beforeClientSegment(hit.index, now_ns);  // may move or reset the flow
+    if (hit.index == FlowTable::kNone) return drop(DropReason::kBackendDown);
+  }
   Flow& f = table.at(hit.index);
   if (f.splice_pending)
     return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, meta, now_ns);
@@ -172,7 +179,13 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     }
     return drop(r);
   }
-  if (!from_client) translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+  if (!from_client) {
+    if (pkt.has(tcpflag::kRst) && f.state == TcpState::kClose && before != TcpState::kClose)
+      ++impl_->backends[f.service][f.backend].rsts;  // passive health signal
+    translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+    impl_->noteToClient(f, opts);
+  }
+  if (impl_->leaving(f)) impl_->afterSegment(hit.index, now_ns);  // became quiescent: move
   const size_t d = dirIndex(hit.dir);
   ++counters_.packets[d];
   counters_.bytes[d] += pkt.totalLen();
@@ -208,13 +221,12 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
   f.vip_port = key.dport;
   f.service = static_cast<uint16_t>(svc);
 
-  const size_t n = s.backends.size();
-  size_t b;
-  if (s.scheduler == Scheduler::kRoundRobin) {
-    b = rr[svc]++ % n;
-  } else {
-    b = mixHash(key.saddr.v4()) % n;  // source-address affinity, as IPVS's sh
+  const int picked = pickBackend(svc, key);
+  if (picked < 0) {
+    table.remove(index);
+    return DropReason::kNoBackend;
   }
+  const size_t b = static_cast<size_t>(picked);
   f.backend = static_cast<uint16_t>(b);
   f.backend_addr = s.backends[b].addr;
   f.backend_port = s.backends[b].port;
@@ -264,6 +276,21 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
   return DropReason::kNone;
 }
 
+int Engine::Impl::pickBackend(size_t svc, const FlowKey& key) noexcept {
+  const ServiceConfig& s = config.services[svc];
+  const size_t n = s.backends.size();
+  const size_t start = s.scheduler == Scheduler::kRoundRobin
+                           ? rr[svc]++ % n
+                           : mixHash(key.saddr.v4()) % n;  // source affinity, as IPVS's sh
+  // The scheduler's choice if it is UP, else the next UP one (for hash: the same fallback for
+  // the same client).
+  for (size_t i = 0; i < n; ++i) {
+    const size_t b = (start + i) % n;
+    if (backends[svc][b].state == BackendState::kUp) return static_cast<int>(b);
+  }
+  return -1;
+}
+
 void Engine::Impl::retire(uint32_t index) noexcept {
   const Flow& f = table.at(index);
   if (tracking) {
@@ -273,6 +300,8 @@ void Engine::Impl::retire(uint32_t index) noexcept {
       lost_changes = true;
     }
   }
+  if (f.state == TcpState::kSynSent)
+    ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)
     ++counters.flows_closed;
   else
@@ -414,6 +443,7 @@ void Engine::forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_
     info.source = f.source();
     info.state = f.state;
     info.idle_ns = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
+    info.quiescent = flowQuiescent(f);
     fn(info);
   }
 }

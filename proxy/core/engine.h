@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/ip_addr.h"
+#include "proxy/core/backend_state.h"
 #include "proxy/core/counters.h"
 #include "proxy/core/engine_config.h"
 #include "proxy/core/flow.h"
@@ -48,6 +49,7 @@ struct FlowInfo {
   Endpoint source;    ///< source the backend sees: the client (transparent) or the SNAT address
   TcpState state = TcpState::kNone;
   uint64_t idle_ns = 0;
+  bool quiescent = false;  ///< no byte unacknowledged either way, no FIN (resplice.h)
 };
 
 /// One packet of a batch handed to Engine::processBatch().
@@ -110,6 +112,20 @@ class Engine {
   /// sends no update however busy it is): while `standby`, nothing expires. Leaving standby
   /// restarts every flow's idle timer at now_ns, since each was alive when the peer died.
   void setStandby(bool standby, uint64_t now_ns) noexcept;
+
+  // Backend health (resplice.cc). The health layer sets each backend's state; the engine then
+  // sends new flows only to UP backends and moves or resets the flows of the others.
+
+  /// Sets backend `backend` of service `service` (indexes into the configuration). Leaving UP:
+  /// quiescent splice flows of a resplice service move to an UP backend now; with kDown or
+  /// kDisabled the others are reset (both sides get a RST they accept). Out-of-range: ignored.
+  void setBackendState(size_t service, size_t backend, BackendState state,
+                       uint64_t now_ns) noexcept;
+  /// The state and the passive signals (RSTs, unanswered SYNs) of one backend.
+  BackendStats backendStats(size_t service, size_t backend) const noexcept;
+  /// Hands every packet the engine originated since the last call (re-splice SYNs, RSTs) to
+  /// `fn` as a complete IPv4 packet, to be sent as is; returns how many.
+  size_t drainOutbox(const std::function<void(const uint8_t*, size_t)>& fn);
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out):

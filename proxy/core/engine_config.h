@@ -31,6 +31,10 @@ struct ServiceConfig {
   IpAddr snat_addr;                 ///< source address on the backend leg (addressing = snat)
   uint16_t snat_port_min = 20000;
   uint16_t snat_port_max = 59999;
+  /// Splice mode: move quiescent flows off a backend that is down or draining to another one
+  /// (resplice.cc). Only safe for protocols whose requests do not depend on the connection's
+  /// history (HTTP/1.1 keep-alive, memcached text); off by default.
+  bool resplice = false;
 };
 
 /// Idle timeouts per TCP state, as Linux conntrack names them (nf_conntrack_proto_tcp.c).

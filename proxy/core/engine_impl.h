@@ -8,6 +8,7 @@
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "proxy/core/flow_table.h"
+#include "proxy/core/outbox.h"
 #include "proxy/core/syn_cookie.h"
 
 namespace tandem {
@@ -34,6 +35,23 @@ struct Engine::Impl {
     return Decision{Verdict::kDrop, r, false, 0};
   }
   bool isBackendLeg(const FlowKey& key) const noexcept;
+  // Backend health and re-splicing (resplice.cc).
+  /// An UP backend of the service for a new flow by its scheduler; -1 when none is UP.
+  int pickBackend(size_t svc, const FlowKey& key) noexcept;
+  bool leaving(const Flow& f) const noexcept {
+    return any_leaving && backends[f.service][f.backend].state != BackendState::kUp;
+  }
+  /// A client segment arrived for a flow whose backend is not UP: moves the flow if it is
+  /// quiescent, resets it if its backend is gone. Returns the flow's index afterwards
+  /// (it may change), or FlowTable::kNone if the flow was reset.
+  uint32_t beforeClientSegment(uint32_t index, uint64_t now_ns) noexcept;
+  /// After a forwarded segment of such a flow: moves it if it just became quiescent.
+  void afterSegment(uint32_t index, uint64_t now_ns) noexcept;
+  /// Records the TSval a backend segment carried to the client (the client's clock).
+  void noteToClient(Flow& f, const TcpOptions& opts) noexcept;
+  uint32_t moveFlow(uint32_t index, uint64_t now_ns) noexcept;
+  void resetFlow(uint32_t index, uint64_t& reason_counter) noexcept;
+  bool emitOut(const struct SegmentSpec& spec) noexcept;
   DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit) noexcept;
   void retire(uint32_t index) noexcept;
   /// Records that a flow's hard state changed (change tracking on).
@@ -61,6 +79,10 @@ struct Engine::Impl {
   bool lost_changes = false;
   std::vector<uint32_t> dirty_list;
   std::vector<FlowKey> removed_log;
+
+  std::vector<std::vector<BackendStats>> backends;  // [service][backend]
+  bool any_leaving = false;  // some backend is not UP: flows check on every segment
+  Outbox outbox{16384};
 };
 
 }  // namespace tandem

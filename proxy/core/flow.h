@@ -89,6 +89,11 @@ struct Flow {
   bool syn_sack = false;
   bool syn_ecn = false;
   uint8_t syn_retries = 0;
+  // Re-splicing (resplice.cc): the newest TSval the client saw (client clock), so a new backend
+  // leg's timestamps continue above it (PAWS, RFC 7323 5.3); how often the flow moved.
+  uint32_t ts_to_client = 0;
+  uint8_t moves = 0;
+  bool moving = false;  ///< splice_pending belongs to a re-splice, not the first handshake
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

@@ -182,6 +182,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         f.last_seen_ns = now_ns;
         touch(index);
         ++counters.splice_connect_timeouts;
+        ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
         return emit(spec, data, cap, counters);
       }
       if (meta.can_hold) {
@@ -261,6 +262,10 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   f.splice_pending = false;
   ++splice_generation;
   ++counters.splices_completed;
+  if (f.moving) {  // a re-splice (resplice.cc) completed
+    f.moving = false;
+    ++counters.resplices_completed;
+  }
   touch(index);  // the binding (offsets, scales) is hard state
   return d;
 }

@@ -57,7 +57,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 17;
+constexpr size_t kScalarCounters = 23;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -147,6 +147,18 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_snat_ports_reused_total", "counter",
            "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
            c.snat_ports_reused);
+  m.single("tandem_resplices_started_total", "counter",
+           "Quiescent flows given a new backend leg (backend down or draining).",
+           c.resplices_started);
+  m.single("tandem_resplices_completed_total", "counter",
+           "Re-splices whose new backend handshake completed.", c.resplices_completed);
+  m.family("tandem_flows_reset_total", "counter",
+           "Flows reset on both legs because their backend left, by reason.");
+  m.sample("tandem_flows_reset_total", c.flows_reset_in_flight, "reason", "in_flight");
+  m.sample("tandem_flows_reset_total", c.flows_reset_resplice_off, "reason", "resplice_off");
+  m.sample("tandem_flows_reset_total", c.flows_reset_no_backend, "reason", "no_backend");
+  m.single("tandem_outbox_dropped_total", "counter",
+           "Packets the engine originated that a full outbox refused.", c.outbox_dropped);
 
   m.single("tandem_nfq_held_total", "counter",
            "Packets held for the engine (client data during a splice handshake).", q.held);
