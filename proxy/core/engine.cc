@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/packet.h"
+#include "common/seq.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine_impl.h"
 #include "proxy/core/flow_table.h"
@@ -167,6 +168,10 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   // first (its ack and SACK edges move into the backend's space), a backend one after.
   const bool from_client = hit.dir == Direction::kFromClient;
   if (from_client) {
+    if (f.splice) {  // what a re-splice's SYN and ACK carry in the client's name
+      if (opts.has_timestamp && seqAfter(opts.ts_val, f.client_tsval)) f.client_tsval = opts.ts_val;
+      f.client_window = pkt.window();
+    }
     translateSegment(f, hit.dir, pkt, opts, meta, counters_);  // opts follow the new edges
   }
   const TcpState before = f.state;
