@@ -12,6 +12,7 @@
 #include "common/version.h"
 #include "proxy/io/log.h"
 #include "proxy/tandemd/pair.h"
+#include "proxy/tandemd/health.h"
 
 namespace tandem {
 namespace {
@@ -196,8 +197,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_nfq_kernel_dropped_total", k->queue_dropped, "reason", "queue_full");
     m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
   }
-  if (s.pair != nullptr) return m.take() + s.pair->metricsText();
-  return m.take();
+  std::string health = s.health != nullptr ? s.health->metricsText() : std::string();
+  if (s.pair != nullptr) return m.take() + s.pair->metricsText() + health;
+  return m.take() + health;
 }
 
 std::string formatFlows(const StatusSources& s, uint64_t now_ns, size_t limit) {
@@ -240,7 +242,9 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
       if (b > 0) out += ',';
       out += jsonString(svc.backends[b].toString());
     }
-    out += "],\"mode\":" + jsonString(modeName(svc.mode));
+    out += "]";
+    if (s.health != nullptr) out += ",\"backend_states\":" + s.health->statusJson(i);
+    out += ",\"mode\":" + jsonString(modeName(svc.mode));
     out += ",\"addressing\":" + jsonString(addressingName(svc.addressing));
     out += ",\"scheduler\":" + jsonString(schedulerName(svc.scheduler));
     if (svc.addressing == Addressing::kSnat) {
@@ -257,7 +261,7 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
 StatusServer::StatusServer(event_base* base, StatusSources sources)
     : sources_(sources), http_(evhttp_new(base)) {
   if (http_ == nullptr) throw std::runtime_error("status server: evhttp_new failed");
-  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
   evhttp_set_gencb(http_, &StatusServer::onRequest, this);
 }
 
@@ -286,6 +290,14 @@ void StatusServer::handle(evhttp_request* req) {
   const char* path_c = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
   const std::string_view path = path_c != nullptr ? path_c : "";
   const uint64_t now_ns = monotonicNs();
+  if (path == "/backend" && sources_.health != nullptr) {
+    sources_.health->handleRequest(req);  // drain | disable | enable (POST)
+    return;
+  }
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+    evhttp_send_error(req, 405, "only /backend takes POST");
+    return;
+  }
 
   int code = HTTP_OK;
   const char* reason = "OK";

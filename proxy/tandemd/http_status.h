@@ -21,6 +21,7 @@ struct evhttp_request;
 namespace tandem {
 
 class PairController;
+class HealthChecker;
 
 /// Everything the pages show; the daemon owns all of it.
 struct StatusSources {
@@ -29,6 +30,7 @@ struct StatusSources {
   const DaemonConfig* config = nullptr;
   uint64_t start_ns = 0;  ///< monotonic start time, for the uptime
   const PairController* pair = nullptr;  ///< the proxy pair, when [sync] is configured
+  HealthChecker* health = nullptr;  ///< backend states and their commands (POST /backend)
 };
 
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns);

@@ -19,9 +19,11 @@
 #include "proxy/core/engine.h"
 #include "proxy/io/log.h"
 #include "proxy/io/nfqueue.h"
+#include "proxy/io/raw_sender.h"
 #include "proxy/io/rules.h"
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
+#include "proxy/tandemd/health.h"
 #include "proxy/tandemd/http_status.h"
 #include "proxy/tandemd/pair.h"
 
@@ -89,15 +91,21 @@ struct Loop {
   event_base* base = nullptr;
   Engine* engine = nullptr;
   NfQueue* queue = nullptr;
+  RawSender* raw = nullptr;  ///< sends what the engine originates (Engine::drainOutbox)
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
   RateLimit kernel_warn{60'000'000'000ull, 1};
 };
 
+void flushOutbox(Loop& loop) {
+  loop.engine->drainOutbox([&](const uint8_t* p, size_t n) { loop.raw->send(p, n); });
+}
+
 void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->queue->onReadable(*loop->engine);
+  flushOutbox(*loop);  // re-splice SYNs and RSTs the packets caused
 }
 
 void checkKernelDrops(Loop& loop) {
@@ -121,6 +129,7 @@ void onExpireTimer(evutil_socket_t, short, void* arg) {
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
   loop->queue->tick(now);  // held packets whose splice never completed: drop, TCP resends
+  flushOutbox(*loop);
   if (++loop->ticks % kKernelCheckTicks == 0) checkKernelDrops(*loop);
 }
 
@@ -244,10 +253,18 @@ int run(const DaemonConfig& config, Engine& engine) {
     logf(LogLevel::kError, "event_base_new failed");
     return kExitRuntime;
   }
+  RawSender raw;
+  try {
+    raw.open();
+  } catch (const std::system_error& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
+  }
   Loop loop;
   loop.base = base.get();
   loop.engine = &engine;
   loop.queue = &queue;
+  loop.raw = &raw;
   if (auto k = readNfQueueKernelStats(config.queue.queue)) loop.kernel_seen = *k;
 
   // Everything that can fail is set up before the rules go in, so a failed start leaves the host
@@ -277,11 +294,19 @@ int run(const DaemonConfig& config, Engine& engine) {
     }
   }
 
+  std::optional<HealthChecker> health;
+  try {
+    health.emplace(loop.base, engine, config, [&loop] { flushOutbox(loop); });
+  } catch (const std::exception& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
+  }
+
   std::optional<StatusServer> status;
   try {
     if (config.metrics) {
-      status.emplace(loop.base,
-                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr});
+      status.emplace(loop.base, StatusSources{&engine, &queue, &config, start_ns,
+                                              pair ? &*pair : nullptr, &*health});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());
