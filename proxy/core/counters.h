@@ -29,7 +29,9 @@ namespace tandem {
                                                up; the client retransmits it */              \
   X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */ \
   X(kBackendDown, "backend_down")           /* flow reset: its backend left with bytes in \
-                                               flight, or re-splice is off */
+                                               flight, or re-splice is off */               \
+  X(kBackendClosed, "backend_closed")       /* re-splice: a backend closed an idle flow; \
+                                               the flow moved instead of closing */
 
 enum class DropReason : uint8_t {
   kNone = 0,

@@ -160,6 +160,11 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     hit.index = impl_->beforeClientSegment(hit.index, now_ns);  // may move or reset the flow
     if (hit.index == FlowTable::kNone) return drop(DropReason::kBackendDown);
   }
+  if (hit.dir == Direction::kFromBackend && pkt.has(tcpflag::kFin | tcpflag::kRst)) {
+    const int absorbed = impl_->absorbBackendClose(hit.index, pkt.payloadLen() > 0, now_ns);
+    if (absorbed > 0) return drop(DropReason::kBackendClosed);  // the client never sees it
+    if (absorbed < 0) return drop(DropReason::kBackendDown);
+  }
   Flow& f = table.at(hit.index);
   if (f.splice_pending)
     return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, meta, now_ns);
@@ -167,6 +172,7 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   // The tracker works in the backend leg's sequence space: a client segment is translated
   // first (its ack and SACK edges move into the backend's space), a backend one after.
   const bool from_client = hit.dir == Direction::kFromClient;
+  if (f.splice) noteQuiescence(f);  // before a request: the point a replay would start from
   if (from_client) {
     if (f.splice) {  // what a re-splice's SYN and ACK carry in the client's name
       if (opts.has_timestamp && seqAfter(opts.ts_val, f.client_tsval)) f.client_tsval = opts.ts_val;
@@ -190,7 +196,8 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     translateSegment(f, hit.dir, pkt, opts, meta, counters_);
     impl_->noteToClient(f, opts);
   }
-  if (impl_->leaving(f)) impl_->afterSegment(hit.index, now_ns);  // became quiescent: move
+  if (f.splice)  // who spoke last, the quiescent point; move if the backend is leaving
+    impl_->afterSegment(hit.index, hit.dir, pkt.payloadLen() > 0, now_ns);
   const size_t d = dirIndex(hit.dir);
   ++counters_.packets[d];
   counters_.bytes[d] += pkt.totalLen();

@@ -45,8 +45,13 @@ struct Engine::Impl {
   /// quiescent, resets it if its backend is gone. Returns the flow's index afterwards
   /// (it may change), or FlowTable::kNone if the flow was reset.
   uint32_t beforeClientSegment(uint32_t index, uint64_t now_ns) noexcept;
-  /// After a forwarded segment of such a flow: moves it if it just became quiescent.
-  void afterSegment(uint32_t index, uint64_t now_ns) noexcept;
+  /// After a forwarded segment of a splice flow: notes a quiescent point; if the flow's backend
+  /// is not UP and the flow just became quiescent, moves it.
+  void afterSegment(uint32_t index, Direction dir, bool payload, uint64_t now_ns) noexcept;
+  /// A payload-less FIN or RST from the backend of an idle flow of a resplice service (a backend
+  /// that died or closed an idle keep-alive connection): moves the flow instead. 1: moved,
+  /// 0: untouched (process the segment), -1: the flow was reset instead.
+  int absorbBackendClose(uint32_t index, bool payload, uint64_t now_ns) noexcept;
   /// Records the TSval a backend segment carried to the client (the client's clock).
   void noteToClient(Flow& f, const TcpOptions& opts) noexcept;
   uint32_t moveFlow(uint32_t index, uint64_t now_ns) noexcept;

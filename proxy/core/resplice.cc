@@ -37,7 +37,15 @@ bool flowQuiescent(const Flow& f) noexcept {
   const TcpWindow& b = f.win[dirIndex(Direction::kFromBackend)];
   return f.state == TcpState::kEstablished && !f.splice_pending && c.seen && b.seen &&
          c.ack_seen && b.ack_seen && !c.fin_seen && !b.fin_seen && c.td_end == b.last_ack &&
-         b.td_end == c.last_ack;
+         b.td_end == c.last_ack && !f.client_spoke_last;
+}
+
+bool flowReplayable(const Flow& f) noexcept {
+  const TcpWindow& c = f.win[dirIndex(Direction::kFromClient)];
+  const TcpWindow& b = f.win[dirIndex(Direction::kFromBackend)];
+  return f.quiet_seen && f.state == TcpState::kEstablished && !f.splice_pending && c.seen &&
+         b.seen && c.ack_seen && b.ack_seen && !c.fin_seen && !b.fin_seen &&
+         f.client_spoke_last && c.last_ack == b.td_end && b.last_ack == f.quiet_client;
 }
 
 namespace {
@@ -58,10 +66,9 @@ uint32_t clientView(const Flow& f, uint32_t backend_seq) noexcept {
 ResplicePlan planResplice(const Flow& f) noexcept {
   const TcpWindow& b = f.win[dirIndex(Direction::kFromBackend)];
   ResplicePlan p;
-  p.syn_seq = clientSeq(f, f.win[dirIndex(Direction::kFromClient)].td_end) - 1;
+  p.syn_seq = clientSeq(f, b.last_ack) - 1;  // == the client's td_end when quiescent
   p.proxy_isn = clientView(f, b.td_end) - 1;
-  const uint32_t seen = f.ts_to_client != 0 ? f.ts_to_client : f.proxy_tsval;
-  p.proxy_tsval = seen + 1;
+  p.proxy_tsval = f.proxy_tsval + 1;
   if (p.proxy_tsval == 0) p.proxy_tsval = 1;  // zero means "no timestamps" to the splice path
   return p;
 }
@@ -145,7 +152,7 @@ bool Engine::Impl::emitOut(const SegmentSpec& spec) noexcept {
 void Engine::Impl::noteToClient(Flow& f, const TcpOptions& opts) noexcept {
   if (!f.has_ts_adj || !opts.has_timestamp) return;
   const uint32_t v = opts.ts_val + f.ts_offset;
-  if (f.ts_to_client == 0 || seqAfter(v, f.ts_to_client)) f.ts_to_client = v;
+  if (seqAfter(v, f.proxy_tsval)) f.proxy_tsval = v;
 }
 
 void Engine::Impl::resetFlow(uint32_t index, uint64_t& reason_counter) noexcept {
@@ -184,14 +191,14 @@ uint32_t Engine::Impl::moveFlow(uint32_t index, uint64_t now_ns) noexcept {
   }
   --counters.flows_created;  // the same flow, moved
 
-  // The old leg: quiescent, so the backend's RCV.NXT is exactly the client's next byte. A
-  // draining backend frees its connection at once; a dead one ignores it.
+  // The old leg gets a RST at the last byte it acknowledged, which is its RCV.NXT: a draining
+  // backend frees its connection at once; a dead one ignores it.
   SegmentSpec rst;
   rst.saddr = old.source_addr.v4();
   rst.daddr = old.backend_addr.v4();
   rst.sport = old.source_port;
   rst.dport = old.backend_port;
-  rst.seq = old.win[dirIndex(Direction::kFromClient)].td_end;
+  rst.seq = old.win[dirIndex(Direction::kFromBackend)].last_ack;  // its RCV.NXT
   rst.ack = old.win[dirIndex(Direction::kFromBackend)].td_end;
   rst.flags = tcpflag::kRst | tcpflag::kAck;
   emitOut(rst);
@@ -200,10 +207,8 @@ uint32_t Engine::Impl::moveFlow(uint32_t index, uint64_t now_ns) noexcept {
   f.splice = true;
   f.splice_pending = true;
   f.moving = true;
-  f.moves = static_cast<uint8_t>(std::min(old.moves + 1, 255));
   f.proxy_isn = plan.proxy_isn;
   f.proxy_tsval = old.client_tsval != 0 ? plan.proxy_tsval : 0;
-  f.ts_to_client = plan.proxy_tsval;
   f.client_tsval = old.client_tsval;
   f.client_window = old.client_window;
   f.client_view_wscale = old.client_view_wscale;
@@ -235,14 +240,29 @@ uint32_t Engine::Impl::beforeClientSegment(uint32_t index, uint64_t now_ns) noex
   const Flow& f = table.at(index);
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) return index;
   const bool can_move = f.splice && config.services[f.service].resplice;
-  if (can_move && flowQuiescent(f)) return moveFlow(index, now_ns);
-  if (!backendGone(backends[f.service][f.backend].state)) return index;  // draining: carry on
+  const bool gone = backendGone(backends[f.service][f.backend].state);
+  if (can_move && (flowQuiescent(f) || (gone && flowReplayable(f)))) return moveFlow(index, now_ns);
+  if (!gone) return index;  // draining: carry on
   resetFlow(index, can_move ? counters.flows_reset_in_flight : counters.flows_reset_resplice_off);
   return FlowTable::kNone;
 }
 
-void Engine::Impl::afterSegment(uint32_t index, uint64_t now_ns) noexcept {
+int Engine::Impl::absorbBackendClose(uint32_t index, bool payload, uint64_t now_ns) noexcept {
   const Flow& f = table.at(index);
+  if (payload || !f.splice || f.splice_pending || !config.services[f.service].resplice ||
+      !flowQuiescent(f))
+    return 0;
+  const uint32_t moved = moveFlow(index, now_ns);
+  if (moved == FlowTable::kNone) return -1;  // reset: its backend is gone, nowhere to go
+  return table.at(moved).moving ? 1 : 0;     // 0: draining with nowhere to go, stays
+}
+
+void Engine::Impl::afterSegment(uint32_t index, Direction dir, bool payload,
+                                uint64_t now_ns) noexcept {
+  Flow& f = table.at(index);
+  if (payload) f.client_spoke_last = dir == Direction::kFromClient;
+  noteQuiescence(f);
+  if (!leaving(f)) return;
   if (f.splice && !f.splice_pending && config.services[f.service].resplice && flowQuiescent(f))
     moveFlow(index, now_ns);
 }

@@ -20,13 +20,29 @@ namespace tandem {
 
 /// Quiescent: established, no FIN seen either way, the backend has acknowledged every client
 /// byte (win[client].td_end == win[backend].last_ack) and the client every backend byte
-/// (win[backend].td_end == win[client].last_ack). The tracker keeps both windows in the backend
-/// leg's sequence space, so the comparisons need no translation.
+/// (win[backend].td_end == win[client].last_ack), and the last payload was not the client's: a
+/// request the backend has taken (acknowledged) but not answered yet is not "between
+/// requests". The tracker keeps both windows in the backend leg's sequence space, so the
+/// comparisons need no translation.
 bool flowQuiescent(const Flow& f) noexcept;
 
-/// Where the new backend leg of a quiescent flow starts.
+/// Replayable: the backend is gone, the client has every byte the backend sent, and since the
+/// flow was last quiescent the client sent data the backend neither acknowledged nor answered. The client's
+/// unacknowledged bytes (a request the dead backend never saw) are then resent by the client's
+/// own retransmission to a new leg that starts at the last quiescent point.
+bool flowReplayable(const Flow& f) noexcept;
+
+/// Records the flow's last quiescent point (call on every segment of a splice flow).
+inline void noteQuiescence(Flow& f) noexcept {
+  if (!flowQuiescent(f)) return;
+  f.quiet_seen = true;
+  f.quiet_client = f.win[0].td_end;
+}
+
+/// Where the new backend leg of a quiescent (or replayable) flow starts.
 struct ResplicePlan {
-  uint32_t syn_seq = 0;      ///< the new leg's SYN: the client's next sequence number - 1
+  uint32_t syn_seq = 0;      ///< the new leg's SYN: the first client byte the old backend did
+                             ///< not acknowledge - 1 (quiescent: the client's next byte - 1)
   uint32_t proxy_isn = 0;    ///< the new backend's ISN maps onto this (the client's view):
                              ///< the next byte the client expects from its server - 1
   uint32_t proxy_tsval = 0;  ///< the new backend's SYN-ACK TSval maps onto this: one above the

@@ -171,7 +171,8 @@ struct Conn {
 
 /// Every interleaving of two client segments, the backend's acks of them, two backend segments
 /// and the client's acks of those (each ack after its data, in order): the flow is quiescent
-/// exactly when every byte sent either way has been acknowledged.
+/// exactly when every byte sent either way has been acknowledged and the last payload was not
+/// the client's (a request the backend took but has not answered is not "between requests").
 TEST(Quiescence, EveryInterleavingOfDataAndAck) {
   enum Ev { kC1, kC2, kAb1, kAb2, kS1, kS2, kAc1, kAc2 };
   auto allowed = [](const std::vector<int>& done, int ev) {
@@ -199,6 +200,7 @@ TEST(Quiescence, EveryInterleavingOfDataAndAck) {
       c.manual_ack = true;
       c.cack = view0;
       int sent_c = 0, acked_c = 0, sent_s = 0, acked_s = 0;
+      bool client_last = false;  // the last payload was the client's: a request unanswered
       std::string trace;
       for (int ev : order) {
         trace += std::to_string(ev) + " ";
@@ -206,6 +208,7 @@ TEST(Quiescence, EveryInterleavingOfDataAndAck) {
           case kC1: case kC2:
             c.clientData(10);
             ++sent_c;
+            client_last = true;
             break;
           case kAb1: case kAb2:
             ++acked_c;
@@ -214,6 +217,7 @@ TEST(Quiescence, EveryInterleavingOfDataAndAck) {
           case kS1: case kS2:
             c.backendData(20);
             ++sent_s;
+            client_last = false;
             break;
           case kAc1: case kAc2: {
             ++acked_s;
@@ -222,7 +226,8 @@ TEST(Quiescence, EveryInterleavingOfDataAndAck) {
             break;
           }
         }
-        EXPECT_EQ(quiescent(e), sent_c == acked_c && sent_s == acked_s) << "events " << trace;
+        EXPECT_EQ(quiescent(e), sent_c == acked_c && sent_s == acked_s && !client_last)
+            << "events " << trace;
       }
       return;
     }
@@ -288,7 +293,7 @@ TEST(BackendState, NewFlowsGoOnlyToUpBackendsAndNoneUpIsCounted) {
 }
 
 TEST(BackendState, RstsFromABackendAreCountedForTheHealthLayer) {
-  Engine e(config(Addressing::kTransparent));
+  Engine e(config(Addressing::kTransparent, /*resplice=*/false));
   Conn c(e, 1000, 7000);
   run(e, PacketBuilder().src(c.backend).dst(c.source).flags(kRst | kAck).seq(c.bseq).ack(c.cseq)
              .build());
@@ -393,6 +398,75 @@ TEST_P(Resplice, QuiescentFlowMovesAndTheClientSpaceContinuesAcrossTheWrap) {
   auto cack = c.clientAck();
   EXPECT_EQ(cack.pkt.ack(), 0x41u);
   EXPECT_TRUE(quiescent(e));
+}
+
+TEST_P(Resplice, RequestUnansweredByADeadBackendIsReplayedToTheNewOne) {
+  Engine e(config(GetParam()));
+  Conn c(e, 1000, 7000);
+  c.exchange();
+  const uint32_t request = c.cseq;
+  c.clientData(30);  // sent to the backend, which dies: never acknowledged
+  e.setBackendState(0, 0, BackendState::kDown, kNow);
+  EXPECT_EQ(e.counters().flows_reset_in_flight, 0u);
+  auto out = outbox(e);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].pkt.seq(), request) << "the old backend's RCV.NXT";
+  EXPECT_EQ(out[1].pkt.flags(), kSyn);
+  EXPECT_EQ(out[1].pkt.seq(), request - 1) << "the new leg starts before the request";
+  // The client's retransmission of the request is held, then goes to the new backend.
+  c.cseq = request;
+  EXPECT_EQ(c.clientData(30, true).d.verdict, Verdict::kHold);
+  c.source = out[1].pkt.src().toString();
+  c.backend = kBe2;
+  auto ack = run(e, PacketBuilder().src(kBe2).dst(c.source).flags(kSyn | kAck).seq(300)
+                        .ack(request).mss(1460).timestamp(1, c.client_ts).build());
+  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(ack.pkt.seq(), request);
+  auto again = c.clientData(30, true);
+  ASSERT_EQ(again.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(again.pkt.dst().toString(), kBe2);
+  EXPECT_EQ(again.pkt.seq(), request);
+  EXPECT_EQ(again.pkt.ack(), 301u);
+}
+
+TEST_P(Resplice, ARequestTheDeadBackendAcknowledgedCannotBeReplayed) {
+  Engine e(config(GetParam()));
+  Conn c(e, 1000, 7000);
+  c.exchange();
+  c.clientData(30);
+  c.backendAck(c.cseq);  // the backend took the request, then died before answering
+  e.setBackendState(0, 0, BackendState::kDown, kNow);
+  EXPECT_EQ(e.counters().flows_reset_in_flight, 1u);
+  EXPECT_EQ(e.counters().resplices_started, 0u);
+}
+
+TEST_P(Resplice, ABackendClosingAnIdleFlowIsHiddenFromTheClient) {
+  Engine e(config(GetParam()));
+  Conn c(e, 1000, 7000);
+  c.exchange();
+  // The backend process dies (or its keep-alive timer fires): its kernel sends a FIN.
+  auto fin = run(e, PacketBuilder().src(c.backend).dst(c.source).flags(kAck | kFin).seq(c.bseq)
+                        .ack(c.cseq).timestamp(++c.backend_ts, c.client_ts).build());
+  EXPECT_EQ(fin.d.reason, DropReason::kBackendClosed);
+  auto out = outbox(e);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].pkt.flags(), kRst | kAck);
+  EXPECT_EQ(out[0].pkt.dst().toString(), kBe1);
+  EXPECT_EQ(out[0].pkt.seq(), c.cseq);
+  EXPECT_EQ(out[1].pkt.flags(), kSyn);
+  EXPECT_EQ(out[1].pkt.seq(), c.cseq - 1);
+  EXPECT_EQ(e.counters().resplices_started, 1u);
+  // A FIN after an unanswered request (or carrying data) is the backend's to send.
+  Engine e2(config(GetParam()));
+  Conn d(e2, 1000, 7000);
+  d.exchange();
+  d.clientData(10);
+  d.backendAck(d.cseq);
+  auto fin2 = run(e2, PacketBuilder().src(d.backend).dst(d.source).flags(kAck | kFin)
+                          .seq(d.bseq).ack(d.cseq).timestamp(++d.backend_ts, d.client_ts).build());
+  EXPECT_EQ(fin2.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(fin2.pkt.dst().toString(), kClient);
+  EXPECT_TRUE(outbox(e2).empty());
 }
 
 TEST_P(Resplice, DrainingBackendKeepsBusyFlowsUntilTheyBecomeQuiescent) {
@@ -528,11 +602,11 @@ TEST(RespliceArithmetic, PlanAndNewOffsetsWrapAt2To32) {
 
 TEST(RespliceArithmetic, TimestampsContinueAboveTheNewestTheClientSaw) {
   Flow f = quiescentFlow(1000, 7000, 0);
-  f.proxy_tsval = 42;
-  EXPECT_EQ(planResplice(f).proxy_tsval, 43u) << "nothing forwarded yet: above the cookie's";
-  f.ts_to_client = 0xffffffffu;
+  f.proxy_tsval = 42;  // the cookie's, or the newest backend TSval forwarded to the client
+  EXPECT_EQ(planResplice(f).proxy_tsval, 43u);
+  f.proxy_tsval = 0xffffffffu;
   EXPECT_EQ(planResplice(f).proxy_tsval, 1u) << "wraps, skipping 0 (no timestamps)";
-  f.ts_to_client = 123456;
+  f.proxy_tsval = 123456;
   EXPECT_EQ(planResplice(f).proxy_tsval, 123457u);
 }
 
