@@ -437,7 +437,11 @@ void Engine::expire(uint64_t now_ns) noexcept {
   for (uint32_t n = 0; n < batch && n < high; ++n) {
     if (cur >= high) cur = 0;
     const Flow& f = table.at(cur);
-    if (f.in_use && flowExpired(f, config_.timeouts, now_ns)) impl_->retire(cur);
+    if (f.in_use && flowExpired(f, config_.timeouts, now_ns)) {
+      impl_->retire(cur);
+    } else if (f.in_use && impl_->leaving(f) && !f.splice_pending) {
+      impl_->beforeClientSegment(cur, now_ns);  // a backend leaving: move when idle, or reset
+    }
     ++cur;
   }
 }

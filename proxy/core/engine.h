@@ -121,6 +121,10 @@ class Engine {
   /// kDisabled the others are reset (both sides get a RST they accept). Out-of-range: ignored.
   void setBackendState(size_t service, size_t backend, BackendState state,
                        uint64_t now_ns) noexcept;
+  /// The health layer saw the backend alive (a passed check) at now_ns. When the backend then goes
+  /// down, a quiescent flow moves only if it has been idle since then: one active later may have
+  /// lost the end of a response, and is reset instead.
+  void noteBackendAlive(size_t service, size_t backend, uint64_t now_ns) noexcept;
   /// The state and the passive signals (RSTs, unanswered SYNs) of one backend.
   BackendStats backendStats(size_t service, size_t backend) const noexcept;
   /// Hands every packet the engine originated since the last call (re-splice SYNs, RSTs) to

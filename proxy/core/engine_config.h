@@ -60,6 +60,10 @@ struct SpliceConfig {
   /// A backend that has not answered the proxy's SYN by then gets the client reset: the next
   /// client segment is turned into a RST the client accepts.
   uint64_t connect_timeout_ns = 3 * kNsPerSec;
+  /// Re-splicing: a quiescent flow counts as between requests only once it has been idle this
+  /// long (a response written in one go is complete by then); a draining backend's flows move,
+  /// and an idle flow's close by its backend is absorbed, only after it.
+  uint64_t resplice_min_idle_ns = 200'000'000;
 };
 
 struct EngineConfig {

@@ -38,6 +38,8 @@ struct Engine::Impl {
   // Backend health and re-splicing (resplice.cc).
   /// An UP backend of the service for a new flow by its scheduler; -1 when none is UP.
   int pickBackend(size_t svc, const FlowKey& key) noexcept;
+  /// The flow may move to another backend now (resplice.h: quiescent and settled, or replayable).
+  bool canMoveNow(const Flow& f, uint64_t now_ns) const noexcept;
   bool leaving(const Flow& f) const noexcept {
     return any_leaving && backends[f.service][f.backend].state != BackendState::kUp;
   }
@@ -45,8 +47,7 @@ struct Engine::Impl {
   /// quiescent, resets it if its backend is gone. Returns the flow's index afterwards
   /// (it may change), or FlowTable::kNone if the flow was reset.
   uint32_t beforeClientSegment(uint32_t index, uint64_t now_ns) noexcept;
-  /// After a forwarded segment of a splice flow: notes a quiescent point; if the flow's backend
-  /// is not UP and the flow just became quiescent, moves it.
+  /// After a forwarded segment of a splice flow: who spoke last, the quiescent point.
   void afterSegment(uint32_t index, Direction dir, bool payload, uint64_t now_ns) noexcept;
   /// A payload-less FIN or RST from the backend of an idle flow of a resplice service (a backend
   /// that died or closed an idle keep-alive connection): moves the flow instead. 1: moved,

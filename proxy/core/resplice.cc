@@ -236,13 +236,25 @@ uint32_t Engine::Impl::moveFlow(uint32_t index, uint64_t now_ns) noexcept {
   return hit.index;
 }
 
+bool Engine::Impl::canMoveNow(const Flow& f, uint64_t now_ns) const noexcept {
+  if (!f.splice || f.splice_pending || !config.services[f.service].resplice) return false;
+  const BackendStats& b = backends[f.service][f.backend];
+  const bool gone = backendGone(b.state);
+  if (gone && flowReplayable(f)) return true;
+  if (!flowQuiescent(f)) return false;
+  // A dead backend: idle since it was last seen alive, so the response was complete while it
+  // lived. A live one (draining, or closing the flow): idle long enough to be between requests.
+  if (gone) return f.last_seen_ns <= b.last_alive_ns;
+  return now_ns - f.last_seen_ns >= config.splice.resplice_min_idle_ns;
+}
+
 uint32_t Engine::Impl::beforeClientSegment(uint32_t index, uint64_t now_ns) noexcept {
   const Flow& f = table.at(index);
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) return index;
   const bool can_move = f.splice && config.services[f.service].resplice;
   const bool gone = backendGone(backends[f.service][f.backend].state);
-  if (can_move && (flowQuiescent(f) || (gone && flowReplayable(f)))) return moveFlow(index, now_ns);
-  if (!gone) return index;  // draining: carry on
+  if (canMoveNow(f, now_ns)) return moveFlow(index, now_ns);
+  if (!gone) return index;  // draining: carry on until idle
   resetFlow(index, can_move ? counters.flows_reset_in_flight : counters.flows_reset_resplice_off);
   return FlowTable::kNone;
 }
@@ -250,8 +262,8 @@ uint32_t Engine::Impl::beforeClientSegment(uint32_t index, uint64_t now_ns) noex
 int Engine::Impl::absorbBackendClose(uint32_t index, bool payload, uint64_t now_ns) noexcept {
   const Flow& f = table.at(index);
   if (payload || !f.splice || f.splice_pending || !config.services[f.service].resplice ||
-      !flowQuiescent(f))
-    return 0;
+      !flowQuiescent(f) || now_ns - f.last_seen_ns < config.splice.resplice_min_idle_ns)
+    return 0;  // possibly the end of a response: the client must see it
   const uint32_t moved = moveFlow(index, now_ns);
   if (moved == FlowTable::kNone) return -1;  // reset: its backend is gone, nowhere to go
   return table.at(moved).moving ? 1 : 0;     // 0: draining with nowhere to go, stays
@@ -262,9 +274,7 @@ void Engine::Impl::afterSegment(uint32_t index, Direction dir, bool payload,
   Flow& f = table.at(index);
   if (payload) f.client_spoke_last = dir == Direction::kFromClient;
   noteQuiescence(f);
-  if (!leaving(f)) return;
-  if (f.splice && !f.splice_pending && config.services[f.service].resplice && flowQuiescent(f))
-    moveFlow(index, now_ns);
+  (void)now_ns;
 }
 
 void Engine::setBackendState(size_t service, size_t backend, BackendState state,
@@ -283,6 +293,11 @@ void Engine::setBackendState(size_t service, size_t backend, BackendState state,
     if (!f.in_use || f.service != service || f.backend != backend || f.splice_pending) continue;
     impl_->beforeClientSegment(i, now_ns);  // moves, resets, or leaves a busy draining flow
   }
+}
+
+void Engine::noteBackendAlive(size_t service, size_t backend, uint64_t now_ns) noexcept {
+  if (service >= impl_->backends.size() || backend >= impl_->backends[service].size()) return;
+  impl_->backends[service][backend].last_alive_ns = now_ns;
 }
 
 BackendStats Engine::backendStats(size_t service, size_t backend) const noexcept {

@@ -276,6 +276,7 @@ void HealthChecker::checkDone(Target& t, bool ok, const std::string& error) {
     t.seen_timeouts = st.connect_timeouts;
   }
   if (ok) {
+    engine_.noteBackendAlive(t.service, t.backend, monotonicNs());
     t.fail_streak = 0;
     ++t.ok_streak;
     if (!t.healthy && t.ok_streak >= t.cfg->rise) {
@@ -331,6 +332,9 @@ bool HealthChecker::command(const std::string& service, const std::string& backe
     service_known = true;
     if (t->ep.toString() != backend) continue;
     t->admin = admin;
+    // Whatever the checks say, the operator vouches for the backend being alive until now: its
+    // idle flows can move (drain, disable) without losing a response.
+    if (admin != AdminState::kNone) engine_.noteBackendAlive(t->service, t->backend, monotonicNs());
     apply(*t, "command " + action);
     return true;
   }

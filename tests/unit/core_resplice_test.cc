@@ -316,6 +316,7 @@ TEST_P(Resplice, QuiescentFlowMovesAndTheClientSpaceContinuesAcrossTheWrap) {
   const uint32_t view_before = c.view;
   const uint32_t ts_before = c.seen_ts;
 
+  e.noteBackendAlive(0, 0, kNow);  // a check passed after the flow went idle
   e.setBackendState(0, 0, BackendState::kDown, kNow);
   auto out = outbox(e);
   ASSERT_EQ(out.size(), 2u);
@@ -444,9 +445,22 @@ TEST_P(Resplice, ABackendClosingAnIdleFlowIsHiddenFromTheClient) {
   Engine e(config(GetParam()));
   Conn c(e, 1000, 7000);
   c.exchange();
-  // The backend process dies (or its keep-alive timer fires): its kernel sends a FIN.
+  {
+    // A FIN right after the response may end it (close-delimited): the client sees it.
+    Engine e0(config(GetParam()));
+    Conn c0(e0, 1000, 7000);
+    c0.exchange();
+    auto early = run(e0, PacketBuilder().src(c0.backend).dst(c0.source).flags(kAck | kFin)
+                             .seq(c0.bseq).ack(c0.cseq).timestamp(c0.backend_ts + 1, c0.client_ts)
+                             .build(), kNow + 100'000'000ull);
+    EXPECT_EQ(early.d.verdict, Verdict::kAccept);
+    EXPECT_EQ(early.pkt.dst().toString(), kClient);
+    EXPECT_TRUE(outbox(e0).empty());
+  }
+  // Later, the backend process dies (or its keep-alive timer fires): its kernel sends a FIN.
   auto fin = run(e, PacketBuilder().src(c.backend).dst(c.source).flags(kAck | kFin).seq(c.bseq)
-                        .ack(c.cseq).timestamp(++c.backend_ts, c.client_ts).build());
+                        .ack(c.cseq).timestamp(++c.backend_ts, c.client_ts).build(),
+                 kNow + 1'000'000'000ull);
   EXPECT_EQ(fin.d.reason, DropReason::kBackendClosed);
   auto out = outbox(e);
   ASSERT_EQ(out.size(), 2u);
@@ -479,9 +493,12 @@ TEST_P(Resplice, DrainingBackendKeepsBusyFlowsUntilTheyBecomeQuiescent) {
   c.backendData(100);  // the response, acking the request
   c.backendAck(c.cseq);
   EXPECT_TRUE(outbox(e).empty()) << "the client has not acknowledged the response";
-  auto last = c.clientAck();  // now quiescent: forwarded to the old backend, then moved
+  auto last = c.clientAck();  // now quiescent, but maybe mid-response: not yet
   ASSERT_EQ(last.d.verdict, Verdict::kAccept);
   EXPECT_EQ(last.pkt.dst().toString(), kBe1);
+  e.expire(kNow + 100'000'000ull);
+  EXPECT_TRUE(outbox(e).empty()) << "idle for less than resplice_min_idle";
+  e.expire(kNow + 300'000'000ull);  // settled: moves with the sweep
   auto out = outbox(e);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].pkt.flags(), kRst | kAck);
@@ -523,6 +540,21 @@ TEST_P(Resplice, DownBackendWithBytesInFlightResetsBothSides) {
   EXPECT_EQ(out[2].pkt.ack(), c.bseq);
 }
 
+TEST_P(Resplice, AFlowActiveAfterTheLastPassedCheckMayHaveLostItsEndAndIsReset) {
+  Engine e(config(GetParam()));
+  e.noteBackendAlive(0, 0, kNow - 1);  // the last passed check came before the response
+  Conn c(e, 1000, 7000);
+  c.exchange();  // everything acknowledged: quiescent, but perhaps only half a response
+  ASSERT_TRUE(quiescent(e));
+  e.setBackendState(0, 0, BackendState::kDown, kNow);
+  EXPECT_EQ(e.counters().resplices_started, 0u);
+  EXPECT_EQ(e.counters().flows_reset_in_flight, 1u);
+  auto out = outbox(e);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].pkt.dst().toString(), kClient);
+  EXPECT_EQ(out[0].pkt.seq(), c.view) << "exactly the client's RCV.NXT";
+}
+
 TEST_P(Resplice, ResplicOffResetsEvenQuiescentFlowsOfADownBackend) {
   Engine e(config(GetParam(), /*resplice=*/false));
   Conn c(e, 1000, 7000);
@@ -540,6 +572,7 @@ TEST_P(Resplice, NoUpBackendLeftResetsAndADrainingOneStays) {
   Engine e(config(GetParam()));
   Conn c(e, 1000, 7000);
   c.exchange();
+  e.noteBackendAlive(0, 0, kNow);
   e.setBackendState(0, 1, BackendState::kDown, kNow);
   e.setBackendState(0, 0, BackendState::kDraining, kNow);
   EXPECT_TRUE(outbox(e).empty());
