@@ -296,11 +296,14 @@ int Engine::Impl::pickBackend(size_t svc, const FlowKey& key) noexcept {
                            : mixHash(key.saddr.v4()) % n;  // source affinity, as IPVS's sh
   // The scheduler's choice if it is UP, else the next UP one (for hash: the same fallback for
   // the same client).
+  int fallback = -1;
   for (size_t i = 0; i < n; ++i) {
     const size_t b = (start + i) % n;
-    if (backends[svc][b].state == BackendState::kUp) return static_cast<int>(b);
+    if (backends[svc][b].state != BackendState::kUp) continue;
+    if (static_cast<int>(b) != avoid_backend) return static_cast<int>(b);
+    fallback = static_cast<int>(b);
   }
-  return -1;
+  return fallback;
 }
 
 void Engine::Impl::retire(uint32_t index) noexcept {

@@ -88,6 +88,7 @@ struct Engine::Impl {
 
   std::vector<std::vector<BackendStats>> backends;  // [service][backend]
   bool any_leaving = false;  // some backend is not UP: flows check on every segment
+  int avoid_backend = -1;    // while a flow moves: its old backend, chosen only if alone UP
   Outbox outbox{16384};
 };
 

@@ -180,7 +180,10 @@ uint32_t Engine::Impl::moveFlow(uint32_t index, uint64_t now_ns) noexcept {
 
   table.remove(index);  // both legs leave the index; the client leg comes back below
   FlowTable::Hit hit;
-  if (createFlow(old.service, FlowTable::clientKey(old), hit) != DropReason::kNone) {
+  avoid_backend = old.backend;  // another UP backend if there is one (the old one just closed)
+  const DropReason created = createFlow(old.service, FlowTable::clientKey(old), hit);
+  avoid_backend = -1;
+  if (created != DropReason::kNone) {
     // No SNAT port or a tuple clash on every UP backend: the flow cannot move.
     const uint32_t back = table.allocate();  // the slot just freed: cannot fail
     table.at(back) = old;
