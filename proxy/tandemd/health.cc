@@ -53,6 +53,8 @@ struct HealthChecker::Target {
   evhttp_connection* http = nullptr;
   uint64_t started_ns = 0;
   uint32_t port_cursor = 0;
+  uint32_t index = 0;    // among all targets, for its share of check ports
+  uint32_t targets = 1;
 };
 
 namespace {
@@ -65,15 +67,19 @@ timeval toTimeval(uint64_t ns) {
 }
 
 /// SNAT services: a source port outside the SNAT range, so the check's replies (to a local
-/// address, maybe the SNAT address) are not queued to the engine. 0: any port will do.
-uint16_t checkPort(const ServiceConfig& s, uint32_t& cursor) {
+/// address, maybe the SNAT address) are not queued to the engine. Each target cycles through
+/// its own share of the free ports, so a port comes back only long after its TIME_WAIT.
+/// 0: any port will do.
+uint16_t checkPort(const Target& t, uint32_t& cursor) {
+  const ServiceConfig& s = *t.svc;
   if (s.addressing != Addressing::kSnat) return 0;
   uint32_t lo = uint32_t{s.snat_port_max} + 1, hi = 65535;
   if (lo > hi || hi - lo < 64) {
     lo = 1024;
     hi = s.snat_port_min > 1024 ? s.snat_port_min - 1u : 1024u;
   }
-  return static_cast<uint16_t>(lo + cursor++ % (hi - lo + 1));
+  const uint32_t share = std::max<uint32_t>((hi - lo + 1) / std::max<uint32_t>(t.targets, 1), 1);
+  return static_cast<uint16_t>(lo + t.index * share + cursor++ % share);
 }
 
 void startCheck(Target& t);
@@ -149,7 +155,7 @@ void startTcp(Target& t) {
   }
   const linger rst{1, 0};
   setsockopt(t.fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
-  if (const uint16_t port = checkPort(*t.svc, t.port_cursor); port != 0) {
+  if (const uint16_t port = checkPort(t, t.port_cursor); port != 0) {
     const int one = 1;
     setsockopt(t.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in local{};
@@ -189,7 +195,7 @@ void startHttp(Target& t) {
   const timeval timeout = toTimeval(t.cfg->timeout_ns);
   evhttp_connection_set_timeout_tv(t.http, &timeout);
   evhttp_connection_set_retries(t.http, 0);
-  if (const uint16_t port = checkPort(*t.svc, t.port_cursor); port != 0) {
+  if (const uint16_t port = checkPort(t, t.port_cursor); port != 0) {
     evhttp_connection_set_local_port(t.http, port);
   }
   evhttp_request* req = evhttp_request_new(onHttpDone, &t);
@@ -236,7 +242,7 @@ HealthChecker::HealthChecker(event_base* base, Engine& engine, const DaemonConfi
       t->ep = services[s].backends[b];
       t->cfg = cfg;
       t->name = "service " + services[s].name + " backend " + t->ep.toString();
-      t->port_cursor = static_cast<uint32_t>(b * 97);
+      t->index = static_cast<uint32_t>(targets_.size());
       if (cfg != nullptr && cfg->check != HealthCheck::kNone) {
         t->timer = event_new(base_, -1, 0, onTimer, t.get());
         // Spread the first checks over the first interval.
@@ -249,6 +255,7 @@ HealthChecker::HealthChecker(event_base* base, Engine& engine, const DaemonConfi
       targets_.push_back(std::move(t));
     }
   }
+  for (auto& t : targets_) t->targets = static_cast<uint32_t>(targets_.size());
 }
 
 HealthChecker::~HealthChecker() {
@@ -381,6 +388,7 @@ void HealthChecker::handleRequest(evhttp_request* req) {
   }
   evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                     "text/plain; charset=utf-8");
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
   evhttp_send_reply(req, code, code == HTTP_OK ? "OK" : "Error", buf);
   evbuffer_free(buf);
 }

@@ -15,6 +15,7 @@ namespace {
 struct Reply {
   int code = 0;
   std::string body;
+  event_base* base = nullptr;
 };
 
 void onDone(evhttp_request* req, void* arg) {
@@ -25,6 +26,7 @@ void onDone(evhttp_request* req, void* arg) {
   const size_t len = evbuffer_get_length(in);
   reply->body.resize(len);
   if (len > 0 && evbuffer_remove(in, reply->body.data(), len) < 0) reply->body.clear();
+  event_base_loopexit(reply->base, nullptr);  // do not wait for the kept-alive connection
 }
 
 std::string encoded(const std::string& s) {
@@ -46,6 +48,7 @@ int backendCommand(const Endpoint& at, const std::vector<std::string>& args) {
   const std::string host = at.addr.toString();
   Reply reply;
   event_base* base = event_base_new();
+  reply.base = base;
   evhttp_connection* conn =
       base != nullptr ? evhttp_connection_base_new(base, nullptr, host.c_str(), at.port) : nullptr;
   evhttp_request* req = conn != nullptr ? evhttp_request_new(onDone, &reply) : nullptr;
@@ -53,6 +56,8 @@ int backendCommand(const Endpoint& at, const std::vector<std::string>& args) {
   if (req != nullptr) {
     evhttp_connection_set_timeout(conn, 5);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", host.c_str());
+    // No body: without a length the server would wait for the connection to close.
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", "0");
     sent = evhttp_make_request(conn, req, EVHTTP_REQ_POST, path.c_str()) == 0;
     if (sent) event_base_dispatch(base);
   }

@@ -147,7 +147,7 @@ def stream(args):
               (type(e).__name__, got, time.time() - last), flush=True)
         return 0
     if got == args.bytes:
-        print("complete %d bytes" % got, flush=True)
+        print("complete %d bytes at %.3f" % (got, time.time()), flush=True)
     else:
         print("short %d bytes, %.3f s after the last byte" % (got, time.time() - last), flush=True)
     return 0
