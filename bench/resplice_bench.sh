@@ -10,9 +10,11 @@
 # backend 2, and the client's own retransmission of the request gets the answer. Measured: the
 # time from the death to the complete response (wall clock, same host), and that the response
 # came from backend 2 on the same connection. Then backend 1 is revived for the next trial.
+# REQUEST_AT=down instead sends the request once /metrics shows backend 1 down (the idle
+# connection has been moved by then): death -> detection -> a request answered at once.
 #
 # Usage (root):  bench/resplice_bench.sh
-# Environment:   TRIALS=20 INTERVAL=0.2 FALL=2 RISE=2 IDLE=1 ADDRESSING=transparent
+# Environment:   REQUEST_AT=death TRIALS=20 INTERVAL=0.2 FALL=2 RISE=2 IDLE=1 ADDRESSING=transparent
 #                TANDEMD=... TANDEMCTL=... (default: build/release binaries)
 # Output: one line per trial and a summary (median, worst) as a markdown table on stdout.
 set -u
@@ -25,6 +27,7 @@ FALL=${FALL:-2}
 RISE=${RISE:-2}
 IDLE=${IDLE:-1}
 ADDRESSING=${ADDRESSING:-transparent}
+REQUEST_AT=${REQUEST_AT:-death}
 if [ "${1:-}" = --help ]; then sed -n '2,20p' "$0"; exit 0; fi
 TDM_PREFIX=rsb
 source "$root/tests/integration/lib.sh"
@@ -69,7 +72,8 @@ CONF
 start_tandemd "$conf" || { cat "$TDM_TANDEMD_LOG"; exit 1; }
 
 echo "# resplice bench: $TRIALS trials, $ADDRESSING, health_check = http every ${INTERVAL}s," \
-  "timeout ${INTERVAL}s, fall $FALL, rise $RISE; idle ${IDLE}s before the death"
+  "timeout ${INTERVAL}s, fall $FALL, rise $RISE; idle ${IDLE}s before the death;" \
+  "request sent at: $REQUEST_AT"
 times=()
 failures=0
 for trial in $(seq 1 "$TRIALS"); do
@@ -87,8 +91,12 @@ for trial in $(seq 1 "$TRIALS"); do
   sleep "$IDLE"
   t0=$(date +%s.%N)
   ip -n "$NS_BE1" link set eth0 down
-  touch "$gate/go"
+  [ "$REQUEST_AT" = death ] && touch "$gate/go"
   stop_pid "$SERVER1_PID" KILL
+  if [ "$REQUEST_AT" = down ]; then
+    for _ in $(seq 1 200); do [ "$(backend_state "$BE1")" = down ] && break; sleep 0.01; done
+    touch "$gate/go"
+  fi
   for _ in $(seq 1 300); do kill -0 "$probe" 2>/dev/null || break; sleep 0.05; done
   stop_pid "$probe"
   line=$(tail -n 1 "$TDM_TMP/probe$trial.log")
@@ -118,7 +126,7 @@ fi
 echo
 echo "| trials | survived | best | median | worst | health checks |"
 echo "| ---: | ---: | ---: | ---: | ---: | --- |"
-echo "| $TRIALS | $n | ${best} ms | ${median} ms | ${worst} ms | http every ${INTERVAL} s, timeout ${INTERVAL} s, fall $FALL, rise $RISE |"
+echo "| $TRIALS ($REQUEST_AT) | $n | ${best} ms | ${median} ms | ${worst} ms | http every ${INTERVAL} s, timeout ${INTERVAL} s, fall $FALL, rise $RISE |"
 echo
 echo "resplices completed: $(metric tandem_resplices_completed_total)," \
   "flows reset: $(metric tandem_flows_reset_total)"
