@@ -28,7 +28,7 @@ struct BackendStats {
   uint64_t connect_timeouts = 0;  ///< backend legs whose SYN was never answered
   uint64_t flows_moved = 0;       ///< re-splices started away from this backend
   uint64_t flows_reset = 0;       ///< flows reset because this backend left (non-recoverable)
-  uint64_t last_alive_ns = 0;     ///< when the backend was last known alive (Engine::noteBackendAlive)
+  uint64_t last_alive_ns = 0;     ///< last known alive (Engine::noteBackendAlive)
 };
 
 }  // namespace tandem

@@ -53,7 +53,8 @@ namespace {
 /// A client sequence number from the backend leg's space (the inverse of adj[client], which
 /// is zero for splice flows: their backend legs continue the client's ISN).
 uint32_t clientSeq(const Flow& f, uint32_t backend_space) noexcept {
-  return backend_space - static_cast<uint32_t>(f.adj[dirIndex(Direction::kFromClient)].offset_after);
+  const SeqAdj& adj = f.adj[dirIndex(Direction::kFromClient)];
+  return backend_space - static_cast<uint32_t>(adj.offset_after);
 }
 
 /// A backend sequence number as the client sees it.
@@ -105,7 +106,9 @@ size_t buildFlowResets(const Flow& f, SegmentSpec out[4]) noexcept {
   const uint32_t all_sent =
       b.seen ? clientView(f, b.td_end) : f.proxy_isn + 1;  // splice: nothing sent yet
   add(true, all_sent, client_ack);
-  if (b.seen && c.ack_seen && c.last_ack != b.td_end) add(true, clientView(f, c.last_ack), client_ack);
+  if (b.seen && c.ack_seen && c.last_ack != b.td_end) {
+    add(true, clientView(f, c.last_ack), client_ack);
+  }
   // To the backend, in its own leg's space.
   add(false, c.td_end, b.td_end);
   if (b.ack_seen && b.last_ack != c.td_end) add(false, b.last_ack, b.td_end);
@@ -131,7 +134,8 @@ SegmentSpec resplicedSyn(const Flow& f, const Flow& old, uint32_t isn, uint8_t* 
   spec.sport = f.source_port;
   spec.dport = f.backend_port;
   spec.seq = isn;
-  spec.flags = static_cast<uint8_t>(tcpflag::kSyn | (old.syn_ecn ? tcpflag::kEce | tcpflag::kCwr : 0));
+  spec.flags = static_cast<uint8_t>(tcpflag::kSyn |
+                                    (old.syn_ecn ? tcpflag::kEce | tcpflag::kCwr : 0));
   const uint64_t win = uint64_t{old.client_window} << (c.wscale_offered ? c.td_scale : 0);
   spec.window = static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff));  // SYN: unscaled
   spec.options = optbuf;
@@ -169,8 +173,10 @@ void Engine::Impl::resetFlow(uint32_t index, uint64_t& reason_counter) noexcept 
 uint32_t Engine::Impl::moveFlow(uint32_t index, uint64_t now_ns) noexcept {
   const Flow old = table.at(index);  // copied: the slot is freed and taken again below
   const bool gone = backendGone(backends[old.service][old.backend].state);
-  const bool any_up = std::any_of(backends[old.service].begin(), backends[old.service].end(),
-                                  [](const BackendStats& b) { return b.state == BackendState::kUp; });
+  const auto& pool = backends[old.service];
+  const bool any_up = std::any_of(pool.begin(), pool.end(), [](const BackendStats& b) {
+    return b.state == BackendState::kUp;
+  });
   if (!any_up) {
     if (!gone) return index;  // draining with nowhere to go: stay
     resetFlow(index, counters.flows_reset_no_backend);

@@ -27,9 +27,10 @@ namespace tandem {
 bool flowQuiescent(const Flow& f) noexcept;
 
 /// Replayable: the backend is gone, the client has every byte the backend sent, and since the
-/// flow was last quiescent the client sent data the backend neither acknowledged nor answered. The client's
-/// unacknowledged bytes (a request the dead backend never saw) are then resent by the client's
-/// own retransmission to a new leg that starts at the last quiescent point.
+/// flow was last quiescent the client sent data that the backend neither acknowledged nor
+/// answered. The client's unacknowledged bytes (a request the dead backend never saw) are then
+/// resent by the client's own retransmission to a new leg that starts at the last quiescent
+/// point.
 bool flowReplayable(const Flow& f) noexcept;
 
 /// Records the flow's last quiescent point (call on every segment of a splice flow).

@@ -127,7 +127,8 @@ struct Conn {
     backend_acked = cseq;
   }
   Seen clientData(size_t n, bool can_hold = false) {
-    auto s = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(cseq).ack(clientAckValue())
+    auto s = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(cseq)
+                        .ack(clientAckValue())
                         .window(1000).timestamp(++client_ts, seen_ts).payloadSize(n).build(),
                  kNow, can_hold);
     if (s.d.verdict != Verdict::kHold) cseq += static_cast<uint32_t>(n);
