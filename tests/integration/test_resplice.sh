@@ -136,6 +136,16 @@ CONF
   else
     fail "$addressing: drain moved every idle connection off backend 1" "$(http_get /flows)"
   fi
+  status_state=$(http_get /status | "$PYTHON" -c '
+import json, sys
+for svc in json.load(sys.stdin)["services"]:
+    for b in svc["backend_states"]:
+        print(b["backend"], b["state"], b["health"], b["admin"])' 2>&1)
+  if echo "$status_state" | grep -qx "$BE1 draining up drain"; then
+    pass "$addressing: /status shows backend 1 draining (health up, admin drain)"
+  else
+    fail "$addressing: /status shows backend 1 draining" "$status_state"
+  fi
   left=$(in_ns "$NS_BE1" ss -Htn state established "sport = :8080" | wc -l)
   if [ "$left" = 0 ]; then
     pass "$addressing: backend 1 holds no connection after the drain (old legs reset)"
