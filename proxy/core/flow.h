@@ -1,6 +1,6 @@
 #pragma once
 /// @file One tracked flow: both legs' addresses, TCP tracking state per direction and the
-/// sequence adjustment per direction. Kept small (216 bytes; a unit test
+/// sequence adjustment per direction. Kept small (208 bytes; a unit test
 /// holds the whole table under 256 bytes per flow at a million flows).
 
 #include <cstdint>
