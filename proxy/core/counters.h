@@ -30,7 +30,11 @@ namespace tandem {
   X(kNoRoom, "no_room")                     /* splice: buffer too small for the reply */    \
   X(kSpliceBindWait, "splice_bind_wait")    /* splice, bind = data: a segment without data   \
                                                before the first data chose the backend (the \
-                                               cookie ACK itself, then bare ACKs) */
+                                               cookie ACK itself, then bare ACKs) */    \
+  X(kBackendDown, "backend_down")           /* flow reset: its backend left with bytes in \
+                                               flight, or re-splice is off */               \
+  X(kBackendClosed, "backend_closed")       /* re-splice: a backend closed an idle flow; \
+                                               the flow moved instead of closing */
 
 enum class DropReason : uint8_t {
   kNone = 0,
@@ -74,7 +78,13 @@ struct Counters {
                                       ///< the flow (each time one was offered and held again)
   uint64_t splice_routed = 0;         ///< splice, bind = data: backends chosen by a route rule
   uint64_t splice_route_misses = 0;   ///< splice, bind = data: no rule matched, scheduler chose
-  uint64_t splice_outbox_full = 0;    ///< splice: packets to originate lost, the outbox was full
+  // Backend health and re-splicing (resplice.cc).
+  uint64_t resplices_started = 0;     ///< quiescent flows given a new backend leg
+  uint64_t resplices_completed = 0;   ///< ... whose new backend handshake completed
+  uint64_t flows_reset_in_flight = 0; ///< reset: backend gone with bytes in flight
+  uint64_t flows_reset_resplice_off = 0;  ///< reset: backend gone, re-splice off (or passthrough)
+  uint64_t flows_reset_no_backend = 0;    ///< reset: backend gone, no UP backend to move to
+  uint64_t outbox_dropped = 0;        ///< originated packets refused by a full outbox
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

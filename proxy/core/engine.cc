@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "common/packet.h"
+#include "common/seq.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine_impl.h"
 #include "proxy/core/flow_table.h"
+#include "proxy/core/resplice.h"
 #include "proxy/core/tcp_tracker.h"
 #include "proxy/core/translator.h"
 
@@ -87,6 +89,7 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
       throw std::invalid_argument("service " + s.name + ": bad SNAT address or port range");
   }
   impl_ = std::make_unique<Impl>(config_, counters_);
+  for (const auto& s : config_.services) impl_->backends.emplace_back(s.backends.size());
   const bool any_splice = std::any_of(config_.services.begin(), config_.services.end(),
                                       [](const ServiceConfig& s) { return s.mode == Mode::kSplice; });
   if (any_splice) {
@@ -155,6 +158,16 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     created = true;
   }
 
+  if (hit.dir == Direction::kFromClient && impl_->leaving(table.at(hit.index)) &&
+      !table.at(hit.index).splice_pending) {
+    hit.index = impl_->beforeClientSegment(hit.index, now_ns);  // may move or reset the flow
+    if (hit.index == FlowTable::kNone) return drop(DropReason::kBackendDown);
+  }
+  if (hit.dir == Direction::kFromBackend && pkt.has(tcpflag::kFin | tcpflag::kRst)) {
+    const int absorbed = impl_->absorbBackendClose(hit.index, pkt.payloadLen() > 0, now_ns);
+    if (absorbed > 0) return drop(DropReason::kBackendClosed);  // the client never sees it
+    if (absorbed < 0) return drop(DropReason::kBackendDown);
+  }
   Flow& f = table.at(hit.index);
   if (f.splice_pending)
     return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, meta, now_ns);
@@ -164,7 +177,12 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   // The tracker works in the backend leg's sequence space: a client segment is translated
   // first (its ack and SACK edges move into the backend's space), a backend one after.
   const bool from_client = hit.dir == Direction::kFromClient;
+  if (f.splice) noteQuiescence(f);  // before a request: the point a replay would start from
   if (from_client) {
+    if (f.splice) {  // what a re-splice's SYN and ACK carry in the client's name
+      if (opts.has_timestamp && seqAfter(opts.ts_val, f.client_tsval)) f.client_tsval = opts.ts_val;
+      f.client_window = pkt.window();
+    }
     translateSegment(f, hit.dir, pkt, opts, meta, counters_);  // opts follow the new edges
   }
   const TcpState before = f.state;
@@ -177,7 +195,14 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
     }
     return drop(r);
   }
-  if (!from_client) translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+  if (!from_client) {
+    if (pkt.has(tcpflag::kRst) && f.state == TcpState::kClose && before != TcpState::kClose)
+      ++impl_->backends[f.service][f.backend].rsts;  // passive health signal
+    translateSegment(f, hit.dir, pkt, opts, meta, counters_);
+    impl_->noteToClient(f, opts);
+  }
+  if (f.splice)  // who spoke last, the quiescent point; move if the backend is leaving
+    impl_->afterSegment(hit.index, hit.dir, pkt.payloadLen() > 0, now_ns);
   const size_t d = dirIndex(hit.dir);
   ++counters_.packets[d];
   counters_.bytes[d] += pkt.totalLen();
@@ -214,15 +239,18 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
   f.vip_port = key.dport;
   f.service = static_cast<uint16_t>(svc);
 
-  const size_t n = s.backends.size();
-  size_t b;
-  if (backend >= 0 && static_cast<size_t>(backend) < n) {
-    b = static_cast<size_t>(backend);  // chosen by a splice route rule
-  } else if (s.scheduler == Scheduler::kRoundRobin) {
-    b = rr[svc]++ % n;
+  int picked = -1;
+  if (backend >= 0 && static_cast<size_t>(backend) < s.backends.size() &&
+      backends[svc][static_cast<size_t>(backend)].state == BackendState::kUp) {
+    picked = backend;  // chosen by a splice route rule
   } else {
-    b = mixHash(key.saddr.v4()) % n;  // source-address affinity, as IPVS's sh
+    picked = pickBackend(svc, key);  // the scheduler, among UP backends
   }
+  if (picked < 0) {
+    table.remove(index);
+    return DropReason::kNoBackend;
+  }
+  const size_t b = static_cast<size_t>(picked);
   f.backend = static_cast<uint16_t>(b);
   f.backend_addr = s.backends[b].addr;
   f.backend_port = s.backends[b].port;
@@ -273,6 +301,24 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
   return DropReason::kNone;
 }
 
+int Engine::Impl::pickBackend(size_t svc, const FlowKey& key) noexcept {
+  const ServiceConfig& s = config.services[svc];
+  const size_t n = s.backends.size();
+  const size_t start = s.scheduler == Scheduler::kRoundRobin
+                           ? rr[svc]++ % n
+                           : mixHash(key.saddr.v4()) % n;  // source affinity, as IPVS's sh
+  // The scheduler's choice if it is UP, else the next UP one (for hash: the same fallback for
+  // the same client).
+  int fallback = -1;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t b = (start + i) % n;
+    if (backends[svc][b].state != BackendState::kUp) continue;
+    if (static_cast<int>(b) != avoid_backend) return static_cast<int>(b);
+    fallback = static_cast<int>(b);
+  }
+  return fallback;
+}
+
 void Engine::Impl::retire(uint32_t index) noexcept {
   const Flow& f = table.at(index);
   if (tracking) {
@@ -282,6 +328,8 @@ void Engine::Impl::retire(uint32_t index) noexcept {
       lost_changes = true;
     }
   }
+  if (f.state == TcpState::kSynSent)
+    ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)
     ++counters.flows_closed;
   else
@@ -432,7 +480,11 @@ void Engine::expire(uint64_t now_ns) noexcept {
   for (uint32_t n = 0; n < batch && n < high; ++n) {
     if (cur >= high) cur = 0;
     const Flow& f = table.at(cur);
-    if (f.in_use && flowExpired(f, config_.timeouts, now_ns)) impl_->retire(cur);
+    if (f.in_use && flowExpired(f, config_.timeouts, now_ns)) {
+      impl_->retire(cur);
+    } else if (f.in_use && impl_->leaving(f) && !f.splice_pending) {
+      impl_->beforeClientSegment(cur, now_ns);  // a backend leaving: move when idle, or reset
+    }
     ++cur;
   }
 }
@@ -450,6 +502,7 @@ void Engine::forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_
     info.source = f.source();
     info.state = f.state;
     info.idle_ns = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
+    info.quiescent = flowQuiescent(f);
     fn(info);
   }
 }

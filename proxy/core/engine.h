@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/ip_addr.h"
+#include "proxy/core/backend_state.h"
 #include "proxy/core/counters.h"
 #include "proxy/core/engine_config.h"
 #include "proxy/core/flow.h"
@@ -48,6 +49,7 @@ struct FlowInfo {
   Endpoint source;    ///< source the backend sees: the client (transparent) or the SNAT address
   TcpState state = TcpState::kNone;
   uint64_t idle_ns = 0;
+  bool quiescent = false;  ///< no byte unacknowledged either way, no FIN (resplice.h)
 };
 
 /// One packet of a batch handed to Engine::processBatch().
@@ -88,7 +90,8 @@ class Engine {
   void expire(uint64_t now_ns) noexcept;
 
   /// Packets the engine originates itself rather than by rewriting a queued one (splice mode:
-  /// a backend SYN while the client's data is held, SYNs resent by the timer): complete IPv4
+  /// a backend SYN while the client's data is held, SYNs resent by the timer; re-splice SYNs
+  /// and the RSTs that end a flow whose backend died): complete IPv4
   /// packets with valid checksums, to be sent as they are (a raw socket). Call after
   /// processBatch() and expire(); hands each to `send` once and returns how many.
   size_t drainOutbox(const std::function<void(const uint8_t*, size_t)>& send);
@@ -130,6 +133,20 @@ class Engine {
   /// wall clock and a standby with the same secret and an NTP-synchronised clock validates the
   /// active's cookies (their key rotates with the wall-clock period).
   void setCookieClockOffset(int64_t offset_ns) noexcept;
+  // Backend health (resplice.cc). The health layer sets each backend's state; the engine then
+  // sends new flows only to UP backends and moves or resets the flows of the others.
+
+  /// Sets backend `backend` of service `service` (indexes into the configuration). Leaving UP:
+  /// quiescent splice flows of a resplice service move to an UP backend now; with kDown or
+  /// kDisabled the others are reset (both sides get a RST they accept). Out-of-range: ignored.
+  void setBackendState(size_t service, size_t backend, BackendState state,
+                       uint64_t now_ns) noexcept;
+  /// The health layer saw the backend alive (a passed check) at now_ns. When the backend then goes
+  /// down, a quiescent flow moves only if it has been idle since then: one active later may have
+  /// lost the end of a response, and is reset instead.
+  void noteBackendAlive(size_t service, size_t backend, uint64_t now_ns) noexcept;
+  /// The state and the passive signals (RSTs, unanswered SYNs) of one backend.
+  BackendStats backendStats(size_t service, size_t backend) const noexcept;
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out)

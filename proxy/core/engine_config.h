@@ -40,6 +40,10 @@ struct ServiceConfig {
   /// bind = data: the first rule matching the client's first data segment picks the backend;
   /// none matching, the scheduler does.
   std::vector<RouteRule> routes;
+  /// Splice mode: move quiescent flows off a backend that is down or draining to another one
+  /// (resplice.cc). Only safe for protocols whose requests do not depend on the connection's
+  /// history (HTTP/1.1 keep-alive, memcached text); off by default.
+  bool resplice = false;
 };
 
 /// Idle timeouts per TCP state, as Linux conntrack names them (nf_conntrack_proto_tcp.c).
@@ -68,6 +72,10 @@ struct SpliceConfig {
   /// A backend that has not answered the proxy's SYN by then gets the client reset: the next
   /// client segment is turned into a RST the client accepts.
   uint64_t connect_timeout_ns = 3 * kNsPerSec;
+  /// Re-splicing: a quiescent flow counts as between requests only once it has been idle this
+  /// long (a response written in one go is complete by then); a draining backend's flows move,
+  /// and an idle flow's close by its backend is absorbed, only after it.
+  uint64_t resplice_min_idle_ns = 200'000'000;
 };
 
 struct EngineConfig {

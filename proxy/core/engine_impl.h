@@ -9,6 +9,7 @@
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "proxy/core/flow_table.h"
+#include "proxy/core/outbox.h"
 #include "proxy/core/syn_cookie.h"
 
 namespace tandem {
@@ -22,7 +23,6 @@ struct Engine::Impl {
         table(c.max_flows, c.hash_seed),
         rr(c.services.size(), 0),
         snat_cursor(c.services.size(), 0) {
-    outbox.reserve(kMaxOutbox);
     syn_timers.reserve(kMaxSynTimers);
   }
 
@@ -48,6 +48,29 @@ struct Engine::Impl {
   /// `backend` >= 0 forces that backend of the pool instead of the scheduler's choice.
   DropReason createFlow(size_t svc, const FlowKey& key, FlowTable::Hit& hit,
                         int backend = -1) noexcept;
+  // Backend health and re-splicing (resplice.cc).
+  /// An UP backend of the service for a new flow by its scheduler; -1 when none is UP.
+  int pickBackend(size_t svc, const FlowKey& key) noexcept;
+  /// The flow may move to another backend now (resplice.h: quiescent and settled, or replayable).
+  bool canMoveNow(const Flow& f, uint64_t now_ns) const noexcept;
+  bool leaving(const Flow& f) const noexcept {
+    return any_leaving && backends[f.service][f.backend].state != BackendState::kUp;
+  }
+  /// A client segment arrived for a flow whose backend is not UP: moves the flow if it is
+  /// quiescent, resets it if its backend is gone. Returns the flow's index afterwards
+  /// (it may change), or FlowTable::kNone if the flow was reset.
+  uint32_t beforeClientSegment(uint32_t index, uint64_t now_ns) noexcept;
+  /// After a forwarded segment of a splice flow: who spoke last, the quiescent point.
+  void afterSegment(uint32_t index, Direction dir, bool payload, uint64_t now_ns) noexcept;
+  /// A payload-less FIN or RST from the backend of an idle flow of a resplice service (a backend
+  /// that died or closed an idle keep-alive connection): moves the flow instead. 1: moved,
+  /// 0: untouched (process the segment), -1: the flow was reset instead.
+  int absorbBackendClose(uint32_t index, bool payload, uint64_t now_ns) noexcept;
+  /// Records the TSval a backend segment carried to the client (the client's clock).
+  void noteToClient(Flow& f, const TcpOptions& opts) noexcept;
+  uint32_t moveFlow(uint32_t index, uint64_t now_ns) noexcept;
+  void resetFlow(uint32_t index, uint64_t& reason_counter) noexcept;
+  bool emitOut(const struct SegmentSpec& spec) noexcept;
   void retire(uint32_t index) noexcept;
   /// Records that a flow's hard state changed (change tracking on).
   void touch(uint32_t index) noexcept {
@@ -90,13 +113,8 @@ struct Engine::Impl {
 
   // Packets the engine originates on its own (Engine::drainOutbox): splice SYNs sent while the
   // client's segment that caused them is held, and those of the resend timer.
-  struct OutPacket {
-    uint8_t len = 0;
-    uint8_t bytes[60];
-  };
-  static constexpr size_t kMaxOutbox = 1024;
-  std::vector<OutPacket> outbox;  // capacity reserved: never reallocates
-  bool queueOut(const SegmentSpec& spec) noexcept;
+  // (and re-splice's, resplice.cc): one bounded Outbox below.
+  bool queueOut(const SegmentSpec& spec) noexcept { return emitOut(spec); }
   // Flows whose backend SYN is out, for spliceTick(); stale or duplicate entries are skipped.
   static constexpr size_t kMaxSynTimers = 4096;
   std::vector<uint32_t> syn_timers;  // capacity reserved; when full, only the client's
@@ -104,6 +122,10 @@ struct Engine::Impl {
   void armSynTimer(uint32_t index) noexcept {
     if (syn_timers.size() < kMaxSynTimers) syn_timers.push_back(index);
   }
+  std::vector<std::vector<BackendStats>> backends;  // [service][backend]
+  bool any_leaving = false;  // some backend is not UP: flows check on every segment
+  int avoid_backend = -1;    // while a flow moves: its old backend, chosen only if alone UP
+  Outbox outbox{16384};
 };
 
 }  // namespace tandem

@@ -1,6 +1,6 @@
 #pragma once
 /// @file One tracked flow: both legs' addresses, TCP tracking state per direction and the
-/// sequence adjustment per direction. Kept small (200 bytes; a unit test
+/// sequence adjustment per direction. Kept small (208 bytes; a unit test
 /// holds the whole table under 256 bytes per flow at a million flows).
 
 #include <cstdint>
@@ -93,6 +93,15 @@ struct Flow {
   /// so the backend's SYN-ACK is held (Verdict::kHold) until Engine::markSynced().
   bool sync_pending = false;
   bool splice_await_data = false;  ///< bind = data: no backend SYN until the client's first data
+  // Re-splicing (resplice.cc). proxy_tsval doubles as the newest TSval the client has seen
+  // (the cookie's, then every backend TSval forwarded), so a new backend leg's timestamps
+  // continue above it (PAWS, RFC 7323 5.3).
+  bool moving : 1 = false;  ///< splice_pending belongs to a re-splice, not the first handshake
+  bool client_spoke_last : 1 = false;  ///< the last payload was the client's: unanswered
+  bool quiet_seen : 1 = false;          ///< quiet_client is valid
+  /// win[client].td_end at the last quiescent point: a request sent to a backend that then died
+  /// without acknowledging it is replayed, by the client's own retransmission, from there.
+  uint32_t quiet_client = 0;
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

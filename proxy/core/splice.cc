@@ -108,30 +108,8 @@ SegmentSpec clientRst(const Flow& f, uint32_t ack) noexcept {
 
 }  // namespace
 
-bool Engine::Impl::queueOut(const SegmentSpec& spec) noexcept {
-  if (outbox.size() >= kMaxOutbox) {
-    ++counters.splice_outbox_full;
-    return false;
-  }
-  OutPacket& p = outbox.emplace_back();  // capacity reserved
-  const size_t n = writeTcpSegment(spec, p.bytes, sizeof p.bytes);
-  if (n == 0) {
-    outbox.pop_back();
-    return false;
-  }
-  p.len = static_cast<uint8_t>(n);
-  return true;
-}
-
 void Engine::setCookieClockOffset(int64_t offset_ns) noexcept {
   impl_->cookie_clock_offset_ns = offset_ns;
-}
-
-size_t Engine::drainOutbox(const std::function<void(const uint8_t*, size_t)>& send) {
-  const size_t n = impl_->outbox.size();
-  for (const Impl::OutPacket& p : impl_->outbox) send(p.bytes, p.len);
-  impl_->outbox.clear();
-  return n;
 }
 
 Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt,
@@ -373,6 +351,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         f.last_seen_ns = now_ns;
         touch(index);
         ++counters.splice_connect_timeouts;
+        ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
         return emit(spec, data, cap, counters);
       }
       if (meta.can_hold) {
@@ -453,6 +432,10 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   f.splice_pending = false;
   ++splice_generation;
   ++counters.splices_completed;
+  if (f.moving) {  // a re-splice (resplice.cc) completed
+    f.moving = false;
+    ++counters.resplices_completed;
+  }
   touch(index);  // the binding (offsets, scales) is hard state
   return d;
 }

@@ -58,7 +58,10 @@ std::string buildIptablesRules(const EngineConfig& config, uint16_t queue) {
     add("-d " + host(s.vip.addr) + " -p tcp -m tcp --dport " + std::to_string(s.vip.port));
     if (s.addressing == Addressing::kTransparent) {
       for (const Endpoint& b : s.backends) {
-        add("-s " + host(b.addr) + " -p tcp -m tcp --sport " + std::to_string(b.port));
+        // Not to a local address: the proxy's own connections to the backend (health checks)
+        // are ordinary sockets.
+        add("-s " + host(b.addr) + " -p tcp -m tcp --sport " + std::to_string(b.port) +
+            " -m addrtype ! --dst-type LOCAL");
       }
     } else {
       add("-d " + host(s.snat_addr) + " -p tcp -m tcp --dport " + std::to_string(s.snat_port_min) +

@@ -11,6 +11,7 @@
 #include <iomanip>
 #include <map>
 #include <sstream>
+#include <string_view>
 
 namespace po = boost::program_options;
 
@@ -80,6 +81,14 @@ constexpr KeyHelp kServiceKeys[] = {
              "which may choose the backend by route.N)"},
     {"route.N", "bind = data: sni:NAME -> ADDRESS:PORT | host:NAME -> ADDRESS:PORT; N orders "
                 "the rules; NAME may be *.SUFFIX; the backend must be in backends"},
+    {"resplice", "splice: move idle flows off a down or draining backend (docs/health.md)"},
+    {"health_check", "none | tcp | http: active checks of each backend"},
+    {"health_interval", "seconds between checks of a backend (decimals ok)"},
+    {"health_timeout", "seconds a check may take, at most health_interval"},
+    {"health_rise", "consecutive passed checks that bring a backend UP, 1-100"},
+    {"health_fall", "consecutive failed checks that take a backend DOWN, 1-100"},
+    {"health_http_path", "http: path of the GET request"},
+    {"health_http_status", "http: the status code a healthy backend answers, 100-599"},
 };
 
 /// `route.N` with N a number of 1 to 4 digits.
@@ -415,6 +424,64 @@ ServiceConfig parseService(const ServiceValues& sv) {
   return s;
 }
 
+/// The health_* keys and resplice of a service (after parseService).
+HealthConfig parseHealth(const ServiceValues& sv, ServiceConfig& s) {
+  HealthConfig h;
+  auto get = [&](const char* k) -> const std::pair<std::string, Value>* {
+    auto it = sv.keys.find(k);
+    return it == sv.keys.end() ? nullptr : &it->second;
+  };
+  if (const auto* p = get("resplice")) {
+    s.resplice = parseBool(p->first, p->second);
+    if (s.resplice && s.mode != Mode::kSplice) {
+      fail(p->first, p->second, "only used with mode = splice");
+    }
+  }
+  if (const auto* p = get("health_check")) {
+    h.check = parseChoice<HealthCheck>(
+        p->first, p->second,
+        {{"none", HealthCheck::kNone}, {"tcp", HealthCheck::kTcp}, {"http", HealthCheck::kHttp}});
+  }
+  const char* const tuning[] = {"health_interval", "health_timeout",   "health_rise",
+                                "health_fall",     "health_http_path", "health_http_status"};
+  for (const char* k : tuning) {
+    const auto* p = get(k);
+    if (p == nullptr) continue;
+    if (h.check == HealthCheck::kNone) fail(p->first, p->second, "needs health_check = tcp | http");
+    const bool http_only = std::string_view(k).rfind("health_http", 0) == 0;
+    if (http_only && h.check != HealthCheck::kHttp) {
+      fail(p->first, p->second, "only used with health_check = http");
+    }
+  }
+  if (const auto* p = get("health_interval")) {
+    h.interval_ns = parseSeconds(p->first, p->second);
+    if (h.interval_ns < 10'000'000) fail(p->first, p->second, "expected at least 0.01 seconds");
+  }
+  if (const auto* p = get("health_timeout")) {
+    h.timeout_ns = parseSeconds(p->first, p->second);
+    if (h.timeout_ns > h.interval_ns) fail(p->first, p->second, "above health_interval");
+  } else {
+    h.timeout_ns = std::min(h.timeout_ns, h.interval_ns);
+  }
+  if (const auto* p = get("health_rise")) {
+    h.rise = static_cast<uint32_t>(parseUint(p->first, p->second, 1, 100));
+  }
+  if (const auto* p = get("health_fall")) {
+    h.fall = static_cast<uint32_t>(parseUint(p->first, p->second, 1, 100));
+  }
+  if (const auto* p = get("health_http_path")) {
+    if (p->second.text.empty() || p->second.text.front() != '/' ||
+        p->second.text.find_first_of(" \r\n") != std::string::npos) {
+      fail(p->first, p->second, "expected a path starting with /, got " + quoted(p->second.text));
+    }
+    h.http_path = p->second.text;
+  }
+  if (const auto* p = get("health_http_status")) {
+    h.http_status = static_cast<int>(parseUint(p->first, p->second, 100, 599));
+  }
+  return h;
+}
+
 /// Rules that span services: every VIP unique, no backend or SNAT range on a VIP.
 void crossCheck(const std::vector<ServiceConfig>& services) {
   for (size_t i = 0; i < services.size(); ++i) {
@@ -646,6 +713,7 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
 
   for (const ServiceValues& sv : groupServices(values)) {
     c.engine.services.push_back(parseService(sv));
+    c.health.push_back(parseHealth(sv, c.engine.services.back()));
   }
   if (c.engine.services.empty()) {
     throw ConfigError("service: no [service.NAME] section, nothing to proxy");
@@ -715,6 +783,14 @@ std::string configKeysHelp() {
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},
       {"service.NAME.bind", bindOnName(svc.bind)},
+      {"service.NAME.resplice", svc.resplice ? "true" : "false"},
+      {"service.NAME.health_check", "none"},
+      {"service.NAME.health_interval", "2"},
+      {"service.NAME.health_timeout", "1"},
+      {"service.NAME.health_rise", std::to_string(HealthConfig{}.rise)},
+      {"service.NAME.health_fall", std::to_string(HealthConfig{}.fall)},
+      {"service.NAME.health_http_path", HealthConfig{}.http_path},
+      {"service.NAME.health_http_status", std::to_string(HealthConfig{}.http_status)},
       {"service.NAME.snat_ports",
        std::to_string(svc.snat_port_min) + "-" + std::to_string(svc.snat_port_max)},
   };

@@ -59,6 +59,18 @@ struct SyncConfig {
   uint64_t shadow_bytes = 32u << 20;  ///< the standby's shadow ring
 };
 
+/// Active health checks of a service's backends (proxy/tandemd/health).
+enum class HealthCheck : uint8_t { kNone, kTcp, kHttp };
+struct HealthConfig {
+  HealthCheck check = HealthCheck::kNone;
+  uint64_t interval_ns = 2'000'000'000;
+  uint64_t timeout_ns = 1'000'000'000;  ///< at most the interval
+  uint32_t rise = 2;  ///< consecutive successes that bring a DOWN backend UP
+  uint32_t fall = 3;  ///< consecutive failures that take an UP backend DOWN
+  std::string http_path = "/";
+  int http_status = 200;
+};
+
 struct DaemonConfig {
   EngineConfig engine;
   NfQueueOptions queue;
@@ -69,6 +81,8 @@ struct DaemonConfig {
   LogLevel log_level = LogLevel::kInfo;
   /// The proxy pair; nullopt (no [sync] section) runs a single proxy.
   std::optional<SyncConfig> sync;
+  /// Health checks, one per service in the order of engine.services.
+  std::vector<HealthConfig> health;
 };
 
 /// Parses INI text from `file`, then `overrides` (command-line tokens: `--key=value` or

@@ -13,6 +13,7 @@
 #include "proxy/io/log.h"
 #include "proxy/io/raw_sender.h"
 #include "proxy/tandemd/pair.h"
+#include "proxy/tandemd/health.h"
 
 namespace tandem {
 namespace {
@@ -58,7 +59,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 21;
+constexpr size_t kScalarCounters = 26;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
@@ -154,12 +155,21 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_splice_route_misses_total", "counter",
            "Splice mode, bind = data: first data matched no route rule; the scheduler chose.",
            c.splice_route_misses);
-  m.single("tandem_splice_outbox_full_total", "counter",
-           "Splice mode: packets the proxy originates lost because its outbox was full.",
-           c.splice_outbox_full);
   m.single("tandem_snat_ports_reused_total", "counter",
            "SNAT ports taken over from flows lingering in TIME_WAIT or CLOSE.",
            c.snat_ports_reused);
+  m.single("tandem_resplices_started_total", "counter",
+           "Quiescent flows given a new backend leg (backend down or draining).",
+           c.resplices_started);
+  m.single("tandem_resplices_completed_total", "counter",
+           "Re-splices whose new backend handshake completed.", c.resplices_completed);
+  m.family("tandem_flows_reset_total", "counter",
+           "Flows reset on both legs because their backend left, by reason.");
+  m.sample("tandem_flows_reset_total", c.flows_reset_in_flight, "reason", "in_flight");
+  m.sample("tandem_flows_reset_total", c.flows_reset_resplice_off, "reason", "resplice_off");
+  m.sample("tandem_flows_reset_total", c.flows_reset_no_backend, "reason", "no_backend");
+  m.single("tandem_outbox_dropped_total", "counter",
+           "Packets the engine originated that a full outbox refused.", c.outbox_dropped);
 
   m.single("tandem_nfq_held_total", "counter",
            "Packets held for the engine (client data during a splice handshake).", q.held);
@@ -205,8 +215,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_nfq_kernel_dropped_total", k->queue_dropped, "reason", "queue_full");
     m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
   }
-  if (s.pair != nullptr) return m.take() + s.pair->metricsText();
-  return m.take();
+  std::string health = s.health != nullptr ? s.health->metricsText() : std::string();
+  if (s.pair != nullptr) return m.take() + s.pair->metricsText() + health;
+  return m.take() + health;
 }
 
 std::string formatFlows(const StatusSources& s, uint64_t now_ns, size_t limit) {
@@ -249,7 +260,9 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
       if (b > 0) out += ',';
       out += jsonString(svc.backends[b].toString());
     }
-    out += "],\"mode\":" + jsonString(modeName(svc.mode));
+    out += "]";
+    if (s.health != nullptr) out += ",\"backend_states\":" + s.health->statusJson(i);
+    out += ",\"mode\":" + jsonString(modeName(svc.mode));
     out += ",\"addressing\":" + jsonString(addressingName(svc.addressing));
     out += ",\"scheduler\":" + jsonString(schedulerName(svc.scheduler));
     if (svc.mode == Mode::kSplice) out += ",\"bind\":" + jsonString(bindOnName(svc.bind));
@@ -267,7 +280,7 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
 StatusServer::StatusServer(event_base* base, StatusSources sources)
     : sources_(sources), http_(evhttp_new(base)) {
   if (http_ == nullptr) throw std::runtime_error("status server: evhttp_new failed");
-  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
   evhttp_set_gencb(http_, &StatusServer::onRequest, this);
 }
 
@@ -296,6 +309,14 @@ void StatusServer::handle(evhttp_request* req) {
   const char* path_c = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
   const std::string_view path = path_c != nullptr ? path_c : "";
   const uint64_t now_ns = monotonicNs();
+  if (path == "/backend" && sources_.health != nullptr) {
+    sources_.health->handleRequest(req);  // drain | disable | enable (POST)
+    return;
+  }
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+    evhttp_send_error(req, 405, "only /backend takes POST");
+    return;
+  }
 
   int code = HTTP_OK;
   const char* reason = "OK";

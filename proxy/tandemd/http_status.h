@@ -22,6 +22,7 @@ namespace tandem {
 
 class PairController;
 class RawSender;
+class HealthChecker;
 
 /// Everything the pages show; the daemon owns all of it.
 struct StatusSources {
@@ -31,6 +32,7 @@ struct StatusSources {
   uint64_t start_ns = 0;  ///< monotonic start time, for the uptime
   const PairController* pair = nullptr;  ///< the proxy pair, when [sync] is configured
   const RawSender* raw = nullptr;  ///< splice mode: the engine's outbox sender
+  HealthChecker* health = nullptr;  ///< backend states and their commands (POST /backend)
 };
 
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns);

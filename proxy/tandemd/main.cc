@@ -26,6 +26,7 @@
 #include "proxy/io/rules.h"
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
+#include "proxy/tandemd/health.h"
 #include "proxy/tandemd/http_status.h"
 #include "proxy/tandemd/pair.h"
 
@@ -94,14 +95,15 @@ struct Loop {
   Engine* engine = nullptr;
   NfQueue* queue = nullptr;
   PairController* pair = nullptr;  ///< the proxy pair, when configured
-  RawSender* raw = nullptr;  ///< with splice services: sends the engine's outbox
+  RawSender* raw = nullptr;  ///< sends what the engine originates (Engine::drainOutbox)
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
   RateLimit kernel_warn{60'000'000'000ull, 1};
 };
 
-/// Packets the engine originated itself (splice mode) go out through the raw socket.
+/// Packets the engine originated itself (splice SYNs and timers, re-splice SYNs, resets) go out
+/// through the raw socket.
 void sendOutbox(Loop& loop) {
   if (loop.raw == nullptr) return;
   loop.engine->drainOutbox([&](const uint8_t* p, size_t n) { loop.raw->send(p, n); });
@@ -111,7 +113,7 @@ void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->queue->onReadable(*loop->engine);
   if (loop->pair != nullptr) loop->pair->afterPackets();
-  sendOutbox(*loop);
+  sendOutbox(*loop);  // what the packets caused: splice and re-splice SYNs, resets
 }
 
 void checkKernelDrops(Loop& loop) {
@@ -285,15 +287,14 @@ int run(const DaemonConfig& config, Engine& engine) {
     logf(LogLevel::kError, "event_base_new failed");
     return kExitRuntime;
   }
+  // Needed by splice services (originated SYNs, timers) and by the health layer (resets, re-splice
+  // SYNs), so always open: tandemd runs with CAP_NET_RAW anyway (NFQUEUE needs CAP_NET_ADMIN).
   std::optional<RawSender> raw;
-  if (std::any_of(config.engine.services.begin(), config.engine.services.end(),
-                  [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
-    try {
-      raw.emplace();
-    } catch (const std::system_error& e) {
-      logf(LogLevel::kError, "%s", e.what());
-      return kExitRuntime;
-    }
+  try {
+    raw.emplace();
+  } catch (const std::system_error& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
   }
   engine.setCookieClockOffset(wallClockOffsetNs());
   Loop loop;
@@ -332,12 +333,20 @@ int run(const DaemonConfig& config, Engine& engine) {
     }
   }
 
+  std::optional<HealthChecker> health;
+  try {
+    health.emplace(loop.base, engine, config, [&loop] { sendOutbox(loop); });
+  } catch (const std::exception& e) {
+    logf(LogLevel::kError, "%s", e.what());
+    return kExitRuntime;
+  }
+
   std::optional<StatusServer> status;
   try {
     if (config.metrics) {
       status.emplace(loop.base,
                      StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
-                                   raw ? &*raw : nullptr});
+                                   raw ? &*raw : nullptr, &*health});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());

@@ -17,6 +17,7 @@
 
 #include "common/ip_addr.h"
 #include "common/version.h"
+#include "proxy/tandemd/tandemctl_backend.h"
 
 namespace {
 
@@ -35,8 +36,9 @@ void usage(FILE* out) {
                "  status    version, uptime, flow count and services (JSON)\n"
                "  flows     one line per flow: service client vip backend source state idle\n"
                "  counters  every counter as a 'name value' table\n"
-               "  metrics   the raw Prometheus text\n",
-               kDefaultMetrics);
+               "  metrics   the raw Prometheus text\n"
+               "%s",
+               kDefaultMetrics, tandem::kBackendUsage);
 }
 
 struct Reply {
@@ -154,6 +156,7 @@ void printCounters(const std::string& metrics) {
 int main(int argc, char** argv) {
   std::string metrics = kDefaultMetrics;
   std::string command;
+  std::vector<std::string> command_args;  // after the command (backend ...)
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -170,6 +173,8 @@ int main(int argc, char** argv) {
       metrics = std::string(arg.substr(10));
     } else if (command.empty() && arg.rfind("-", 0) != 0) {
       command = std::string(arg);
+    } else if (command == "backend") {
+      command_args.emplace_back(arg);
     } else {
       std::fprintf(stderr, "tandemctl: unexpected argument '%s'\n", argv[i]);
       usage(stderr);
@@ -182,6 +187,7 @@ int main(int argc, char** argv) {
                  metrics.c_str());
     return 2;
   }
+  if (command == "backend") return tandem::backendCommand(*at, command_args);
   const char* path = command == "status"     ? "/status"
                      : command == "flows"    ? "/flows"
                      : command == "counters" ? "/metrics"

@@ -42,10 +42,14 @@ TEST(RulesTest, TransparentGolden) {
             ":TANDEM-Q0 - [0:0]\n"
             "-A TANDEM-Q0 -d 10.10.1.100/32 -p tcp -m tcp --dport 80 -j CT --notrack\n"
             "-A TANDEM-Q0 -d 10.10.1.100/32 -p tcp -m tcp --dport 80 -j NFQUEUE --queue-num 0\n"
-            "-A TANDEM-Q0 -s 10.10.2.2/32 -p tcp -m tcp --sport 8080 -j CT --notrack\n"
-            "-A TANDEM-Q0 -s 10.10.2.2/32 -p tcp -m tcp --sport 8080 -j NFQUEUE --queue-num 0\n"
-            "-A TANDEM-Q0 -s 10.10.2.3/32 -p tcp -m tcp --sport 8080 -j CT --notrack\n"
-            "-A TANDEM-Q0 -s 10.10.2.3/32 -p tcp -m tcp --sport 8080 -j NFQUEUE --queue-num 0\n"
+            "-A TANDEM-Q0 -s 10.10.2.2/32 -p tcp -m tcp --sport 8080 -m addrtype ! --dst-type LOCAL "
+            "-j CT --notrack\n"
+            "-A TANDEM-Q0 -s 10.10.2.2/32 -p tcp -m tcp --sport 8080 -m addrtype ! --dst-type LOCAL "
+            "-j NFQUEUE --queue-num 0\n"
+            "-A TANDEM-Q0 -s 10.10.2.3/32 -p tcp -m tcp --sport 8080 -m addrtype ! --dst-type LOCAL "
+            "-j CT --notrack\n"
+            "-A TANDEM-Q0 -s 10.10.2.3/32 -p tcp -m tcp --sport 8080 -m addrtype ! --dst-type LOCAL "
+            "-j NFQUEUE --queue-num 0\n"
             "-I PREROUTING 1 -p tcp -j TANDEM-Q0\n"
             "COMMIT\n");
 }
