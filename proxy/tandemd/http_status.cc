@@ -184,7 +184,7 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_nfq_kernel_dropped_total", k->queue_dropped, "reason", "queue_full");
     m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
   }
-  if (s.pair != nullptr) return m.take() + s.pair->metricsText();
+  if (s.pair != nullptr) return m.take() + s.pair->metricsText() + s.pair->controlMetricsText();
   return m.take();
 }
 
@@ -245,7 +245,7 @@ std::string formatStatus(const StatusSources& s, uint64_t now_ns) {
 StatusServer::StatusServer(event_base* base, StatusSources sources)
     : sources_(sources), http_(evhttp_new(base)) {
   if (http_ == nullptr) throw std::runtime_error("status server: evhttp_new failed");
-  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
   evhttp_set_gencb(http_, &StatusServer::onRequest, this);
 }
 
@@ -299,10 +299,19 @@ void StatusServer::handle(evhttp_request* req) {
   } else if (path == "/status") {
     body = formatStatus(sources_, now_ns);
     type = "application/json";
+  } else if (path == "/switchover") {
+    handleSwitchover(req);
+    return;
+  } else if (path == "/pair" && sources_.pair != nullptr) {
+    body = sources_.pair->pairText();
+  } else if (path == "/pair") {
+    code = HTTP_NOTFOUND;
+    reason = "Not Found";
+    body = "this tandemd has no [sync] section: it is not part of a proxy pair\n";
   } else {
     code = HTTP_NOTFOUND;
     reason = "Not Found";
-    body = "not found: try /metrics, /flows or /status\n";
+    body = "not found: try /metrics, /flows, /status, /pair or POST /switchover\n";
   }
 
   evbuffer* buf = evbuffer_new();
@@ -314,6 +323,70 @@ void StatusServer::handle(evhttp_request* req) {
   }
   evhttp_send_reply(req, code, reason, buf);
   evbuffer_free(buf);
+}
+
+namespace {
+
+void sendText(evhttp_request* req, int code, const char* reason, const std::string& text) {
+  evbuffer* buf = evbuffer_new();
+  if (buf == nullptr || evbuffer_add(buf, text.data(), text.size()) != 0 ||
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                        "text/plain; charset=utf-8") != 0) {
+    if (buf != nullptr) evbuffer_free(buf);
+    evhttp_send_error(req, HTTP_INTERNAL, nullptr);
+    return;
+  }
+  evhttp_send_reply(req, code, reason, buf);
+  evbuffer_free(buf);
+}
+
+/// A reply that waits for the switchover's outcome; the client may go away meanwhile.
+struct PendingReply {
+  evhttp_request* req = nullptr;
+  evhttp_connection* conn = nullptr;
+  bool closed = false;
+};
+
+void onPendingClosed(evhttp_connection*, void* arg) {
+  static_cast<PendingReply*>(arg)->closed = true;
+}
+
+const char* reasonPhrase(int code) {
+  switch (code) {
+    case 200: return "OK";
+    case 405: return "Method Not Allowed";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+  }
+  return "Error";
+}
+
+}  // namespace
+
+void StatusServer::handleSwitchover(evhttp_request* req) {
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+    sendText(req, 405, reasonPhrase(405), "use POST /switchover (tandemctl switchover)\n");
+    return;
+  }
+  if (sources_.control == nullptr) {
+    sendText(req, 404, reasonPhrase(404),
+             "switchover refused: this tandemd has no [sync] section, it is not part of a "
+             "proxy pair\n");
+    return;
+  }
+  auto* pending = new PendingReply{req, evhttp_request_get_connection(req), false};
+  if (pending->conn != nullptr) {
+    evhttp_connection_set_closecb(pending->conn, onPendingClosed, pending);
+  }
+  sources_.control->requestSwitchover([pending](const PairController::SwitchoverResult& r) {
+    if (!pending->closed) {
+      if (pending->conn != nullptr) evhttp_connection_set_closecb(pending->conn, nullptr, nullptr);
+      sendText(pending->req, r.http_status, reasonPhrase(r.http_status), r.message + "\n");
+    }
+    delete pending;
+  });
 }
 
 }  // namespace tandem

@@ -277,11 +277,30 @@ int run(const DaemonConfig& config, Engine& engine) {
     }
   }
 
+  // A planned switchover holds the data path by not reading the queue: packets wait in the
+  // kernel (up to daemon.queue_maxlen) instead of being dropped.
+  if (pair) {
+    try {
+      pair->enableControl([&queue, &engine, ev = queue_ev.get()](bool hold) {
+        if (hold) {
+          (void)event_del(ev);
+        } else {
+          if (event_add(ev, nullptr) != 0) logf(LogLevel::kError, "cannot re-add the queue event");
+          queue.onReadable(engine);
+        }
+      });
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "%s", e.what());
+      return kExitRuntime;
+    }
+  }
+
   std::optional<StatusServer> status;
   try {
     if (config.metrics) {
       status.emplace(loop.base,
-                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr});
+                     StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
+                                   pair ? &*pair : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());

@@ -28,10 +28,14 @@ constexpr const char* kUsage = R"(usage:
       --expect-fail      exit 0 only if every connection fails (reset, timeout, refused, ...)
       --expect-reset     exit 0 only if every connection is ended by a RST (reset, refused)
       --seed N           base seed of the patterns (default: from the clock)
+      --log-gaps-ms MS   stream, rr: print 'tcpcheck-gap: kind=.. conn=.. end=UNIX_TIME ms=..'
+                         to stderr for each receive gap (stream) or round trip (rr) >= MS
     modes (default: verify):
       --stream --duration S [--rate BYTES_PER_S]   paced stream both ways (default 1048576,
                                                    0 = unlimited); reports max_gap_ms
-      --rr [--count K] [--size BYTES]              request/response; reports p50/p99/max (us)
+      --rr [--count K] [--size BYTES] [--rate N]   request/response; reports p50/p99/max (us);
+                                                   --rate: round trips per second on each
+                                                   connection (default 0 = back to back)
       --connect-rate --duration S                  back-to-back short exchanges on --conns
                                                    workers (default --bytes 64); reports conns/s
   Prints one line 'tcpcheck: conns=N ok=N failed=N bytes_sent=.. bytes_verified=.. key=value..'.
@@ -63,6 +67,7 @@ int clientMain(int argc, char** argv) {
   bool have_connect = false;
   bool have_bytes = false;
   bool have_duration = false;
+  bool have_rate = false;
   for (int i = 0; i < argc; ++i) {
     const std::string_view arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -104,6 +109,9 @@ int clientMain(int argc, char** argv) {
       o.expect = Expect::kFail;
     } else if (arg == "--expect-reset") {
       o.expect = Expect::kReset;
+    } else if (arg == "--log-gaps-ms") {
+      ok = number(n) && n > 0;
+      o.log_gaps_ns = n * kNsPerMs;
     } else if (arg == "--seed") {
       ok = number(o.seed);
     } else if (arg == "--stream") {
@@ -117,6 +125,7 @@ int clientMain(int argc, char** argv) {
       have_duration = true;
     } else if (arg == "--rate") {
       ok = number(o.rate);
+      have_rate = true;
     } else if (arg == "--count") {
       ok = number(o.count) && o.count > 0;
     } else {
@@ -135,6 +144,7 @@ int clientMain(int argc, char** argv) {
     case ClientMode::kRr:
       if (!have_bytes) o.bytes = 64;
       if (o.bytes == 0) return usageError("--rr needs --size > 0");
+      if (!have_rate) o.rate = 0;
       break;
     case ClientMode::kConnectRate:
       if (!have_duration) return usageError("--connect-rate needs --duration S");
