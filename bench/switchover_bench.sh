@@ -83,7 +83,7 @@ grep -h '^tcpcheck-gap:' "$TDM_TMP/probe.log" | awk -v wf="$TDM_TMP/windows" '
   END {
     printf "| trial | data path held (ms) | slowest probe round trip overlapping it (ms, >= 1 ms only) | it started (ms after the command started) |\n"
     printf "|---|---|---|---|\n"
-    for (k = 1; k <= n; k++) printf "| %d | %.3f | %.1f | %s |\n", k, hold[k], worst[k], worst[k] > 0 ? sprintf("%.1f", offs[k]) : "-"
+    for (k = 1; k <= n; k++) printf "| %d | %.3f | %.1f | %s |\n", k, hold[k], worst[k], (worst[k] > 0 ? sprintf("%.1f", offs[k]) : "-")
     printf "| median | %.3f | %.1f | |\n", median(hold, n), median(worst, n)
     printf "| worst | %.3f | %.1f | |\n", max(hold, n), max(worst, n)
     printf "slowest probe round trip outside the switchovers: %.1f ms\n", other }'
