@@ -18,6 +18,8 @@
 #      keeps the group and its epoch, and the connections running meanwhile are unaffected.
 #
 # SWITCHOVERS=20 makes (a) the 20-trial run of the issue's target (bench, not CI).
+# PAIR_MODE=splice runs the same scenarios with the service in splice mode (both nodes share the
+# SYN-cookie secret); it needs splice flows on the sync wire.
 TDM_PREFIX=${TDM_PREFIX:-tswo}
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pair_lib.sh"
@@ -29,6 +31,8 @@ require_kernel
 HB_MISS=${HB_MISS:-15}
 pair_init
 SWITCHOVERS=${SWITCHOVERS:-4}
+PAIR_MODE=${PAIR_MODE:-passthrough}
+COOKIE_SECRET=0123456789abcdef0123456789abcdef
 if [ $((SWITCHOVERS % 2)) -ne 0 ] || [ "$SWITCHOVERS" -lt 2 ]; then
   echo "SWITCHOVERS must be even and at least 2 (A ends active)" >&2
   exit 2
@@ -120,7 +124,7 @@ reap() {
 run_case() {
   local a=$1 name back a_pid b_pid
   TDM_ADDRESSING=$a
-  log "==== addressing $a ===="
+  log "==== addressing $a, mode $PAIR_MODE ===="
   if ! pair_topo; then
     fail "$a: topology set up"
     topo_down
@@ -133,6 +137,10 @@ run_case() {
   fi
   pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
   pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
+  if [ "$PAIR_MODE" = splice ]; then
+    sed -i -e 's/^mode = passthrough/mode = splice/' \
+      -e "/^\[daemon\]/a cookie_secret = $COOKIE_SECRET" "$TDM_TMP/a.conf" "$TDM_TMP/b.conf"
+  fi
   back=$(pair_group_back)
 
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf"
