@@ -9,6 +9,8 @@
 #
 #   TANDEMD=... TANDEMCTL=... TCPCHECK=... bench/switchover_bench.sh
 #   knobs: TRIALS=20 ADDRESSING=transparent RR_RATE=1000 IDLE=100 PAUSE=0.5
+#          CHURN=N: also N workers opening short verified connections back to back (tcpcheck
+#          --connect-rate) through the switchovers; its summary line is printed
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 TDM_PREFIX=bswo
@@ -45,6 +47,12 @@ idle_pid=$BG_PID
 bg_start probe "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --rr --size 64 \
   --rate "$RR_RATE" --count $((dur * RR_RATE)) --log-gaps-ms 1 --timeout 30
 probe_pid=$BG_PID
+churn_pid=
+if [ "${CHURN:-0}" -gt 0 ]; then
+  bg_start churn "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --connect-rate \
+    --conns "$CHURN" --duration "$dur" --timeout 30
+  churn_pid=$BG_PID
+fi
 sleep 1.5
 
 : >"$TDM_TMP/windows"
@@ -63,6 +71,11 @@ wait "$probe_pid"
 probe_rc=$?
 wait "$idle_pid"
 idle_rc=$?
+churn=
+if [ -n "$churn_pid" ]; then
+  wait "$churn_pid"
+  churn=$(grep '^tcpcheck: conns=' "$TDM_TMP/churn.log")
+fi
 probe=$(grep '^tcpcheck: conns=' "$TDM_TMP/probe.log")
 idle=$(grep '^tcpcheck: conns=' "$TDM_TMP/idle.log")
 
@@ -89,6 +102,7 @@ grep -h '^tcpcheck-gap:' "$TDM_TMP/probe.log" | awk -v wf="$TDM_TMP/windows" '
     printf "slowest probe round trip outside the switchovers: %.1f ms\n", other }'
 echo "probe: $probe"
 echo "idle:  $idle"
+[ -n "$churn" ] && echo "churn: $churn"
 # KEEP=DIR keeps the logs (daemon logs with ms timestamps, the probe's slow round trips).
 if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TDM_TMP"/* "$KEEP/"; fi
 echo "resets: $(( $(summary_field "$probe" reset) + $(summary_field "$idle" reset) ))," \
