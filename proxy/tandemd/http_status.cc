@@ -302,6 +302,10 @@ void StatusServer::handle(evhttp_request* req) {
   } else if (path == "/switchover") {
     handleSwitchover(req);
     return;
+  } else if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+    code = HTTP_BADMETHOD;
+    reason = "Method Not Allowed";
+    body = "only /switchover takes POST\n";
   } else if (path == "/pair" && sources_.pair != nullptr) {
     body = sources_.pair->pairText();
   } else if (path == "/pair") {
@@ -354,6 +358,7 @@ void onPendingClosed(evhttp_connection*, void* arg) {
 const char* reasonPhrase(int code) {
   switch (code) {
     case 200: return "OK";
+    case 403: return "Forbidden";
     case 405: return "Method Not Allowed";
     case 404: return "Not Found";
     case 409: return "Conflict";
@@ -368,6 +373,17 @@ const char* reasonPhrase(int code) {
 void StatusServer::handleSwitchover(evhttp_request* req) {
   if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
     sendText(req, 405, reasonPhrase(405), "use POST /switchover (tandemctl switchover)\n");
+    return;
+  }
+  // daemon.metrics may listen beyond loopback for a Prometheus scraper; control stays local.
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  char* peer = nullptr;  // libevent 2.1: char**, owned by the connection
+  ev_uint16_t peer_port = 0;
+  if (conn != nullptr) evhttp_connection_get_peer(conn, &peer, &peer_port);
+  const std::string_view from = peer != nullptr ? peer : "";
+  if (from.rfind("127.", 0) != 0 && from != "::1" && from.rfind("::ffff:127.", 0) != 0) {
+    sendText(req, 403, reasonPhrase(403),
+             "switchover refused: control requests are accepted from loopback only\n");
     return;
   }
   if (sources_.control == nullptr) {

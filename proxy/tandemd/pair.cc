@@ -283,6 +283,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void watch() noexcept;
   void startSwitchover(PairController::SwitchoverDone done);
   void switchoverStep() noexcept;
+  void switchoverPhase();
   void resumeDataPath() noexcept;
   void finishSwitchover(int status, std::string message) noexcept;
 };
@@ -786,6 +787,18 @@ void PairController::Impl::finishSwitchover(int status, std::string message) noe
 }
 
 void PairController::Impl::switchoverStep() noexcept {
+  try {
+    switchoverPhase();
+  } catch (const std::exception& e) {  // building a message ran out of memory
+    resumeDataPath();
+    if (switchover_ev) event_del(switchover_ev.get());
+    switchover.phase = Switchover::Phase::kIdle;
+    switchover.done = nullptr;  // the control request is left to its client's timeout
+    logf(LogLevel::kError, "pair: switchover abandoned: %s", e.what());
+  }
+}
+
+void PairController::Impl::switchoverPhase() {
   const uint64_t now = monotonicNs();
   switch (switchover.phase) {
     case Switchover::Phase::kIdle:

@@ -159,6 +159,17 @@ run_case() {
     return
   fi
 
+  name="$a: tandemctl says clearly when no tandemd answers (exit 1)"
+  local out rc
+  out=$(in_ns "$NS_PA" "$TANDEMCTL" --metrics 127.0.0.1:1 role 2>&1)
+  rc=$?
+  if [ "$rc" -eq 1 ] && echo "$out" | grep -q 'cannot reach tandemd at 127.0.0.1:1' &&
+      echo "$out" | grep -q 'Is tandemd running'; then
+    pass "$name"
+  else
+    fail "$name" "exit $rc: $out"
+  fi
+
   # ---- a. planned switchovers under load ----
   local dur=$((4 + SWITCHOVERS * 3 / 2)) pids=()
   bg_start idle-$a "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 60 --bytes 65536 \
@@ -186,7 +197,6 @@ run_case() {
   fi
 
   name="$a: tandemctl switchover on the standby is refused and changes nothing"
-  local out rc
   out=$(ctl "$NS_PB" switchover 2>&1)
   rc=$?
   if [ "$rc" -eq 1 ] && echo "$out" | grep -q 'refused: this node is not active' &&
