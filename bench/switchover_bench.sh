@@ -50,7 +50,7 @@ probe_pid=$BG_PID
 churn_pid=
 if [ "${CHURN:-0}" -gt 0 ]; then
   bg_start churn "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --connect-rate \
-    --conns "$CHURN" --duration "$dur" --timeout 30
+    --conns "$CHURN" --duration "$dur" --timeout 30 --log-gaps-ms 100
   churn_pid=$BG_PID
 fi
 sleep 1.5
@@ -102,7 +102,15 @@ grep -h '^tcpcheck-gap:' "$TDM_TMP/probe.log" | awk -v wf="$TDM_TMP/windows" '
     printf "slowest probe round trip outside the switchovers: %.1f ms\n", other }'
 echo "probe: $probe"
 echo "idle:  $idle"
-[ -n "$churn" ] && echo "churn: $churn"
+if [ -n "$churn" ]; then
+  echo "churn: $churn"
+  echo "churn: connections that took 100 ms or more (a lost SYN or SYN-ACK costs 1 s):" \
+    "$(grep -c '^tcpcheck-gap: kind=connect' "$TDM_TMP/churn.log")"
+fi
+for ns in "$NS_PA" "$NS_PB"; do
+  echo "drops on $ns: $(http_in "$ns" /metrics | grep '^tandem_drops_total' | awk '$NF != 0' |
+    sed 's/tandem_drops_total{reason="\([a-z_]*\)"}/\1/' | tr '\n' ' ')"
+done
 # KEEP=DIR keeps the logs (daemon logs with ms timestamps, the probe's slow round trips).
 if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TDM_TMP"/* "$KEEP/"; fi
 echo "resets: $(( $(summary_field "$probe" reset) + $(summary_field "$idle" reset) ))," \

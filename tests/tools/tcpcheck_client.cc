@@ -388,6 +388,7 @@ void Client::finish(int fd, Step step) {
   if (it == conns_.end()) return;
   ClientConn& c = *it->second;
   totals_.max_gap_ns = std::max(totals_.max_gap_ns, c.max_gap_ns);
+  if (opt_.mode == ClientMode::kConnectRate) logGap(c, "connect", nowNs() - c.start_ns);
   if (step == Step::kDone) {
     ++totals_.ok;
   } else {

@@ -28,8 +28,9 @@ constexpr const char* kUsage = R"(usage:
       --expect-fail      exit 0 only if every connection fails (reset, timeout, refused, ...)
       --expect-reset     exit 0 only if every connection is ended by a RST (reset, refused)
       --seed N           base seed of the patterns (default: from the clock)
-      --log-gaps-ms MS   stream, rr: print 'tcpcheck-gap: kind=.. conn=.. end=UNIX_TIME ms=..'
-                         to stderr for each receive gap (stream) or round trip (rr) >= MS
+      --log-gaps-ms MS   print 'tcpcheck-gap: kind=.. conn=.. end=UNIX_TIME ms=..' to stderr
+                         for each receive gap (stream), round trip (rr) or whole connection
+                         (connect-rate) that took MS or longer
     modes (default: verify):
       --stream --duration S [--rate BYTES_PER_S]   paced stream both ways (default 1048576,
                                                    0 = unlimited); reports max_gap_ms
