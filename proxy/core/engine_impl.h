@@ -61,6 +61,9 @@ struct Engine::Impl {
   bool lost_changes = false;
   std::vector<uint32_t> dirty_list;
   std::vector<FlowKey> removed_log;
+  // A standby passing unknown client packets to the active (Engine::setPassUnknownToActive).
+  bool pass_unknown = false;
+  uint64_t passed_to_active = 0;
 };
 
 }  // namespace tandem

@@ -891,6 +891,9 @@ void PairController::Impl::watch() noexcept {
 void PairController::enableControl(std::function<void(bool hold)> hold_data_path) {
   Impl& p = *impl_;
   p.hold_data_path = std::move(hold_data_path);
+  // After a switchover, connections opened toward this node before the clients' ARP caches
+  // moved are created by the new active rather than here, where they would not be checkpointed.
+  p.engine.setPassUnknownToActive(true);
   // Every node starts as a standby, and a standby holds none of the group: a run that was
   // killed while active (SIGKILL, a crash) left its addresses on the interfaces, and the kernel
   // would answer ARP for the VIP from here next to the real active.
@@ -983,6 +986,12 @@ std::string PairController::controlMetricsText() const {
          std::to_string(s.last_hold_ns / 1000) + "\n";
   out += "tandem_pair_switchover_hold_microseconds{stat=\"max\"} " +
          std::to_string(s.max_hold_ns / 1000) + "\n";
+  out +=
+      "# HELP tandem_pair_passed_to_active_total Client packets without a flow that this node, "
+      "as standby, passed on untranslated to the VIP's holder.\n"
+      "# TYPE tandem_pair_passed_to_active_total counter\n";
+  out += "tandem_pair_passed_to_active_total " +
+         std::to_string(impl_->engine.passedToActive()) + "\n";
   return out;
 }
 
