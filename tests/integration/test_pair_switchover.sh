@@ -5,8 +5,9 @@
 #
 # For each addressing (snat, then transparent):
 #   a. Planned switchover under load: 60 idle connections (64 KiB each way, then held open), 30
-#      interactive request/response connections (200 round trips/s each), 10 bulk streams and
-#      one verified stream probe, all through the VIP. `tandemctl switchover` is refused on the
+#      interactive request/response connections (200 round trips/s each), 10 bulk streams, one
+#      verified stream probe and short connections opened back to back (handshakes straddling
+#      the switchovers), all through the VIP. `tandemctl switchover` is refused on the
 #      standby; then SWITCHOVERS (default 4, even) times back and forth, each on the current
 #      active once its peer is ready: every one completes, the group moves, and at the end every
 #      connection verified every byte with zero resets. The data-path hold each switchover
@@ -206,6 +207,11 @@ run_case() {
     fail "$name" "exit $rc: $out"
   fi
 
+  # New connections back to back through every switchover (handshakes straddling them).
+  bg_start churn-$a "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --connect-rate --conns 1 \
+    --duration $((dur - 2)) --timeout 20
+  pids+=("$BG_PID")
+
   local i cur oth cur_name oth_name holds="" done_ok=0
   for i in $(seq 1 "$SWITCHOVERS"); do
     if [ $((i % 2)) -eq 1 ]; then
@@ -247,8 +253,10 @@ run_case() {
   reap rr-$a "${pids[1]}"
   reap bulk-$a "${pids[2]}"
   reap stream-$a "${pids[3]}"
-  check_clients "$a: 101 connections + a stream through $SWITCHOVERS switchovers: every byte verified, zero resets" \
-    idle-$a rr-$a bulk-$a stream-$a
+  reap churn-$a "${pids[4]}"
+  check_clients "$a: 101 connections + a stream + new connections through $SWITCHOVERS switchovers: every byte verified, zero resets" \
+    idle-$a rr-$a bulk-$a stream-$a churn-$a
+  log "$a: new connections during the switchovers: $(grep '^tcpcheck: conns=' "$TDM_TMP/churn-$a.log" | cut -d' ' -f2-4)"
   log "$a: gaps the clients saw: $(gap_report "$TDM_TMP/switchovers-$a" rr-$a bulk-$a stream-$a)"
 
   name="$a: switchover counters: $SWITCHOVERS completed, 0 failed, 1 refused"

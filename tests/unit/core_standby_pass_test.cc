@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "proxy/core/engine.h"
@@ -114,6 +115,62 @@ TEST(StandbyPass, KnownFlowsAreStillTranslatedOnTheStandby) {
   EXPECT_TRUE(d.modified);
   EXPECT_EQ(standby.passedToActive(), 0u);
   EXPECT_EQ(standby.activeFlows(), 1u);
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+std::vector<uint8_t> runPacket(Engine& e, std::vector<uint8_t> p, DropReason* reason = nullptr) {
+  const size_t len = p.size();
+  p.resize(256);
+  const Decision d = e.process(p.data(), len, p.size(), {}, kSec);
+  if (reason != nullptr) *reason = d.reason;
+  if (d.verdict != Verdict::kAccept) return {};
+  p.resize(d.len);
+  return p;
+}
+
+std::string stateOf(const Engine& e) {
+  std::string s;
+  e.forEachFlow([&](const FlowInfo& f) { s = tcpStateName(f.state); }, kSec);
+  return s;
+}
+
+TEST(StandbyPass, CheckpointOneHandshakeStepBehindCatchesUp) {
+  // The active saw only the client's SYN when it checkpointed; the backend's SYN-ACK then went
+  // through it (after a switchover), so the new active holds SYN_SENT while the client already
+  // ACKs the SYN-ACK.
+  Engine active(config(Mode::kPassthrough));
+  active.enableChangeTracking();
+  ASSERT_FALSE(runPacket(active, clientSyn()).empty());
+  Flow state;
+  active.drainChanges([](const FlowKey&) {}, [&](const Flow& f) { state = f; });
+  ASSERT_EQ(state.state, TcpState::kSynSent);
+
+  Engine next(config(Mode::kPassthrough));
+  ASSERT_EQ(next.installFlow(state, kSec), DropReason::kNone);
+  const auto ack = PacketBuilder().src("10.0.0.2:40000").dst("10.0.0.100:80").flags(kAck)
+                       .seq(101).ack(901).payload("GET /").build();
+  EXPECT_FALSE(runPacket(next, ack).empty()) << "the client's ACK must reach the backend";
+  EXPECT_EQ(stateOf(next), tcpStateName(TcpState::kEstablished));
+  // And the connection goes on both ways.
+  const Endpoint backend = state.backendEp();
+  const auto reply = PacketBuilder().src(backend.toString()).dst("10.0.0.2:40000").flags(kAck)
+                         .seq(901).ack(106).payload("200 OK").build();
+  EXPECT_FALSE(runPacket(next, reply).empty());
+  EXPECT_FALSE(runPacket(next, PacketBuilder().src("10.0.0.2:40000").dst("10.0.0.100:80")
+                                   .flags(kAck).seq(106).ack(907).build()).empty());
+  EXPECT_EQ(stateOf(next), tcpStateName(TcpState::kEstablished));
+
+  // A flow this engine opened itself (it saw the SYN) still refuses an ACK before the SYN-ACK.
+  Engine own(config(Mode::kPassthrough));
+  ASSERT_FALSE(runPacket(own, clientSyn()).empty());
+  DropReason why = DropReason::kNone;
+  EXPECT_TRUE(runPacket(own, ack, &why).empty());
+  EXPECT_EQ(why, DropReason::kInvalidTransition);
 }
 
 }  // namespace
