@@ -4,8 +4,9 @@
 #   part 1: one proxy (tandemd, passthrough mode, transparent addressing): HTTP downloads, 200
 #           concurrent connections, a stream and request/response traffic;
 #   part 2: the proxy pair (tests/integration/pair_lib.sh): two tandemd, A active and B standby,
-#           syncing every flow; A is killed (SIGKILL) while 100 connections and a stream run
-#           through it, and B takes over the VIP without the client reconnecting.
+#           syncing every flow; while 100 connections and a stream run through them, a planned
+#           switchover (tandemctl switchover) moves the VIP to B and back, then A is killed
+#           (SIGKILL) and B takes over the VIP without the client reconnecting.
 # It ends with a summary of what was measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -165,12 +166,12 @@ echo "   B rejected $((rej1 - rej0)) of 3 (bad_magic" \
 
 CONNS=100
 say "traffic through A: $CONNS connections and one stream, every byte verified"
-echo "   each connection sends and checks 64 KiB each way, stays open 7 s, then closes;"
-echo "   the stream runs both ways at 1 MiB/s for 9 s"
+echo "   each connection sends and checks 64 KiB each way, stays open 9 s, then closes;"
+echo "   the stream runs both ways at 1 MiB/s for 11 s"
 bg_start pair-conns "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns "$CONNS" \
-  --bytes 65536 --hold-ms 7000 --timeout 20
+  --bytes 65536 --hold-ms 9000 --timeout 20
 conns_pid=$BG_PID
-bg_start pair-stream "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --stream --duration 9 \
+bg_start pair-stream "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --stream --duration 11 \
   --rate 1048576 --timeout 20
 stream_pid=$BG_PID
 sleep 2.5
@@ -178,6 +179,29 @@ a_flows=$(http_in "$NS_PA" '/flows?limit=100000' | grep -c "^web $CLIENT_IP:")
 b_flows=$(http_in "$NS_PB" '/flows?limit=100000' | grep -c "^web $CLIENT_IP:")
 echo "   client flows in A's table: $a_flows; synced copies in B's: $b_flows"
 [ "$b_flows" -ge $((CONNS + 1)) ] || bad "B does not hold all the client flows before the crash"
+
+ctl() { local ns=$1; shift; in_ns "$ns" "$TANDEMCTL" --metrics "$METRICS_ADDR" "$@"; }
+peer_ready_in() { ctl "$1" peer 2>/dev/null | grep -qE '^ready +yes$'; }
+say "planned switchover: 'tandemctl peer' then 'tandemctl switchover' on A, later back from B"
+ctl "$NS_PA" peer | sed 's/^/   A> tandemctl peer | /'
+switchovers_ok=0
+switch_holds=""
+for hop in "$NS_PA:A:$NS_PB:B" "$NS_PB:B:$NS_PA:A"; do
+  IFS=: read -r from_ns from to_ns to <<<"$hop"
+  wait_for 10 is_ready "$to_ns" && wait_for 2 peer_ready_in "$from_ns"
+  out=$(ctl "$from_ns" switchover 2>&1)
+  echo "   $from> tandemctl switchover"
+  echo "$out" | sed 's/^/   | /'
+  if echo "$out" | grep -q '^switchover complete' && is_role "$to_ns" active &&
+      has_addr "$to_ns" front "$VIP" && ! has_addr "$from_ns" front "$VIP"; then
+    switchovers_ok=$((switchovers_ok + 1))
+    switch_holds="$switch_holds $(echo "$out" | sed -n 's/.*data path held \([0-9.]*\) ms.*/\1/p') ms"
+    echo "   $to now holds $VIP; $from is a standby and resyncs from $to"
+  else
+    bad "switchover $from -> $to did not complete"
+  fi
+done
+wait_for 10 is_ready "$NS_PB"
 
 detect_ms=$(awk -v i="$HB_INTERVAL" -v m="$HB_MISS" 'BEGIN { printf "%.0f", i * m * 1000 }')
 say "crash: SIGKILL to A (pid $a_pid) mid-traffic, then A's links go down"
@@ -239,8 +263,10 @@ row "HTTP downloads verified (sha256)" "$http_ok/4 (8 MiB each)" \
   "flows created by tandemd" "$p1_flows" \
   "packets translated" "$p1_packets" \
   "packets dropped (all reasons)" "$p1_drops"
-echo "   part 2: the proxy pair, A killed with SIGKILL mid-traffic"
-row "connections that survived the crash" "$(summary_field "$pconns" ok)/$CONNS" \
+echo "   part 2: the proxy pair, a planned switchover there and back, then A killed mid-traffic"
+row "planned switchovers (A->B, B->A)" "$switchovers_ok/2, data path held${switch_holds:- -}" \
+  "connections reset (whole of part 2)" "$(( $(summary_field "$pconns" reset) + $(summary_field "$pstream" reset) ))" \
+  "connections that survived the crash" "$(summary_field "$pconns" ok)/$CONNS" \
   "stream survived the crash" "$(summary_field "$pstream" ok)/1" \
   "bytes verified (tcpcheck)" "$(( $(summary_field "$pconns" bytes_verified) + $(summary_field "$pstream" bytes_verified) ))" \
   "stream largest gap (max_gap_ms)" "$(summary_field "$pstream" max_gap_ms) ms" \

@@ -172,14 +172,19 @@ RoleOutput RoleMachine::setFault(bool fault, uint64_t now_ns) noexcept {
   return out;
 }
 
+const char* RoleMachine::switchoverRefusal(uint64_t now_ns) const noexcept {
+  if (role_ != Role::kActive) return "switchover refused: this node is not active";
+  if (!peerAlive(now_ns)) return "switchover refused: peer not alive";
+  if (peer_.role != Role::kStandby || !peer_.ready) {
+    return "switchover refused: peer is not a ready standby";
+  }
+  return nullptr;
+}
+
 RoleOutput RoleMachine::requestSwitchover(uint64_t now_ns) noexcept {
   RoleOutput out;
-  if (role_ != Role::kActive) {
-    out.reason = "switchover refused: this node is not active";
-  } else if (!peerAlive(now_ns)) {
-    out.reason = "switchover refused: peer not alive";
-  } else if (peer_.role != Role::kStandby || !peer_.ready) {
-    out.reason = "switchover refused: peer is not a ready standby";
+  if (const char* why = switchoverRefusal(now_ns)) {
+    out.reason = why;
   } else {
     out = change(Role::kStandby, "admin switchover");
     handover_ = true;

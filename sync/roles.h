@@ -67,6 +67,11 @@ class RoleMachine {
   /// Planned switchover (tandemctl switchover), on the active. Refused (reason set, nothing
   /// changed) unless the peer is alive, standby and ready.
   RoleOutput requestSwitchover(uint64_t now_ns) noexcept;
+  /// Why requestSwitchover() would be refused now, or nullptr if it would proceed. Lets the
+  /// daemon check before it holds its data path and flushes its last updates to the peer.
+  const char* switchoverRefusal(uint64_t now_ns) const noexcept;
+  /// This node handed over and the peer has not been heard as active since.
+  bool handingOver() const noexcept { return handover_; }
   /// Whether this node holds the whole flow table (bulk resync done); travels in heartbeats.
   void setReady(bool ready) noexcept { ready_ = ready; }
   void setPreempt(bool preempt) noexcept {

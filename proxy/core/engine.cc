@@ -146,6 +146,10 @@ Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta
   bool created = false;
   if (!hit) {
     const int svc = impl_->findService(key.daddr, key.dport);
+    if (svc >= 0 && impl_->standby && impl_->pass_unknown) {
+      ++impl_->passed_to_active;  // not ours to create: the kernel routes it to the VIP's holder
+      return {Verdict::kAccept, DropReason::kNone, false, len};
+    }
     if (svc >= 0 && config_.services[static_cast<size_t>(svc)].mode == Mode::kSplice)
       return impl_->spliceOpen(static_cast<size_t>(svc), key, pkt, opts, data, cap, now_ns);
     if (!isOpeningSyn(pkt.flags())) {
@@ -457,6 +461,9 @@ bool Engine::markSynced(const FlowKey& client_key) noexcept {
   ++impl_->splice_generation;
   return true;
 }
+void Engine::setPassUnknownToActive(bool pass) noexcept { impl_->pass_unknown = pass; }
+
+uint64_t Engine::passedToActive() const noexcept { return impl_->passed_to_active; }
 
 void Engine::setStandby(bool standby, uint64_t now_ns) noexcept {
   if (impl_->standby && !standby) {

@@ -120,6 +120,15 @@ class Engine {
   /// sends no update however busy it is): while `standby`, nothing expires. Leaving standby
   /// restarts every flow's idle timer at now_ns, since each was alive when the peer died.
   void setStandby(bool standby, uint64_t now_ns) noexcept;
+  /// A standby holds none of the pair's addresses, so the kernel routes a packet it accepts
+  /// untranslated to a VIP on to the node holding the VIP. With `pass` set, a standby accepts a
+  /// client packet to a VIP that matches no flow that way instead of creating a flow (or
+  /// dropping it): a connection opened while the clients' ARP caches still point here (right
+  /// after a planned switchover) is then created, and checkpointed, by the active. Requires the
+  /// VIP to be on-link on the standby's front interface. Off by default (a single proxy).
+  void setPassUnknownToActive(bool pass) noexcept;
+  /// Packets accepted untranslated for the active (see setPassUnknownToActive).
+  uint64_t passedToActive() const noexcept;
 
   /// Deferral (the pair, with a ready standby): while on, every new flow starts unsynced and its
   /// backend's SYN-ACK, the packet that makes it visible to the client, is held (Verdict::kHold,

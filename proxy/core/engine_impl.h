@@ -126,6 +126,9 @@ struct Engine::Impl {
   bool any_leaving = false;  // some backend is not UP: flows check on every segment
   int avoid_backend = -1;    // while a flow moves: its old backend, chosen only if alone UP
   Outbox outbox{16384};
+  // A standby passing unknown client packets to the active (Engine::setPassUnknownToActive).
+  bool pass_unknown = false;
+  uint64_t passed_to_active = 0;
 };
 
 }  // namespace tandem

@@ -270,7 +270,13 @@ DropReason trackSegment(Flow& f, Direction dir, const TcpPacket& pkt, const TcpO
     return DropReason::kSynAckMismatch;  // does not acknowledge the client's SYN
   }
 
-  const Transition& t = tcpTransition(dir, ev, f.state);
+  // A flow installed from a checkpoint (no window seen here yet) can lag one handshake step: the
+  // backend's SYN-ACK went through the peer proxy around a switchover, and the client's ACK of
+  // it is the first segment seen here. Take it as the end of the handshake, as from SYN_RECV.
+  const bool lagging_checkpoint = ev == TcpEvent::kAck && dir == Direction::kFromClient &&
+                                  f.state == TcpState::kSynSent && !sender.seen && !receiver.seen;
+  const Transition& t =
+      tcpTransition(dir, ev, lagging_checkpoint ? TcpState::kSynRecv : f.state);
   switch (t.kind) {
     case K::kInvalid: return DropReason::kInvalidTransition;
     case K::kIgnore:

@@ -216,7 +216,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
   }
   std::string health = s.health != nullptr ? s.health->metricsText() : std::string();
-  if (s.pair != nullptr) return m.take() + s.pair->metricsText() + health;
+  if (s.pair != nullptr) {
+    return m.take() + s.pair->metricsText() + s.pair->controlMetricsText() + health;
+  }
   return m.take() + health;
 }
 
@@ -304,17 +306,32 @@ void StatusServer::onRequest(evhttp_request* req, void* self) noexcept {
   }
 }
 
+namespace {
+
+/// daemon.metrics may listen beyond loopback for a Prometheus scraper; control requests
+/// (POST /switchover, POST /backend) are accepted from loopback only.
+bool fromLoopback(evhttp_request* req) {
+  evhttp_connection* conn = evhttp_request_get_connection(req);
+  char* peer = nullptr;  // libevent 2.1: char**, owned by the connection
+  ev_uint16_t peer_port = 0;
+  if (conn != nullptr) evhttp_connection_get_peer(conn, &peer, &peer_port);
+  const std::string_view from = peer != nullptr ? peer : "";
+  return from.rfind("127.", 0) == 0 || from == "::1" || from.rfind("::ffff:127.", 0) == 0;
+}
+
+}  // namespace
+
 void StatusServer::handle(evhttp_request* req) {
   const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
   const char* path_c = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
   const std::string_view path = path_c != nullptr ? path_c : "";
   const uint64_t now_ns = monotonicNs();
   if (path == "/backend" && sources_.health != nullptr) {
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_POST && !fromLoopback(req)) {
+      evhttp_send_error(req, 403, "control requests are accepted from loopback only");
+      return;
+    }
     sources_.health->handleRequest(req);  // drain | disable | enable (POST)
-    return;
-  }
-  if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
-    evhttp_send_error(req, 405, "only /backend takes POST");
     return;
   }
 
@@ -342,10 +359,23 @@ void StatusServer::handle(evhttp_request* req) {
   } else if (path == "/status") {
     body = formatStatus(sources_, now_ns);
     type = "application/json";
+  } else if (path == "/switchover") {
+    handleSwitchover(req);
+    return;
+  } else if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+    code = HTTP_BADMETHOD;
+    reason = "Method Not Allowed";
+    body = "only /switchover and /backend take POST\n";
+  } else if (path == "/pair" && sources_.pair != nullptr) {
+    body = sources_.pair->pairText();
+  } else if (path == "/pair") {
+    code = HTTP_NOTFOUND;
+    reason = "Not Found";
+    body = "this tandemd has no [sync] section: it is not part of a proxy pair\n";
   } else {
     code = HTTP_NOTFOUND;
     reason = "Not Found";
-    body = "not found: try /metrics, /flows or /status\n";
+    body = "not found: try /metrics, /flows, /status, /pair or POST /switchover\n";
   }
 
   evbuffer* buf = evbuffer_new();
@@ -357,6 +387,76 @@ void StatusServer::handle(evhttp_request* req) {
   }
   evhttp_send_reply(req, code, reason, buf);
   evbuffer_free(buf);
+}
+
+namespace {
+
+void sendText(evhttp_request* req, int code, const char* reason, const std::string& text) {
+  evbuffer* buf = evbuffer_new();
+  if (buf == nullptr || evbuffer_add(buf, text.data(), text.size()) != 0 ||
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                        "text/plain; charset=utf-8") != 0) {
+    if (buf != nullptr) evbuffer_free(buf);
+    evhttp_send_error(req, HTTP_INTERNAL, nullptr);
+    return;
+  }
+  evhttp_send_reply(req, code, reason, buf);
+  evbuffer_free(buf);
+}
+
+/// A reply that waits for the switchover's outcome; the client may go away meanwhile.
+struct PendingReply {
+  evhttp_request* req = nullptr;
+  evhttp_connection* conn = nullptr;
+  bool closed = false;
+};
+
+void onPendingClosed(evhttp_connection*, void* arg) {
+  static_cast<PendingReply*>(arg)->closed = true;
+}
+
+const char* reasonPhrase(int code) {
+  switch (code) {
+    case 200: return "OK";
+    case 403: return "Forbidden";
+    case 405: return "Method Not Allowed";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+  }
+  return "Error";
+}
+
+}  // namespace
+
+void StatusServer::handleSwitchover(evhttp_request* req) {
+  if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+    sendText(req, 405, reasonPhrase(405), "use POST /switchover (tandemctl switchover)\n");
+    return;
+  }
+  if (!fromLoopback(req)) {
+    sendText(req, 403, reasonPhrase(403),
+             "switchover refused: control requests are accepted from loopback only\n");
+    return;
+  }
+  if (sources_.control == nullptr) {
+    sendText(req, 404, reasonPhrase(404),
+             "switchover refused: this tandemd has no [sync] section, it is not part of a "
+             "proxy pair\n");
+    return;
+  }
+  auto* pending = new PendingReply{req, evhttp_request_get_connection(req), false};
+  if (pending->conn != nullptr) {
+    evhttp_connection_set_closecb(pending->conn, onPendingClosed, pending);
+  }
+  sources_.control->requestSwitchover([pending](const PairController::SwitchoverResult& r) {
+    if (!pending->closed) {
+      if (pending->conn != nullptr) evhttp_connection_set_closecb(pending->conn, nullptr, nullptr);
+      sendText(pending->req, r.http_status, reasonPhrase(r.http_status), r.message + "\n");
+    }
+    delete pending;
+  });
 }
 
 }  // namespace tandem

@@ -3,6 +3,8 @@
 ///   /metrics  Prometheus text format: every engine counter and the NFQUEUE I/O counters
 ///   /flows    one line per flow (at most ?limit=N, default kDefaultFlowLimit)
 ///   /status   JSON: version, uptime, flows, max_flows, services
+///   /pair     "key value" lines: this node's role and its peer (proxy pair only)
+///   POST /switchover  planned switchover (proxy pair only); answers when it is done
 /// Served from the event loop thread, so it reads the counters without locks.
 
 #include <cstdint>
@@ -33,6 +35,7 @@ struct StatusSources {
   const PairController* pair = nullptr;  ///< the proxy pair, when [sync] is configured
   const RawSender* raw = nullptr;  ///< splice mode: the engine's outbox sender
   HealthChecker* health = nullptr;  ///< backend states and their commands (POST /backend)
+  PairController* control = nullptr;     ///< the same, for POST /switchover
 };
 
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns);
@@ -55,6 +58,8 @@ class StatusServer {
  private:
   static void onRequest(evhttp_request* req, void* self) noexcept;
   void handle(evhttp_request* req);
+  /// POST /switchover: replies when the pair controller reports the outcome.
+  void handleSwitchover(evhttp_request* req);
 
   StatusSources sources_;
   evhttp* http_ = nullptr;

@@ -333,6 +333,25 @@ int run(const DaemonConfig& config, Engine& engine) {
     }
   }
 
+  // A planned switchover holds the data path by not reading the queue: packets wait in the
+  // kernel (up to daemon.queue_maxlen) instead of being dropped.
+  if (pair) {
+    try {
+      pair->enableControl([&queue, &engine, &loop, ev = queue_ev.get()](bool hold) {
+        if (hold) {
+          (void)event_del(ev);
+        } else {
+          if (event_add(ev, nullptr) != 0) logf(LogLevel::kError, "cannot re-add the queue event");
+          queue.onReadable(engine);
+          sendOutbox(loop);
+        }
+      });
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "%s", e.what());
+      return kExitRuntime;
+    }
+  }
+
   std::optional<HealthChecker> health;
   try {
     health.emplace(loop.base, engine, config, [&loop] { sendOutbox(loop); });
@@ -346,7 +365,7 @@ int run(const DaemonConfig& config, Engine& engine) {
     if (config.metrics) {
       status.emplace(loop.base,
                      StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
-                                   raw ? &*raw : nullptr, &*health});
+                                   raw ? &*raw : nullptr, &*health, pair ? &*pair : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());

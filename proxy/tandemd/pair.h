@@ -76,6 +76,30 @@ class PairController {
   /// JSON members (without braces) for /status.
   std::string statusJson() const;
 
+  // Planned switchover and control (the last block of pair.cc).
+
+  /// The outcome of a planned switchover, for the control endpoint.
+  struct SwitchoverResult {
+    int http_status = 200;  ///< 200 done; 409 refused or aborted; 503 cannot run here
+    std::string message;    ///< one line for the operator
+  };
+  using SwitchoverDone = std::function<void(const SwitchoverResult&)>;
+  /// Called once by the daemon once its loop is set up. `hold_data_path`: how a planned
+  /// switchover holds the data path: hold(true) stops reading the NFQUEUE (packets wait in the
+  /// kernel's queue, nothing is dropped), hold(false) resumes and processes what waited at once.
+  /// Also starts the control watch: the active warns while its standby is not ready.
+  void enableControl(std::function<void(bool hold)> hold_data_path);
+  /// Planned switchover (POST /switchover, tandemctl switchover). On the active with a live,
+  /// ready standby: holds the data path, flushes the last flow changes to the standby, waits
+  /// for their acknowledgement, announces the handover and withdraws the address group, then
+  /// resumes. `done` runs exactly once: at once if refused, else once the peer is heard active
+  /// or the attempt failed.
+  void requestSwitchover(SwitchoverDone done);
+  /// GET /pair: "key value" lines about this node, its peer and the last switchover.
+  std::string pairText() const;
+  /// Prometheus text of the switchover counters (appended to /metrics).
+  std::string controlMetricsText() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

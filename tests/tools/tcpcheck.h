@@ -40,11 +40,13 @@ struct ClientOptions {
   uint64_t hold_ns = 0;                  ///< verify: idle time between exchange and close
   bool rst = false;                      ///< verify: abort with a RST instead of a FIN
   uint64_t duration_ns = 0;              ///< stream, connect-rate
-  uint64_t rate = 1 << 20;               ///< stream: bytes/s each way, 0 = unlimited
+  uint64_t rate = 1 << 20;               ///< stream: bytes/s each way, 0 = unlimited;
+                                         ///< rr: round trips/s per connection, 0 = unpaced
   uint64_t count = 1000;                 ///< rr: round trips per connection
   uint64_t seed = 0;                     ///< 0: derive one from the clock
   std::string trace_path;                ///< non-empty: write a received-bytes trace (CSV) here
   uint64_t trace_bin_ns = 10'000'000;    ///< the trace's bin width
+  uint64_t log_gaps_ns = 0;              ///< stream, rr: log each gap this long or longer
 };
 
 /// Runs a client; returns kExitOk when the outcome was the expected one.

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -99,6 +100,7 @@ class Client {
   Step writeAll(ClientConn& c, uint64_t now);
   Step advance(ClientConn& c, uint64_t now);
   Step fail(FailKind kind, std::string why);
+  void logGap(const ClientConn& c, const char* kind, uint64_t gap_ns);
   void finish(int fd, Step step);
   bool wantsNewConn(uint64_t now) const;
   int report(uint64_t elapsed_ns);
@@ -125,6 +127,17 @@ const char* modeName(ClientMode m) {
     case ClientMode::kConnectRate: return "connect-rate";
   }
   return "?";
+}
+
+// --log-gaps-ms: one line per gap (stream) or round trip (rr) at least that long, stamped with
+// the wall clock at its end, so a test can line gaps up with events it caused (a failover).
+void Client::logGap(const ClientConn& c, const char* kind, uint64_t gap_ns) {
+  if (opt_.log_gaps_ns == 0 || gap_ns < opt_.log_gaps_ns) return;
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  std::fprintf(stderr, "tcpcheck-gap: kind=%s conn=%u end=%lld.%06ld ms=%.3f\n", kind, c.id,
+               static_cast<long long>(ts.tv_sec), ts.tv_nsec / 1000,
+               static_cast<double>(gap_ns) / 1e6);
 }
 
 Client::Step Client::fail(FailKind kind, std::string why) {
@@ -218,6 +231,7 @@ Client::Step Client::readAll(ClientConn& c, uint64_t now) {
     c.last_progress_ns = now;
     const uint64_t gap = c.last_rx_ns != 0 ? now - c.last_rx_ns : 0;
     c.max_gap_ns = std::max(c.max_gap_ns, gap);
+    if (c.last_rx_ns != 0 && opt_.mode == ClientMode::kStream) logGap(c, "stream", gap);
     c.last_rx_ns = now;
     switch (opt_.mode) {
       case ClientMode::kVerify:
@@ -231,6 +245,7 @@ Client::Step Client::readAll(ClientConn& c, uint64_t now) {
         if (c.rx.offset() > c.tx_off) return fail(FailKind::kOther, "response before request");
         if (c.rx.offset() == (c.rr_done + 1) * opt_.bytes) {
           totals_.rtt_ns.push_back(now - c.rr_sent_ns);
+          logGap(c, "rr", now - c.rr_sent_ns);
           ++c.rr_done;
         }
         break;
@@ -266,7 +281,8 @@ Client::Step Client::writeAll(ClientConn& c, uint64_t now) {
       break;
     case ClientMode::kRr:
       // One request in flight: the next goes out when the previous response is complete.
-      if (!rrOver(c, now) && c.tx_off == c.rr_done * opt_.bytes) {
+      if (!rrOver(c, now) && c.tx_off == c.rr_done * opt_.bytes &&
+          (opt_.rate == 0 || now >= c.start_ns + c.rr_done * kNsPerSec / opt_.rate)) {
         c.rr_sent_ns = now;
         target = c.tx_off + opt_.bytes;
       } else if (c.tx_off > c.rr_done * opt_.bytes &&
@@ -383,6 +399,7 @@ void Client::finish(int fd, Step step) {
   if (it == conns_.end()) return;
   ClientConn& c = *it->second;
   totals_.max_gap_ns = std::max(totals_.max_gap_ns, c.max_gap_ns);
+  if (opt_.mode == ClientMode::kConnectRate) logGap(c, "connect", nowNs() - c.start_ns);
   if (step == Step::kDone) {
     ++totals_.ok;
   } else {
@@ -421,7 +438,8 @@ int Client::run() {
   uint64_t last_scan_ns = 0;
   bool more = false;
   while (!conns_.empty()) {
-    const int timeout_ms = more ? 0 : opt_.mode == ClientMode::kStream ? 2 : 10;
+    const bool paced_rr = opt_.mode == ClientMode::kRr && opt_.rate > 0;
+    const int timeout_ms = more ? 0 : opt_.mode == ClientMode::kStream ? 2 : paced_rr ? 1 : 10;
     const int n = epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()),
                              timeout_ms);
     if (n < 0) {

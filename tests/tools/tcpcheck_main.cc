@@ -33,14 +33,19 @@ constexpr const char* kUsage = R"(usage:
                          (wall clock), max_gap_ms the largest gap between two receptions of a
                          connection that ended in the bin
       --trace-bin-ms MS  the trace's bin width (default 10)
+      --log-gaps-ms MS   print 'tcpcheck-gap: kind=.. conn=.. end=UNIX_TIME ms=..' to stderr
+                         for each receive gap (stream), round trip (rr) or whole connection
+                         (connect-rate) that took MS or longer
     modes (default: verify):
       --stream --duration S [--rate BYTES_PER_S]   paced stream both ways (default 1048576,
                                                    0 = unlimited); reports max_gap_ms
-      --rr [--count K | --duration S] [--size BYTES]
+      --rr [--count K | --duration S] [--size BYTES] [--rate N]
                                                    request/response, one request in flight per
                                                    connection, K round trips each or for S
-                                                   seconds; reports p50/p99/max (us) and
-                                                   max_gap_ms (largest gap between responses)
+                                                   seconds; --rate: round trips per second on
+                                                   each connection (default 0 = back to back);
+                                                   reports p50/p99/max (us) and max_gap_ms
+                                                   (largest gap between responses)
       --connect-rate --duration S                  back-to-back short exchanges on --conns
                                                    workers (default --bytes 64); reports conns/s
   Prints one line 'tcpcheck: conns=N ok=N failed=N bytes_sent=.. bytes_verified=.. key=value..'.
@@ -72,6 +77,7 @@ int clientMain(int argc, char** argv) {
   bool have_connect = false;
   bool have_bytes = false;
   bool have_duration = false;
+  bool have_rate = false;
   for (int i = 0; i < argc; ++i) {
     const std::string_view arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -113,6 +119,9 @@ int clientMain(int argc, char** argv) {
       o.expect = Expect::kFail;
     } else if (arg == "--expect-reset") {
       o.expect = Expect::kReset;
+    } else if (arg == "--log-gaps-ms") {
+      ok = number(n) && n > 0;
+      o.log_gaps_ns = n * kNsPerMs;
     } else if (arg == "--seed") {
       ok = number(o.seed);
     } else if (arg == "--stream") {
@@ -126,6 +135,7 @@ int clientMain(int argc, char** argv) {
       have_duration = true;
     } else if (arg == "--rate") {
       ok = number(o.rate);
+      have_rate = true;
     } else if (arg == "--trace") {
       ok = has_value;
       if (ok) o.trace_path = argv[++i];
@@ -150,6 +160,7 @@ int clientMain(int argc, char** argv) {
     case ClientMode::kRr:
       if (!have_bytes) o.bytes = 64;
       if (o.bytes == 0) return usageError("--rr needs --size > 0");
+      if (!have_rate) o.rate = 0;
       break;
     case ClientMode::kConnectRate:
       if (!have_duration) return usageError("--connect-rate needs --duration S");

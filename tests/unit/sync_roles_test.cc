@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 namespace tandem::sync {
@@ -272,6 +273,139 @@ TEST(SyncRoles, PlannedSwitchoverHandsOverWithoutPreemptingBack) {
   p.run(p.now + 50 * kMs);
   EXPECT_EQ(p.a.role(), Role::kActive) << p.log;
   EXPECT_EQ(p.b.role(), Role::kStandby) << p.log;
+}
+
+// ---- Planned switchover: refusals, a lost handover heartbeat, a peer dying mid-handover. ----
+
+struct SwitchoverCase {
+  const char* description;
+  bool make_active;      // become active (alone at start) before the peer is heard
+  bool peer_heard;
+  Heartbeat peer;
+  uint64_t asked_at_ms;  // peer heard at 40 ms
+  const char* refusal;   // nullptr: proceeds
+};
+
+TEST(SyncRoles, SwitchoverRefusedUnlessActiveWithALiveReadyStandby) {
+  const SwitchoverCase cases[] = {
+      {"standby", false, true, hb(Role::kActive, 1), 41,
+       "switchover refused: this node is not active"},
+      {"no peer ever heard", true, false, hb(Role::kStandby, 1), 41,
+       "switchover refused: peer not alive"},
+      {"peer silent for the dead interval", true, true, hb(Role::kStandby, 1), 70,
+       "switchover refused: peer not alive"},
+      {"peer standby, not ready (bulk resync running)", true, true,
+       hb(Role::kStandby, 1, 100, false), 41, "switchover refused: peer is not a ready standby"},
+      {"peer in fault", true, true, hb(Role::kFault, 1), 41,
+       "switchover refused: peer is not a ready standby"},
+      {"peer ready standby, heard just now", true, true, hb(Role::kStandby, 1), 41, nullptr},
+      {"peer ready standby, heard 29 ms ago", true, true, hb(Role::kStandby, 1), 69, nullptr},
+  };
+  for (const SwitchoverCase& c : cases) {
+    RoleMachine m(cfg(1), 0);
+    if (c.make_active) {
+      ASSERT_EQ(m.tick(30 * kMs).to, Role::kActive) << c.description;
+    }
+    if (c.peer_heard) m.onHeartbeat(Path::kSync, 2, c.peer, 40 * kMs);
+    const Role before = m.role();
+    const uint64_t now = c.asked_at_ms * kMs;
+    const char* why = m.switchoverRefusal(now);
+    if (c.refusal == nullptr) {
+      EXPECT_EQ(why, nullptr) << c.description << ": " << why;
+    } else {
+      EXPECT_STREQ(why, c.refusal) << c.description;
+    }
+    const RoleOutput o = m.requestSwitchover(now);
+    EXPECT_EQ(o.changed, c.refusal == nullptr) << c.description;
+    if (c.refusal != nullptr) {
+      EXPECT_STREQ(o.reason, c.refusal) << c.description;
+      EXPECT_EQ(m.role(), before) << c.description;
+      EXPECT_FALSE(o.release_addresses || o.take_addresses || o.send_heartbeat) << c.description;
+      EXPECT_FALSE(m.handingOver()) << c.description;
+    } else {
+      EXPECT_EQ(m.role(), Role::kStandby) << c.description;
+      EXPECT_TRUE(o.release_addresses) << c.description;
+      EXPECT_TRUE(o.send_heartbeat) << c.description;
+      EXPECT_TRUE(m.handingOver()) << c.description;
+      EXPECT_TRUE(m.heartbeat(0).handover) << c.description;
+      EXPECT_FALSE(m.ready()) << c.description;  // it must bulk-resync from the new active
+    }
+  }
+}
+
+TEST(SyncRoles, LostHandoverHeartbeatIsRepeatedUntilThePeerTakesOver) {
+  Pair p(cfg(1, 200), cfg(2, 100));
+  p.a.setReady(true);
+  p.b.setReady(true);
+  p.run(100 * kMs);
+  ASSERT_EQ(p.a.role(), Role::kActive) << p.log;
+  // The handover heartbeat is lost on both paths.
+  p.cut[0][0] = p.cut[0][1] = true;
+  p.handle(0, p.a.requestSwitchover(p.now));
+  EXPECT_EQ(p.actives(), 0);
+  EXPECT_TRUE(p.a.handingOver());
+  p.cut[0][0] = p.cut[0][1] = false;
+  // A does not take back, B takes over at A's next periodic heartbeat (still `handover`).
+  const uint64_t asked = p.now;
+  p.run(asked + kInterval + kMs);
+  EXPECT_EQ(p.b.role(), Role::kActive) << p.log;
+  EXPECT_EQ(p.a.role(), Role::kStandby) << p.log;
+  EXPECT_FALSE(p.a.handingOver()) << p.log;  // it heard B active
+  EXPECT_EQ(p.both_active_ns, 0u);
+  EXPECT_NE(p.log.find("B active: peer handed over (planned switchover)"), std::string::npos)
+      << p.log;
+  // And nothing flips afterwards.
+  p.run(p.now + 300 * kMs);
+  EXPECT_EQ(p.b.role(), Role::kActive) << p.log;
+  EXPECT_EQ(p.a.role(), Role::kStandby) << p.log;
+}
+
+TEST(SyncRoles, PeerDyingDuringTheHandoverGetsTheAddressesBack) {
+  RoleMachine m(cfg(1), 0);
+  ASSERT_EQ(m.tick(30 * kMs).to, Role::kActive);
+  const uint32_t e = m.epoch();
+  m.onHeartbeat(Path::kSync, 2, hb(Role::kStandby, e), 40 * kMs);
+  ASSERT_TRUE(m.requestSwitchover(41 * kMs).changed);
+  // The peer never answers: A waits out the dead interval from the last heartbeat, then
+  // takes the group back under a new epoch.
+  EXPECT_FALSE(m.tick(69 * kMs).changed);
+  EXPECT_EQ(m.role(), Role::kStandby);
+  const RoleOutput o = m.tick(70 * kMs);
+  EXPECT_EQ(o.to, Role::kActive);
+  EXPECT_STREQ(o.reason, "peer died during the handover");
+  EXPECT_TRUE(o.take_addresses);
+  EXPECT_GT(m.epoch(), e);
+}
+
+TEST(SyncRoles, SwitchoverBackAndForthTwentyTimes) {
+  Pair p(cfg(1, 100), cfg(2, 100));
+  p.a.setReady(true);
+  p.b.setReady(true);
+  p.run(100 * kMs);
+  ASSERT_EQ(p.actives(), 1) << p.log;
+  uint32_t last_epoch = std::max(p.a.epoch(), p.b.epoch());
+  for (int i = 0; i < 20; ++i) {
+    RoleMachine& from = p.a.role() == Role::kActive ? p.a : p.b;
+    RoleMachine& to = &from == &p.a ? p.b : p.a;
+    const int from_index = &from == &p.a ? 0 : 1;
+    // The old active of the previous round is not ready until its bulk resync completes.
+    if (i > 0) {
+      EXPECT_STREQ(from.switchoverRefusal(p.now),
+                   "switchover refused: peer is not a ready standby") << i;
+      to.setReady(true);
+      p.run(p.now + kInterval + kMs);  // its heartbeat says so
+    }
+    ASSERT_EQ(from.switchoverRefusal(p.now), nullptr) << i << "\n" << p.log;
+    p.handle(from_index, from.requestSwitchover(p.now));
+    EXPECT_EQ(to.role(), Role::kActive) << i << "\n" << p.log;
+    EXPECT_EQ(from.role(), Role::kStandby) << i << "\n" << p.log;
+    EXPECT_GT(to.epoch(), last_epoch) << i;
+    last_epoch = to.epoch();
+    p.run(p.now + 50 * kMs);
+    EXPECT_EQ(p.actives(), 1) << i << "\n" << p.log;
+    EXPECT_EQ(to.role(), Role::kActive) << i << "\n" << p.log;
+  }
+  EXPECT_EQ(p.both_active_ns, 0u) << p.log;
 }
 
 }  // namespace
