@@ -377,7 +377,8 @@ import re, statistics, sys, os
 run = sys.argv[1]
 hz = os.sysconf("SC_CLK_TCK")
 rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(run, "sweep.tsv")) if l.strip()]
-res, cpu, drops, bad = {}, {}, {}, []
+res, cpu, drops, bad, rate = {}, {}, {}, [], {}
+rounds = sorted({row[0] for row in rows})
 for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
     text = open(os.path.join(run, f)).read()
     m = re.search(r"^tcpcheck: (conns=.*)$", text, re.M)
@@ -385,8 +386,9 @@ for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
     if rc != "0" or "conn_rate_per_s" not in kv:
         bad.append(f"round {r} conns {n} {p}: rc {rc}")
         continue
-    rate = float(kv["conn_rate_per_s"])
-    res.setdefault((int(n), p), []).append(rate)
+    x = float(kv["conn_rate_per_s"])
+    res.setdefault((int(n), p), []).append(x)
+    rate[(r, int(n), p)] = x
     ok = int(kv.get("ok", "0"))
     if p.startswith("tandem") and ok:
         cpu.setdefault((int(n), p), []).append(
@@ -398,7 +400,7 @@ paths = [p for p in ["kernel", "dnat", "tandem-tr", "tandem-snat", "tandem-splic
 med = lambda v: statistics.median(v) if v else None
 print(f"### Connection-rate sweep (tcpcheck --connect-rate --bytes 64, medians of rounds)\n")
 print("| concurrent workers | " + " | ".join(f"{p} conn/s" for p in paths) +
-      (" | " + " | ".join(f"{p} ÷ dnat" for p in paths if p != "dnat") if "dnat" in paths else "") +
+      (" | " + " | ".join(f"{p} ÷ dnat (median of rounds)" for p in paths if p != "dnat") if "dnat" in paths else "") +
       " | " + " | ".join(f"{p} CPU µs/conn" for p in paths if p.startswith("tandem")) + " |")
 ncols = len(paths) + (len(paths) - 1 if "dnat" in paths else 0) + \
     sum(p.startswith("tandem") for p in paths)
@@ -409,8 +411,10 @@ for n in ns:
         for p in paths:
             if p == "dnat":
                 continue
-            a, b = res.get((n, p)), res.get((n, "dnat"))
-            cells.append(f"{med(a) / med(b):.2f}" if a and b else "–")
+            # within each round (the shared machine's load moves between rounds), then the median
+            ratios = [rate[(r, n, p)] / rate[(r, n, "dnat")] for r in rounds
+                      if (r, n, p) in rate and (r, n, "dnat") in rate]
+            cells.append(f"{med(ratios):.2f}" if ratios else "–")
     for p in paths:
         if p.startswith("tandem"):
             c = cpu.get((n, p))
