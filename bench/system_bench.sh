@@ -343,11 +343,13 @@ run_path() {
 FLOOD_TSV=$RUN_DIR/flood.tsv  # round phase rc file
 SWEEP_TSV=$RUN_DIR/sweep.tsv  # round conns path rc file utime0 stime0 utime1 stime1 drops0 drops1
 
-# tandem_cpu_drops: tandemd's utime, stime (clock ticks) and its drop total, on one line.
+# tandem_cpu_drops FILE: tandemd's utime, stime (clock ticks) and its drop total, on one line;
+# the /metrics snapshot is kept in FILE (drops by reason).
 tandem_cpu_drops() {
   local stat drops
   read -r -a stat <"/proc/$TDM_TANDEMD_PID/stat"
-  drops=$(http_get /metrics | awk '/^tandem_drops_total[{ ]/ { s += $NF } END { printf "%d", s }')
+  http_get /metrics >"$1"
+  drops=$(awk '/^tandem_drops_total[{ ]/ { s += $NF } END { printf "%d", s }' "$1")
   printf '%s\t%s\t%s' "${stat[13]}" "${stat[14]}" "${drops:-0}"
 }
 
@@ -358,11 +360,11 @@ run_sweep_one() {
   read -r addr port <<<"$(path_dst "$path" tcpc)"
   f=$RUN_DIR/sweep/$r-$n-$path.txt
   wait_quiet >/dev/null
-  a=$(tandem_cpu_drops)
+  a=$(tandem_cpu_drops "$f.0.prom")
   in_ns "$NS_CLI" timeout $((CR_DURATION + 60)) "$TCPCHECK" client --connect "$addr:$port" \
     --connect-rate --duration "$CR_DURATION" --conns "$n" --bytes 64 >"$f" 2>&1
   rc=$?
-  b=$(tandem_cpu_drops)
+  b=$(tandem_cpu_drops "$f.1.prom")
   IFS=$'\t' read -r -a a <<<"$a"
   IFS=$'\t' read -r -a b <<<"$b"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$path" "$rc" \
@@ -421,9 +423,28 @@ for n in ns:
             cells.append(f"{med(c):.0f}" if c else "–")
     print(f"| {n} | " + " | ".join(cells) + " |")
 print()
+def reasons(f):
+    out = {}
+    try:
+        for line in open(os.path.join(run, f)):
+            m = re.match(r'tandem_drops_total\{reason="([^"]+)"\} (\S+)', line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+    except OSError:
+        pass
+    return out
+why = {}
+for r, n, p, rc, f, *_ in rows:
+    a, b = reasons(f + ".0.prom"), reasons(f + ".1.prom")
+    for k, v in b.items():
+        if v - a.get(k, 0) > 0:
+            why.setdefault((int(n), p), {}).setdefault(k, 0)
+            why[(int(n), p)][k] += int(v - a.get(k, 0))
 for (n, p), v in sorted(res.items()):
+    w = ", ".join(f"{k} {c}" for k, c in sorted(why.get((n, p), {}).items()))
     print(f"- {p} at {n} workers, per round: " + ", ".join(f"{x:.0f}" for x in v) +
-          (f"; tandem drops {sum(drops.get((n, p), []))}" if p.startswith("tandem") else ""))
+          (f"; tandem drops {sum(drops.get((n, p), []))}" if p.startswith("tandem") else "") +
+          (f" ({w})" if w else ""))
 for b in bad:
     print(f"- FAILED: {b}")
 PYEOF
