@@ -34,6 +34,10 @@
 #                 PATHS="kernel dnat tandem-tr tandem-snat tandem-splice" OUT=bench/out
 #                 FLOOD=1 FLOOD_RATE=0 (spoofed SYNs per second; 0: as fast as the attacker can)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
+#                 CR_SWEEP="4 16 64 256" (after the rounds: a connection-rate sweep over these
+#                 numbers of concurrent workers, every path at every N, interleaved in a rotated
+#                 path order, CR_SWEEP_ROUNDS=3 rounds; medians, ratio to dnat and tandemd CPU per
+#                 connection appended to the output. ROUNDS=0 with CR_SWEEP runs only the sweep.)
 # Output: a markdown table on stdout and in $OUT/system-<date>.md; raw data (iperf3 JSON,
 # tcpcheck lines, /metrics snapshots, tandemd log) in $OUT/system-<date>/.
 # Re-render a table from raw data: python3 $OUT/system-<date>/analyze.py $OUT/system-<date>
@@ -88,7 +92,14 @@ for v in ROUNDS DURATION OMIT RR_COUNT CR_DURATION CR_CONNS QUIET_BUSY QUIET_MAX
     FLOOD_RATE; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
-[ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
+CR_SWEEP=${CR_SWEEP:-}
+CR_SWEEP_ROUNDS=${CR_SWEEP_ROUNDS:-3}
+for v in $CR_SWEEP $CR_SWEEP_ROUNDS; do
+  [[ $v =~ ^[1-9][0-9]*$ ]] || die "CR_SWEEP and CR_SWEEP_ROUNDS take positive whole numbers"
+done
+if [ -z "$CR_SWEEP" ]; then
+  [ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
+fi
 read -r -a PATH_LIST <<<"$PATHS"
 for p in "${PATH_LIST[@]}"; do
   case "$p" in
@@ -330,6 +341,114 @@ run_path() {
 }
 
 FLOOD_TSV=$RUN_DIR/flood.tsv  # round phase rc file
+SWEEP_TSV=$RUN_DIR/sweep.tsv  # round conns path rc file utime0 stime0 utime1 stime1 drops0 drops1
+
+# tandem_cpu_drops FILE: tandemd's utime, stime (clock ticks) and its drop total, on one line;
+# the /metrics snapshot is kept in FILE (drops by reason).
+tandem_cpu_drops() {
+  local stat drops
+  read -r -a stat <"/proc/$TDM_TANDEMD_PID/stat"
+  http_get /metrics >"$1"
+  drops=$(awk '/^tandem_drops_total[{ ]/ { s += $NF } END { printf "%d", s }' "$1")
+  printf '%s\t%s\t%s' "${stat[13]}" "${stat[14]}" "${drops:-0}"
+}
+
+# run_sweep_one ROUND CONNS PATH: tcpcheck --connect-rate with CONNS concurrent workers, the
+# same command for every path; tandemd's CPU time and drops around it.
+run_sweep_one() {
+  local r=$1 n=$2 path=$3 addr port f rc a b
+  read -r addr port <<<"$(path_dst "$path" tcpc)"
+  f=$RUN_DIR/sweep/$r-$n-$path.txt
+  wait_quiet >/dev/null
+  a=$(tandem_cpu_drops "$f.0.prom")
+  in_ns "$NS_CLI" timeout $((CR_DURATION + 60)) "$TCPCHECK" client --connect "$addr:$port" \
+    --connect-rate --duration "$CR_DURATION" --conns "$n" --bytes 64 >"$f" 2>&1
+  rc=$?
+  b=$(tandem_cpu_drops "$f.1.prom")
+  IFS=$'\t' read -r -a a <<<"$a"
+  IFS=$'\t' read -r -a b <<<"$b"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$path" "$rc" \
+    "${f#"$RUN_DIR"/}" "${a[0]}" "${a[1]}" "${b[0]}" "${b[1]}" "${a[2]}" "${b[2]}" >>"$SWEEP_TSV"
+  log "sweep round $r conns $n $path: $(grep -o 'conn_rate_per_s=[^ ]*' "$f" || echo "rc $rc")"
+}
+
+# write_sweep_analyzer: renders sweep.tsv (python3 RUN_DIR/sweep.py RUN_DIR).
+write_sweep_analyzer() {
+  cat >"$RUN_DIR/sweep.py" <<'PYEOF'
+import re, statistics, sys, os
+run = sys.argv[1]
+hz = os.sysconf("SC_CLK_TCK")
+rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(run, "sweep.tsv")) if l.strip()]
+res, cpu, drops, bad, rate = {}, {}, {}, [], {}
+rounds = sorted({row[0] for row in rows})
+for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
+    text = open(os.path.join(run, f)).read()
+    m = re.search(r"^tcpcheck: (conns=.*)$", text, re.M)
+    kv = dict(x.split("=", 1) for x in m.group(1).split() if "=" in x) if m else {}
+    if rc != "0" or "conn_rate_per_s" not in kv:
+        bad.append(f"round {r} conns {n} {p}: rc {rc}")
+        continue
+    x = float(kv["conn_rate_per_s"])
+    res.setdefault((int(n), p), []).append(x)
+    rate[(r, int(n), p)] = x
+    ok = int(kv.get("ok", "0"))
+    if p.startswith("tandem") and ok:
+        cpu.setdefault((int(n), p), []).append(
+            (int(u1) - int(u0) + int(s1) - int(s0)) / hz * 1e6 / ok)
+        drops.setdefault((int(n), p), []).append(int(d1) - int(d0))
+ns = sorted({k[0] for k in res})
+paths = [p for p in ["kernel", "dnat", "tandem-tr", "tandem-snat", "tandem-splice"]
+         if any(k[1] == p for k in res)]
+med = lambda v: statistics.median(v) if v else None
+print(f"### Connection-rate sweep (tcpcheck --connect-rate --bytes 64, medians of rounds)\n")
+print("| concurrent workers | " + " | ".join(f"{p} conn/s" for p in paths) +
+      (" | " + " | ".join(f"{p} ÷ dnat (median of rounds)" for p in paths if p != "dnat") if "dnat" in paths else "") +
+      " | " + " | ".join(f"{p} CPU µs/conn" for p in paths if p.startswith("tandem")) + " |")
+ncols = len(paths) + (len(paths) - 1 if "dnat" in paths else 0) + \
+    sum(p.startswith("tandem") for p in paths)
+print("|---:" * (ncols + 1) + "|")
+for n in ns:
+    cells = [f"{med(res.get((n, p), [])):.0f}" if res.get((n, p)) else "–" for p in paths]
+    if "dnat" in paths:
+        for p in paths:
+            if p == "dnat":
+                continue
+            # within each round (the shared machine's load moves between rounds), then the median
+            ratios = [rate[(r, n, p)] / rate[(r, n, "dnat")] for r in rounds
+                      if (r, n, p) in rate and (r, n, "dnat") in rate]
+            cells.append(f"{med(ratios):.2f}" if ratios else "–")
+    for p in paths:
+        if p.startswith("tandem"):
+            c = cpu.get((n, p))
+            cells.append(f"{med(c):.0f}" if c else "–")
+    print(f"| {n} | " + " | ".join(cells) + " |")
+print()
+def reasons(f):
+    out = {}
+    try:
+        for line in open(os.path.join(run, f)):
+            m = re.match(r'tandem_drops_total\{reason="([^"]+)"\} (\S+)', line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+    except OSError:
+        pass
+    return out
+why = {}
+for r, n, p, rc, f, *_ in rows:
+    a, b = reasons(f + ".0.prom"), reasons(f + ".1.prom")
+    for k, v in b.items():
+        if v - a.get(k, 0) > 0:
+            why.setdefault((int(n), p), {}).setdefault(k, 0)
+            why[(int(n), p)][k] += int(v - a.get(k, 0))
+for (n, p), v in sorted(res.items()):
+    w = ", ".join(f"{k} {c}" for k, c in sorted(why.get((n, p), {}).items()))
+    print(f"- {p} at {n} workers, per round: " + ", ".join(f"{x:.0f}" for x in v) +
+          (f"; tandem drops {sum(drops.get((n, p), []))}" if p.startswith("tandem") else "") +
+          (f" ({w})" if w else ""))
+for b in bad:
+    print(f"- FAILED: {b}")
+PYEOF
+}
 
 # run_flood ROUND: legitimate connections/s on the splice path without, then with, a SYN flood
 # from the attacker namespace at full speed. Snapshots: 0 before, 1 after the legitimate-only run,
@@ -962,6 +1081,7 @@ write_meta() {
     printf 'command=ROUNDS=%s DURATION=%s OMIT=%s RR_COUNT=%s CR_DURATION=%s CR_CONNS=%s' \
       "$ROUNDS" "$DURATION" "$OMIT" "$RR_COUNT" "$CR_DURATION" "$CR_CONNS"
     printf ' FLOOD=%s FLOOD_RATE=%s' "$FLOOD" "$FLOOD_RATE"
+    [ -n "$CR_SWEEP" ] && printf ' CR_SWEEP="%s" CR_SWEEP_ROUNDS=%s' "$CR_SWEEP" "$CR_SWEEP_ROUNDS"
     printf ' QUIET_BUSY=%s QUIET_MAX=%s PATHS="%s" %s\n' "$QUIET_BUSY" "$QUIET_MAX" "$PATHS" \
       "$BENCH_CMDLINE"
     echo "rounds=$ROUNDS"
@@ -970,6 +1090,8 @@ write_meta() {
     echo "rr_count=$RR_COUNT"
     echo "cr_duration=$CR_DURATION"
     echo "cr_conns=$CR_CONNS"
+    echo "cr_sweep=$CR_SWEEP"
+    echo "cr_sweep_rounds=$CR_SWEEP_ROUNDS"
     echo "paths=${PATH_LIST[*]}"
     echo "flood=$FLOOD"
     echo "flood_rate=$FLOOD_RATE"
@@ -994,6 +1116,7 @@ if ! setup_paths; then
   die "setting up the topology failed"
 fi
 write_analyzer
+write_sweep_analyzer
 write_meta
 : >"$RUNS_TSV"
 : >"$CPU_TSV"
@@ -1017,11 +1140,33 @@ for ((r = 0; r < ROUNDS; r++)); do
   [ "$FLOOD" -ne 0 ] && run_flood "$r"
 done
 
+if [ -n "$CR_SWEEP" ]; then
+  mkdir -p "$RUN_DIR/sweep"
+  : >"$SWEEP_TSV"
+  read -r -a SWEEP_LIST <<<"$CR_SWEEP"
+  for ((r = 0; r < CR_SWEEP_ROUNDS; r++)); do
+    for cn in "${SWEEP_LIST[@]}"; do
+      for ((s = 0; s < n; s++)); do
+        run_sweep_one "$r" "$cn" "${PATH_LIST[$(((s + r) % n))]}"
+      done
+    done
+  done
+fi
+
 if ! kill -0 "$TDM_TANDEMD_PID" 2>/dev/null; then
   echo "system_bench: tandemd died during the run (log: $RUN_DIR/tandemd.log)" >&2
 fi
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_DIR/meta.txt"
 echo "elapsed=$(($(date +%s) - START_S))" >>"$RUN_DIR/meta.txt"
-"$PY" "$RUN_DIR/analyze.py" "$RUN_DIR" >"$RESULT_MD" || die "analysis failed"
+if [ "$ROUNDS" -ge 1 ]; then
+  "$PY" "$RUN_DIR/analyze.py" "$RUN_DIR" >"$RESULT_MD" || die "analysis failed"
+else
+  echo "# Connection-rate sweep ($(date -u '+%Y-%m-%d %H:%M UTC'))" >"$RESULT_MD"
+  sed -n 's/^command=/Command: /p; s/^binaries=/Binaries: /p' "$RUN_DIR/meta.txt" >>"$RESULT_MD"
+  echo >>"$RESULT_MD"
+fi
+if [ -n "$CR_SWEEP" ]; then
+  "$PY" "$RUN_DIR/sweep.py" "$RUN_DIR" >>"$RESULT_MD" || die "sweep analysis failed"
+fi
 cat "$RESULT_MD"
 log "results: $RESULT_MD"

@@ -115,20 +115,26 @@ size_t Engine::maxFlows() const noexcept { return impl_->table.capacity(); }
 
 Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
                          uint64_t now_ns) noexcept {
+  TcpPacket pkt;
+  if (const ParseError pe = parseTcpPacket(data, len, pkt); pe != ParseError::kNone)
+    return impl_->dropped(fromParseError(pe));
+  const FlowKey key{IpAddr::fromV4(pkt.saddr()), IpAddr::fromV4(pkt.daddr()), pkt.sport(),
+                    pkt.dport()};
+  return processParsed(data, len, cap, meta, now_ns, pkt, key, impl_->table.hashKey(key));
+}
+
+Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
+                               uint64_t now_ns, TcpPacket& pkt, const FlowKey& key,
+                               uint64_t hash) noexcept {
   auto drop = [this](DropReason r) { return impl_->dropped(r); };
   if (cap < len) cap = len;
 
-  TcpPacket pkt;
-  if (const ParseError pe = parseTcpPacket(data, len, pkt); pe != ParseError::kNone)
-    return drop(fromParseError(pe));
   TcpOptions opts;
   if (parseTcpOptions(pkt.options(), pkt.optionsLen(), opts) != OptionError::kNone)
     return drop(DropReason::kBadOptions);
 
   FlowTable& table = impl_->table;
-  const FlowKey key{IpAddr::fromV4(pkt.saddr()), IpAddr::fromV4(pkt.daddr()), pkt.sport(),
-                    pkt.dport()};
-  FlowTable::Hit hit = table.find(key);
+  FlowTable::Hit hit = table.find(key, hash);
   if (hit) {
     const Flow& f = table.at(hit.index);
     if (!impl_->standby && flowExpired(f, config_.timeouts, now_ns)) {
@@ -344,24 +350,29 @@ void Engine::Impl::retire(uint32_t index) noexcept {
 void Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept {
   constexpr size_t kStride = 32;
   const FlowTable& table = impl_->table;
+  // Each packet is parsed and hashed once: the lookup pass keeps what processParsed() needs.
   uint64_t hashes[kStride];
   bool valid[kStride];
+  TcpPacket pkts[kStride];
+  FlowKey keys[kStride];
   for (size_t base = 0; base < n; base += kStride) {
     const size_t m = std::min(kStride, n - base);
     for (size_t i = 0; i < m; ++i) {
-      TcpPacket pkt;
-      valid[i] = parseTcpPacket(slots[base + i].data, slots[base + i].len, pkt) ==
+      valid[i] = parseTcpPacket(slots[base + i].data, slots[base + i].len, pkts[i]) ==
                  ParseError::kNone;
       if (!valid[i]) continue;
-      hashes[i] = table.hashKey({IpAddr::fromV4(pkt.saddr()), IpAddr::fromV4(pkt.daddr()),
-                                 pkt.sport(), pkt.dport()});
+      keys[i] = {IpAddr::fromV4(pkts[i].saddr()), IpAddr::fromV4(pkts[i].daddr()),
+                 pkts[i].sport(), pkts[i].dport()};
+      hashes[i] = table.hashKey(keys[i]);
       table.prefetch(hashes[i]);
     }
     for (size_t i = 0; i < m; ++i)
       if (valid[i]) table.prefetchFlow(hashes[i]);
     for (size_t i = 0; i < m; ++i) {
       PacketSlot& s = slots[base + i];
-      s.decision = process(s.data, s.len, s.cap, s.meta, now_ns);
+      s.decision = valid[i] ? processParsed(s.data, s.len, s.cap, s.meta, now_ns, pkts[i],
+                                            keys[i], hashes[i])
+                            : process(s.data, s.len, s.cap, s.meta, now_ns);  // counts the drop
     }
   }
 }

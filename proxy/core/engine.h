@@ -17,6 +17,8 @@
 
 namespace tandem {
 
+class TcpPacket;
+
 /// What NFQUEUE told us about the packet (NFQA_SKB_INFO).
 struct PacketMeta {
   bool csum_not_ready = false;  ///< NFQA_SKB_CSUMNOTREADY: TCP checksum field holds only the
@@ -173,6 +175,11 @@ class Engine {
   void forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_t now_ns) const;
 
  private:
+  /// process() after the parse and the lookup hash (processBatch() computes both once).
+  Decision processParsed(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
+                         uint64_t now_ns, TcpPacket& pkt, const FlowKey& key,
+                         uint64_t hash) noexcept;
+
   struct Impl;
   EngineConfig config_;
   Counters counters_;

@@ -135,6 +135,11 @@ RstCheck checkRst(const Flow& f, Direction dir, const TcpPacket& pkt) noexcept {
   // The receiver's RCV.NXT is the highest ACK it sent; before any, the sender's next sequence.
   const uint32_t rcv_nxt = receiver.ack_seen ? receiver.last_ack : sender.td_end;
   if (seq == rcv_nxt || seq == sender.td_end) return RstCheck::kExact;
+  // The sequence number of the sender's own FIN, once the receiver may have acknowledged it:
+  // a closed socket answers a late segment with a RST carrying that segment's ack, which still
+  // points at the FIN if the segment left before the FIN arrived. Receivers accept RCV.NXT - 1
+  // after a FIN (RFC 5961 3.2 as Linux extends it, tcp_reset_check()); so must the middle.
+  if (sender.fin_seen && seq == sender.fin_end - 1) return RstCheck::kExact;
   const uint32_t lo = seqMin(rcv_nxt, sender.td_end);
   const uint32_t hi = seqMax(sender.td_maxend, seqMax(rcv_nxt, sender.td_end));
   return seqBetween(seq, lo, hi) ? RstCheck::kChallenge : RstCheck::kDrop;

@@ -380,6 +380,56 @@ TEST(Engine, ExactRstClosesTheFlow) {
   EXPECT_EQ(e.counters().rst_accepted, 1u);
 }
 
+// Golden case from a capture (iperf3's data connection through tandem, test_splice.sh's
+// sporadic rst_out_of_window drops): the backend sends its FIN (seq F), the client ACKs it
+// (ack F+1) while its data is still in flight; the backend's socket is closed, so every late data
+// segment is answered with a RST whose seq is that segment's ack: F for segments sent before the
+// client saw the FIN. The client is in CLOSE_WAIT and accepts RCV.NXT - 1 there (Linux
+// tcp_reset_check(), RFC 5961 3.2 extended "after a FIN"): the proxy must pass it, not drop it.
+TEST(Engine, RstAtTheSequenceOfAnAcknowledgedFinIsExact) {
+  Engine e(makeConfig(Addressing::kTransparent));
+  Conversation c(e);
+  c.establish();
+  ASSERT_EQ(c.clientSend(kAck | kPsh, 1000).d.verdict, Verdict::kAccept);
+  // Backend: FIN at bseq+1 (acks the 1000 bytes), the client ACKs the FIN.
+  auto fin = run(e, PacketBuilder().src(c.backend.toString()).dst(c.source.toString())
+                        .flags(kFin | kAck).seq(c.bseq + 1).ack(c.cseq + 1 + 1000).build());
+  ASSERT_EQ(fin.d.verdict, Verdict::kAccept);
+  auto ack = run(e, PacketBuilder().src(c.client).dst("10.0.0.100:80").flags(kAck | kPsh)
+                        .seq(c.cseq + 1 + 1000).ack(c.bseq + 2).payloadSize(1000).build());
+  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(stateOf(e), TcpState::kCloseWait);
+  // RST answering a segment that acknowledged only up to the FIN's own sequence number.
+  auto rst = run(e, PacketBuilder().src(c.backend.toString()).dst(c.source.toString())
+                        .flags(kRst).seq(c.bseq + 1).build());
+  EXPECT_EQ(rst.d.verdict, Verdict::kAccept) << dropReasonName(rst.d.reason);
+  EXPECT_EQ(stateOf(e), TcpState::kClose);
+  EXPECT_EQ(e.counters().rst_accepted, 1u);
+  // The same RST again after the flow closed (one per late segment): still passed.
+  auto again = run(e, PacketBuilder().src(c.backend.toString()).dst(c.source.toString())
+                          .flags(kRst).seq(c.bseq + 1).build());
+  EXPECT_EQ(again.d.verdict, Verdict::kAccept) << dropReasonName(again.d.reason);
+  EXPECT_EQ(e.counters().dropped(DropReason::kRstOutOfWindow), 0u);
+  // One further below is out of the window: a blind RST, still refused.
+  auto blind = run(e, PacketBuilder().src(c.backend.toString()).dst(c.source.toString())
+                          .flags(kRst).seq(c.bseq).build());
+  EXPECT_EQ(blind.d.reason, DropReason::kRstOutOfWindow);
+}
+
+// Before the FIN, RCV.NXT - 1 is not acceptable (no FIN sits there): refused as before.
+TEST(Engine, RstOneBelowRcvNxtWithoutFinIsRefused) {
+  Engine e(makeConfig(Addressing::kTransparent));
+  Conversation c(e);
+  c.establish();
+  ASSERT_EQ(c.backendSend(kAck | kPsh, 100).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(run(e, PacketBuilder().src(c.client).dst("10.0.0.100:80").flags(kAck)
+                       .seq(c.cseq + 1).ack(c.bseq + 101).build()).d.verdict, Verdict::kAccept);
+  auto rst = run(e, PacketBuilder().src(c.backend.toString()).dst(c.source.toString())
+                        .flags(kRst).seq(c.bseq + 100).build());
+  EXPECT_EQ(rst.d.reason, DropReason::kRstOutOfWindow);
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+}
+
 TEST(Engine, BackendRefusalRstAnsweringTheSyn) {
   Engine e(makeConfig(Addressing::kTransparent));
   Conversation c(e);
