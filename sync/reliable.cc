@@ -185,7 +185,11 @@ void ReliableReceiver::onFrame(const SeqBase& base, std::span<const Update> upda
     return;
   }
   if (!has_session_ || base.session > session_) {
-    if (has_session_) resync_needed_ = true;  // the sender restarted: it may have lost state
+    // The sender restarted: it may have lost state. Unless this node handed over cleanly and
+    // the new session starts at its beginning: then nothing can be missing.
+    const bool followed = follow_next_ && base.base <= 1;
+    follow_next_ = false;
+    if (has_session_ && !followed) resync_needed_ = true;
     ++counters_.new_session;
     for (Slot& s : slots_) s.present = false;
     buffered_ = 0;

@@ -13,6 +13,8 @@
 ///   peer was heard for miss_count intervals after start, when both are standby and it is the
 ///   better candidate (ready, then priority, then node id), or, with preempt on, when it is ready
 ///   and has a strictly higher priority than the active.
+///   A standby that is not ready (bulk resync in progress) and last heard an active peer waits
+///   twice that long: it would take over with part of the table only.
 /// - Every takeover increases the epoch past any epoch seen.
 /// - Two actives: the higher epoch wins, then the higher priority, then the higher node id; the
 ///   loser steps down (releases its addresses) on the first heartbeat it sees.
@@ -99,6 +101,7 @@ class RoleMachine {
   RoleOutput takeOver(const char* reason) noexcept;
   bool peerWinsActiveTie(uint32_t node_id, const Heartbeat& hb) const noexcept;
   bool betterStandbyThanPeer() const noexcept;
+  bool peerHeardWithin(uint64_t now_ns, uint64_t window_ns) const noexcept;
   void sendSoon(RoleOutput& out, uint64_t now_ns) noexcept;
 
   RolesConfig config_;

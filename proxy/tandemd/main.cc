@@ -287,6 +287,12 @@ int run(const DaemonConfig& config, Engine& engine) {
     logf(LogLevel::kError, "event_base_new failed");
     return kExitRuntime;
   }
+  // Two priorities: the pair's heartbeats and sync sockets (0) run before the data path's
+  // callbacks (1, the default of every other event) when both are ready (pair.cc).
+  if (event_base_priority_init(base.get(), 2) != 0) {
+    logf(LogLevel::kError, "event_base_priority_init failed");
+    return kExitRuntime;
+  }
   // Needed by splice services (originated SYNs, timers) and by the health layer (resets, re-splice
   // SYNs), so always open: tandemd runs with CAP_NET_RAW anyway (NFQUEUE needs CAP_NET_ADMIN).
   std::optional<RawSender> raw;

@@ -29,8 +29,18 @@ namespace {
 constexpr uint64_t kTickNs = 2'000'000;
 /// Updates taken from the reliable sender per poll() call.
 constexpr size_t kPollBatch = 256;
-/// Flows the bulk transfer queues per tick.
-constexpr size_t kBulkPerTick = 4096;
+/// Bulk transfers are paced by time, not by count, so that a large table never stalls the
+/// packets waiting behind the tick: flows are queued and sent in chunks of kBulkChunk until
+/// kBulkBudgetNs of the tick are used (at 2 ms ticks, at most half of the loop's time).
+constexpr size_t kBulkChunk = 256;
+constexpr uint64_t kBulkBudgetNs = 1'000'000;
+/// Sending the incremental stream is bounded the same way (one round of kPollBatch at least).
+constexpr uint64_t kSendBudgetNs = 1'000'000;
+/// Frames one read callback takes at most (the socket stays readable: the loop comes back).
+constexpr int kReadBatch = 256;
+/// Loop priorities (event_base_priority_init(base, 2) in main.cc): heartbeats, the role timer
+/// and the sync sockets run before the data path's callbacks whenever both are ready.
+constexpr int kPriorityHeartbeat = 0;
 /// Items one received frame can carry at most: 1400 bytes / 16-byte heartbeats.
 constexpr size_t kMaxRxItems = 128;
 
@@ -130,12 +140,18 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
 
   void open();
   void onTick() noexcept;
-  void onReadable() noexcept;
+  /// The role timer (high priority): heartbeats in, heartbeats out, takeover decisions.
+  void onRoleTick() noexcept;
+  /// Reads at most `max_frames` frames; true once the socket is empty.
+  bool onReadable(int max_frames = kReadBatch) noexcept;
+  void stopSyncingToDeadPeer(uint64_t now) noexcept;
+  void bulkStep() noexcept;
+  void timingMetrics(std::string& out) const;
   void handleRole(const sync::RoleOutput& out, uint64_t now) noexcept;
   void takeAddresses(uint64_t now) noexcept;
   void releaseAddresses() noexcept;
   void sendHeartbeat() noexcept;
-  void sendUpdates(uint64_t now) noexcept;
+  void sendUpdates(uint64_t now, uint64_t budget_ns = kSendBudgetNs) noexcept;
   void sendAck() noexcept;
   void sendBulkRequest(const sync::BulkRequest& r) noexcept;
   bool seal(sync::FrameWriter& w) noexcept;
@@ -192,7 +208,24 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   std::unique_ptr<VmacTakeover> vmac;  ///< sync.takeover = vmac: replaces addresses and GARP
 
   event* timer_ev = nullptr;
+  event* role_ev = nullptr;
   event* read_ev = nullptr;
+  // Loop timing as the heartbeats see it (tandem_pair_loop_* and tandem_pair_heartbeat_*).
+  struct Timing {
+    uint64_t role_tick_prev_ns = 0;
+    uint64_t role_tick_late_max_ns = 0;  ///< role timer run this late (the loop was busy)
+    uint64_t hb_sent_prev_ns = 0;
+    uint64_t hb_tx_gap_max_ns = 0;       ///< largest interval between two heartbeats sent
+    std::array<uint64_t, sync::kPathCount> hb_rx_prev_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_rx_gap_max_ns{};  ///< peer heartbeats received
+    std::array<uint64_t, sync::kPathCount> hb_rx_late{};  ///< gaps over twice the interval
+    uint64_t data_tick_max_ns = 0;  ///< longest data tick (checkpoints, bulk, resends)
+    uint64_t read_max_ns = 0;       ///< longest sync read callback
+    uint64_t verdict_reads = 0;     ///< extra reads before declaring the peer dead
+  } timing;
+  RateLimit late_warn{10'000'000'000ull, 3};
+  bool peer_dropped = false;  ///< the active stopped syncing to a silent peer
+  uint64_t dead_peer_drops = 0;
   std::vector<uint8_t> tx;
   std::vector<uint8_t> rx = std::vector<uint8_t>(65536);
   std::vector<sync::Update> polled;
@@ -349,17 +382,27 @@ bool PairController::Impl::seal(sync::FrameWriter& w) noexcept {
   }
   const std::span<uint8_t> f = w.frame();
   // Errors are counted by the channel (and rate-limit logged there); reliability resends.
+  // (Heartbeat frames are timed in sendHeartbeat().)
   (void)channel.send(std::span<const uint8_t>(f.data(), f.size()));
   ++counters.frames_sent;
   return true;
 }
 
 void PairController::Impl::sendHeartbeat() noexcept {
+  const uint64_t now = monotonicNs();
+  if (timing.hb_sent_prev_ns != 0) {
+    timing.hb_tx_gap_max_ns = std::max(timing.hb_tx_gap_max_ns, now - timing.hb_sent_prev_ns);
+  }
+  timing.hb_sent_prev_ns = now;
   sync::FrameWriter w(tx);
   const size_t flows = engine.activeFlows();
   const sync::Heartbeat hb =
       roles.heartbeat(flows > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(flows));
-  if (w.add(hb)) seal(w);
+  bool ok = w.add(hb);
+  // The active's heartbeats carry its update session: a standby learns of a new session (this
+  // node stopped syncing to it while it was silent, or took over) without waiting for an update.
+  if (ok && roles.role() == sync::Role::kActive) ok = w.add(sender.base());
+  if (ok) seal(w);
   sendFrontHeartbeat(hb);
 }
 
@@ -376,8 +419,10 @@ void PairController::Impl::sendBulkRequest(const sync::BulkRequest& r) noexcept 
   if (w.add(r)) seal(w);
 }
 
-void PairController::Impl::sendUpdates(uint64_t now) noexcept {
+void PairController::Impl::sendUpdates(uint64_t now, uint64_t budget_ns) noexcept {
+  const uint64_t deadline = monotonicNs() + budget_ns;
   for (int round = 0; round < 16; ++round) {
+    if (round > 0 && monotonicNs() >= deadline) return;  // the rest goes at the next tick
     polled.clear();
     size_t n = 0;
     try {
@@ -499,18 +544,86 @@ void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now)
   if (out.send_heartbeat) sendHeartbeat();
 }
 
-void PairController::Impl::onTick() noexcept {
+void PairController::Impl::onRoleTick() noexcept {
+  uint64_t now = monotonicNs();
+  if (timing.role_tick_prev_ns != 0 && now - timing.role_tick_prev_ns > kTickNs) {
+    timing.role_tick_late_max_ns =
+        std::max(timing.role_tick_late_max_ns, now - timing.role_tick_prev_ns - kTickNs);
+  }
+  timing.role_tick_prev_ns = now;
   // Frames already queued are applied before the role timer can decide a takeover, so every
   // update that reached this node is in the table before the addresses come up.
-  onReadable();
-  const uint64_t now = monotonicNs();
+  bool empty = onReadable();
+  if (front) onFrontReadable();
+  now = monotonicNs();
+  // Never declare the peer dead while its frames wait unread in our socket (a bulk or a burst
+  // of checkpoints ahead of its heartbeat): read on until the socket is empty, or the peer is
+  // heard again.
+  for (int i = 0; i < 64 && !empty && roles.role() == sync::Role::kStandby &&
+                  !roles.peerAlive(now);
+       ++i) {
+    ++timing.verdict_reads;
+    empty = onReadable();
+    now = monotonicNs();
+  }
   handleRole(roles.tick(now), now);
   watchPaths(now);
+}
+
+void PairController::Impl::stopSyncingToDeadPeer(uint64_t now) noexcept {
+  // Nobody acknowledges what we queue, so it would be resent every resend interval into a
+  // closed port and, when the peer returns, flood its socket ahead of our heartbeats. The peer
+  // learns of the new session from our next frame and bulk-resyncs; nothing is kept meanwhile.
+  if (!peer_dropped) {
+    peer_dropped = true;
+    ++dead_peer_drops;
+    bulk_sender.cancel();
+    uint64_t session = now;
+    try {
+      session = realtimeNs();
+    } catch (const std::system_error&) {
+    }
+    if (session <= sender.session()) session = sender.session() + 1;
+    if (!sender.idle() && roles.peerSeen()) {
+      logf(LogLevel::kWarn,
+           "pair: peer silent: dropping %zu queued checkpoints (it bulk-resyncs when it returns)",
+           sender.pending());
+    }
+    sender.reset(session);
+  }
+  // Changes are still taken from the engine (bounded tracking), and go nowhere.
+  const bool complete = engine.drainChanges([](const FlowKey&) {}, [&](const Flow& f) {
+    if (!f.sync_pending) return;
+    (void)engine.markSynced(FlowKey{f.client_addr, f.vip_addr, f.client_port, f.vip_port});
+  });
+  (void)complete;
+}
+
+void PairController::Impl::bulkStep() noexcept {
+  if (!bulk_sender.active()) return;
+  const uint64_t start = monotonicNs();
+  now_for_source = start;
+  uint64_t now = start;
+  while (bulk_sender.active() && now - start < kBulkBudgetNs) {
+    const size_t n = bulk_sender.step(*this, sender, kBulkChunk);
+    sendUpdates(now, 0);  // one round: what was just queued (and due resends)
+    if (n < kBulkChunk) break;  // the queue is full (waiting for acks) or the table ended
+    now = monotonicNs();
+  }
+}
+
+void PairController::Impl::onTick() noexcept {
+  const uint64_t start = monotonicNs();
+  const uint64_t now = start;
   if (vmac) vmac->tick(now);
   if (roles.role() == sync::Role::kActive) {
-    drainToSender(now);
-    now_for_source = now;
-    (void)bulk_sender.step(*this, sender, kBulkPerTick);
+    if (!roles.peerAlive(now)) {
+      stopSyncingToDeadPeer(now);
+    } else {
+      peer_dropped = false;
+      drainToSender(now);
+      bulkStep();
+    }
     sendUpdates(now);
     updateDeferral(now);
     garpTick(now);
@@ -529,6 +642,7 @@ void PairController::Impl::onTick() noexcept {
     }
   }
   if (receiver.ackDue()) sendAck();
+  timing.data_tick_max_ns = std::max(timing.data_tick_max_ns, monotonicNs() - start);
 }
 
 // ---- Heartbeat paths ----
@@ -548,7 +662,10 @@ void PairController::Impl::registerFront() {
       base, front->fd(), EV_READ | EV_PERSIST,
       [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onFrontReadable(); },
       this);
-  if (front_ev == nullptr || event_add(front_ev, nullptr) != 0) {
+  if (front_ev == nullptr ||
+      (event_base_get_npriorities(base) > 1 &&
+       event_priority_set(front_ev, kPriorityHeartbeat) != 0) ||
+      event_add(front_ev, nullptr) != 0) {
     throw std::runtime_error("pair: cannot add the front heartbeat socket to the loop");
   }
 }
@@ -603,7 +720,29 @@ void PairController::Impl::onFrontReadable() noexcept {
 
 void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
                                             const sync::Heartbeat& hb, uint64_t now) noexcept {
-  ++heartbeats_rx[static_cast<size_t>(path)];
+  const size_t pi = static_cast<size_t>(path);
+  ++heartbeats_rx[pi];
+  // The gap since the previous heartbeat on this path: sender's lateness + network + ours.
+  // A gap over 10 s is a peer that was gone (restart), not lateness.
+  if (timing.hb_rx_prev_ns[pi] != 0 && now - timing.hb_rx_prev_ns[pi] < 10'000'000'000ull) {
+    const uint64_t gap = now - timing.hb_rx_prev_ns[pi];
+    timing.hb_rx_gap_max_ns[pi] = std::max(timing.hb_rx_gap_max_ns[pi], gap);
+    if (gap > 2 * config.heartbeat_interval_ns) {
+      ++timing.hb_rx_late[pi];
+      if (late_warn.allow(now)) {
+        logf(LogLevel::kWarn,
+             "pair: peer heartbeat on the %s path %.1f ms after the previous one (interval %.1f "
+             "ms; our role timer late by up to %.1f ms, longest sync read %.1f ms, data tick "
+             "%.1f ms)",
+             path == sync::Path::kSync ? "sync" : "front", static_cast<double>(gap) / 1e6,
+             static_cast<double>(config.heartbeat_interval_ns) / 1e6,
+             static_cast<double>(timing.role_tick_late_max_ns) / 1e6,
+             static_cast<double>(timing.read_max_ns) / 1e6,
+             static_cast<double>(timing.data_tick_max_ns) / 1e6);
+      }
+    }
+  }
+  timing.hb_rx_prev_ns[pi] = now;
   if (vmac) vmac->onPeerHeartbeat(now);  // the peer was alive now, on either path
   const bool was_active = roles.role() == sync::Role::kActive;
   const sync::RoleOutput out = roles.onHeartbeat(path, node_id, hb, now);
@@ -754,19 +893,20 @@ void PairController::Impl::updateDeferral(uint64_t now) noexcept {
   if (deferring) pollDeferred(now);
 }
 
-void PairController::Impl::onReadable() noexcept {
-  for (int n = 0; n < 1024; ++n) {
+bool PairController::Impl::onReadable(int max_frames) noexcept {
+  const uint64_t start = monotonicNs();
+  bool empty = false;
+  for (int n = 0; n < max_frames; ++n) {
     Datagram d;
     const int err = channel.recv(std::span<uint8_t>(rx.data(), rx.size()), d);
     if (err == EAGAIN || err == EWOULDBLOCK) {
-      // Acknowledge what arrived at once, not at the next tick: the active may be holding a
-      // SYN-ACK for it (deferral).
-      if (roles.role() != sync::Role::kActive && receiver.ackDue()) sendAck();
-      return;
+      empty = true;
+      break;
     }
     if (err != 0) {
       if (err == EMSGSIZE || err == EINTR) continue;
-      return;  // counted by the channel
+      empty = true;
+      break;  // counted by the channel
     }
     const uint64_t now = monotonicNs();
     frame.clear();
@@ -799,6 +939,11 @@ void PairController::Impl::onReadable() noexcept {
       onPeerHeartbeat(sync::Path::kSync, r.header.node_id, hb, now);
     }
   }
+  // Acknowledge what arrived at once, not at the next tick: the active may be holding a
+  // SYN-ACK for it (deferral).
+  if (roles.role() != sync::Role::kActive && receiver.ackDue()) sendAck();
+  timing.read_max_ns = std::max(timing.read_max_ns, monotonicNs() - start);
+  return empty;
 }
 
 PairController::PairController(event_base* base, Engine& engine, const SyncConfig& config)
@@ -808,12 +953,23 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
   self->timer_ev = event_new(
       base, -1, EV_PERSIST,
       [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onTick(); }, self);
+  self->role_ev = event_new(
+      base, -1, EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onRoleTick(); }, self);
   self->read_ev = event_new(
       base, self->channel.fd(), EV_READ | EV_PERSIST,
-      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onReadable(); }, self);
+      [](evutil_socket_t, short, void* arg) { (void)static_cast<Impl*>(arg)->onReadable(); },
+      self);
   const timeval tick{0, static_cast<suseconds_t>(kTickNs / 1000)};
-  if (self->timer_ev == nullptr || self->read_ev == nullptr ||
-      event_add(self->timer_ev, &tick) != 0 || event_add(self->read_ev, nullptr) != 0) {
+  // Heartbeats and the sync socket first: with the base's priorities set up (main.cc), a busy
+  // data path (NFQUEUE batches, checkpoints, bulk steps) cannot delay them by more than the one
+  // callback already running. Without priorities (a base set up elsewhere), this is a no-op.
+  if (self->timer_ev == nullptr || self->read_ev == nullptr || self->role_ev == nullptr ||
+      (event_base_get_npriorities(base) > 1 &&
+       (event_priority_set(self->role_ev, kPriorityHeartbeat) != 0 ||
+        event_priority_set(self->read_ev, kPriorityHeartbeat) != 0)) ||
+      event_add(self->timer_ev, &tick) != 0 || event_add(self->role_ev, &tick) != 0 ||
+      event_add(self->read_ev, nullptr) != 0) {
     throw std::runtime_error("pair: cannot add the sync events to the loop");
   }
   self->registerFront();
@@ -827,6 +983,7 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
 
 PairController::~PairController() {
   if (impl_->timer_ev != nullptr) event_free(impl_->timer_ev);
+  if (impl_->role_ev != nullptr) event_free(impl_->role_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
   if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
 }
@@ -958,13 +1115,58 @@ std::string PairController::metricsText() const {
       {"tandem_pair_deferred_acked_total", p.deferred.counters().acked},
       {"tandem_pair_deferred_timeouts_total", p.deferred.counters().timed_out},
       {"tandem_pair_deferred_abandoned_total", p.deferred.counters().abandoned},
+      {"tandem_pair_dead_peer_drops_total", p.dead_peer_drops},
   };
   for (const auto& [name, value] : counters) {
     family(name, "counter", "See proxy/tandemd/pair.h.");
     sample(name, value);
   }
+  p.timingMetrics(out);
   if (p.vmac) out += p.vmac->metricsText();
   return out;
+}
+
+void PairController::Impl::timingMetrics(std::string& out) const {
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  auto us = [](uint64_t ns) { return std::to_string(ns / 1000); };
+  out +=
+      "# HELP tandem_pair_heartbeat_rx_gap_max_microseconds Largest interval between two peer "
+      "heartbeats received on a path (gaps over 10 s, a peer restart, excluded).\n"
+      "# TYPE tandem_pair_heartbeat_rx_gap_max_microseconds gauge\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_gap_max_microseconds{path=\"") + kNames[i] +
+           "\"} " + us(timing.hb_rx_gap_max_ns[i]) + "\n";
+  }
+  out +=
+      "# HELP tandem_pair_heartbeat_rx_late_total Peer heartbeats received more than two "
+      "intervals after the previous one on the same path.\n"
+      "# TYPE tandem_pair_heartbeat_rx_late_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_late_total{path=\"") + kNames[i] + "\"} " +
+           std::to_string(timing.hb_rx_late[i]) + "\n";
+  }
+  out +=
+      "# HELP tandem_pair_heartbeat_tx_gap_max_microseconds Largest interval between two "
+      "heartbeats this node sent.\n"
+      "# TYPE tandem_pair_heartbeat_tx_gap_max_microseconds gauge\n"
+      "tandem_pair_heartbeat_tx_gap_max_microseconds " + us(timing.hb_tx_gap_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_loop_lateness_max_microseconds How late the role timer ran at worst "
+      "(the event loop was busy, or the process was not scheduled).\n"
+      "# TYPE tandem_pair_loop_lateness_max_microseconds gauge\n"
+      "tandem_pair_loop_lateness_max_microseconds " + us(timing.role_tick_late_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_callback_max_microseconds Longest run of the pair's loop callbacks.\n"
+      "# TYPE tandem_pair_callback_max_microseconds gauge\n"
+      "tandem_pair_callback_max_microseconds{callback=\"data_tick\"} " +
+      us(timing.data_tick_max_ns) + "\n"
+      "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
+      us(timing.read_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_verdict_reads_total Extra reads of the sync socket before the peer "
+      "could be declared dead (its frames were still waiting).\n"
+      "# TYPE tandem_pair_verdict_reads_total counter\n"
+      "tandem_pair_verdict_reads_total " + std::to_string(timing.verdict_reads) + "\n";
 }
 
 std::string PairController::Impl::statusExtras() const {
@@ -1133,8 +1335,14 @@ void PairController::Impl::switchoverPhase() {
         return;
       }
       switchover.flushed = sender.counters().queued - switchover.queued_at_start;
-      // Withdraws the group, starts the bulk resync from the peer, sends the handover heartbeat.
+      // Withdraws the group and sends the handover heartbeat.
       handleRole(out, now);
+      // Every change was flushed and acknowledged with the data path held, so this node's
+      // table is the peer's: it stays ready and follows the new active's update stream from
+      // its first message, instead of a bulk resync that would stall the new active's loop.
+      bulk_receiver.markComplete();
+      roles.setReady(true);
+      receiver.followNextSession();
       resumeDataPath();
       switchover.phase = Switchover::Phase::kHandedOver;
       switchover.handed_over_ns = now;
@@ -1154,7 +1362,7 @@ void PairController::Impl::switchoverPhase() {
       } else if (!roles.handingOver() && roles.peer().role == sync::Role::kActive) {
         finishSwitchover(200, "switchover complete: node " + std::to_string(roles.peerNodeId()) +
                                   " is active (epoch " + std::to_string(roles.peer().epoch) +
-                                  "), this node is standby and resyncing (" + held + ")");
+                                  "), this node is standby and follows its updates (" + held + ")");
       } else if (now - switchover.handed_over_ns >= kSwitchoverTakeoverTimeoutNs) {
         finishSwitchover(504, "switchover: handed over, but node " +
                                   std::to_string(roles.peerNodeId()) + " was not heard active "

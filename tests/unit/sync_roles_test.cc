@@ -39,6 +39,7 @@ TEST(SyncRoles, AloneAtStartTakesOverAfterTheDeadInterval) {
 
 TEST(SyncRoles, PeerIsDeadOnlyWhenBothPathsAreSilent) {
   RoleMachine m(cfg(1), 0);
+  m.setReady(true);
   m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
   m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 0);
   // The sync path goes silent; the front path keeps going.
@@ -55,6 +56,29 @@ TEST(SyncRoles, PeerIsDeadOnlyWhenBothPathsAreSilent) {
   EXPECT_EQ(o.to, Role::kActive);
   EXPECT_STREQ(o.reason, "peer heartbeats lost on both paths");
   EXPECT_EQ(m.epoch(), 5u);
+}
+
+TEST(SyncRoles, StandbyNotReadyWaitsTwiceTheDeadIntervalForAnActivePeer) {
+  RoleMachine m(cfg(1), 0);  // not ready: its bulk resync has not completed
+  m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  // A lapse of the dead interval (30 ms) does not make it take over with a partial table.
+  EXPECT_FALSE(m.tick(30 * kMs).changed);
+  EXPECT_FALSE(m.peerAlive(30 * kMs));
+  EXPECT_FALSE(m.tick(59 * kMs).changed);
+  // The active is heard again: the lapse is forgotten.
+  m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 59 * kMs);
+  EXPECT_FALSE(m.tick(118 * kMs).changed);
+  // Silent for twice the dead interval: it is dead after all.
+  const RoleOutput o = m.tick(119 * kMs);
+  EXPECT_EQ(o.to, Role::kActive);
+  EXPECT_STREQ(o.reason, "peer heartbeats lost on both paths");
+
+  // A ready standby takes over after the dead interval itself.
+  RoleMachine r(cfg(1), 0);
+  r.setReady(true);
+  r.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  EXPECT_FALSE(r.tick(29 * kMs).changed);
+  EXPECT_EQ(r.tick(30 * kMs).to, Role::kActive);
 }
 
 struct TwoActives {
