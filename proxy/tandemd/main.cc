@@ -6,9 +6,11 @@
 /// Exit codes: 0 success, 1 runtime failure (kernel, rules, sockets), 2 configuration error.
 
 #include <event2/event.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -474,6 +476,19 @@ int main(int argc, char** argv) {
     return 0;
   }
   setLogLevel(config.log_level);
+  if (config.realtime_priority > 0) {
+    sched_param sp{};
+    sp.sched_priority = static_cast<int>(config.realtime_priority);
+    if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0) {
+      const int err = errno;
+      logf(LogLevel::kError,
+           "daemon.realtime_priority = %u: sched_setscheduler(SCHED_FIFO) refused: %s (needs "
+           "CAP_SYS_NICE or RLIMIT_RTPRIO, and realtime time in this cgroup: cpu.rt_runtime_us)",
+           config.realtime_priority, std::strerror(err));
+      return kExitRuntime;
+    }
+    logf(LogLevel::kInfo, "running under SCHED_FIFO priority %u", config.realtime_priority);
+  }
   try {
     return run(config, *engine);
   } catch (const std::exception& e) {
