@@ -105,6 +105,14 @@ RoleOutput RoleMachine::onHeartbeat(Path path, uint32_t node_id, const Heartbeat
   const size_t p = static_cast<size_t>(path);
   heard_[p] = true;
   last_heard_ns_[p] = now_ns;
+  // A non-active heartbeat older than the peer's last active one: sent before the peer took
+  // over, overtaken on the other path (the paths reorder freely). It proves the peer alive but
+  // says nothing current: acting on it ("both standby") would make a second active.
+  if (peer_seen_ && peer_node_ == node_id && role_ != Role::kActive &&
+      hb.role != Role::kActive && peer_.role == Role::kActive && hb.epoch < peer_.epoch) {
+    ++stale_heartbeats_;
+    return out;
+  }
   peer_seen_ = true;
   peer_node_ = node_id;
   peer_ = hb;

@@ -15,7 +15,8 @@
 ///   and has a strictly higher priority than the active.
 ///   A standby that is not ready (bulk resync in progress) and last heard an active peer waits
 ///   twice that long: it would take over with part of the table only.
-/// - Every takeover increases the epoch past any epoch seen.
+/// - Every takeover increases the epoch past any epoch seen. A non-active heartbeat with an
+///   epoch below the peer's last active one was overtaken on the other path: ignored.
 /// - Two actives: the higher epoch wins, then the higher priority, then the higher node id; the
 ///   loser steps down (releases its addresses) on the first heartbeat it sees.
 /// - An admin switchover on the active hands over to a live, ready standby: the active becomes
@@ -87,6 +88,8 @@ class RoleMachine {
   uint32_t epoch() const noexcept { return epoch_; }
   bool ready() const noexcept { return ready_; }
   bool peerSeen() const noexcept { return peer_seen_; }
+  /// Heartbeats ignored as overtaken: a non-active one older than the peer's last active one.
+  uint64_t staleHeartbeats() const noexcept { return stale_heartbeats_; }
   bool peerAlive(uint64_t now_ns) const noexcept;
   bool pathAlive(Path p, uint64_t now_ns) const noexcept;
   const Heartbeat& peer() const noexcept { return peer_; }
@@ -118,6 +121,7 @@ class RoleMachine {
   Heartbeat peer_;
   std::array<uint64_t, kPathCount> last_heard_ns_{};
   std::array<bool, kPathCount> heard_{};
+  uint64_t stale_heartbeats_ = 0;
 };
 
 }  // namespace tandem::sync

@@ -709,6 +709,7 @@ std::string PairController::metricsText() const {
       {"tandem_pair_deferred_timeouts_total", p.deferred.counters().timed_out},
       {"tandem_pair_deferred_abandoned_total", p.deferred.counters().abandoned},
       {"tandem_pair_dead_peer_drops_total", p.dead_peer_drops},
+      {"tandem_pair_stale_heartbeats_total", p.roles.staleHeartbeats()},
   };
   for (const auto& [name, value] : counters) {
     family(name, "counter", "See proxy/tandemd/pair.h.");

@@ -81,6 +81,26 @@ TEST(SyncRoles, StandbyNotReadyWaitsTwiceTheDeadIntervalForAnActivePeer) {
   EXPECT_EQ(r.tick(30 * kMs).to, Role::kActive);
 }
 
+TEST(SyncRoles, AnOvertakenStandbyHeartbeatFromTheOtherPathIsIgnored) {
+  // A was active (epoch 1); B took over (epoch 2) and A stepped down. Then B's standby
+  // heartbeat of before its takeover arrives late on the front path: A must not see "both
+  // standby" and take over again.
+  RoleMachine a(cfg(1, 200), 0);
+  a.setReady(true);
+  a.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 2), 5 * kMs);
+  EXPECT_EQ(a.role(), Role::kStandby);
+  const RoleOutput o = a.onHeartbeat(Path::kFront, 2, hb(Role::kStandby, 1), 6 * kMs);
+  EXPECT_FALSE(o.changed);
+  EXPECT_EQ(a.role(), Role::kStandby);
+  EXPECT_EQ(a.peer().role, Role::kActive);
+  EXPECT_EQ(a.staleHeartbeats(), 1u);
+  EXPECT_TRUE(a.peerAlive(6 * kMs));
+  // A current standby heartbeat (the peer handed over at its own epoch) is acted on.
+  const RoleOutput h = a.onHeartbeat(Path::kSync, 2, hb(Role::kStandby, 2, 100, true, true),
+                                     7 * kMs);
+  EXPECT_EQ(h.to, Role::kActive);
+}
+
 struct TwoActives {
   const char* description;
   uint32_t my_epoch;
