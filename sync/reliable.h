@@ -160,6 +160,8 @@ class ReliableReceiver {
   /// message without raising resyncNeeded(), provided that session starts at seq 1 (nothing of
   /// it was given up on before it reached us).
   void followNextSession() noexcept { follow_next_ = true; }
+  /// Withdraws followNextSession() (the handover failed, or the table is being resynced).
+  void cancelFollow() noexcept { follow_next_ = false; }
   bool hasSession() const noexcept { return has_session_; }
   uint64_t expected() const noexcept { return expected_; }
   const Counters& counters() const noexcept { return counters_; }

@@ -43,6 +43,7 @@ void PairController::Impl::open() {
 
 void PairController::Impl::startBulk(uint64_t now) noexcept {
   roles.setReady(false);
+  receiver.cancelFollow();
   // A request id the active has not seen: it ignores repeats of its last one.
   uint64_t rt = 0;
   try {
@@ -251,6 +252,7 @@ void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now)
     engine.setStandby(out.to != sync::Role::kActive, now);
     if (out.to == sync::Role::kActive) {
       ++counters.takeovers;
+      receiver.cancelFollow();  // a handover that did not complete: nothing to follow
       // A new session: the peer's receiver follows it, and requests a bulk if it needs one.
       uint64_t session = now;
       try {

@@ -344,6 +344,12 @@ TEST(SyncReliable, AFollowedSessionNeedsNoResyncUnlessItStartedWithoutUs) {
   r.onFrame(SeqBase{400, 1}, {});
   EXPECT_TRUE(r.resyncNeeded());
   r.clearResyncNeeded();
+  // Withdrawn (the handover failed): the next session is a restart again.
+  r.followNextSession();
+  r.cancelFollow();
+  r.onFrame(SeqBase{450, 1}, {});
+  EXPECT_TRUE(r.resyncNeeded());
+  r.clearResyncNeeded();
   // A followed session whose base moved on already (messages given up on): resync.
   r.followNextSession();
   r.onFrame(SeqBase{500, 7}, {});
