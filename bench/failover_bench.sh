@@ -11,6 +11,8 @@
 # Systems (one fresh topology per trial):
 #   tandem-HB   two tandemd with [sync], heartbeat_interval HB ms (10, 50, 100), miss_count
 #               HB_MISS (default 3, like VRRP's 3 adverts + skew); tandem-HBxM: miss_count M.
+#               Heartbeats on both paths: the sync link (back network) and, unless
+#               FRONT_HB=0, the front network (sync.front_bind / front_peer).
 #               Suffix rt (tandem-10rt, tandem-10x5rt): tandemd under chrt -r 50, like
 #               keepalived's realtime VRRP process. Crash: SIGKILL of the active tandemd, then
 #               its links down.
@@ -79,6 +81,7 @@ if [ "$QUICK" -eq 1 ]; then
   BULK_REPEAT=${BULK_REPEAT:-1}
 fi
 HB_MISS=${HB_MISS:-3}
+FRONT_HB=${FRONT_HB:-1}
 HELD=${HELD:-20}
 STREAM_RATE=${STREAM_RATE:-4194304}
 CRASH_AT=${CRASH_AT:-1.5}
@@ -188,7 +191,13 @@ tandem_pair() {
   for f in a b; do
     local node=1 prio=200 bind=$A_BACK peer=$B_BACK
     [ "$f" = b ] && node=2 prio=100 bind=$B_BACK peer=$A_BACK
-    pair_config "$TDM_TMP/$f.conf" "$node" "$prio" "$bind" "$peer"
+    if [ "$FRONT_HB" = 1 ]; then
+      local fb=$A_FRONT fp=$B_FRONT
+      [ "$f" = b ] && fb=$B_FRONT fp=$A_FRONT
+      pair_config "$TDM_TMP/$f.conf" "$node" "$prio" "$bind" "$peer" "$fb" "$fp"
+    else
+      pair_config "$TDM_TMP/$f.conf" "$node" "$prio" "$bind" "$peer"
+    fi
     if [ -n "$timeouts" ]; then
       sed -i "s/^established = .*/&\n$timeouts/" "$TDM_TMP/$f.conf"
     fi
@@ -687,7 +696,7 @@ T_END=$(date +%s)
 
 {
   echo "Command: \`$BENCH_CMDLINE\` ($(date -u -d "@$T_START" '+%Y-%m-%d %H:%M UTC'), $((T_END - T_START)) s)."
-  echo "Settings: rounds $ROUNDS, HB_MISS=$HB_MISS HELD=$HELD STREAM_RATE=$STREAM_RATE CRASH_AT=$CRASH_AT AFTER=$AFTER SYNC_SECONDS=$SYNC_SECONDS."
+  echo "Settings: rounds $ROUNDS, HB_MISS=$HB_MISS FRONT_HB=$FRONT_HB HELD=$HELD STREAM_RATE=$STREAM_RATE CRASH_AT=$CRASH_AT AFTER=$AFTER SYNC_SECONDS=$SYNC_SECONDS."
   echo "Kernel $(uname -r), $(nproc) vCPU; $(keepalived -v 2>&1 | head -n 1); $(conntrackd -v 2>&1 | head -n 1); $BINARIES."
   echo
   python3 "$ROOT/bench/failover/analyze.py" "$RUN_DIR"

@@ -87,6 +87,11 @@ class BulkReceiver {
   /// current request: ready() is now true.
   bool onBulkEnd(uint32_t request_id, uint32_t flows) noexcept;
 
+  /// The table is known complete without a transfer (a clean planned handover): stop asking.
+  void markComplete() noexcept {
+    waiting_ = false;
+    ready_ = true;
+  }
   bool ready() const noexcept { return ready_; }
   bool waiting() const noexcept { return waiting_; }
   uint32_t lastFlows() const noexcept { return last_flows_; }

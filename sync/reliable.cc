@@ -184,8 +184,16 @@ void ReliableReceiver::onFrame(const SeqBase& base, std::span<const Update> upda
     ++counters_.stale_session;
     return;
   }
+  // The active's heartbeats carry its {session, base} without updates: acknowledge those only
+  // when they change something (a new session), not every heartbeat.
+  if (!updates.empty()) ack_due_ = true;
   if (!has_session_ || base.session > session_) {
-    if (has_session_) resync_needed_ = true;  // the sender restarted: it may have lost state
+    ack_due_ = true;
+    // The sender restarted: it may have lost state. Unless this node handed over cleanly and
+    // the new session starts at its beginning: then nothing can be missing.
+    const bool followed = follow_next_ && base.base <= 1;
+    follow_next_ = false;
+    if (has_session_ && !followed) resync_needed_ = true;
     ++counters_.new_session;
     for (Slot& s : slots_) s.present = false;
     buffered_ = 0;
@@ -193,8 +201,8 @@ void ReliableReceiver::onFrame(const SeqBase& base, std::span<const Update> upda
     session_ = base.session;
     expected_ = std::max<uint64_t>(base.base, 1);
   }
-  ack_due_ = true;
   if (base.base > expected_) {
+    ack_due_ = true;
     // The sender no longer holds [expected_, base): deliver what we buffered of it, in order,
     // and count the rest as lost.
     const uint64_t end = std::min<uint64_t>(base.base, expected_ + slots_.size());

@@ -155,6 +155,13 @@ class ReliableReceiver {
   /// A message was lost for good or the sender restarted: the table may miss updates.
   bool resyncNeeded() const noexcept { return resync_needed_; }
   void clearResyncNeeded() noexcept { resync_needed_ = false; }
+  /// After a planned handover whose every update was acknowledged, this node's table equals the
+  /// new active's: the next session it hears (the new active's) is followed from its first
+  /// message without raising resyncNeeded(), provided that session starts at seq 1 (nothing of
+  /// it was given up on before it reached us).
+  void followNextSession() noexcept { follow_next_ = true; }
+  /// Withdraws followNextSession() (the handover failed, or the table is being resynced).
+  void cancelFollow() noexcept { follow_next_ = false; }
   bool hasSession() const noexcept { return has_session_; }
   uint64_t expected() const noexcept { return expected_; }
   const Counters& counters() const noexcept { return counters_; }
@@ -176,6 +183,7 @@ class ReliableReceiver {
   uint64_t expected_ = 0;    ///< next seq to deliver
   bool ack_due_ = false;
   bool resync_needed_ = false;
+  bool follow_next_ = false;  ///< followNextSession(): adopt the next session without a resync
   Counters counters_;
 };
 

@@ -22,6 +22,13 @@ bool RoleMachine::pathAlive(Path p, uint64_t now_ns) const noexcept {
   return heard_[i] && now_ns - last_heard_ns_[i] < deadIntervalNs();
 }
 
+bool RoleMachine::peerHeardWithin(uint64_t now_ns, uint64_t window_ns) const noexcept {
+  for (size_t i = 0; i < kPathCount; ++i) {
+    if (heard_[i] && now_ns - last_heard_ns_[i] < window_ns) return true;
+  }
+  return false;
+}
+
 bool RoleMachine::peerAlive(uint64_t now_ns) const noexcept {
   return pathAlive(Path::kSync, now_ns) || pathAlive(Path::kFront, now_ns);
 }
@@ -98,6 +105,14 @@ RoleOutput RoleMachine::onHeartbeat(Path path, uint32_t node_id, const Heartbeat
   const size_t p = static_cast<size_t>(path);
   heard_[p] = true;
   last_heard_ns_[p] = now_ns;
+  // A non-active heartbeat older than the peer's last active one: sent before the peer took
+  // over, overtaken on the other path (the paths reorder freely). It proves the peer alive but
+  // says nothing current: acting on it ("both standby") would make a second active.
+  if (peer_seen_ && peer_node_ == node_id && role_ != Role::kActive &&
+      hb.role != Role::kActive && peer_.role == Role::kActive && hb.epoch < peer_.epoch) {
+    ++stale_heartbeats_;
+    return out;
+  }
   peer_seen_ = true;
   peer_node_ = node_id;
   peer_ = hb;
@@ -145,7 +160,12 @@ RoleOutput RoleMachine::onHeartbeat(Path path, uint32_t node_id, const Heartbeat
 
 RoleOutput RoleMachine::tick(uint64_t now_ns) noexcept {
   RoleOutput out;
-  if (role_ == Role::kStandby && !peerAlive(now_ns) && !handover_ &&
+  // A standby still resyncing holds only part of the table: a takeover would lose the rest,
+  // and a lapse that short is more likely a loaded loop or a flooded socket than a dead active.
+  // It waits twice the dead interval while the last peer it heard was active.
+  const bool patient = !ready_ && peer_seen_ && peer_.role == Role::kActive &&
+                       peerHeardWithin(now_ns, 2 * deadIntervalNs());
+  if (role_ == Role::kStandby && !peerAlive(now_ns) && !handover_ && !patient &&
       now_ns - started_ns_ >= deadIntervalNs()) {
     out = takeOver(peer_seen_ ? "peer heartbeats lost on both paths"
                               : "no peer heard since start");

@@ -13,7 +13,10 @@
 ///   peer was heard for miss_count intervals after start, when both are standby and it is the
 ///   better candidate (ready, then priority, then node id), or, with preempt on, when it is ready
 ///   and has a strictly higher priority than the active.
-/// - Every takeover increases the epoch past any epoch seen.
+///   A standby that is not ready (bulk resync in progress) and last heard an active peer waits
+///   twice that long: it would take over with part of the table only.
+/// - Every takeover increases the epoch past any epoch seen. A non-active heartbeat with an
+///   epoch below the peer's last active one was overtaken on the other path: ignored.
 /// - Two actives: the higher epoch wins, then the higher priority, then the higher node id; the
 ///   loser steps down (releases its addresses) on the first heartbeat it sees.
 /// - An admin switchover on the active hands over to a live, ready standby: the active becomes
@@ -85,6 +88,8 @@ class RoleMachine {
   uint32_t epoch() const noexcept { return epoch_; }
   bool ready() const noexcept { return ready_; }
   bool peerSeen() const noexcept { return peer_seen_; }
+  /// Heartbeats ignored as overtaken: a non-active one older than the peer's last active one.
+  uint64_t staleHeartbeats() const noexcept { return stale_heartbeats_; }
   bool peerAlive(uint64_t now_ns) const noexcept;
   bool pathAlive(Path p, uint64_t now_ns) const noexcept;
   const Heartbeat& peer() const noexcept { return peer_; }
@@ -99,6 +104,7 @@ class RoleMachine {
   RoleOutput takeOver(const char* reason) noexcept;
   bool peerWinsActiveTie(uint32_t node_id, const Heartbeat& hb) const noexcept;
   bool betterStandbyThanPeer() const noexcept;
+  bool peerHeardWithin(uint64_t now_ns, uint64_t window_ns) const noexcept;
   void sendSoon(RoleOutput& out, uint64_t now_ns) noexcept;
 
   RolesConfig config_;
@@ -115,6 +121,7 @@ class RoleMachine {
   Heartbeat peer_;
   std::array<uint64_t, kPathCount> last_heard_ns_{};
   std::array<bool, kPathCount> heard_{};
+  uint64_t stale_heartbeats_ = 0;
 };
 
 }  // namespace tandem::sync

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Idle-pair probe: does a tandem pair with no traffic change roles by itself? For each of
 # TRIALS trials: the pair topology of tests/integration/pair_lib.sh, A started, then B, then
-# SECONDS s of either nothing (quiet) or this benchmark's HTTP polling of /status and /metrics
-# (poll); prints the "standby -> active" transitions beyond A's first one.
+# SECONDS s of either nothing (quiet), this benchmark's HTTP polling of /status and /metrics
+# (poll), or full load (load: a verified stream at STREAM_RATE B/s each way, a back-to-back
+# request/response client and 20 held connections through the VIP, plus short connections
+# back to back on one worker, i.e. checkpoints); prints the "standby -> active" transitions
+# beyond A's first one and, per trial, both nodes' worst heartbeat gaps and loop timing.
 #
 # Usage (root): bench/failover/idle_flap_probe.sh [--rt] [--hb MS] [--miss N] [--trials N]
-#               [--seconds S] [--mode quiet|poll]
-#   --rt  tandemd under chrt -r 50.   Defaults: --hb 10 --miss 3 --trials 4 --seconds 3 --mode quiet
+#               [--seconds S] [--mode quiet|poll|load] [--front]
+#   --rt  tandemd under chrt -r 50.   --front: heartbeats on the front network too.
+#   Defaults: --hb 10 --miss 3 --trials 4 --seconds 3 --mode quiet
 # shellcheck disable=SC2034 # TDM_*, HB_* are read by lib.sh and pair_lib.sh
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-RT=0 HB=10 MISS=3 TRIALS=4 SECS=3 MODE=quiet
+RT=0 HB=10 MISS=3 TRIALS=4 SECS=3 MODE=quiet FRONT=0
+STREAM_RATE=${STREAM_RATE:-4194304}
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) sed -n '2,/^# shellcheck/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -20,6 +25,7 @@ while [ $# -gt 0 ]; do
     --trials) TRIALS=$2; shift ;;
     --seconds) SECS=$2; shift ;;
     --mode) MODE=$2; shift ;;
+    --front) FRONT=1 ;;
     *) echo "idle_flap_probe.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -46,8 +52,13 @@ total=0
 for ((t = 1; t <= TRIALS; t++)); do
   TDM_ADDRESSING=transparent
   if ! pair_topo || ! tcpcheck_servers; then echo "topology failed" >&2; exit 1; fi
-  pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
-  pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
+  if [ "$FRONT" = 1 ]; then
+    pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK" "$A_FRONT" "$B_FRONT"
+    pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK" "$B_FRONT" "$A_FRONT"
+  else
+    pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
+    pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
+  fi
   start_node a "$NS_PA" "$TDM_TMP/a.conf"
   wait_for 5 is_role "$NS_PA" active
   start_node b "$NS_PB" "$TDM_TMP/b.conf"
@@ -57,9 +68,29 @@ for ((t = 1; t <= TRIALS; t++)); do
       role_of "$NS_PA" >/dev/null; role_of "$NS_PB" >/dev/null
       metric_in "$NS_PB" tandem_pair_ready >/dev/null
     done
+  elif [ "$MODE" = load ]; then
+    wait_for 10 is_ready "$NS_PB"
+    load_pids=()
+    bg_start stream "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --stream \
+      --duration "$SECS" --rate "$STREAM_RATE" --timeout 5
+    load_pids+=("$BG_PID")
+    bg_start rr "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --rr --duration "$SECS" \
+      --size 64 --timeout 5
+    load_pids+=("$BG_PID")
+    bg_start held "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 20 \
+      --bytes 65536 --hold-ms "$((SECS * 1000))" --timeout 5
+    load_pids+=("$BG_PID")
+    bg_start churn "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --connect-rate \
+      --duration "$SECS" --conns 1 --timeout 5
+    load_pids+=("$BG_PID")
+    for p in "${load_pids[@]}"; do wait "$p" 2>/dev/null; done
   else
     sleep "$SECS"
   fi
+  for ns in "$NS_PA" "$NS_PB"; do
+    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late)|loop_lateness|callback_max|verdict_reads)' |
+      sed "s/^/  $( [ "$ns" = "$NS_PA" ] && echo A || echo B): /"
+  done
   n=$(cat "$TDM_TMP/a.log" "$TDM_TMP/b.log" | grep -c 'standby -> active')
   n=$((n - 1))  # A's own first takeover ("no peer heard since start")
   total=$((total + n))

@@ -40,6 +40,8 @@ constexpr KeyHelp kGlobalKeys[] = {
                    "536-65495; lowered to the service interfaces' MTU - 40"},
     {"daemon.cookie_period", "splice: seconds between cookie key rotations, 1-600; a cookie "
                              "lives 1-2 periods; same on both nodes of a pair"},
+    {"daemon.realtime_priority", "SCHED_FIFO priority 1-99 for tandemd (fast heartbeats on a "
+                                 "loaded host); 0: normal scheduling"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
     {"timeouts.syn_recv", ""},
     {"timeouts.established", ""},
@@ -676,6 +678,9 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
                     ? std::nullopt
                     : std::optional(parseEndpoint("daemon.metrics", *v, v->text, false));
   }
+  if (const Value* v = get("daemon.realtime_priority")) {
+    c.realtime_priority = static_cast<uint32_t>(parseUint("daemon.realtime_priority", *v, 0, 99));
+  }
   if (const Value* v = get("daemon.set_sysctls")) {
     c.set_sysctls = parseBool("daemon.set_sysctls", *v);
   }
@@ -765,6 +770,7 @@ std::string configKeysHelp() {
       {"daemon.rules", rulesModeName(d.rules)},
       {"daemon.metrics", d.metrics ? d.metrics->toString() : "\"\""},
       {"daemon.set_sysctls", d.set_sysctls ? "true" : "false"},
+      {"daemon.realtime_priority", std::to_string(d.realtime_priority)},
       {"daemon.log_level", logLevelName(d.log_level)},
       {"daemon.mss", std::to_string(d.engine.splice.mss)},
       {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},

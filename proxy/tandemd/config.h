@@ -79,6 +79,10 @@ struct DaemonConfig {
   std::optional<Endpoint> metrics = Endpoint{IpAddr::fromV4(0x7f000001), 9100};
   bool set_sysctls = false;
   LogLevel log_level = LogLevel::kInfo;
+  /// SCHED_FIFO priority of tandemd (1-99); 0 keeps the normal scheduler. For a pair with
+  /// heartbeats of a few ms on a loaded host (bench/RESULTS.md): CPU starvation, not the loop,
+  /// delays heartbeats there.
+  uint32_t realtime_priority = 0;
   /// The proxy pair; nullopt (no [sync] section) runs a single proxy.
   std::optional<SyncConfig> sync;
   /// Health checks, one per service in the order of engine.services.

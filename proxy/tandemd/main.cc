@@ -6,9 +6,11 @@
 /// Exit codes: 0 success, 1 runtime failure (kernel, rules, sockets), 2 configuration error.
 
 #include <event2/event.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -287,6 +289,12 @@ int run(const DaemonConfig& config, Engine& engine) {
     logf(LogLevel::kError, "event_base_new failed");
     return kExitRuntime;
   }
+  // Two priorities: the pair's heartbeats and sync sockets (0) run before the data path's
+  // callbacks (1, the default of every other event) when both are ready (pair.cc).
+  if (event_base_priority_init(base.get(), 2) != 0) {
+    logf(LogLevel::kError, "event_base_priority_init failed");
+    return kExitRuntime;
+  }
   // Needed by splice services (originated SYNs, timers) and by the health layer (resets, re-splice
   // SYNs), so always open: tandemd runs with CAP_NET_RAW anyway (NFQUEUE needs CAP_NET_ADMIN).
   std::optional<RawSender> raw;
@@ -468,6 +476,19 @@ int main(int argc, char** argv) {
     return 0;
   }
   setLogLevel(config.log_level);
+  if (config.realtime_priority > 0) {
+    sched_param sp{};
+    sp.sched_priority = static_cast<int>(config.realtime_priority);
+    if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0) {
+      const int err = errno;
+      logf(LogLevel::kError,
+           "daemon.realtime_priority = %u: sched_setscheduler(SCHED_FIFO) refused: %s (needs "
+           "CAP_SYS_NICE or RLIMIT_RTPRIO, and realtime time in this cgroup: cpu.rt_runtime_us)",
+           config.realtime_priority, std::strerror(err));
+      return kExitRuntime;
+    }
+    logf(LogLevel::kInfo, "running under SCHED_FIFO priority %u", config.realtime_priority);
+  }
   try {
     return run(config, *engine);
   } catch (const std::exception& e) {

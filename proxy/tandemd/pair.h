@@ -16,6 +16,13 @@
 /// silent). If two actives still meet, the loser withdraws its group at once and the winner
 /// sends a gratuitous ARP burst again.
 ///
+/// Loop priorities: the role timer (heartbeats, takeover decisions) and the sync and front
+/// sockets run at libevent priority 0, before the data tick (checkpoints, bulk steps paced by
+/// time) and the data path; the standby never declares the peer dead with its frames unread.
+/// The active keeps no checkpoint queue for a silent peer (it bulk-resyncs when it returns).
+/// After a clean planned handover the old active keeps its table and follows the new active's
+/// stream (no bulk). Files: pair.cc, pair_paths.cc, pair_control.cc, pair_impl.h.
+///
 /// Deferral (sync.defer, with a live sync path and a ready standby): a new flow's backend
 /// SYN-ACK is held by the engine until the standby acknowledged the flow's upsert, at most
 /// sync.defer_timeout_ms (deferral.h); the daemon then offers the NFQUEUE hold store again

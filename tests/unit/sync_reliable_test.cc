@@ -322,5 +322,39 @@ TEST(SyncReliable, AReceiverStartingLateFollowsTheBase) {
   EXPECT_EQ(p.receiver.counters().lost, 0u);
 }
 
+TEST(SyncReliable, AFollowedSessionNeedsNoResyncUnlessItStartedWithoutUs) {
+  Table table;
+  ReliableReceiver r(table);
+  Update u;
+  u.flow = flow(1);
+  u.seq = 1;
+  r.onFrame(SeqBase{100, 1}, std::span<const Update>(&u, 1));
+  EXPECT_FALSE(r.resyncNeeded());
+  // A new session without followNextSession(): the sender restarted, resync.
+  r.onFrame(SeqBase{200, 1}, std::span<const Update>(&u, 1));
+  EXPECT_TRUE(r.resyncNeeded());
+  r.clearResyncNeeded();
+  // After a clean handover: the new active's session is followed from its first message.
+  r.followNextSession();
+  u.flow = flow(2);
+  r.onFrame(SeqBase{300, 1}, std::span<const Update>(&u, 1));
+  EXPECT_FALSE(r.resyncNeeded());
+  EXPECT_EQ(table.flows.size(), 2u);
+  // Only once: the session after that is a restart again.
+  r.onFrame(SeqBase{400, 1}, {});
+  EXPECT_TRUE(r.resyncNeeded());
+  r.clearResyncNeeded();
+  // Withdrawn (the handover failed): the next session is a restart again.
+  r.followNextSession();
+  r.cancelFollow();
+  r.onFrame(SeqBase{450, 1}, {});
+  EXPECT_TRUE(r.resyncNeeded());
+  r.clearResyncNeeded();
+  // A followed session whose base moved on already (messages given up on): resync.
+  r.followNextSession();
+  r.onFrame(SeqBase{500, 7}, {});
+  EXPECT_TRUE(r.resyncNeeded());
+}
+
 }  // namespace
 }  // namespace tandem::sync

@@ -39,6 +39,7 @@ TEST(SyncRoles, AloneAtStartTakesOverAfterTheDeadInterval) {
 
 TEST(SyncRoles, PeerIsDeadOnlyWhenBothPathsAreSilent) {
   RoleMachine m(cfg(1), 0);
+  m.setReady(true);
   m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
   m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 0);
   // The sync path goes silent; the front path keeps going.
@@ -55,6 +56,49 @@ TEST(SyncRoles, PeerIsDeadOnlyWhenBothPathsAreSilent) {
   EXPECT_EQ(o.to, Role::kActive);
   EXPECT_STREQ(o.reason, "peer heartbeats lost on both paths");
   EXPECT_EQ(m.epoch(), 5u);
+}
+
+TEST(SyncRoles, StandbyNotReadyWaitsTwiceTheDeadIntervalForAnActivePeer) {
+  RoleMachine m(cfg(1), 0);  // not ready: its bulk resync has not completed
+  m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  // A lapse of the dead interval (30 ms) does not make it take over with a partial table.
+  EXPECT_FALSE(m.tick(30 * kMs).changed);
+  EXPECT_FALSE(m.peerAlive(30 * kMs));
+  EXPECT_FALSE(m.tick(59 * kMs).changed);
+  // The active is heard again: the lapse is forgotten.
+  m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 59 * kMs);
+  EXPECT_FALSE(m.tick(118 * kMs).changed);
+  // Silent for twice the dead interval: it is dead after all.
+  const RoleOutput o = m.tick(119 * kMs);
+  EXPECT_EQ(o.to, Role::kActive);
+  EXPECT_STREQ(o.reason, "peer heartbeats lost on both paths");
+
+  // A ready standby takes over after the dead interval itself.
+  RoleMachine r(cfg(1), 0);
+  r.setReady(true);
+  r.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  EXPECT_FALSE(r.tick(29 * kMs).changed);
+  EXPECT_EQ(r.tick(30 * kMs).to, Role::kActive);
+}
+
+TEST(SyncRoles, AnOvertakenStandbyHeartbeatFromTheOtherPathIsIgnored) {
+  // A was active (epoch 1); B took over (epoch 2) and A stepped down. Then B's standby
+  // heartbeat of before its takeover arrives late on the front path: A must not see "both
+  // standby" and take over again.
+  RoleMachine a(cfg(1, 200), 0);
+  a.setReady(true);
+  a.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 2), 5 * kMs);
+  EXPECT_EQ(a.role(), Role::kStandby);
+  const RoleOutput o = a.onHeartbeat(Path::kFront, 2, hb(Role::kStandby, 1), 6 * kMs);
+  EXPECT_FALSE(o.changed);
+  EXPECT_EQ(a.role(), Role::kStandby);
+  EXPECT_EQ(a.peer().role, Role::kActive);
+  EXPECT_EQ(a.staleHeartbeats(), 1u);
+  EXPECT_TRUE(a.peerAlive(6 * kMs));
+  // A current standby heartbeat (the peer handed over at its own epoch) is acted on.
+  const RoleOutput h = a.onHeartbeat(Path::kSync, 2, hb(Role::kStandby, 2, 100, true, true),
+                                     7 * kMs);
+  EXPECT_EQ(h.to, Role::kActive);
 }
 
 struct TwoActives {

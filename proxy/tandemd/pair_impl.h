@@ -1,0 +1,303 @@
+#pragma once
+/// @file PairController's implementation state, shared by pair.cc (sync, roles, addresses,
+/// deferral, metrics), pair_paths.cc (heartbeat paths and loop timing) and pair_control.cc
+/// (planned switchover and control). Private to tandemd: include only from those files.
+#include <event2/event.h>
+#include <time.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <system_error>
+
+#include "proxy/io/garp.h"
+#include "proxy/tandemd/pair.h"
+#include "proxy/tandemd/deferral.h"
+#include "proxy/tandemd/flow_record.h"
+#include "proxy/io/log.h"
+#include "proxy/io/udp_channel.h"
+#include "proxy/tandemd/vmac_takeover.h"
+#include "sync/auth.h"
+#include "sync/bulk.h"
+#include "sync/reliable.h"
+#include "sync/roles.h"
+#include "sync/wire.h"
+
+namespace tandem {
+namespace pair_detail {
+
+/// Checkpoint cadence on the active, ACK cadence on the standby, and the role timer's resolution.
+constexpr uint64_t kTickNs = 2'000'000;
+/// Updates taken from the reliable sender per poll() call.
+constexpr size_t kPollBatch = 256;
+/// Bulk transfers are paced by time, not by count, so that a large table never stalls the
+/// packets waiting behind the tick: flows are queued and sent in chunks of kBulkChunk until
+/// kBulkBudgetNs of the tick are used (at 2 ms ticks, at most half of the loop's time).
+constexpr size_t kBulkChunk = 256;
+constexpr uint64_t kBulkBudgetNs = 1'000'000;
+/// Sending the incremental stream is bounded the same way (one round of kPollBatch at least).
+constexpr uint64_t kSendBudgetNs = 1'000'000;
+/// Frames one read callback takes at most (the socket stays readable: the loop comes back).
+constexpr int kReadBatch = 256;
+/// Loop priorities (event_base_priority_init(base, 2) in main.cc): heartbeats, the role timer
+/// and the sync sockets run before the data path's callbacks whenever both are ready.
+constexpr int kPriorityHeartbeat = 0;
+/// Items one received frame can carry at most: 1400 bytes / 16-byte heartbeats.
+constexpr size_t kMaxRxItems = 128;
+
+inline uint64_t realtimeNs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+    throw std::system_error(errno, std::generic_category(), "clock_gettime(CLOCK_REALTIME)");
+  }
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+/// Collects one frame's items; the frame is applied only after Verifier::open() accepted it all.
+struct RxFrame : sync::SectionHandler {
+  std::vector<sync::Heartbeat> heartbeats;
+  std::vector<sync::Ack> acks;
+  std::vector<sync::BulkRequest> bulk_requests;
+  std::vector<sync::Update> updates;
+  sync::SeqBase base;
+  bool has_base = false;
+  uint64_t overflow = 0;
+
+  RxFrame() {
+    heartbeats.reserve(kMaxRxItems);
+    acks.reserve(kMaxRxItems);
+    bulk_requests.reserve(kMaxRxItems);
+    updates.reserve(kMaxRxItems);
+  }
+  void clear() noexcept {
+    heartbeats.clear();
+    acks.clear();
+    bulk_requests.clear();
+    updates.clear();
+    has_base = false;
+  }
+  template <typename T>
+  void put(std::vector<T>& v, const T& item) noexcept {
+    // Reserved up front: no allocation on the receive path.
+    if (v.size() < v.capacity()) {
+      v.push_back(item);
+    } else {
+      ++overflow;
+    }
+  }
+  void onHeartbeat(const sync::Heartbeat& h) noexcept override { put(heartbeats, h); }
+  void onSeqBase(const sync::SeqBase& b) noexcept override {
+    base = b;
+    has_base = true;
+  }
+  void onFlowUpsert(const sync::FlowUpsert& u) noexcept override {
+    sync::Update up;
+    up.kind = sync::UpdateKind::kUpsert;
+    up.seq = u.seq;
+    up.flow = u.flow;
+    put(updates, up);
+  }
+  void onFlowDelete(const sync::FlowDelete& d) noexcept override {
+    sync::Update up;
+    up.kind = sync::UpdateKind::kDelete;
+    up.seq = d.seq;
+    up.flow.key = d.key;
+    put(updates, up);
+  }
+  void onBulkRequest(const sync::BulkRequest& r) noexcept override { put(bulk_requests, r); }
+  void onBulkEnd(const sync::BulkEnd& e) noexcept override {
+    sync::Update up;
+    up.kind = sync::UpdateKind::kBulkEnd;
+    up.seq = e.seq;
+    up.request_id = e.request_id;
+    up.bulk_flows = e.flows;
+    put(updates, up);
+  }
+  void onAck(const sync::Ack& a) noexcept override { put(acks, a); }
+};
+
+}  // namespace pair_detail
+
+struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
+  Impl(event_base* b, Engine& e, const SyncConfig& c)
+      : base(b),
+        engine(e),
+        config(c),
+        sealer(keys, pair_detail::realtimeNs()),
+        verifier(keys),
+        channel(UdpChannelOptions{c.bind, c.peer, {}, 4u << 20, 1u << 20, 0xc0, 6}),
+        sender(sync::ReliableConfig{}, pair_detail::realtimeNs()),
+        receiver(*this),
+        roles(sync::RolesConfig{c.node_id, c.priority, c.preempt, c.heartbeat_interval_ns,
+                                c.miss_count},
+              monotonicNs()),
+        garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, c.garp_refresh_ns}),
+        deferred(c.defer_timeout_ns) {}
+
+  // sync::UpdateSink: the standby applies what the reliable receiver delivers, in order.
+  void apply(const sync::Update& u) noexcept override;
+  // sync::FlowSource: the active's table for bulk transfers.
+  bool next(uint64_t& cursor, sync::FlowRecord& out) noexcept override;
+
+  void open();
+  void onTick() noexcept;
+  /// The role timer (high priority): heartbeats in, heartbeats out, takeover decisions.
+  void onRoleTick() noexcept;
+  /// Reads at most `max_frames` frames; true once the socket is empty.
+  bool onReadable(int max_frames = pair_detail::kReadBatch) noexcept;
+  void stopSyncingToDeadPeer(uint64_t now) noexcept;
+  void bulkStep() noexcept;
+  void timingMetrics(std::string& out) const;
+  void handleRole(const sync::RoleOutput& out, uint64_t now) noexcept;
+  void takeAddresses(uint64_t now) noexcept;
+  void releaseAddresses() noexcept;
+  void sendHeartbeat() noexcept;
+  void sendUpdates(uint64_t now, uint64_t budget_ns = pair_detail::kSendBudgetNs) noexcept;
+  void sendAck() noexcept;
+  void sendBulkRequest(const sync::BulkRequest& r) noexcept;
+  bool seal(sync::FrameWriter& w) noexcept;
+  void garpRound() noexcept;
+  void garpTick(uint64_t now) noexcept;
+  // The active's view of its standby (bulk resync visibility).
+  enum class StandbyState : uint8_t { kAbsent, kSyncing, kReady };
+  StandbyState standbyState(uint64_t now) const noexcept;
+  void watchStandby(uint64_t now) noexcept;
+  void startBulk(uint64_t now) noexcept;
+  // Deferral (deferral.h): which new flows wait for the standby's acknowledgement.
+  void queueChange(const Flow& f, uint64_t now) noexcept;
+  void updateDeferral(uint64_t now) noexcept;
+  void pollDeferred(uint64_t now) noexcept;
+  bool wantDeferral(uint64_t now) const noexcept;
+  void releaseHeld(uint64_t now) noexcept;
+  void drainToSender(uint64_t now) noexcept;
+  void flushNewFlows(uint64_t now) noexcept;
+  // Heartbeats on the front network (sync.front_bind / front_peer): a second path to the peer.
+  void openFront();
+  void registerFront();
+  void sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept;
+  void onFrontReadable() noexcept;
+  void onPeerHeartbeat(sync::Path path, uint32_t node_id, const sync::Heartbeat& hb,
+                       uint64_t now) noexcept;
+  void watchPaths(uint64_t now) noexcept;
+  void pathMetrics(std::string& out) const;
+  /// /status members of deferral, paths and the standby (",\"name\":value..." form).
+  std::string statusExtras() const;
+  uint64_t garpFrames(bool errors) const noexcept {
+    uint64_t n = 0;
+    for (const auto& g : garps) n += errors ? g->counters().send_errors : g->counters().sent;
+    return n;
+  }
+
+  event_base* base;
+  Engine& engine;
+  SyncConfig config;
+  sync::KeyRing keys;
+  sync::Sealer sealer;
+  sync::Verifier verifier;
+  UdpChannel channel;
+  sync::ReliableSender sender;
+  sync::ReliableReceiver receiver;
+  sync::RoleMachine roles;
+  sync::BulkSender bulk_sender;
+  sync::BulkReceiver bulk_receiver;
+  AddrNetlink netlink;
+  std::vector<std::unique_ptr<GarpSender>> garps;  ///< one per interface of the group
+  std::vector<size_t> garp_of_member;              ///< member index -> garps index
+  GarpSchedule garp_schedule;
+  bool addresses_held = false;
+  uint64_t now_for_source = 0;
+  std::unique_ptr<VmacTakeover> vmac;  ///< sync.takeover = vmac: replaces addresses and GARP
+
+  event* timer_ev = nullptr;
+  event* role_ev = nullptr;
+  event* read_ev = nullptr;
+  // Loop timing as the heartbeats see it (tandem_pair_loop_* and tandem_pair_heartbeat_*).
+  struct Timing {
+    uint64_t role_tick_prev_ns = 0;
+    uint64_t role_tick_late_max_ns = 0;  ///< role timer run this late (the loop was busy)
+    uint64_t hb_sent_prev_ns = 0;
+    uint64_t hb_tx_gap_max_ns = 0;       ///< largest interval between two heartbeats sent
+    std::array<uint64_t, sync::kPathCount> hb_rx_prev_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_rx_gap_max_ns{};  ///< peer heartbeats received
+    std::array<uint64_t, sync::kPathCount> hb_rx_late{};  ///< gaps over twice the interval
+    uint64_t data_tick_max_ns = 0;  ///< longest data tick (checkpoints, bulk, resends)
+    uint64_t read_max_ns = 0;       ///< longest sync read callback
+    uint64_t verdict_reads = 0;     ///< extra reads before declaring the peer dead
+  } timing;
+  RateLimit late_warn{10'000'000'000ull, 3};
+  bool peer_dropped = false;  ///< the active stopped syncing to a silent peer
+  uint64_t dead_peer_drops = 0;
+  std::vector<uint8_t> tx;
+  std::vector<uint8_t> rx = std::vector<uint8_t>(65536);
+  std::vector<sync::Update> polled;
+  pair_detail::RxFrame frame;
+  PairCounters counters;
+  uint64_t own_node_frames = 0;
+  uint64_t updates_while_active = 0;
+  uint64_t records_refused = 0;  ///< checkpoints this node cannot translate
+  // The front path has its own sealer and verifier: its own counter space and replay window,
+  // since frames of the two paths overtake each other by any amount (a bulk on the sync link).
+  std::optional<UdpChannel> front;
+  std::optional<sync::Sealer> front_sealer;
+  std::optional<sync::Verifier> front_verifier;
+  event* front_ev = nullptr;
+  pair_detail::RxFrame front_frame;
+  uint64_t front_ignored_items = 0;  ///< authentic front frames' items other than heartbeats
+  std::array<uint64_t, sync::kPathCount> heartbeats_rx{};
+  std::array<uint64_t, sync::kPathCount> path_losses{};
+  std::array<bool, sync::kPathCount> path_was_alive{};
+  uint64_t active_conflicts = 0;  ///< heartbeats of another active seen while active
+  StandbyState standby_seen = StandbyState::kReady;  ///< last state watchStandby() logged
+  uint64_t standby_warnings = 0;
+  RateLimit standby_warn{10'000'000'000ull, 1};
+  uint64_t garp_rounds = 0;           ///< rounds of gratuitous ARP (one frame per address)
+  uint64_t garp_refresh_rounds = 0;   ///< of them, periodic refreshes (sync.garp_refresh_ms)
+  DeferredFlows deferred;
+  bool deferring = false;
+  uint64_t flows_created_seen = 0;  ///< Counters::flows_created at the last flushNewFlows()
+  uint64_t early_flushes = 0;       ///< drains run right after a packet batch (deferral)
+  std::function<void(uint64_t)> held_releaser;
+  RateLimit reject_warn{10'000'000'000ull, 5};
+  RateLimit drain_warn{10'000'000'000ull, 1};
+
+  // Planned switchover and control: see the last block of this file.
+  struct Switchover {
+    enum class Phase : uint8_t { kIdle, kFlushing, kHandedOver };
+    Phase phase = Phase::kIdle;
+    bool holding = false;          ///< the data path is held
+    uint64_t started_ns = 0;       ///< data path held since
+    uint64_t handed_over_ns = 0;
+    uint64_t queued_at_start = 0;  ///< sender's queued counter when the hold began
+    uint64_t flushed = 0;          ///< updates flushed and acknowledged during the hold
+    uint64_t hold_ns = 0;          ///< how long the data path was held
+    PairController::SwitchoverDone done;
+    uint64_t completed = 0;
+    uint64_t refused = 0;
+    uint64_t failed = 0;
+    uint64_t last_hold_ns = 0;
+    uint64_t max_hold_ns = 0;
+    std::string last_result = "none";
+  } switchover;
+  std::function<void(bool)> hold_data_path;
+  std::unique_ptr<event, void (*)(event*)> switchover_ev{nullptr, &event_free};
+  std::unique_ptr<event, void (*)(event*)> watch_ev{nullptr, &event_free};
+  uint64_t watch_bulk_requests = 0;  ///< bulk transfers requested, as last seen by the watch
+  bool watch_warned = false;         ///< warned that the standby is not ready
+  RateLimit watch_warn{10'000'000'000ull, 1};
+  void watch() noexcept;
+  void startSwitchover(PairController::SwitchoverDone done);
+  void switchoverStep() noexcept;
+  void switchoverPhase();
+  void resumeDataPath() noexcept;
+  void finishSwitchover(int status, std::string message) noexcept;
+};
+
+}  // namespace tandem

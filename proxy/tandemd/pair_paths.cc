@@ -1,0 +1,190 @@
+// PairController: the heartbeat paths (the front network's socket besides the sync link), what
+// each path's heartbeats say about the peer, and the loop timing they measure.
+#include <event2/event.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+
+#include "proxy/io/log.h"
+#include "proxy/tandemd/pair_impl.h"
+
+namespace tandem {
+
+using namespace pair_detail;  // NOLINT: pair_impl.h's constants and helpers
+// ---- Heartbeat paths ----
+
+void PairController::Impl::openFront() {
+  if (!config.front_bind || !config.front_peer) return;
+  front.emplace(UdpChannelOptions{*config.front_bind, *config.front_peer, {}, 256u << 10,
+                                  256u << 10, 0xc0, 6});
+  front->open();
+  front_sealer.emplace(keys, realtimeNs());
+  front_verifier.emplace(keys);
+}
+
+void PairController::Impl::registerFront() {
+  if (!front) return;
+  front_ev = event_new(
+      base, front->fd(), EV_READ | EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onFrontReadable(); },
+      this);
+  if (front_ev == nullptr ||
+      (event_base_get_npriorities(base) > 1 &&
+       event_priority_set(front_ev, kPriorityHeartbeat) != 0) ||
+      event_add(front_ev, nullptr) != 0) {
+    throw std::runtime_error("pair: cannot add the front heartbeat socket to the loop");
+  }
+}
+
+void PairController::Impl::sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept {
+  if (!front) return;
+  sync::FrameWriter w(tx);
+  if (!w.add(hb)) return;
+  sync::FrameHeader h;
+  h.node_id = config.node_id;
+  h.epoch = roles.epoch();
+  if (!front_sealer->seal(w, h)) {
+    ++counters.seal_failures;
+    return;
+  }
+  const std::span<uint8_t> f = w.frame();
+  (void)front->send(std::span<const uint8_t>(f.data(), f.size()));  // counted by the channel
+}
+
+void PairController::Impl::onFrontReadable() noexcept {
+  for (int n = 0; n < 256; ++n) {
+    Datagram d;
+    const int err = front->recv(std::span<uint8_t>(rx.data(), rx.size()), d);
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (err != 0) {
+      if (err == EMSGSIZE || err == EINTR) continue;
+      return;
+    }
+    const uint64_t now = monotonicNs();
+    front_frame.clear();
+    const sync::Verifier::Result r =
+        front_verifier->open(std::span<const uint8_t>(rx.data(), d.len), front_frame);
+    if (r.reject != sync::Reject::kNone) {
+      if (reject_warn.allow(now)) {
+        logf(LogLevel::kWarn, "pair: front heartbeat frame from %s rejected: %s",
+             d.from.toString().c_str(), sync::rejectName(r.reject));
+      }
+      continue;
+    }
+    if (r.header.node_id == config.node_id) {
+      ++own_node_frames;
+      continue;
+    }
+    // Only heartbeats travel here; anything else is a peer bug, counted and ignored.
+    front_ignored_items += front_frame.acks.size() + front_frame.bulk_requests.size() +
+                           front_frame.updates.size() + (front_frame.has_base ? 1 : 0);
+    for (const sync::Heartbeat& hb : front_frame.heartbeats) {
+      onPeerHeartbeat(sync::Path::kFront, r.header.node_id, hb, now);
+    }
+  }
+}
+
+void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
+                                            const sync::Heartbeat& hb, uint64_t now) noexcept {
+  const size_t pi = static_cast<size_t>(path);
+  ++heartbeats_rx[pi];
+  // The gap since the previous heartbeat on this path: sender's lateness + network + ours.
+  // A gap over 10 s is a peer that was gone (restart), not lateness.
+  if (timing.hb_rx_prev_ns[pi] != 0 && now - timing.hb_rx_prev_ns[pi] < 10'000'000'000ull) {
+    const uint64_t gap = now - timing.hb_rx_prev_ns[pi];
+    timing.hb_rx_gap_max_ns[pi] = std::max(timing.hb_rx_gap_max_ns[pi], gap);
+    if (gap > 2 * config.heartbeat_interval_ns) {
+      ++timing.hb_rx_late[pi];
+      if (late_warn.allow(now)) {
+        logf(LogLevel::kWarn,
+             "pair: peer heartbeat on the %s path %.1f ms after the previous one (interval %.1f "
+             "ms; our role timer late by up to %.1f ms, longest sync read %.1f ms, data tick "
+             "%.1f ms)",
+             path == sync::Path::kSync ? "sync" : "front", static_cast<double>(gap) / 1e6,
+             static_cast<double>(config.heartbeat_interval_ns) / 1e6,
+             static_cast<double>(timing.role_tick_late_max_ns) / 1e6,
+             static_cast<double>(timing.read_max_ns) / 1e6,
+             static_cast<double>(timing.data_tick_max_ns) / 1e6);
+      }
+    }
+  }
+  timing.hb_rx_prev_ns[pi] = now;
+  if (vmac) vmac->onPeerHeartbeat(now);  // the peer was alive now, on either path
+  const bool was_active = roles.role() == sync::Role::kActive;
+  const sync::RoleOutput out = roles.onHeartbeat(path, node_id, hb, now);
+  if (was_active && hb.role == sync::Role::kActive) {
+    ++active_conflicts;
+    // Two actives met: the loser withdraws its addresses at once (roles.cc); the winner
+    // announces its own again, since the loser's gratuitous ARP may have moved the neighbours.
+    if (!out.changed && addresses_held) {
+      garp_schedule.start(now);
+      garpRound();
+      (void)garp_schedule.poll(now);
+    }
+  }
+  handleRole(out, now);
+}
+
+void PairController::Impl::watchPaths(uint64_t now) noexcept {
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    if (i == static_cast<size_t>(sync::Path::kFront) && !front) continue;
+    const bool alive = roles.pathAlive(static_cast<sync::Path>(i), now);
+    if (alive == path_was_alive[i]) continue;
+    path_was_alive[i] = alive;
+    if (alive) {
+      logf(LogLevel::kInfo, "pair: heartbeats on the %s path", kNames[i]);
+    } else if (roles.peerSeen()) {
+      ++path_losses[i];
+      logf(LogLevel::kWarn, "pair: heartbeats lost on the %s path (peer %s)", kNames[i],
+           roles.peerAlive(now) ? "still heard on the other path" : "silent on both paths");
+    }
+  }
+}
+
+void PairController::Impl::timingMetrics(std::string& out) const {
+  static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
+  auto us = [](uint64_t ns) { return std::to_string(ns / 1000); };
+  out +=
+      "# HELP tandem_pair_heartbeat_rx_gap_max_microseconds Largest interval between two peer "
+      "heartbeats received on a path (gaps over 10 s, a peer restart, excluded).\n"
+      "# TYPE tandem_pair_heartbeat_rx_gap_max_microseconds gauge\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_gap_max_microseconds{path=\"") + kNames[i] +
+           "\"} " + us(timing.hb_rx_gap_max_ns[i]) + "\n";
+  }
+  out +=
+      "# HELP tandem_pair_heartbeat_rx_late_total Peer heartbeats received more than two "
+      "intervals after the previous one on the same path.\n"
+      "# TYPE tandem_pair_heartbeat_rx_late_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_late_total{path=\"") + kNames[i] + "\"} " +
+           std::to_string(timing.hb_rx_late[i]) + "\n";
+  }
+  out +=
+      "# HELP tandem_pair_heartbeat_tx_gap_max_microseconds Largest interval between two "
+      "heartbeats this node sent.\n"
+      "# TYPE tandem_pair_heartbeat_tx_gap_max_microseconds gauge\n"
+      "tandem_pair_heartbeat_tx_gap_max_microseconds " + us(timing.hb_tx_gap_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_loop_lateness_max_microseconds How late the role timer ran at worst "
+      "(the event loop was busy, or the process was not scheduled).\n"
+      "# TYPE tandem_pair_loop_lateness_max_microseconds gauge\n"
+      "tandem_pair_loop_lateness_max_microseconds " + us(timing.role_tick_late_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_callback_max_microseconds Longest run of the pair's loop callbacks.\n"
+      "# TYPE tandem_pair_callback_max_microseconds gauge\n"
+      "tandem_pair_callback_max_microseconds{callback=\"data_tick\"} " +
+      us(timing.data_tick_max_ns) + "\n"
+      "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
+      us(timing.read_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_verdict_reads_total Extra reads of the sync socket before the peer "
+      "could be declared dead (its frames were still waiting).\n"
+      "# TYPE tandem_pair_verdict_reads_total counter\n"
+      "tandem_pair_verdict_reads_total " + std::to_string(timing.verdict_reads) + "\n";
+}
+
+}  // namespace tandem
