@@ -85,6 +85,18 @@ uint16_t checkPort(const Target& t, uint32_t& cursor) {
 void startCheck(Target& t);
 void finishCheck(Target& t, bool ok, const std::string& error);
 
+/// A backend changing state: a check failed while it is UP, or passed while it is DOWN. The
+/// confirming checks then run every fastinter, each with at most that long to answer (HAProxy's
+/// fastinter): a host that died is confirmed dead sooner, a flapping one no more often.
+bool changing(const Target& t);
+
+uint64_t checkEvery(const Target& t) {
+  const uint64_t fast = t.cfg->fastinter_ns != 0 ? t.cfg->fastinter_ns : t.cfg->interval_ns;
+  return changing(t) ? std::min(fast, t.cfg->interval_ns) : t.cfg->interval_ns;
+}
+
+uint64_t checkTimeout(const Target& t) { return std::min(t.cfg->timeout_ns, checkEvery(t)); }
+
 void onTimer(evutil_socket_t, short, void* arg) { startCheck(*static_cast<Target*>(arg)); }
 
 void onTcp(evutil_socket_t fd, short what, void* arg) {
@@ -141,9 +153,11 @@ void finishCheck(Target& t, bool ok, const std::string& error) {
     t.http = nullptr;
   }
   t.owner->checkDone(t, ok, error);
-  // The next check one interval after this one started (the timeout is at most the interval).
+  // The next check one interval (or fastinter) after this one started (the timeout is at most
+  // that).
   const uint64_t elapsed = monotonicNs() - t.started_ns;
-  const timeval next = toTimeval(elapsed < t.cfg->interval_ns ? t.cfg->interval_ns - elapsed : 0);
+  const uint64_t every = checkEvery(t);
+  const timeval next = toTimeval(elapsed < every ? every - elapsed : 0);
   event_add(t.timer, &next);
 }
 
@@ -179,7 +193,7 @@ void startTcp(Target& t) {
     return;
   }
   t.conn_ev = event_new(t.base, t.fd, EV_WRITE, onTcp, &t);
-  const timeval timeout = toTimeval(t.cfg->timeout_ns);
+  const timeval timeout = toTimeval(checkTimeout(t));
   if (t.conn_ev == nullptr || event_add(t.conn_ev, &timeout) != 0) {
     finishCheck(t, false, "cannot add the connect event");
   }
@@ -192,7 +206,7 @@ void startHttp(Target& t) {
     finishCheck(t, false, "http: cannot create a connection");
     return;
   }
-  const timeval timeout = toTimeval(t.cfg->timeout_ns);
+  const timeval timeout = toTimeval(checkTimeout(t));
   evhttp_connection_set_timeout_tv(t.http, &timeout);
   evhttp_connection_set_retries(t.http, 0);
   if (const uint16_t port = checkPort(t, t.port_cursor); port != 0) {
@@ -222,6 +236,10 @@ void startCheck(Target& t) {
   } else {
     startTcp(t);
   }
+}
+
+bool changing(const Target& t) {
+  return t.healthy ? t.fail_streak > 0 : t.ok_streak > 0;
 }
 
 }  // namespace
