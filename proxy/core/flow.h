@@ -99,9 +99,15 @@ struct Flow {
   bool moving : 1 = false;  ///< splice_pending belongs to a re-splice, not the first handshake
   bool client_spoke_last : 1 = false;  ///< the last payload was the client's: unanswered
   bool quiet_seen : 1 = false;          ///< quiet_client is valid
+  bool client_waiting : 1 = false;  ///< client bytes await the backend's ack (wait_since_ms)
+  bool stall_noted : 1 = false;  ///< this wait for the backend was counted as a stall
   /// win[client].td_end at the last quiescent point: a request sent to a backend that then died
   /// without acknowledging it is replayed, by the client's own retransmission, from there.
   uint32_t quiet_client = 0;
+  /// Since when (ms, wrapping) the client waits for the backend: the backend's last packet, or
+  /// the client data that started the wait. A client segment with data while bytes are still
+  /// unacknowledged this long after is a stall, a passive health signal (BackendStats::stalls).
+  uint32_t wait_since_ms = 0;
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }

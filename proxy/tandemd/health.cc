@@ -45,6 +45,7 @@ struct HealthChecker::Target {
   uint64_t failures = 0;
   uint64_t seen_rsts = 0;
   uint64_t seen_timeouts = 0;
+  uint64_t seen_stalls = 0;
   std::string last_error;
 
   event* timer = nullptr;
@@ -98,6 +99,9 @@ uint64_t checkEvery(const Target& t) {
 uint64_t checkTimeout(const Target& t) { return std::min(t.cfg->timeout_ns, checkEvery(t)); }
 
 void onTimer(evutil_socket_t, short, void* arg) { startCheck(*static_cast<Target*>(arg)); }
+
+/// Passive signals are looked at this often (a few comparisons per backend).
+constexpr uint64_t kPassivePollNs = 50'000'000;
 
 void onTcp(evutil_socket_t fd, short what, void* arg) {
   auto& t = *static_cast<Target*>(arg);
@@ -242,6 +246,10 @@ bool changing(const Target& t) {
   return t.healthy ? t.fail_streak > 0 : t.ok_streak > 0;
 }
 
+void onPoll(evutil_socket_t, short, void* arg) {
+  static_cast<HealthChecker*>(arg)->pollPassive();
+}
+
 }  // namespace
 
 HealthChecker::HealthChecker(event_base* base, Engine& engine, const DaemonConfig& config,
@@ -274,9 +282,19 @@ HealthChecker::HealthChecker(event_base* base, Engine& engine, const DaemonConfi
     }
   }
   for (auto& t : targets_) t->targets = static_cast<uint32_t>(targets_.size());
+  const bool any = std::any_of(targets_.begin(), targets_.end(),
+                               [](const auto& t) { return t->timer != nullptr; });
+  if (any) {
+    poll_ = event_new(base_, -1, EV_PERSIST, onPoll, this);
+    const timeval every = toTimeval(kPassivePollNs);
+    if (poll_ == nullptr || event_add(poll_, &every) != 0) {
+      throw std::runtime_error("health: cannot add the passive-signal timer");
+    }
+  }
 }
 
 HealthChecker::~HealthChecker() {
+  if (poll_ != nullptr) event_free(poll_);
   for (auto& t : targets_) {
     if (t->conn_ev != nullptr) event_free(t->conn_ev);
     if (t->fd >= 0) close(t->fd);
@@ -289,17 +307,45 @@ void HealthChecker::checkDone(Target& t, bool ok, const std::string& error) {
   ++t.checks;
   // Passive signals since the last check count as a failed check: a backend that resets
   // connections or leaves SYNs unanswered is suspect before its next probe fails.
-  const BackendStats st = engine_.backendStats(t.service, t.backend);
   std::string why = error;
-  if (st.rsts != t.seen_rsts || st.connect_timeouts != t.seen_timeouts) {
-    if (ok) {
-      why = "passive: " + std::to_string(st.rsts - t.seen_rsts) + " RSTs, " +
-            std::to_string(st.connect_timeouts - t.seen_timeouts) + " unanswered SYNs";
-    }
+  if (std::string passive; takePassive(t, passive)) {
+    if (ok) why = passive;
     ok = false;
-    t.seen_rsts = st.rsts;
-    t.seen_timeouts = st.connect_timeouts;
   }
+  countResult(t, ok, why);
+}
+
+bool HealthChecker::takePassive(Target& t, std::string& why) {
+  const BackendStats st = engine_.backendStats(t.service, t.backend);
+  if (st.rsts == t.seen_rsts && st.connect_timeouts == t.seen_timeouts &&
+      st.stalls == t.seen_stalls)
+    return false;
+  why = "passive: " + std::to_string(st.rsts - t.seen_rsts) + " RSTs, " +
+        std::to_string(st.connect_timeouts - t.seen_timeouts) + " unanswered SYNs, " +
+        std::to_string(st.stalls - t.seen_stalls) + " stalled requests";
+  t.seen_rsts = st.rsts;
+  t.seen_timeouts = st.connect_timeouts;
+  t.seen_stalls = st.stalls;
+  return true;
+}
+
+void HealthChecker::pollPassive() {
+  for (auto& tp : targets_) {
+    Target& t = *tp;
+    if (t.timer == nullptr || !t.healthy) continue;
+    std::string why;
+    if (!takePassive(t, why)) continue;
+    // Counted at once, as a failed check; a confirming check starts now unless one is running
+    // (then its own result counts next).
+    countResult(t, false, why);
+    if (t.fd < 0 && t.http == nullptr) {
+      event_del(t.timer);
+      event_active(t.timer, EV_TIMEOUT, 0);
+    }
+  }
+}
+
+void HealthChecker::countResult(Target& t, bool ok, const std::string& why) {
   if (ok) {
     engine_.noteBackendAlive(t.service, t.backend, monotonicNs());
     t.fail_streak = 0;
@@ -441,6 +487,8 @@ std::string HealthChecker::metricsText() const {
        [](const Target&, const BackendStats& s) { return s.rsts; }},
       {"tandem_backend_connect_timeouts_total", "Backend SYNs never answered.",
        [](const Target&, const BackendStats& s) { return s.connect_timeouts; }},
+      {"tandem_backend_stalls_total", "Client data resent while the backend acknowledged nothing.",
+       [](const Target&, const BackendStats& s) { return s.stalls; }},
       {"tandem_backend_flows_moved_total", "Flows re-spliced away from the backend.",
        [](const Target&, const BackendStats& s) { return s.flows_moved; }},
       {"tandem_backend_flows_reset_total", "Flows reset because the backend left.",
