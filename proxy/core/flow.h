@@ -101,13 +101,14 @@ struct Flow {
   bool quiet_seen : 1 = false;          ///< quiet_client is valid
   bool client_waiting : 1 = false;  ///< client bytes await the backend's ack (wait_since_ms)
   bool stall_noted : 1 = false;  ///< this wait for the backend was counted as a stall
+  /// Since when the client waits for the backend (units of 2^22 ns, about 4 ms, wrapping every
+  /// 275 s): the backend's last packet, or the client data that started the wait. Client data
+  /// while bytes are still unacknowledged long after is a stall, a passive health signal
+  /// (BackendStats::stalls).
+  uint16_t wait_since = 0;
   /// win[client].td_end at the last quiescent point: a request sent to a backend that then died
   /// without acknowledging it is replayed, by the client's own retransmission, from there.
   uint32_t quiet_client = 0;
-  /// Since when (ms, wrapping) the client waits for the backend: the backend's last packet, or
-  /// the client data that started the wait. A client segment with data while bytes are still
-  /// unacknowledged this long after is a stall, a passive health signal (BackendStats::stalls).
-  uint32_t wait_since_ms = 0;
 
   Endpoint client() const noexcept { return {client_addr, client_port}; }
   Endpoint vip() const noexcept { return {vip_addr, vip_port}; }
