@@ -15,6 +15,7 @@
 #
 # Usage (root):  bench/resplice_bench.sh
 # Environment:   REQUEST_AT=death TRIALS=20 INTERVAL=0.2 FALL=2 RISE=2 IDLE=1 ADDRESSING=transparent
+#                FASTINTER=$INTERVAL (health_fastinter: confirming checks and their timeout)
 #                TANDEMD=... TANDEMCTL=... (default: build/release binaries)
 # Output: one line per trial and a summary (median, worst) as a markdown table on stdout.
 set -u
@@ -25,10 +26,11 @@ TRIALS=${TRIALS:-20}
 INTERVAL=${INTERVAL:-0.2}
 FALL=${FALL:-2}
 RISE=${RISE:-2}
+FASTINTER=${FASTINTER:-$INTERVAL}
 IDLE=${IDLE:-1}
 ADDRESSING=${ADDRESSING:-transparent}
 REQUEST_AT=${REQUEST_AT:-death}
-if [ "${1:-}" = --help ]; then sed -n '2,20p' "$0"; exit 0; fi
+if [ "${1:-}" = --help ]; then sed -n '2,21p' "$0"; exit 0; fi
 TDM_PREFIX=rsb
 source "$root/tests/integration/lib.sh"
 trap cleanup EXIT
@@ -66,13 +68,14 @@ health_check = http
 health_http_path = /health
 health_interval = $INTERVAL
 health_timeout = $INTERVAL
+health_fastinter = $FASTINTER
 health_rise = $RISE
 health_fall = $FALL
 CONF
 start_tandemd "$conf" || { cat "$TDM_TANDEMD_LOG"; exit 1; }
 
 echo "# resplice bench: $TRIALS trials, $ADDRESSING, health_check = http every ${INTERVAL}s," \
-  "timeout ${INTERVAL}s, fall $FALL, rise $RISE; idle ${IDLE}s before the death;" \
+  "timeout ${INTERVAL}s, fastinter ${FASTINTER}s, fall $FALL, rise $RISE; idle ${IDLE}s before the death;" \
   "request sent at: $REQUEST_AT"
 times=()
 failures=0
@@ -126,7 +129,7 @@ fi
 echo
 echo "| trials | survived | best | median | worst | health checks |"
 echo "| ---: | ---: | ---: | ---: | ---: | --- |"
-echo "| $TRIALS ($REQUEST_AT) | $n | ${best} ms | ${median} ms | ${worst} ms | http every ${INTERVAL} s, timeout ${INTERVAL} s, fall $FALL, rise $RISE |"
+echo "| $TRIALS ($REQUEST_AT) | $n | ${best} ms | ${median} ms | ${worst} ms | http every ${INTERVAL} s, timeout ${INTERVAL} s, fastinter ${FASTINTER} s, fall $FALL, rise $RISE |"
 echo
 echo "resplices completed: $(metric tandem_resplices_completed_total)," \
   "flows reset: $(metric tandem_flows_reset_total)"

@@ -189,6 +189,9 @@ inline constexpr uint8_t kSpliceTsAdj = 0x02;     ///< timestamps are translated
 inline constexpr uint8_t kSpliceRescale = 0x04;   ///< backend windows are rescaled
 inline constexpr uint8_t kSpliceSynSack = 0x08;   ///< the backend SYN offered SACK
 inline constexpr uint8_t kSpliceSynEcn = 0x10;    ///< the backend SYN asked for ECN
+inline constexpr uint8_t kSpliceMoving = 0x20;    ///< the pending handshake is a re-splice
+inline constexpr uint8_t kSpliceClientLast = 0x40; ///< the last payload was the client's
+inline constexpr uint8_t kSpliceAwaitData = 0x80;  ///< bind = data: no backend SYN sent yet
 
 /// The hard state of one flow: what a standby needs to keep translating it.
 struct FlowRecord {

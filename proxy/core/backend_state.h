@@ -26,6 +26,9 @@ struct BackendStats {
   BackendState state = BackendState::kUp;
   uint64_t rsts = 0;              ///< RSTs from the backend that tore a flow down
   uint64_t connect_timeouts = 0;  ///< backend legs whose SYN was never answered
+  uint64_t stalls = 0;  ///< client data resent (or sent on) while the backend acked nothing for
+                        ///< 3/4 of resplice_min_idle (a live kernel acks within its delayed-ACK
+                        ///< time): counted once per wait, on resplice services
   uint64_t flows_moved = 0;       ///< re-splices started away from this backend
   uint64_t flows_reset = 0;       ///< flows reset because this backend left (non-recoverable)
   uint64_t last_alive_ns = 0;     ///< last known alive (Engine::noteBackendAlive)

@@ -99,6 +99,13 @@ struct Flow {
   bool moving : 1 = false;  ///< splice_pending belongs to a re-splice, not the first handshake
   bool client_spoke_last : 1 = false;  ///< the last payload was the client's: unanswered
   bool quiet_seen : 1 = false;          ///< quiet_client is valid
+  bool client_waiting : 1 = false;  ///< client bytes await the backend's ack (wait_since_ms)
+  bool stall_noted : 1 = false;  ///< this wait for the backend was counted as a stall
+  /// Since when the client waits for the backend (units of 2^22 ns, about 4 ms, wrapping every
+  /// 275 s): the backend's last packet, or the client data that started the wait. Client data
+  /// while bytes are still unacknowledged long after is a stall, a passive health signal
+  /// (BackendStats::stalls).
+  uint16_t wait_since = 0;
   /// win[client].td_end at the last quiescent point: a request sent to a backend that then died
   /// without acknowledging it is replayed, by the client's own retransmission, from there.
   uint32_t quiet_client = 0;

@@ -281,9 +281,27 @@ int Engine::Impl::absorbBackendClose(uint32_t index, bool payload, uint64_t now_
 void Engine::Impl::afterSegment(uint32_t index, Direction dir, bool payload,
                                 uint64_t now_ns) noexcept {
   Flow& f = table.at(index);
+  const auto now_t = static_cast<uint16_t>(now_ns >> 22);  // Flow::wait_since's units
+  const bool all_acked = f.win[dirIndex(Direction::kFromClient)].td_end ==
+                         f.win[dirIndex(Direction::kFromBackend)].last_ack;
+  if (dir == Direction::kFromBackend) {
+    f.client_waiting = !all_acked;
+    f.wait_since = now_t;  // alive: a wait, if any, counts from here
+    f.stall_noted = false;
+  } else if (payload && !f.client_waiting) {
+    f.client_waiting = true;  // the client's bytes are due to be acknowledged from now
+    f.wait_since = now_t;
+  } else if (payload && !f.stall_noted && !all_acked && config.services[f.service].resplice &&
+             static_cast<uint16_t>(now_t - f.wait_since) >=
+                 (config.splice.resplice_min_idle_ns * 3 / 4 >> 22)) {
+    // The client sends again (its retransmission timer, at least 200 ms on Linux) and the
+    // backend has acknowledged nothing since: a host that no longer answers, seen from the data
+    // path before the next health check.
+    f.stall_noted = true;
+    ++backends[f.service][f.backend].stalls;
+  }
   if (payload) f.client_spoke_last = dir == Direction::kFromClient;
   noteQuiescence(f);
-  (void)now_ns;
 }
 
 void Engine::setBackendState(size_t service, size_t backend, BackendState state,

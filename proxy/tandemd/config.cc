@@ -87,6 +87,7 @@ constexpr KeyHelp kServiceKeys[] = {
     {"health_check", "none | tcp | http: active checks of each backend"},
     {"health_interval", "seconds between checks of a backend (decimals ok)"},
     {"health_timeout", "seconds a check may take, at most health_interval"},
+    {"health_fastinter", "checks while a backend changes state: interval and timeout"},
     {"health_rise", "consecutive passed checks that bring a backend UP, 1-100"},
     {"health_fall", "consecutive failed checks that take a backend DOWN, 1-100"},
     {"health_http_path", "http: path of the GET request"},
@@ -445,7 +446,8 @@ HealthConfig parseHealth(const ServiceValues& sv, ServiceConfig& s) {
         {{"none", HealthCheck::kNone}, {"tcp", HealthCheck::kTcp}, {"http", HealthCheck::kHttp}});
   }
   const char* const tuning[] = {"health_interval", "health_timeout",   "health_rise",
-                                "health_fall",     "health_http_path", "health_http_status"};
+                                "health_fall",     "health_http_path", "health_http_status",
+                                "health_fastinter"};
   for (const char* k : tuning) {
     const auto* p = get(k);
     if (p == nullptr) continue;
@@ -464,6 +466,12 @@ HealthConfig parseHealth(const ServiceValues& sv, ServiceConfig& s) {
     if (h.timeout_ns > h.interval_ns) fail(p->first, p->second, "above health_interval");
   } else {
     h.timeout_ns = std::min(h.timeout_ns, h.interval_ns);
+  }
+  h.fastinter_ns = h.interval_ns;
+  if (const auto* p = get("health_fastinter")) {
+    h.fastinter_ns = parseSeconds(p->first, p->second);
+    if (h.fastinter_ns < 10'000'000) fail(p->first, p->second, "expected at least 0.01 seconds");
+    if (h.fastinter_ns > h.interval_ns) fail(p->first, p->second, "above health_interval");
   }
   if (const auto* p = get("health_rise")) {
     h.rise = static_cast<uint32_t>(parseUint(p->first, p->second, 1, 100));
@@ -793,6 +801,7 @@ std::string configKeysHelp() {
       {"service.NAME.health_check", "none"},
       {"service.NAME.health_interval", "2"},
       {"service.NAME.health_timeout", "1"},
+      {"service.NAME.health_fastinter", "health_interval"},
       {"service.NAME.health_rise", std::to_string(HealthConfig{}.rise)},
       {"service.NAME.health_fall", std::to_string(HealthConfig{}.fall)},
       {"service.NAME.health_http_path", HealthConfig{}.http_path},

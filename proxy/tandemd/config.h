@@ -65,6 +65,10 @@ struct HealthConfig {
   HealthCheck check = HealthCheck::kNone;
   uint64_t interval_ns = 2'000'000'000;
   uint64_t timeout_ns = 1'000'000'000;  ///< at most the interval
+  /// While a backend is changing state (a failed check while UP, a passed one while DOWN), the
+  /// next check starts this soon after the last one and may take at most this long (HAProxy's
+  /// fastinter); at most the interval, 0 = the interval.
+  uint64_t fastinter_ns = 0;
   uint32_t rise = 2;  ///< consecutive successes that bring a DOWN backend UP
   uint32_t fall = 3;  ///< consecutive failures that take an UP backend DOWN
   std::string http_path = "/";

@@ -28,6 +28,9 @@ uint8_t spliceFlags(const Flow& f) noexcept {
   if (f.rescale_window) b |= sync::kSpliceRescale;
   if (f.syn_sack) b |= sync::kSpliceSynSack;
   if (f.syn_ecn) b |= sync::kSpliceSynEcn;
+  if (f.moving) b |= sync::kSpliceMoving;
+  if (f.client_spoke_last) b |= sync::kSpliceClientLast;
+  if (f.splice_await_data) b |= sync::kSpliceAwaitData;
   return b;
 }
 
@@ -113,6 +116,9 @@ bool recordToFlow(const sync::FlowRecord& r, Flow& f) noexcept {
     f.rescale_window = (s.flags & sync::kSpliceRescale) != 0;
     f.syn_sack = (s.flags & sync::kSpliceSynSack) != 0;
     f.syn_ecn = (s.flags & sync::kSpliceSynEcn) != 0;
+    f.moving = (s.flags & sync::kSpliceMoving) != 0;
+    f.client_spoke_last = (s.flags & sync::kSpliceClientLast) != 0;
+    f.splice_await_data = (s.flags & sync::kSpliceAwaitData) != 0;
     f.backend_wscale = s.backend_wscale;
     f.client_view_wscale = s.client_view_wscale;
     f.syn_retries = s.syn_retries;

@@ -45,6 +45,7 @@ struct HealthChecker::Target {
   uint64_t failures = 0;
   uint64_t seen_rsts = 0;
   uint64_t seen_timeouts = 0;
+  uint64_t seen_stalls = 0;
   std::string last_error;
 
   event* timer = nullptr;
@@ -85,7 +86,22 @@ uint16_t checkPort(const Target& t, uint32_t& cursor) {
 void startCheck(Target& t);
 void finishCheck(Target& t, bool ok, const std::string& error);
 
+/// A backend changing state: a check failed while it is UP, or passed while it is DOWN. The
+/// confirming checks then run every fastinter, each with at most that long to answer (HAProxy's
+/// fastinter): a host that died is confirmed dead sooner, a flapping one no more often.
+bool changing(const Target& t);
+
+uint64_t checkEvery(const Target& t) {
+  const uint64_t fast = t.cfg->fastinter_ns != 0 ? t.cfg->fastinter_ns : t.cfg->interval_ns;
+  return changing(t) ? std::min(fast, t.cfg->interval_ns) : t.cfg->interval_ns;
+}
+
+uint64_t checkTimeout(const Target& t) { return std::min(t.cfg->timeout_ns, checkEvery(t)); }
+
 void onTimer(evutil_socket_t, short, void* arg) { startCheck(*static_cast<Target*>(arg)); }
+
+/// Passive signals are looked at this often (a few comparisons per backend).
+constexpr uint64_t kPassivePollNs = 50'000'000;
 
 void onTcp(evutil_socket_t fd, short what, void* arg) {
   auto& t = *static_cast<Target*>(arg);
@@ -141,9 +157,11 @@ void finishCheck(Target& t, bool ok, const std::string& error) {
     t.http = nullptr;
   }
   t.owner->checkDone(t, ok, error);
-  // The next check one interval after this one started (the timeout is at most the interval).
+  // The next check one interval (or fastinter) after this one started (the timeout is at most
+  // that).
   const uint64_t elapsed = monotonicNs() - t.started_ns;
-  const timeval next = toTimeval(elapsed < t.cfg->interval_ns ? t.cfg->interval_ns - elapsed : 0);
+  const uint64_t every = checkEvery(t);
+  const timeval next = toTimeval(elapsed < every ? every - elapsed : 0);
   event_add(t.timer, &next);
 }
 
@@ -179,7 +197,7 @@ void startTcp(Target& t) {
     return;
   }
   t.conn_ev = event_new(t.base, t.fd, EV_WRITE, onTcp, &t);
-  const timeval timeout = toTimeval(t.cfg->timeout_ns);
+  const timeval timeout = toTimeval(checkTimeout(t));
   if (t.conn_ev == nullptr || event_add(t.conn_ev, &timeout) != 0) {
     finishCheck(t, false, "cannot add the connect event");
   }
@@ -192,7 +210,7 @@ void startHttp(Target& t) {
     finishCheck(t, false, "http: cannot create a connection");
     return;
   }
-  const timeval timeout = toTimeval(t.cfg->timeout_ns);
+  const timeval timeout = toTimeval(checkTimeout(t));
   evhttp_connection_set_timeout_tv(t.http, &timeout);
   evhttp_connection_set_retries(t.http, 0);
   if (const uint16_t port = checkPort(t, t.port_cursor); port != 0) {
@@ -222,6 +240,14 @@ void startCheck(Target& t) {
   } else {
     startTcp(t);
   }
+}
+
+bool changing(const Target& t) {
+  return t.healthy ? t.fail_streak > 0 : t.ok_streak > 0;
+}
+
+void onPoll(evutil_socket_t, short, void* arg) {
+  static_cast<HealthChecker*>(arg)->pollPassive();
 }
 
 }  // namespace
@@ -256,9 +282,19 @@ HealthChecker::HealthChecker(event_base* base, Engine& engine, const DaemonConfi
     }
   }
   for (auto& t : targets_) t->targets = static_cast<uint32_t>(targets_.size());
+  const bool any = std::any_of(targets_.begin(), targets_.end(),
+                               [](const auto& t) { return t->timer != nullptr; });
+  if (any) {
+    poll_ = event_new(base_, -1, EV_PERSIST, onPoll, this);
+    const timeval every = toTimeval(kPassivePollNs);
+    if (poll_ == nullptr || event_add(poll_, &every) != 0) {
+      throw std::runtime_error("health: cannot add the passive-signal timer");
+    }
+  }
 }
 
 HealthChecker::~HealthChecker() {
+  if (poll_ != nullptr) event_free(poll_);
   for (auto& t : targets_) {
     if (t->conn_ev != nullptr) event_free(t->conn_ev);
     if (t->fd >= 0) close(t->fd);
@@ -271,17 +307,45 @@ void HealthChecker::checkDone(Target& t, bool ok, const std::string& error) {
   ++t.checks;
   // Passive signals since the last check count as a failed check: a backend that resets
   // connections or leaves SYNs unanswered is suspect before its next probe fails.
-  const BackendStats st = engine_.backendStats(t.service, t.backend);
   std::string why = error;
-  if (st.rsts != t.seen_rsts || st.connect_timeouts != t.seen_timeouts) {
-    if (ok) {
-      why = "passive: " + std::to_string(st.rsts - t.seen_rsts) + " RSTs, " +
-            std::to_string(st.connect_timeouts - t.seen_timeouts) + " unanswered SYNs";
-    }
+  if (std::string passive; takePassive(t, passive)) {
+    if (ok) why = passive;
     ok = false;
-    t.seen_rsts = st.rsts;
-    t.seen_timeouts = st.connect_timeouts;
   }
+  countResult(t, ok, why);
+}
+
+bool HealthChecker::takePassive(Target& t, std::string& why) {
+  const BackendStats st = engine_.backendStats(t.service, t.backend);
+  if (st.rsts == t.seen_rsts && st.connect_timeouts == t.seen_timeouts &&
+      st.stalls == t.seen_stalls)
+    return false;
+  why = "passive: " + std::to_string(st.rsts - t.seen_rsts) + " RSTs, " +
+        std::to_string(st.connect_timeouts - t.seen_timeouts) + " unanswered SYNs, " +
+        std::to_string(st.stalls - t.seen_stalls) + " stalled requests";
+  t.seen_rsts = st.rsts;
+  t.seen_timeouts = st.connect_timeouts;
+  t.seen_stalls = st.stalls;
+  return true;
+}
+
+void HealthChecker::pollPassive() {
+  for (auto& tp : targets_) {
+    Target& t = *tp;
+    if (t.timer == nullptr || !t.healthy) continue;
+    std::string why;
+    if (!takePassive(t, why)) continue;
+    // Counted at once, as a failed check; a confirming check starts now unless one is running
+    // (then its own result counts next).
+    countResult(t, false, why);
+    if (t.fd < 0 && t.http == nullptr) {
+      event_del(t.timer);
+      event_active(t.timer, EV_TIMEOUT, 0);
+    }
+  }
+}
+
+void HealthChecker::countResult(Target& t, bool ok, const std::string& why) {
   if (ok) {
     engine_.noteBackendAlive(t.service, t.backend, monotonicNs());
     t.fail_streak = 0;
@@ -423,6 +487,8 @@ std::string HealthChecker::metricsText() const {
        [](const Target&, const BackendStats& s) { return s.rsts; }},
       {"tandem_backend_connect_timeouts_total", "Backend SYNs never answered.",
        [](const Target&, const BackendStats& s) { return s.connect_timeouts; }},
+      {"tandem_backend_stalls_total", "Client data resent while the backend acknowledged nothing.",
+       [](const Target&, const BackendStats& s) { return s.stalls; }},
       {"tandem_backend_flows_moved_total", "Flows re-spliced away from the backend.",
        [](const Target&, const BackendStats& s) { return s.flows_moved; }},
       {"tandem_backend_flows_reset_total", "Flows reset because the backend left.",

@@ -19,6 +19,7 @@
 #include "proxy/core/engine.h"
 #include "proxy/tandemd/config.h"
 
+struct event;
 struct event_base;
 struct evhttp_request;
 
@@ -51,15 +52,22 @@ class HealthChecker {
   struct Target;
   /// A check of `t` ended (called from the libevent callbacks).
   void checkDone(Target& t, bool ok, const std::string& error);
+  /// Counts the engine's passive signals (RSTs, unanswered SYNs, stalled requests) as a failed
+  /// check as soon as they appear, and starts a confirming check (every 50 ms, timer).
+  void pollPassive();
 
  private:
   void apply(Target& t, const std::string& why);
+  void countResult(Target& t, bool ok, const std::string& why);
+  /// New passive signals since the last look: true, with `why` describing them.
+  bool takePassive(Target& t, std::string& why);
 
   event_base* base_;
   Engine& engine_;
   const DaemonConfig& config_;
   std::function<void()> flush_;
   std::vector<std::unique_ptr<Target>> targets_;
+  event* poll_ = nullptr;
 };
 
 const char* adminStateName(AdminState a) noexcept;

@@ -38,7 +38,7 @@ TEST(ConfigHealth, EveryKeyParses) {
   const DaemonConfig c = parse(
       "mode = splice\nresplice = on\nhealth_check = http\nhealth_interval = 0.5\n"
       "health_timeout = 0.25\nhealth_rise = 1\nhealth_fall = 2\nhealth_http_path = /healthz\n"
-      "health_http_status = 204\n");
+      "health_http_status = 204\nhealth_fastinter = 0.05\n");
   const HealthConfig& h = c.health[0];
   EXPECT_TRUE(c.engine.services[0].resplice);
   EXPECT_EQ(h.check, HealthCheck::kHttp);
@@ -48,11 +48,13 @@ TEST(ConfigHealth, EveryKeyParses) {
   EXPECT_EQ(h.fall, 2u);
   EXPECT_EQ(h.http_path, "/healthz");
   EXPECT_EQ(h.http_status, 204);
+  EXPECT_EQ(h.fastinter_ns, 50'000'000u);
 }
 
 TEST(ConfigHealth, TimeoutDefaultsToAtMostTheInterval) {
   const DaemonConfig c = parse("health_check = tcp\nhealth_interval = 0.2\n");
   EXPECT_EQ(c.health[0].timeout_ns, 200'000'000u);
+  EXPECT_EQ(c.health[0].fastinter_ns, 200'000'000u) << "fastinter defaults to the interval";
 }
 
 TEST(ConfigHealth, ErrorsNameTheKey) {
@@ -68,6 +70,9 @@ TEST(ConfigHealth, ErrorsNameTheKey) {
        "service.web.health_http_path: only used with health_check = http"},
       {"health_check = tcp\nhealth_interval = 1\nhealth_timeout = 2\n",
        "service.web.health_timeout: above health_interval"},
+      {"health_check = tcp\nhealth_interval = 1\nhealth_fastinter = 2\n",
+       "service.web.health_fastinter: above health_interval"},
+      {"health_fastinter = 0.1\n", "service.web.health_fastinter: needs health_check = tcp | http"},
       {"health_check = tcp\nhealth_rise = 0\n", "service.web.health_rise: expected an integer"},
       {"health_check = tcp\nhealth_fall = 101\n", "service.web.health_fall: expected an integer"},
       {"health_check = http\nhealth_http_path = healthz\n",

@@ -302,6 +302,42 @@ TEST(BackendState, RstsFromABackendAreCountedForTheHealthLayer) {
   EXPECT_EQ(e.backendStats(0, 1).rsts, 0u);
 }
 
+/// A request the backend leaves unacknowledged: the client's retransmission 150 ms or more after
+/// the request is a stall (passive health signal), counted once per wait; none on a backend that
+/// acknowledged, none before 150 ms, none without resplice.
+TEST(BackendState, AClientResendingToASilentBackendIsAStall) {
+  for (bool resplice : {true, false}) {
+    Engine e(config(Addressing::kTransparent, resplice));
+    Conn c(e, 1000, 7000);
+    c.exchange();
+    const uint64_t ms = 1'000'000;
+    auto request = [&](uint64_t at) {
+      return run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(c.cseq)
+                        .ack(c.view).window(1000).timestamp(++c.client_ts, c.seen_ts)
+                        .payloadSize(30).build(), at);
+    };
+    EXPECT_EQ(request(kNow + 1000 * ms).d.verdict, Verdict::kAccept);  // after 1 s idle
+    EXPECT_EQ(request(kNow + 1100 * ms).d.verdict, Verdict::kAccept);  // resent at 100 ms
+    EXPECT_EQ(e.backendStats(0, 0).stalls, 0u) << "100 ms is within a delayed ACK";
+    request(kNow + 1300 * ms);                                          // resent at 300 ms
+    EXPECT_EQ(e.backendStats(0, 0).stalls, resplice ? 1u : 0u);
+    request(kNow + 1700 * ms);                                          // and again
+    EXPECT_EQ(e.backendStats(0, 0).stalls, resplice ? 1u : 0u) << "once per wait";
+    // The backend answers; the next request is acknowledged at once: no stall.
+    c.cseq += 30;
+    run(e, PacketBuilder().src(c.backend).dst(c.source).flags(kAck).seq(c.bseq).ack(c.cseq)
+               .window(500).timestamp(++c.backend_ts, c.client_ts).build(), kNow + 1750 * ms);
+    request(kNow + 2000 * ms);
+    c.cseq += 30;
+    run(e, PacketBuilder().src(c.backend).dst(c.source).flags(kAck).seq(c.bseq).ack(c.cseq)
+               .window(500).timestamp(++c.backend_ts, c.client_ts).build(), kNow + 2010 * ms);
+    request(kNow + 2500 * ms);  // more data, 490 ms after the backend's last ack: a new wait
+    EXPECT_EQ(e.backendStats(0, 0).stalls, resplice ? 1u : 0u) << "acknowledged data is no stall";
+    request(kNow + 2800 * ms);  // resent 300 ms after
+    EXPECT_EQ(e.backendStats(0, 0).stalls, resplice ? 2u : 0u);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Re-splice
 
