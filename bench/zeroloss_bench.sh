@@ -22,6 +22,7 @@
 # Usage (root): bench/zeroloss_bench.sh     Environment: ROUNDS=5 HB_MS=10 HB_MISS=3 RT=0
 #               (1: tandemd under chrt -r 50, as keepalived's VRRP process) CRASH_AT=2 AFTER=2
 #               INTERVAL_MS=2 SYSTEMS="vmac garp ka" CLIENTS="http redis" OUT=bench/out
+#               PCAP=0 (1: tcpdump of the client and the backends per trial, in the run directory)
 # Installs redis-server, nginx-light, keepalived and conntrackd with apt-get if missing (bench
 # only). Prints a markdown table; raw lines in $OUT/zeroloss-<date>/. Asserts nothing.
 set -u
@@ -81,7 +82,7 @@ STAMP=$(date -u +%Y%m%d-%H%M%S)
 RUN_DIR=$OUT/zeroloss-$STAMP
 mkdir -p "$RUN_DIR" || die "cannot create $RUN_DIR"
 RESULTS=$RUN_DIR/trials.tsv
-printf 'round\tclient\tsystem\tgap_ms\terrors\treconnects\tprobes\tvictim\ttakeover_log\n' >"$RESULTS"
+printf 'round\tclient\tsystem\tgap_ms\terrors\treconnects\tprobes\tvictim\ttakeover_log\tcrash_ms\n' >"$RESULTS"
 
 tcp_counter() {
   in_ns "$1" nstat -azs "$2" | awk -v n="$2" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }'
@@ -175,6 +176,14 @@ trial() {
   esac || { echo "# $tag: the pair did not come up" >&2; cp "$TDM_TMP"/*.log "$RUN_DIR/" 2>/dev/null
             rm -rf "$TDM_TMP"/ka-*; topo_down; return 2; }
   rc0=$(role_changes "$sys")
+  # PCAP=1: tcpdump in the client's and the backends' namespaces, into the run directory.
+  if [ "${PCAP:-0}" = 1 ]; then
+    local pns
+    for pns in "$NS_CLI" "$NS_BE1" "$NS_BE2"; do
+      bg_start "pcap-${pns##*-}" "$pns" tcpdump -i eth0 -n -U -w "$RUN_DIR/$tag-${pns##*-}.pcap" tcp
+    done
+    sleep 0.5
+  fi
   before=$(probes_and_retrans "$NS_CLI" "$NS_BE1" "$NS_BE2")
   bg_start "client-$tag" "$NS_CLI" python3 "$ROOT/bench/zeroloss/rrclient.py" --proto "$cl" \
     --host "$VIP" --port 80 --interval-ms "$INTERVAL_MS" \
@@ -216,10 +225,10 @@ trial() {
   reconnects=$(sed -n 's/.* reconnects=\([0-9]*\) .*/\1/p' <<<"$line")
   end_s=$(sed -n 's/.* max_gap_end=\([0-9.]*\) .*/\1/p' <<<"$line")
   [ -n "$gap" ] || { gap=failed; errors=${errors:-?}; reconnects=${reconnects:-?}; }
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$cl" "$sys" "$gap" "$errors" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$cl" "$sys" "$gap" "$errors" \
     "$reconnects" "$((after - before))" \
     "$(awk -v e="${end_s:-0}" -v c="$crash_ms" 'BEGIN { printf "gap ends %+.0f ms after the crash", e * 1000 - c }')" \
-    "$takeover_log" >>"$RESULTS"
+    "$takeover_log" "$crash_ms" >>"$RESULTS"
   echo "# $tag: gap ${gap} ms, errors $errors, reconnects $reconnects, probes+retrans $((after - before))" >&2
   return 0
 }
@@ -247,28 +256,5 @@ T1=$(date +%s)
   echo "Command: \`$BENCH_CMDLINE\` (ROUNDS=$ROUNDS HB_MS=$HB_MS HB_MISS=$HB_MISS RT=$RT CRASH_AT=$CRASH_AT AFTER=$AFTER INTERVAL_MS=$INTERVAL_MS), $(date -u -d "@$T0" '+%Y-%m-%d %H:%M UTC'), $((T1 - T0)) s;"
   echo "kernel $(uname -r), $(nproc) vCPU, load average at the end $(cut -d' ' -f1-3 /proc/loadavg); tandemd sha256 $TANDEMD_SHA; $(redis-server --version | cut -d' ' -f1-3); $(nginx -v 2>&1); $(keepalived -v 2>&1 | head -n 1)."
   echo
-  python3 - "$RESULTS" "$HB_MS" "$HB_MISS" <<'EOF'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-names = {"vmac": "tandem vmac, %s ms x %s" % (sys.argv[2], sys.argv[3]),
-         "garp": "tandem garp, %s ms x %s" % (sys.argv[2], sys.argv[3]),
-         "ka": "keepalived + conntrackd (strict), advert 10 ms"}
-print("| client | system | gap per trial (ms) | median | worst | errors | reconnects | loss probes + retrans |")
-print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
-order = []
-for r in rows:
-    if (r["client"], r["system"]) not in order:
-        order.append((r["client"], r["system"]))
-for cl, sy in order:
-    sel = [r for r in rows if r["client"] == cl and r["system"] == sy]
-    gaps = [float(r["gap_ms"]) for r in sel if r["gap_ms"] != "failed"]
-    failed = sum(r["gap_ms"] == "failed" for r in sel)
-    med = "%.1f" % statistics.median(gaps) if gaps else "-"
-    worst = "failed" if failed else ("%.1f" % max(gaps) if gaps else "-")
-    print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-        cl, names.get(sy, sy), " ".join(r["gap_ms"] for r in sel), med, worst,
-        sum(int(r["errors"]) for r in sel if r["errors"].isdigit()),
-        sum(int(r["reconnects"]) for r in sel if r["reconnects"].isdigit()),
-        " ".join(r["probes"] for r in sel)))
-EOF
+  python3 "$ROOT/bench/zeroloss/summary.py" "$RUN_DIR" "$HB_MS" "$HB_MISS"
 } | tee "$RUN_DIR/result.md"
