@@ -18,7 +18,11 @@ bool Engine::observeShadow(const uint8_t* data, size_t len) noexcept {
                     pkt.dport()};
   const FlowTable::Hit hit = impl_->table.find(key);
   if (!hit) return false;
-  return learnWindowEdges(impl_->table.at(hit.index), hit.dir, pkt, opts);
+  Flow& f = impl_->table.at(hit.index);
+  // The active tracks a seq-adjusted (splice) flow's client segments after translating them
+  // (engine.cc): the wire's sequence space is not the tracker's. Those stay liberal until seen.
+  if (f.splice || f.has_seqadj) return false;
+  return learnWindowEdges(f, hit.dir, pkt, opts);
 }
 
 }  // namespace tandem
