@@ -15,7 +15,7 @@
 #    RSS, and the frames it shadowed. The same with takeover = garp (the standby captures
 #    nothing) as the baseline.
 #
-# Usage (root): bench/shadow_bench.sh       Environment: TRIALS=5 IPERF_S=10 SKIP_CPU=0
+# Usage (root): bench/shadow_bench.sh       Environment: TRIALS=5 IPERF_S=10 SKIP_CPU=0 SKIP_GAP=0
 #               HB_INTERVAL=0.02 HB_MISS=5 (the pair's heartbeat; detection = their product)
 #               TANDEMD=... TCPCHECK=... (default: build/release binaries)
 # Nothing here is a test: it prints a table and asserts nothing.
@@ -85,6 +85,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 declare -A GAPS PROBES DONE
 FALSE_TAKEOVERS=0
 t=0
+[ "${SKIP_GAP:-0}" = 1 ] && TRIALS=0
 while [ "${DONE[vmac]:-0}" -lt "$TRIALS" ] || [ "${DONE[garp]:-0}" -lt "$TRIALS" ]; do
   t=$((t + 1))
   [ "$t" -le $((TRIALS * 3)) ] || break
@@ -153,8 +154,8 @@ echo "heartbeat ${HB_INTERVAL} s x ${HB_MISS}; trials discarded for a takeover b
 [ "${SKIP_CPU:-0}" = 1 ] && exit 0
 
 echo
-echo "| takeover | iperf3 Gbit/s | standby CPU (% of a core) | active CPU (% of a core) | standby RSS (MiB) | frames shadowed |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| takeover | iperf3 Gbit/s | standby CPU (% of a core) | active CPU (% of a core) | standby RSS (MiB) | frames shadowed | of which moved window edges |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for mode in vmac garp; do
   if ! up "$mode" "$BE1_IP:8080"; then
     echo "cpu $mode: set-up failed" >&2
@@ -173,7 +174,8 @@ for mode in vmac garp; do
   gbps=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%.2f' % (d['end']['sum_received']['bits_per_second']/1e9))" "$TDM_TMP/iperf.json" 2>/dev/null)
   rss=$(awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$B_PID/status")
   shadowed=$(metric_in "$NS_PB" tandem_shadow_frames_total)
+  learnt=$(metric_in "$NS_PB" tandem_shadow_windows_learnt_total)
   wall_ticks=$(( (w1 - w0) * HZ / 1000000000 ))
-  echo "| $mode | ${gbps:-?} | $(( 100 * (b1 - b0) / wall_ticks )) | $(( 100 * (a1 - a0) / wall_ticks )) | $rss | $shadowed |"
+  echo "| $mode | ${gbps:-?} | $(( 100 * (b1 - b0) / wall_ticks )) | $(( 100 * (a1 - a0) / wall_ticks )) | $rss | $shadowed | $learnt |"
   topo_down
 done

@@ -420,6 +420,10 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
       state.state >= TcpState::kCount)
     return DropReason::kNoService;  // a checkpoint that does not fit this configuration
   FlowTable& table = impl_->table;
+  // The connection's window edges, if a shadowing standby kept them warm (observeShadow).
+  Flow warm;
+  const FlowTable::Hit old = table.find(FlowTable::clientKey(state));
+  if (old && old.dir == Direction::kFromClient) warm = table.at(old.index);
   // The active's view wins: drop whatever holds either leg's tuple here.
   for (const FlowKey& k : {FlowTable::clientKey(state), FlowTable::backendKey(state)}) {
     if (const FlowTable::Hit hit = table.find(k)) table.remove(hit.index);
@@ -430,10 +434,11 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
   f = state;
   f.in_use = true;
   f.dirty = false;
-  for (TcpWindow& w : f.win) {
+  for (size_t d = 0; d < 2; ++d) {
+    if (old && adoptWarmEdges(f.win[d], warm, state, d)) continue;
     // Liberal until seen: the edges moved on while the checkpoint travelled.
-    w.seen = false;
-    w.ack_seen = false;
+    f.win[d].seen = false;
+    f.win[d].ack_seen = false;
   }
   f.last_seen_ns = now_ns;
   table.insert(index);

@@ -116,6 +116,13 @@ class Engine {
   /// Standby: installs (or replaces, by client-leg key) a flow from its checkpoint. Window edges
   /// are re-learnt from the first packets each way (liberal until seen). kNone on success.
   DropReason installFlow(const Flow& state, uint64_t now_ns) noexcept;
+  /// Standby in vmac mode: a frame the shadow capture saw on its way to the active (an IPv4/TCP
+  /// packet, never written) moves its flow's window edges as the active's tracker moved them, so
+  /// that after a takeover nothing has to be re-learnt; nothing else changes (no verdict, no
+  /// state, no outbox, no counter). installFlow keeps these edges over a checkpoint's. True if
+  /// the frame's flow learnt from it (proxy/core/shadow_windows.cc). Splice and other
+  /// seq-adjusted flows are left alone: their tracker works on translated client segments.
+  bool observeShadow(const uint8_t* data, size_t len) noexcept;
   /// Standby: removes the flow with this client-leg key; false if there was none.
   bool removeFlow(const FlowKey& client_key) noexcept;
   /// A standby's flows live by the active's checkpoints, not by packets (an established flow

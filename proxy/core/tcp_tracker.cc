@@ -329,3 +329,63 @@ DropReason trackSegment(Flow& f, Direction dir, const TcpPacket& pkt, const TcpO
 }
 
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+bool learnsEdges(TcpState s) noexcept {
+  switch (s) {
+    case TcpState::kEstablished:
+    case TcpState::kFinWait:
+    case TcpState::kCloseWait:
+    case TcpState::kLastAck:
+    case TcpState::kTimeWait: return true;
+    default: return false;  // the handshake's windows come with its SYN options
+  }
+}
+
+}  // namespace
+
+bool learnWindowEdges(Flow& f, Direction dir, const TcpPacket& pkt,
+                      const TcpOptions& opts) noexcept {
+  const uint8_t flags = pkt.flags();
+  if (!validTcpFlags(flags)) return false;
+  switch (tcpEventOf(flags)) {
+    case TcpEvent::kAck:
+    case TcpEvent::kFin: break;
+    case TcpEvent::kSyn:
+      if (dir == Direction::kFromClient &&
+          (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)) {
+        for (TcpWindow& w : f.win) {
+          w.seen = false;
+          w.ack_seen = false;
+        }
+        return true;
+      }
+      return false;
+    default: return false;  // RST, SYN-ACK: what they change, the checkpoint brings
+  }
+  if (!learnsEdges(f.state)) return false;
+  return updateWindows(f, dir, pkt, opts);
+}
+
+bool adoptWarmEdges(TcpWindow& into, const Flow& warm, const Flow& checkpoint,
+                    size_t d) noexcept {
+  const TcpWindow& w = warm.win[d];
+  if (!w.seen || !learnsEdges(checkpoint.state) || warm.client_addr != checkpoint.client_addr ||
+      warm.client_port != checkpoint.client_port || warm.vip_addr != checkpoint.vip_addr ||
+      warm.vip_port != checkpoint.vip_port || warm.backend_addr != checkpoint.backend_addr ||
+      warm.backend_port != checkpoint.backend_port || warm.source_addr != checkpoint.source_addr ||
+      warm.source_port != checkpoint.source_port) {
+    return false;
+  }
+  into.td_end = w.td_end;
+  into.td_maxend = w.td_maxend;
+  into.td_maxwin = w.td_maxwin;
+  into.last_ack = w.last_ack;
+  into.ack_seen = w.ack_seen;
+  into.seen = true;
+  return true;
+}
+
+}  // namespace tandem

@@ -52,3 +52,22 @@ DropReason trackSegment(Flow& flow, Direction dir, const TcpPacket& pkt, const T
                         uint64_t now_ns, Counters& counters) noexcept;
 
 }  // namespace tandem
+
+namespace tandem {
+
+/// Standby in vmac mode: learns a flow's window edges (td_end, td_maxend, td_maxwin, last_ack)
+/// from a segment the shadow capture saw on its way to the active, as trackSegment would, and
+/// changes nothing the checkpoint owns: no state, no last_seen, no FIN flags, no counters.
+/// Learns only on established and closing flows, from in-window ACK/FIN segments; an opening SYN
+/// of a new incarnation (flow in TIME_WAIT or CLOSE) voids what was learnt. True if it learnt.
+bool learnWindowEdges(Flow& flow, Direction dir, const TcpPacket& pkt,
+                      const TcpOptions& opts) noexcept;
+
+/// installFlow on a standby: the edges of `warm` (the flow the checkpoint replaces, kept warm by
+/// learnWindowEdges) are newer than the checkpoint's, which moved on while it travelled. Copies
+/// them into `into` (the checkpoint's window of direction `d`) if `warm` is the same connection
+/// (both legs' tuples) and had seen that direction; false otherwise.
+bool adoptWarmEdges(TcpWindow& into, const Flow& warm, const Flow& checkpoint,
+                    size_t d) noexcept;
+
+}  // namespace tandem

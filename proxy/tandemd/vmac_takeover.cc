@@ -13,6 +13,7 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "proxy/core/shadow_ring.h"
@@ -71,7 +72,8 @@ struct VmacTakeover::Impl {
 
   void open();
   void openCaptures();
-  void closeCaptures() noexcept;
+  /// `background`: the sockets are closed on a detached thread (the takeover's tail pass).
+  void closeCaptures(bool background = false) noexcept;
   void drain() noexcept;
   void replay(uint64_t from_ns, uint64_t until_ns, uint64_t min_id) noexcept;
 
@@ -93,6 +95,9 @@ struct VmacTakeover::Impl {
   uint64_t last_now_ns = 0;
   size_t mtu = 1500;  ///< smallest MTU of the group's interfaces: replayed segments fit it
   VmacTakeoverCounters counters;
+  TakeoverTiming timing;         ///< the last takeover's steps
+  uint64_t live_packets_at = 0;  ///< engine packets when the replay ended
+  uint64_t live_wait_from = 0;   ///< != 0: waiting for the first live packet since then
   ShadowCaptureCounters closed_capture;  ///< counters of capture sockets since closed
 };
 
@@ -148,7 +153,7 @@ void VmacTakeover::Impl::openCaptures() {
   }
 }
 
-void VmacTakeover::Impl::closeCaptures() noexcept {
+void VmacTakeover::Impl::closeCaptures(bool background) noexcept {
   for (Interface& i : interfaces) {
     if (i.capture_ev != nullptr) event_free(i.capture_ev);
     i.capture_ev = nullptr;
@@ -158,7 +163,18 @@ void VmacTakeover::Impl::closeCaptures() noexcept {
       closed_capture.truncated += c.truncated;
       closed_capture.malformed += c.malformed;
       closed_capture.kernel_drops += c.kernel_drops;
-      i.capture->close();
+      if (background) {
+        // Closing a packet socket waits for an RCU grace period (packet_release), tens of ms on
+        // a busy machine per socket: measured as a 50 ms stall of the new active's forwarding
+        // right after the tail replay. Off the event loop it costs the loop nothing.
+        try {
+          std::thread([c = std::move(i.capture)]() mutable { c.reset(); }).detach();
+        } catch (const std::system_error&) {
+          if (i.capture) i.capture->close();  // no thread: close here, as before
+        }
+      } else {
+        i.capture->close();
+      }
       // A reopened capture starts its counters afresh.
       i.capture = std::make_unique<ShadowCapture>(i.name, config.vmac);
     }
@@ -171,6 +187,8 @@ void VmacTakeover::Impl::drain() noexcept {
     const ShadowSide side = i.side;
     i.capture->drain([&](std::span<const uint8_t> p, bool partial, uint64_t ts) {
       (void)ring.push(p, side, partial, ts, now);
+      // The flow's window edges move as the active's do (read-only towards forwarding).
+      if (engine.observeShadow(p.data(), p.size())) ++counters.windows_learnt;
     });
   }
 }
@@ -256,9 +274,18 @@ VmacTakeover::~VmacTakeover() {
 
 void VmacTakeover::onPeerHeartbeat(uint64_t now_ns) noexcept { impl_->last_peer_hb_ns = now_ns; }
 
-bool VmacTakeover::take(uint64_t /*now_ns*/) noexcept {
+namespace {
+uint64_t acceptedPackets(const Engine& e) noexcept {
+  return e.counters().packets[0] + e.counters().packets[1];
+}
+double ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+}  // namespace
+
+bool VmacTakeover::take(uint64_t now_ns) noexcept {
   Impl& p = *impl_;
+  const uint64_t t0 = monotonicNs();
   p.drain();
+  const uint64_t t_drained = monotonicNs();
   p.tail_min_id = p.ring.nextId();
   // Up first: from now on the kernel queues new frames (and the answers to replayed ones) to
   // NFQUEUE, which this loop reads only after the replay below: the old frames leave first.
@@ -268,6 +295,7 @@ bool VmacTakeover::take(uint64_t /*now_ns*/) noexcept {
     return false;
   }
   const uint64_t up = monotonicNs();
+  const uint64_t replayed_before = p.counters.replayed;
   // Since the last heartbeat the peer sent (or, never heard, the whole ring), minus a margin
   // for what it received but had not forwarded before that heartbeat. Everything drained so far
   // arrived before the macvlans came up: none of it was forwarded here.
@@ -275,6 +303,27 @@ bool VmacTakeover::take(uint64_t /*now_ns*/) noexcept {
   p.replay_from_ns = p.last_peer_hb_ns > margin ? p.last_peer_hb_ns - margin : 0;
   p.replay(p.replay_from_ns, UINT64_MAX, 0);
   ++p.counters.replays;
+  const uint64_t t_replayed = monotonicNs();
+  // Where the outage went (issue 6's target): detection is the peer's last heartbeat to the
+  // pair's decision (interval x miss + the tick), then each step here.
+  TakeoverTiming& t = p.timing;
+  t.since_heartbeat_ns = p.last_peer_hb_ns != 0 && now_ns > p.last_peer_hb_ns
+                             ? now_ns - p.last_peer_hb_ns : 0;
+  t.decision_to_take_ns = t0 > now_ns ? t0 - now_ns : 0;
+  t.drain_ns = t_drained - t0;
+  t.links_up_ns = up - t_drained;
+  t.replay_ns = t_replayed - up;
+  t.replayed = p.counters.replayed - replayed_before;
+  t.first_live_ns = 0;
+  p.live_packets_at = acceptedPackets(p.engine);
+  p.live_wait_from = t_replayed;
+  logf(LogLevel::kInfo,
+       "vmac: takeover timing: %.1f ms from the peer's last heartbeat to the decision, then "
+       "%.2f ms to take(), drain %.2f ms, macvlans up %.2f ms, replay %.2f ms (%llu packets): "
+       "replay done %.1f ms after the last heartbeat",
+       ms(t.since_heartbeat_ns), ms(t.decision_to_take_ns), ms(t.drain_ns), ms(t.links_up_ns),
+       ms(t.replay_ns), static_cast<unsigned long long>(t.replayed),
+       ms(t.since_heartbeat_ns + (t_replayed - now_ns)));
   p.tail_until_ns = up;
   p.tail_due_ns = up + kTailDelayNs;
   p.announce_schedule.start(up);
@@ -304,6 +353,13 @@ void VmacTakeover::tick(uint64_t now_ns) noexcept {
   Impl& p = *impl_;
   p.last_now_ns = now_ns;
   p.ring.expire(now_ns);  // also when no frame arrives: the gauges show the window only
+  if (p.live_wait_from != 0 && acceptedPackets(p.engine) != p.live_packets_at) {
+    // The first live packet (NFQUEUE) forwarded after the replay, to within a pair tick.
+    p.timing.first_live_ns = now_ns > p.live_wait_from ? now_ns - p.live_wait_from : 0;
+    p.live_wait_from = 0;
+    logf(LogLevel::kInfo, "vmac: takeover timing: first live packet at most %.1f ms after the "
+         "replay", ms(p.timing.first_live_ns));
+  }
   if (p.announce_schedule.poll(now_ns)) {
     for (Impl::Interface& i : p.interfaces) i.arp->announce();
   }
@@ -311,7 +367,8 @@ void VmacTakeover::tick(uint64_t now_ns) noexcept {
     p.tail_due_ns = 0;
     p.drain();
     p.replay(p.replay_from_ns, p.tail_until_ns, p.tail_min_id);
-    p.closeCaptures();
+    if (p.live_wait_from != 0) p.live_packets_at = acceptedPackets(p.engine);  // not live ones
+    p.closeCaptures(true);
     p.ring.clear();
   }
 }
@@ -364,6 +421,8 @@ std::string VmacTakeover::metricsText() const {
   one("tandem_shadow_capture_truncated_total", "counter",
       "Captured frames longer than the snapshot length or malformed.",
       cap.truncated + cap.malformed);
+  one("tandem_shadow_windows_learnt_total", "counter",
+      "Shadowed frames whose flow's window edges the standby learnt from.", c.windows_learnt);
   one("tandem_shadow_replays_total", "counter", "Takeovers that replayed the outage window.",
       c.replays);
   one("tandem_shadow_replayed_total", "counter", "Frames replayed (translated and sent).",
@@ -384,6 +443,19 @@ std::string VmacTakeover::metricsText() const {
       "Replayed super-packets (GRO/GSO) split into MTU-sized segments.", c.segmented);
   one("tandem_vmac_link_failures_total", "counter", "macvlan up/down requests that failed.",
       c.link_failures);
+  const TakeoverTiming& t = p.timing;
+  out += "# HELP tandem_vmac_takeover_step_us The last takeover's steps, microseconds.\n"
+         "# TYPE tandem_vmac_takeover_step_us gauge\n";
+  auto step = [&](const char* name, uint64_t ns) {
+    out += std::string("tandem_vmac_takeover_step_us{step=\"") + name + "\"} " +
+           std::to_string(ns / 1000) + "\n";
+  };
+  step("detection", t.since_heartbeat_ns);
+  step("to_take", t.decision_to_take_ns);
+  step("drain", t.drain_ns);
+  step("links_up", t.links_up_ns);
+  step("replay", t.replay_ns);
+  step("first_live", t.first_live_ns);
   return out;
 }
 

@@ -44,6 +44,18 @@ struct VmacTakeoverCounters {
   uint64_t send_errors = 0;      ///< raw socket refusals (ENOBUFS...)
   uint64_t link_failures = 0;    ///< macvlans that would not go up or down
   uint64_t segmented = 0;        ///< super-packets split into MTU-sized segments
+  uint64_t windows_learnt = 0;   ///< shadowed frames that moved their flow's window edges
+};
+
+/// The last takeover's steps (logged and exported): where the clients' gap went.
+struct TakeoverTiming {
+  uint64_t since_heartbeat_ns = 0;   ///< the peer's last heartbeat -> the pair's decision
+  uint64_t decision_to_take_ns = 0;  ///< decision -> take() (installing, the role change)
+  uint64_t drain_ns = 0;             ///< capture rings -> shadow ring
+  uint64_t links_up_ns = 0;          ///< macvlans up (rtnetlink)
+  uint64_t replay_ns = 0;            ///< planning, translating and sending the window
+  uint64_t replayed = 0;             ///< packets sent by the replay
+  uint64_t first_live_ns = 0;        ///< replay done -> first live packet (to within a tick)
 };
 
 class VmacTakeover {
