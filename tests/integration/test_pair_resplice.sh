@@ -54,7 +54,7 @@ dump_state() {
 # with re-splicing and health checks, the SYN-cookie secret shared by the pair.
 resplice_config() {
   pair_config "$@" || return 1
-  sed -i 's/^mode = passthrough/mode = splice\nresplice = on\nhealth_check = http\nhealth_http_path = \/health\nhealth_interval = 0.2\nhealth_timeout = 0.2\nhealth_rise = 2\nhealth_fall = 2/' "$1"
+  sed -i 's/^mode = passthrough/mode = splice\nresplice = on\nhealth_check = http\nhealth_http_path = \/health\nhealth_interval = 0.2\nhealth_timeout = 0.2\nhealth_rise = 2\nhealth_fall = 3/' "$1"
   sed -i "/^\[daemon\]/a cookie_secret = $COOKIE_SECRET" "$1"
 }
 

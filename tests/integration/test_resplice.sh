@@ -107,7 +107,7 @@ health_http_path = /health
 health_interval = 0.2
 health_timeout = 0.2
 health_rise = 2
-health_fall = 2
+health_fall = 3
 CONF
   if ! start_tandemd "$conf"; then
     fail "$addressing: tandemd starts" "$(cat "$TDM_TANDEMD_LOG")"
