@@ -70,6 +70,8 @@ struct Engine::Impl {
   void noteToClient(Flow& f, const TcpOptions& opts) noexcept;
   uint32_t moveFlow(uint32_t index, uint64_t now_ns) noexcept;
   void resetFlow(uint32_t index, uint64_t& reason_counter) noexcept;
+  /// Writes a packet the engine originates (splice SYNs and timers, re-splice SYNs, resets) into
+  /// the outbox (Engine::drainOutbox); false, and counted, when it does not fit.
   bool emitOut(const struct SegmentSpec& spec) noexcept;
   void retire(uint32_t index) noexcept;
   /// Records that a flow's hard state changed (change tracking on).
@@ -111,10 +113,6 @@ struct Engine::Impl {
   std::vector<uint32_t> dirty_list;
   std::vector<FlowKey> removed_log;
 
-  // Packets the engine originates on its own (Engine::drainOutbox): splice SYNs sent while the
-  // client's segment that caused them is held, and those of the resend timer.
-  // (and re-splice's, resplice.cc): one bounded Outbox below.
-  bool queueOut(const SegmentSpec& spec) noexcept { return emitOut(spec); }
   // Flows whose backend SYN is out, for spliceTick(); stale or duplicate entries are skipped.
   static constexpr size_t kMaxSynTimers = 4096;
   std::vector<uint32_t> syn_timers;  // capacity reserved; when full, only the client's

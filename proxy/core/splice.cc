@@ -260,7 +260,7 @@ Decision Engine::Impl::spliceBindOnData(uint32_t index, TcpPacket& pkt, const Tc
   touch(index);
   uint8_t optbuf[40];
   const SegmentSpec spec = backendSynAgain(*f, opts.has_timestamp, opts.ts_val, optbuf);
-  if (meta.can_hold && queueOut(spec)) {
+  if (meta.can_hold && emitOut(spec)) {
     // The segment waits (held by the caller) for the backend leg it chose.
     armSynTimer(index);
     ++counters.splice_held;
@@ -284,7 +284,7 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
       if (now_ns - f.last_seen_ns < kBindDataWaitNs) continue;
       // No data yet: the server speaks first. Open the leg to the scheduler's backend.
       uint8_t optbuf[40];
-      if (!queueOut(backendSynAgain(f, false, 0, optbuf))) continue;
+      if (!emitOut(backendSynAgain(f, false, 0, optbuf))) continue;
       f.splice_await_data = false;
       f.last_seen_ns = now_ns;
       touch(index);
@@ -294,13 +294,13 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
     if (f.syn_retries < kMaxSynRetries) {
       if (now_ns - f.last_seen_ns < (kSynTimerNs << f.syn_retries)) continue;
       uint8_t optbuf[40];
-      if (!queueOut(backendSynAgain(f, false, 0, optbuf))) continue;
+      if (!emitOut(backendSynAgain(f, false, 0, optbuf))) continue;
       ++f.syn_retries;
       f.last_seen_ns = now_ns;
       ++counters.splice_syn_retransmits;
     } else if (now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
       // The backend never answered: reset the client now rather than at its next segment.
-      if (!queueOut(clientRst(f, f.win[dirIndex(Direction::kFromClient)].td_end))) continue;
+      if (!emitOut(clientRst(f, f.win[dirIndex(Direction::kFromClient)].td_end))) continue;
       f.splice_pending = false;
       ++splice_generation;
       f.state = TcpState::kClose;

@@ -15,6 +15,7 @@
 #include "proxy/core/resplice.h"
 #include "proxy/core/translator.h"
 #include "tests/unit/packet_builder.h"
+#include "tests/unit/resplice_fixture.h"
 
 namespace tandem {
 namespace {
@@ -22,29 +23,7 @@ namespace {
 using test::PacketBuilder;
 using test::checksumsValid;
 constexpr uint8_t kSyn = 0x02, kAck = 0x10, kRst = 0x04, kPsh = 0x08, kFin = 0x01;
-constexpr uint64_t kNow = 1'000'000'000ull;
-const std::string kClient = "10.0.0.2:40000";
-const std::string kVip = "10.0.0.100:80";
-const std::string kBe1 = "10.1.0.2:8080";
-const std::string kBe2 = "10.1.0.3:8080";
-
-EngineConfig config(Addressing addressing, bool resplice = true) {
-  EngineConfig c;
-  ServiceConfig s;
-  s.name = "web";
-  s.vip = *Endpoint::parse(kVip);
-  s.backends = {*Endpoint::parse(kBe1), *Endpoint::parse(kBe2)};
-  s.mode = Mode::kSplice;
-  s.addressing = addressing;
-  s.snat_addr = *IpAddr::parse("10.1.0.1");
-  s.resplice = resplice;
-  c.services.push_back(s);
-  c.max_flows = 64;
-  c.hash_seed = 3;
-  c.splice.cookie_secret.assign(32, 0x5a);
-  c.splice.wscale = 7;
-  return c;
-}
+using namespace test::resplice;  // kNow, kClient, kVip, kBe1, kBe2, config()
 
 struct Seen {
   Decision d;
