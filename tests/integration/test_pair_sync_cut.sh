@@ -208,9 +208,12 @@ if wait_for 3 one_active; then
   if is_role "$NS_PB" active; then win=$NS_PB lose=$NS_PA loser=a; else win=$NS_PA lose=$NS_PB loser=b; fi
   if holds_vip "$win" && ! holds_vip "$lose" && ! has_addr "$lose" back "$(pair_group_back)" &&
       grep -q "two actives" "$TDM_TMP/tandemd-$loser.log" &&
-      [ "$(metric_in "$win" tandem_pair_active_conflicts_total)" -ge 1 ]; then
+      [ $(( $(metric_in "$win" tandem_pair_active_conflicts_total) +
+            $(metric_in "$lose" tandem_pair_active_conflicts_total) )) -ge 1 ]; then
     # B took over last and has the newer epoch, unless A's loop stalled past the dead interval
     # after stepping down and A took over once more (then A's epoch is newer): both are right.
+    # The conflict is counted by whichever node saw the other's active heartbeat first: when the
+    # loser steps down before its own active heartbeat reaches the winner, only the loser counts it.
     pass "$name (winner ${win##*-}, epoch $(metric_in "$win" tandem_pair_epoch))"
   else
     fail "$name" "winner ${win##*-} holds VIP: $(holds_vip "$win" && echo yes || echo no)" \
