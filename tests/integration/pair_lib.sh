@@ -172,3 +172,79 @@ EOF
 }
 
 rejected() { metric_in "$1" tandem_sync_rejected_total; }
+
+# dump_state (replaces lib.sh's for the pair tests): for each node its addresses, iptables rules,
+# /pair and non-zero metrics of the families in PAIR_DUMP_METRICS, then the last lines of every
+# log and each daemon's role changes and address moves. A test adds to it by defining
+# dump_state_extra.
+PAIR_DUMP_METRICS=${PAIR_DUMP_METRICS:-pair|sync|front|splice|resplice|backend|flows_reset|drops|vmac|shadow}
+dump_state() {
+  echo "  ---- state dump ($TDM_ID, addressing ${TDM_ADDRESSING:-}) ----"
+  local ns f
+  for ns in "$NS_PA" "$NS_PB"; do
+    ns_exists "$ns" || continue
+    echo "  -- $ns: ip -br addr; iptables -S (rules only):"
+    ip -n "$ns" -br addr 2>&1 | sed 's/^/  | /'
+    in_ns "$ns" iptables -S 2>&1 | grep -v '^-P' | sed 's/^/  | /'
+    echo "  -- $ns: /pair:"
+    http_in "$ns" /pair | sed 's/^/  | /'
+    echo "  -- $ns: metrics tandem_($PAIR_DUMP_METRICS) (non-zero):"
+    http_in "$ns" /metrics | grep -E "^tandem_($PAIR_DUMP_METRICS)" | awk '$NF != 0' |
+      sed 's/^/  | /'
+  done
+  if declare -F dump_state_extra >/dev/null; then dump_state_extra; fi
+  for f in "$TDM_TMP"/*.log; do
+    [ -f "$f" ] || continue
+    echo "  -- $(basename "$f") (last 15 lines):"
+    tail -n 15 "$f" | sed 's/^/  | /'
+  done
+  for f in "$TDM_TMP"/tandemd-*.log; do
+    [ -f "$f" ] || continue
+    echo "  -- $(basename "$f"): role changes and address moves:"
+    grep -E 'role |address group' "$f" | sed 's/^/  | /'
+  done
+  echo "  ---- end of state dump ----"
+}
+
+# pair_servers_up: pair_topo and tcpcheck_servers for the current addressing; on failure a FAIL
+# line and the topology taken down (the caller returns).
+pair_servers_up() {
+  local what=$1
+  if ! pair_topo; then
+    fail "$what: topology set up"
+    topo_down
+    return 1
+  fi
+  if ! tcpcheck_servers; then
+    fail "$what: tcpcheck servers listen"
+    topo_down
+    return 1
+  fi
+}
+
+# check_survivors LABEL N CONNS_PID STREAM_PID CONNS_LOG STREAM_LOG: waits for the held
+# connections' and the stream's tcpcheck and checks that all N connections and the stream
+# verified every byte (PASS/FAIL lines "LABEL: ...").
+check_survivors() {
+  local label=$1 n=$2 conns_rc stream_rc conns_out stream_out name
+  wait "$3"
+  conns_rc=$?
+  wait "$4"
+  stream_rc=$?
+  conns_out=$(grep '^tcpcheck: conns=' "$5")
+  stream_out=$(grep '^tcpcheck: conns=' "$6")
+  log "$label: conns: $conns_out"
+  log "$label: stream: $stream_out"
+  name="$label: all $n held connections survived, every byte verified, clean close"
+  if [ "$conns_rc" -eq 0 ] && echo "$conns_out" | grep -q "conns=$n ok=$n failed=0 "; then
+    pass "$name"
+  else
+    fail "$name" "exit $conns_rc" "$(tail -n 20 "$5")"
+  fi
+  name="$label: the stream survived with every byte verified"
+  if [ "$stream_rc" -eq 0 ] && echo "$stream_out" | grep -q 'conns=1 ok=1 failed=0 '; then
+    pass "$name (max_gap_ms=$(summary_field "$stream_out" max_gap_ms))"
+  else
+    fail "$name" "exit $stream_rc" "$(tail -n 20 "$6")"
+  fi
+}

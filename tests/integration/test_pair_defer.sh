@@ -24,24 +24,6 @@ HB_MISS=40
 pair_init
 command -v iptables >/dev/null || skip_all "iptables not installed"
 
-dump_state() {
-  echo "  ---- state dump ($TDM_ID) ----"
-  local ns f
-  for ns in "$NS_PA" "$NS_PB"; do
-    ns_exists "$ns" || continue
-    echo "  -- $ns: iptables -S INPUT:"
-    in_ns "$ns" iptables -S INPUT 2>&1 | sed 's/^/  | /'
-    echo "  -- $ns: pair metrics (non-zero):"
-    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync)' | awk '$NF != 0' | sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 15 lines):"
-    tail -n 15 "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
-}
-
 m_a() { metric_in "$NS_PA" "$@"; }
 deferral_is() { [ "$(m_a tandem_pair_deferral)" = "$1" ]; }
 

@@ -22,25 +22,6 @@ pair_init
 TDM_ADDRESSING=transparent
 SPOOF_NET=10.$TDM_NET.128.0/17
 
-dump_state() {
-  echo "  ---- state dump ($TDM_ID) ----"
-  local ns f
-  for ns in "$NS_PA" "$NS_PB"; do
-    ns_exists "$ns" || continue
-    echo "  -- $ns: /pair:"
-    http_in "$ns" /pair | sed 's/^/  | /'
-    echo "  -- $ns: pair and sync metrics (non-zero):"
-    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync|flows)' | awk '$NF != 0' |
-      sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 20 lines):"
-    tail -n 20 "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
-}
-
 ctl() {
   local ns=$1
   shift

@@ -2,7 +2,7 @@
 # Re-splice and the proxy pair: connections moved to another backend on the active survive the
 # active's crash on the standby. Topology and helpers: pair_lib.sh; two stock-library HTTP/1.1
 # keep-alive servers (tests/tools/keepalive_http.py, each answering its own name); the service in
-# splice mode with resplice = on and HTTP health checks every 0.2 s (rise 2, fall 2) on both nodes.
+# splice mode with resplice = on and HTTP health checks every 0.2 s (rise 2, fall 3) on both nodes.
 #
 # For each addressing (snat, then transparent):
 #   - A active, B ready standby; 8 keep-alive connections through the VIP, over both backends;
@@ -25,30 +25,18 @@ TOOL=$(cd "$(dirname "$0")/../tools" && pwd)/keepalive_http.py
 # A 200 ms dead interval: on a busy shared machine a 100 ms loop stall is not a dead peer.
 HB_MISS=10
 pair_init
-CONNS=8
-COOKIE_SECRET=0f1e2d3c4b5a69788796a5b4c3d2e1f0
-BE1=$BE1_IP:8080
-BE2=$BE2_IP:8080
-
-dump_state() {
-  echo "  ---- state dump ($TDM_ID, addressing $TDM_ADDRESSING) ----"
-  local ns f
+dump_state_extra() {
+  local ns
   for ns in "$NS_PA" "$NS_PB"; do
     ns_exists "$ns" || continue
     echo "  -- $ns: role '$(role_of "$ns")'; flows:"
     http_in "$ns" '/flows?limit=50' | sed 's/^/  | /'
-    echo "  -- $ns: pair, splice, re-splice, backend and drop metrics (non-zero):"
-    http_in "$ns" /metrics |
-      grep -E '^tandem_(pair|sync|splice|resplice|flows_reset|backend|drops)' |
-      awk '$NF != 0' | sed 's/^/  | /'
   done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 15 lines):"
-    tail -n 15 "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
 }
+CONNS=8
+COOKIE_SECRET=0f1e2d3c4b5a69788796a5b4c3d2e1f0
+BE1=$BE1_IP:8080
+BE2=$BE2_IP:8080
 
 # resplice_config FILE NODE PRIORITY BIND PEER: pair_config's file, the service in splice mode
 # with re-splicing and health checks, the SYN-cookie secret shared by the pair.

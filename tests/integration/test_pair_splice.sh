@@ -23,25 +23,6 @@ pair_init
 CONNS=100
 COOKIE_SECRET=0f1e2d3c4b5a69788796a5b4c3d2e1f0
 
-dump_state() {
-  echo "  ---- state dump ($TDM_ID, addressing $TDM_ADDRESSING) ----"
-  local ns f
-  for ns in "$NS_PA" "$NS_PB"; do
-    ns_exists "$ns" || continue
-    echo "  -- $ns: ip -br addr:"
-    ip -n "$ns" -br addr 2>&1 | sed 's/^/  | /'
-    echo "  -- $ns: pair, splice and drop metrics (non-zero):"
-    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync|splice|drops)' | awk '$NF != 0' |
-      sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 15 lines):"
-    tail -n 15 "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
-}
-
 # splice_config FILE NODE PRIORITY BIND PEER: pair_config's file, the service in splice mode,
 # the SYN-cookie secret shared by the pair (a cookie minted by A is checked by B).
 splice_config() {
@@ -54,16 +35,7 @@ run_case() {
   local a=$1 name
   TDM_ADDRESSING=$a
   log "==== addressing $a, splice mode ===="
-  if ! pair_topo; then
-    fail "$a: topology set up"
-    topo_down
-    return
-  fi
-  if ! tcpcheck_servers; then
-    fail "$a: tcpcheck servers listen"
-    topo_down
-    return
-  fi
+  pair_servers_up "$a" || return
   splice_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
   splice_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
 
@@ -111,29 +83,8 @@ run_case() {
     fail "$name" "B's role: '$(role_of "$NS_PB")'"
   fi
 
-  wait "$conns_pid"
-  local conns_rc=$?
-  wait "$stream_pid"
-  local stream_rc=$?
-  local conns_out stream_out
-  conns_out=$(grep '^tcpcheck: conns=' "$TDM_TMP/conns-$a.log")
-  stream_out=$(grep '^tcpcheck: conns=' "$TDM_TMP/stream-$a.log")
-  log "$a: conns: $conns_out"
-  log "$a: stream: $stream_out"
-
-  name="$a: all $CONNS spliced connections survived the crash, every byte verified"
-  if [ "$conns_rc" -eq 0 ] && echo "$conns_out" | grep -q "conns=$CONNS ok=$CONNS failed=0 "; then
-    pass "$name"
-  else
-    fail "$name" "exit $conns_rc" "$(tail -n 20 "$TDM_TMP/conns-$a.log")"
-  fi
-
-  name="$a: the spliced stream survived the crash with every byte verified"
-  if [ "$stream_rc" -eq 0 ] && echo "$stream_out" | grep -q 'conns=1 ok=1 failed=0 '; then
-    pass "$name (max_gap_ms=$(summary_field "$stream_out" max_gap_ms))"
-  else
-    fail "$name" "exit $stream_rc" "$(tail -n 20 "$TDM_TMP/stream-$a.log")"
-  fi
+  check_survivors "$a: after the crash" "$CONNS" "$conns_pid" "$stream_pid" \
+    "$TDM_TMP/conns-$a.log" "$TDM_TMP/stream-$a.log"
 
   name="$a: 20 new spliced connections through B, every byte verified"
   local out

@@ -21,24 +21,6 @@ HB_MISS=${HB_MISS:-15}
 pair_init
 WRONG_KEY=ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100
 
-dump_state() {
-  echo "  ---- state dump ($TDM_ID, addressing $TDM_ADDRESSING) ----"
-  local ns f
-  for ns in "$NS_PA" "$NS_PB"; do
-    ns_exists "$ns" || continue
-    echo "  -- $ns: ip -br addr:"
-    ip -n "$ns" -br addr 2>&1 | sed 's/^/  | /'
-    echo "  -- $ns: pair and sync metrics (non-zero):"
-    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync)' | awk '$NF != 0' | sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 10 lines):"
-    tail -n 10 "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
-}
-
 # capture_sync NS IFACE SECONDS OUT_AB OUT_BA: the UDP payloads between A_BACK and B_BACK on the
 # sync port seen on IFACE in NS, one hex line per datagram, per direction; prints a summary of the
 # first section's action of each frame (1 heartbeat, 2 updates, 5 bulk request, 7 ack).

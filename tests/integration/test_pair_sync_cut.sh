@@ -24,31 +24,6 @@ HB_MISS=10
 pair_init
 command -v iptables >/dev/null || skip_all "iptables not installed"
 
-dump_state() {
-  echo "  ---- state dump ($TDM_ID) ----"
-  local ns f
-  for ns in "$NS_PA" "$NS_PB"; do
-    ns_exists "$ns" || continue
-    echo "  -- $ns: ip -br addr; iptables -S:"
-    ip -n "$ns" -br addr 2>&1 | sed 's/^/  | /'
-    in_ns "$ns" iptables -S 2>&1 | grep -v '^-P' | sed 's/^/  | /'
-    echo "  -- $ns: pair metrics (non-zero):"
-    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync|front)' | awk '$NF != 0' |
-      sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 15 lines):"
-    tail -n 15 "$f" | sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/tandemd-*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f"): role changes and address moves:"
-    grep -E 'role |address group|epoch' "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
-}
-
 # cut NS PORT / heal NS PORT: drop (or stop dropping) UDP to and from PORT in NS.
 cut() {
   in_ns "$1" iptables -I INPUT -p udp --dport "$2" -j DROP &&
