@@ -172,6 +172,7 @@ EOF
 }
 
 rejected() { metric_in "$1" tandem_sync_rejected_total; }
+rejected_reaches() { [ "$(rejected "$1")" -ge "$2" ]; }  # rejected_reaches NS N
 
 # dump_state (replaces lib.sh's for the pair tests): for each node its addresses, iptables rules,
 # /pair and non-zero metrics of the families in PAIR_DUMP_METRICS, then the last lines of every

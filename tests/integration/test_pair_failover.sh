@@ -61,7 +61,8 @@ run_case() {
   rej_before=$(rejected "$NS_PB")
   epoch_before=$(metric_in "$NS_PB" tandem_pair_epoch)
   forge "$NS_ATK" "$B_BACK"
-  sleep 0.3
+  wait_for 3 rejected_reaches "$NS_PB" $((rej_before + 3))
+  sleep 0.1  # a fourth count would show here
   rej_after=$(rejected "$NS_PB")
   if [ $((rej_after - rej_before)) -eq 3 ] && is_role "$NS_PB" standby &&
       is_role "$NS_PA" active && [ "$(metric_in "$NS_PB" tandem_pair_epoch)" = "$epoch_before" ] &&
@@ -114,7 +115,8 @@ run_case() {
   rej_before=$(rejected "$NS_PB")
   epoch_before=$(metric_in "$NS_PB" tandem_pair_epoch)
   forge "$NS_ATK" "$B_BACK"
-  sleep 0.3
+  wait_for 3 rejected_reaches "$NS_PB" $((rej_before + 3))
+  sleep 0.1  # a fourth count would show here
   rej_after=$(rejected "$NS_PB")
   if [ $((rej_after - rej_before)) -eq 3 ] && is_role "$NS_PB" active &&
       [ "$(metric_in "$NS_PB" tandem_pair_epoch)" = "$epoch_before" ] &&

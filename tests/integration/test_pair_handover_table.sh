@@ -111,9 +111,14 @@ stop_node "$PID_B" "$NS_PB"
 flood 500 3
 wait_for 20 has_flows "$NS_PA" $((total + 500))
 total=$(flows_of "$NS_PA")
-sleep 0.5
 name="B stopped: A drops its checkpoint queue instead of resending it"
-pending=$(ctl "$NS_PA" pair | awk '$1 == "sync_pending_updates" { print $2 }')
+pending_of_a() { ctl "$NS_PA" pair | awk '$1 == "sync_pending_updates" { print $2 }'; }
+queue_dropped() {
+  [ "$(metric_in "$NS_PA" tandem_pair_dead_peer_drops_total)" -gt "$drops0" ] &&
+    [ "$(pending_of_a)" = 0 ]
+}
+wait_for 5 queue_dropped
+pending=$(pending_of_a)
 drops=$(metric_in "$NS_PA" tandem_pair_dead_peer_drops_total)
 if [ "$drops" -gt "$drops0" ] && [ "$pending" = 0 ]; then
   pass "$name (pending $pending)"

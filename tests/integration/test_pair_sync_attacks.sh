@@ -131,8 +131,10 @@ run_case() {
   flows_b=$(flow_set "$NS_PB")
   local -A before
   local ns r
+  local -A before_total
   for ns in "$NS_PA" "$NS_PB"; do
     for r in replay bad_mac unknown_key bad_magic; do before[$ns.$r]=$(rej "$ns" "$r"); done
+    before_total[$ns]=$(rejected "$ns")
   done
 
   log "$a: attacker replays $n_ab frames to B and $n_ba to A, forges 8 per node, sends garbage"
@@ -148,7 +150,11 @@ run_case() {
     done
   done
   forge "$NS_ATK" "$B_BACK"
-  sleep 0.5
+  # Until each node has counted every frame sent to it (replays, 4 forged, B: 1 more forged and
+  # the garbage), then a little longer so that an extra count would show.
+  wait_for 5 rejected_reaches "$NS_PB" $(( ${before_total[$NS_PB]} + n_ab + 11 ))
+  wait_for 5 rejected_reaches "$NS_PA" $(( ${before_total[$NS_PA]} + n_ba + 8 ))
+  sleep 0.2
 
   local want
   for ns in "$NS_PA" "$NS_PB"; do
