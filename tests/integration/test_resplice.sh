@@ -146,7 +146,13 @@ for svc in json.load(sys.stdin)["services"]:
   else
     fail "$addressing: /status shows backend 1 draining" "$status_state"
   fi
-  left=$(in_ns "$NS_BE1" ss -Htn state established "sport = :8080" | wc -l)
+  # The old legs' RSTs leave with the moves; on a loaded machine the backend may process them a
+  # moment after the flows moved, so poll (a leg whose RST was lost would stay for good).
+  for _ in $(seq 1 50); do
+    left=$(in_ns "$NS_BE1" ss -Htn state established "sport = :8080" | wc -l)
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
   if [ "$left" = 0 ]; then
     pass "$addressing: backend 1 holds no connection after the drain (old legs reset)"
   else
