@@ -537,6 +537,9 @@ bool PairController::Impl::onReadable(int max_frames) noexcept {
   // Acknowledge what arrived at once, not at the next tick: the active may be holding a
   // SYN-ACK for it (deferral).
   if (roles.role() != sync::Role::kActive && receiver.ackDue()) sendAck();
+  // A planned switchover moves on as soon as the standby's acknowledgement (or its first
+  // heartbeat as active) arrives, rather than at its next poll.
+  if (switchover.phase != Switchover::Phase::kIdle) switchoverStep();
   timing.read_max_ns = std::max(timing.read_max_ns, monotonicNs() - start);
   return empty;
 }

@@ -39,6 +39,24 @@ std::string millis(uint64_t ns) {
   snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(ns) / 1e6);
   return buf;
 }
+
+/// "flush_sent 0.012 acked 0.340 ..." (ms after the hold began; steps not reached are left out).
+template <typename Switchover>
+std::string stepsText(const Switchover& s) {
+  const std::pair<const char*, uint64_t> steps[] = {
+      {"flush_sent", s.flush_sent_ns},       {"acked", s.acked_ns},
+      {"handover_sent", s.handover_sent_ns}, {"withdrawn", s.withdrawn_ns},
+      {"resumed", s.resumed_ns},             {"peer_active", s.peer_active_ns}};
+  std::string out;
+  for (const auto& [name, ns] : steps) {
+    if (ns == 0 || ns < s.started_ns) continue;
+    if (!out.empty()) out += ' ';
+    out += name;
+    out += ' ';
+    out += millis(ns - s.started_ns);
+  }
+  return out.empty() ? "none" : out;
+}
 }  // namespace
 
 void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) {
@@ -67,6 +85,13 @@ void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) 
   }
   switchover.phase = Switchover::Phase::kFlushing;
   switchover.started_ns = now;
+  switchover.flush_sent_ns = switchover.acked_ns = switchover.handover_sent_ns = 0;
+  switchover.withdrawn_ns = switchover.resumed_ns = switchover.peer_active_ns = 0;
+  try {
+    switchover.started_unix_ns = realtimeNs();
+  } catch (const std::system_error&) {
+    switchover.started_unix_ns = 0;
+  }
   switchover.queued_at_start = sender.counters().queued;
   switchover.done = std::move(done);
   logf(LogLevel::kInfo,
@@ -75,6 +100,7 @@ void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) 
   switchover.holding = true;
   hold_data_path(true);
   onTick();  // drains every change made so far into the sender and sends it now
+  switchover.flush_sent_ns = monotonicNs();
   const timeval step{0, static_cast<suseconds_t>(kSwitchoverStepNs / 1000)};
   if (event_add(switchover_ev.get(), &step) != 0) {
     resumeDataPath();
@@ -87,7 +113,8 @@ void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) 
 void PairController::Impl::resumeDataPath() noexcept {
   if (!switchover.holding) return;
   switchover.holding = false;
-  switchover.hold_ns = monotonicNs() - switchover.started_ns;
+  switchover.resumed_ns = monotonicNs();
+  switchover.hold_ns = switchover.resumed_ns - switchover.started_ns;
   switchover.last_hold_ns = switchover.hold_ns;
   switchover.max_hold_ns = std::max(switchover.max_hold_ns, switchover.hold_ns);
   hold_data_path(false);
@@ -147,6 +174,7 @@ void PairController::Impl::switchoverPhase() {
         }
         return;
       }
+      switchover.acked_ns = now;
       const sync::RoleOutput out = roles.requestSwitchover(now);
       if (!out.changed) {
         resumeDataPath();
@@ -155,14 +183,25 @@ void PairController::Impl::switchoverPhase() {
         return;
       }
       switchover.flushed = sender.counters().queued - switchover.queued_at_start;
-      // Withdraws the group and sends the handover heartbeat.
-      handleRole(out, now);
+      // The role change first, without its heartbeat and address withdrawal (done below).
+      sync::RoleOutput quiet = out;
+      quiet.release_addresses = false;
+      quiet.send_heartbeat = false;
+      handleRole(quiet, now);
       // Every change was flushed and acknowledged with the data path held, so this node's
       // table is the peer's: it stays ready and follows the new active's update stream from
       // its first message, instead of a bulk resync that would stall the new active's loop.
       bulk_receiver.markComplete();
       roles.setReady(true);
       receiver.followNextSession();
+      // The handover heartbeat before the withdrawal: the peer starts its takeover now.
+      sendHeartbeat();
+      switchover.handover_sent_ns = monotonicNs();
+      // The group goes before the data path resumes: a packet this node, as a standby, passes
+      // on untranslated (a new connection's SYN) must be routed to the VIP's new holder, not
+      // delivered to the VIP while it is still local here.
+      if (out.release_addresses) releaseAddresses();
+      switchover.withdrawn_ns = monotonicNs();
       resumeDataPath();
       switchover.phase = Switchover::Phase::kHandedOver;
       switchover.handed_over_ns = now;
@@ -180,6 +219,9 @@ void PairController::Impl::switchoverPhase() {
         finishSwitchover(409, "switchover failed: the peer did not take over, this node took "
                               "the group back (" + held + ")");
       } else if (!roles.handingOver() && roles.peer().role == sync::Role::kActive) {
+        switchover.peer_active_ns = now;
+        logf(LogLevel::kInfo, "pair: switchover steps (ms after the hold began): %s",
+             stepsText(switchover).c_str());
         finishSwitchover(200, "switchover complete: node " + std::to_string(roles.peerNodeId()) +
                                   " is active (epoch " + std::to_string(roles.peer().epoch) +
                                   "), this node is standby and follows its updates (" + held + ")");
@@ -299,6 +341,8 @@ std::string PairController::pairText() const {
   line("switchover_last_hold_ms", millis(p.switchover.last_hold_ns));
   line("switchover_max_hold_ms", millis(p.switchover.max_hold_ns));
   line("switchover_last_result", p.switchover.last_result);
+  line("switchover_last_started_unix_ns", std::to_string(p.switchover.started_unix_ns));
+  line("switchover_last_steps_ms", stepsText(p.switchover));
   return out;
 }
 

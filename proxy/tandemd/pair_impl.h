@@ -285,6 +285,16 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
     uint64_t last_hold_ns = 0;
     uint64_t max_hold_ns = 0;
     std::string last_result = "none";
+    // Where the last switchover's time went (monotonic ns; 0: not reached), for GET /pair and
+    // bench/switchover_bench.sh: the hold ends at resumed_ns, the peer is heard active at
+    // peer_active_ns.
+    uint64_t started_unix_ns = 0;  ///< CLOCK_REALTIME at the hold's start (to match client logs)
+    uint64_t flush_sent_ns = 0;    ///< the last changes drained and sent
+    uint64_t acked_ns = 0;         ///< the standby acknowledged all of them
+    uint64_t handover_sent_ns = 0; ///< the handover heartbeat sent
+    uint64_t withdrawn_ns = 0;     ///< the address group withdrawn
+    uint64_t resumed_ns = 0;       ///< the data path resumed (queued packets forwarded)
+    uint64_t peer_active_ns = 0;   ///< the peer heard active
   } switchover;
   std::function<void(bool)> hold_data_path;
   std::unique_ptr<event, void (*)(event*)> switchover_ev{nullptr, &event_free};
