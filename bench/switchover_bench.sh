@@ -98,25 +98,29 @@ echo "# planned switchover, $TDM_ADDRESSING addressing, $TRIALS trials, heartbea
 grep -h '^tcpcheck-gap:' "$TDM_TMP/probe.log" | awk -v wf="$TDM_TMP/windows" '
   BEGIN { while ((getline l < wf) > 0) { split(l, f, " "); n++; t0[n] = f[2]; t1[n] = f[3] + 0.05
           hold[n] = f[4]; acked[n] = f[6]; active[n] = f[7]; worst[n] = 0; hworst[n] = 0
-          # The handover window: the hold began at f[5] (ns, the daemon'"'"'s CLOCK_REALTIME).
-          h0[n] = f[5] / 1e9; h1[n] = h0[n] + (f[7] + 5) / 1000 } }
+          # The handover window: the hold began at f[5] (ns, CLOCK_REALTIME of the daemon).
+          h0[n] = f[5] / 1e9; h1[n] = h0[n] + (f[7] + 5) / 1000
+          # The control: a window as long, 250 ms later (between two switchovers), for the
+          # noise of the machine at the same scale.
+          c0[n] = h0[n] + 0.25; c1[n] = h1[n] + 0.25; cworst[n] = 0 } }
   { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     end = v["end"] + 0; ms = v["ms"] + 0; start = end - ms / 1000; hit = 0
     for (k = 1; k <= n; k++) {
       if (start < t1[k] && end > t0[k]) {
         hit = 1; if (ms > worst[k]) { worst[k] = ms; offs[k] = (start - t0[k]) * 1000 } }
-      if (h0[k] > 0 && start < h1[k] && end > h0[k] && ms > hworst[k]) hworst[k] = ms }
+      if (h0[k] > 0 && start < h1[k] && end > h0[k] && ms > hworst[k]) hworst[k] = ms
+      if (h0[k] > 0 && start < c1[k] && end > c0[k] && ms > cworst[k]) cworst[k] = ms }
     if (!hit && ms > other) other = ms }
   function median(a, m,   s, i, j, t) { for (i = 1; i <= m; i++) s[i] = a[i]
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
     return m % 2 ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2 }
   function max(a, m,   i, x) { x = a[1]; for (i = 2; i <= m; i++) if (a[i] > x) x = a[i]; return x }
   END {
-    printf "| trial | data path held (ms) | standby acked (ms) | peer heard active (ms) | slowest probe round trip overlapping the handover (ms, >= 1 ms only) | ... overlapping the command (ms) | it started (ms after the command started) |\n"
-    printf "|---|---|---|---|---|---|---|\n"
-    for (k = 1; k <= n; k++) printf "| %d | %.3f | %.3f | %.3f | %.1f | %.1f | %s |\n", k, hold[k], acked[k], active[k], hworst[k], worst[k], (worst[k] > 0 ? sprintf("%.1f", offs[k]) : "-")
-    printf "| median | %.3f | %.3f | %.3f | %.1f | %.1f | |\n", median(hold, n), median(acked, n), median(active, n), median(hworst, n), median(worst, n)
-    printf "| worst | %.3f | %.3f | %.3f | %.1f | %.1f | |\n", max(hold, n), max(acked, n), max(active, n), max(hworst, n), max(worst, n)
+    printf "| trial | data path held (ms) | standby acked (ms) | peer heard active (ms) | slowest probe round trip overlapping the handover (ms, >= 1 ms only) | control: the same window 250 ms later (ms) | ... overlapping the command (ms) | it started (ms after the command started) |\n"
+    printf "|---|---|---|---|---|---|---|---|\n"
+    for (k = 1; k <= n; k++) printf "| %d | %.3f | %.3f | %.3f | %.1f | %.1f | %.1f | %s |\n", k, hold[k], acked[k], active[k], hworst[k], cworst[k], worst[k], (worst[k] > 0 ? sprintf("%.1f", offs[k]) : "-")
+    printf "| median | %.3f | %.3f | %.3f | %.1f | %.1f | %.1f | |\n", median(hold, n), median(acked, n), median(active, n), median(hworst, n), median(cworst, n), median(worst, n)
+    printf "| worst | %.3f | %.3f | %.3f | %.1f | %.1f | %.1f | |\n", max(hold, n), max(acked, n), max(active, n), max(hworst, n), max(cworst, n), max(worst, n)
     printf "slowest probe round trip outside the switchovers: %.1f ms\n", other }'
 echo "probe: $probe"
 echo "idle:  $idle"
