@@ -15,6 +15,8 @@
 #          CHURN=N: also N workers opening short verified connections back to back (tcpcheck
 #          --connect-rate) through the switchovers; its summary line is printed
 #          REALTIME=P: both tandemd under SCHED_FIFO priority P (daemon.realtime_priority)
+#          PROBE_REALTIME=P: the probe and the two backend servers under SCHED_FIFO P (chrt), so
+#          that the instrument itself is not delayed by other work on a shared machine
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 TDM_PREFIX=bswo
@@ -54,6 +56,11 @@ idle_pid=$BG_PID
 bg_start probe "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --rr --size 64 \
   --rate "$RR_RATE" --count $((dur * RR_RATE)) --log-gaps-ms 1 --timeout 30
 probe_pid=$BG_PID
+if [ -n "${PROBE_REALTIME:-}" ]; then
+  for p in "$probe_pid" "$SRV_BE1_PID" "$SRV_BE2_PID"; do
+    chrt -a -f -p "$PROBE_REALTIME" "$p" >/dev/null || die "chrt $PROBE_REALTIME $p"
+  done
+fi
 churn_pid=
 if [ "${CHURN:-0}" -gt 0 ]; then
   bg_start churn "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --connect-rate \
@@ -94,7 +101,7 @@ idle=$(grep '^tcpcheck: conns=' "$TDM_TMP/idle.log")
 
 echo "# planned switchover, $TDM_ADDRESSING addressing, $TRIALS trials, heartbeat" \
   "${HB_INTERVAL}s x $HB_MISS, probe $RR_RATE round trips/s, $IDLE idle connections," \
-  "churn ${CHURN:-0}, realtime ${REALTIME:-off}"
+  "churn ${CHURN:-0}, realtime: tandemd ${REALTIME:-off}, probe and servers ${PROBE_REALTIME:-off}"
 grep -h '^tcpcheck-gap:' "$TDM_TMP/probe.log" | awk -v wf="$TDM_TMP/windows" '
   BEGIN { while ((getline l < wf) > 0) { split(l, f, " "); n++; t0[n] = f[2]; t1[n] = f[3] + 0.05
           hold[n] = f[4]; acked[n] = f[6]; active[n] = f[7]; worst[n] = 0; hworst[n] = 0
