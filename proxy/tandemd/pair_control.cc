@@ -96,7 +96,6 @@ void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) 
   } catch (const std::system_error&) {
     switchover.started_unix_ns = 0;
   }
-  switchover.queued_at_start = sender.counters().queued;
   switchover.done = std::move(done);
   logf(LogLevel::kInfo,
        "pair: planned switchover to node %u: withdrawing the group, then holding the data path "
@@ -167,6 +166,7 @@ void PairController::Impl::onWithdrawn() noexcept {
 
 void PairController::Impl::beginHold() noexcept {
   switchover.phase = Switchover::Phase::kFlushing;
+  switchover.queued_at_start = sender.counters().queued;
   switchover.holding = true;
   switchover.hold_started_ns = monotonicNs();
   hold_data_path(true);
@@ -247,7 +247,7 @@ void PairController::Impl::switchoverPhase() {
         return;
       }
       if (!sender.idle()) {
-        if (now - switchover.started_ns >= kSwitchoverFlushTimeoutNs) {
+        if (now - switchover.hold_started_ns >= kSwitchoverFlushTimeoutNs) {
           const size_t left = sender.pending();
           abortSwitchover("switchover aborted: the standby did not acknowledge " +
                                     std::to_string(left) + " updates within " +
