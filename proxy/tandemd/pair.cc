@@ -207,7 +207,9 @@ void PairController::Impl::takeAddresses(uint64_t now) noexcept {
     if (!addresses_held) ++counters.addr_failures;
     return;
   }
+  const uint64_t t0 = monotonicNs();
   const GroupResult r = netlink.apply(config.addresses);
+  const uint64_t t1 = monotonicNs();
   if (!r.ok()) {
     ++counters.addr_failures;
     logf(LogLevel::kError, "pair: cannot bring up %s on %s: %s",
@@ -219,8 +221,12 @@ void PairController::Impl::takeAddresses(uint64_t now) noexcept {
   garp_schedule.start(now);
   garpRound();
   (void)garp_schedule.poll(now);
-  logf(LogLevel::kInfo, "pair: address group up (%zu addresses, %zu changed), gratuitous ARP",
-       config.addresses.members.size(), r.changed);
+  logf(LogLevel::kInfo,
+       "pair: address group up (%zu addresses, %zu changed) in %llu us, gratuitous ARP %llu us "
+       "later",
+       config.addresses.members.size(), r.changed,
+       static_cast<unsigned long long>((t1 - t0) / 1000),
+       static_cast<unsigned long long>((monotonicNs() - t1) / 1000));
 }
 
 void PairController::Impl::releaseAddresses() noexcept {
@@ -231,7 +237,9 @@ void PairController::Impl::releaseAddresses() noexcept {
     addresses_held = false;
     return;
   }
+  const uint64_t t0 = monotonicNs();
   const GroupResult r = netlink.withdraw(config.addresses);
+  const uint64_t took_us = (monotonicNs() - t0) / 1000;
   addresses_held = false;
   if (!r.ok()) {
     ++counters.addr_failures;
@@ -239,7 +247,8 @@ void PairController::Impl::releaseAddresses() noexcept {
          config.addresses.members[r.failed_member].address.toString().c_str(),
          config.addresses.members[r.failed_member].interface.c_str(), std::strerror(r.error));
   } else {
-    logf(LogLevel::kInfo, "pair: address group withdrawn (%zu changed)", r.changed);
+    logf(LogLevel::kInfo, "pair: address group withdrawn (%zu changed) in %llu us", r.changed,
+         static_cast<unsigned long long>(took_us));
   }
 }
 
@@ -537,6 +546,9 @@ bool PairController::Impl::onReadable(int max_frames) noexcept {
   // Acknowledge what arrived at once, not at the next tick: the active may be holding a
   // SYN-ACK for it (deferral).
   if (roles.role() != sync::Role::kActive && receiver.ackDue()) sendAck();
+  // A planned switchover moves on as soon as the standby's acknowledgement (or its first
+  // heartbeat as active) arrives, rather than at its next poll.
+  if (switchover.phase != Switchover::Phase::kIdle) switchoverStep();
   timing.read_max_ns = std::max(timing.read_max_ns, monotonicNs() - start);
   return empty;
 }

@@ -1,5 +1,7 @@
 // PairController: planned switchover (POST /switchover), the control watch, GET /pair.
 #include <event2/event.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -39,6 +41,26 @@ std::string millis(uint64_t ns) {
   snprintf(buf, sizeof(buf), "%.3f", static_cast<double>(ns) / 1e6);
   return buf;
 }
+
+/// "withdrawn 0.110 held 0.112 flush_sent 0.130 ..." (ms after the command was taken; steps not
+/// reached are left out).
+template <typename Switchover>
+std::string stepsText(const Switchover& s) {
+  const std::pair<const char*, uint64_t> steps[] = {
+      {"withdrawn", s.withdrawn_ns},         {"held", s.hold_started_ns},
+      {"flush_sent", s.flush_sent_ns},       {"acked", s.acked_ns},
+      {"role_changed", s.role_changed_ns},   {"resumed", s.resumed_ns},
+      {"handover_sent", s.handover_sent_ns}, {"peer_active", s.peer_active_ns}};
+  std::string out;
+  for (const auto& [name, ns] : steps) {
+    if (ns == 0 || ns < s.started_ns) continue;
+    if (!out.empty()) out += ' ';
+    out += name;
+    out += ' ';
+    out += millis(ns - s.started_ns);
+  }
+  return out.empty() ? "none" : out;
+}
 }  // namespace
 
 void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) {
@@ -65,20 +87,94 @@ void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) 
     done(SwitchoverResult{409, refusal});
     return;
   }
-  switchover.phase = Switchover::Phase::kFlushing;
   switchover.started_ns = now;
-  switchover.queued_at_start = sender.counters().queued;
+  switchover.withdrawn_ns = switchover.hold_started_ns = switchover.flush_sent_ns = 0;
+  switchover.acked_ns = switchover.handover_sent_ns = 0;
+  switchover.resumed_ns = switchover.peer_active_ns = switchover.role_changed_ns = 0;
+  try {
+    switchover.started_unix_ns = realtimeNs();
+  } catch (const std::system_error&) {
+    switchover.started_unix_ns = 0;
+  }
   switchover.done = std::move(done);
   logf(LogLevel::kInfo,
-       "pair: planned switchover to node %u: holding the data path, flushing the last changes",
+       "pair: planned switchover to node %u: withdrawing the group, then holding the data path "
+       "and flushing the last changes",
        roles.peerNodeId());
+  // The group goes first, while this node still forwards: the data path translates in raw
+  // PREROUTING, before routing, and needs no local address; only ARP does, and the neighbours'
+  // caches keep pointing here until the peer's gratuitous ARP. The rtnetlink calls run on a
+  // thread of their own: they take the kernel's rtnl lock, which other namespaces' changes can
+  // hold for many milliseconds (a 15 ms withdrawal was measured on a shared host), and this
+  // loop keeps forwarding meanwhile. With vmac takeover, release() takes the macvlans (this
+  // node's data links) down: that stays inside the hold.
+  switchover.withdrawn_early = !vmac;
+  if (switchover.withdrawn_early) {
+    garp_schedule.stop();
+    bulk_sender.cancel();
+    switchover.phase = Switchover::Phase::kWithdrawing;
+    if (withdraw_netlink && withdraw_ev) {
+      try {
+        withdraw_thread = std::jthread([this] {
+          withdraw_result = withdraw_netlink->withdraw(config.addresses);
+          const uint64_t one = 1;
+          while (write(withdraw_fd, &one, sizeof(one)) < 0 && errno == EINTR) {
+          }
+        });
+        return;  // onWithdrawn() goes on
+      } catch (const std::system_error& e) {
+        logf(LogLevel::kWarn, "pair: switchover: no thread for the withdrawal (%s): on the loop",
+             e.what());
+      }
+    }
+    releaseAddresses();
+    switchover.withdrawn_ns = monotonicNs();
+  }
+  beginHold();
+}
+
+void PairController::Impl::onWithdrawn() noexcept {
+  uint64_t n = 0;
+  while (read(withdraw_fd, &n, sizeof(n)) < 0 && errno == EINTR) {
+  }
+  if (withdraw_thread.joinable()) withdraw_thread.join();  // done: its result is visible now
+  if (switchover.phase != Switchover::Phase::kWithdrawing) return;
+  const uint64_t now = monotonicNs();
+  switchover.withdrawn_ns = now;
+  const GroupResult& r = withdraw_result;
+  addresses_held = false;
+  if (!r.ok()) {
+    ++counters.addr_failures;
+    try {
+      abortSwitchover("switchover aborted: cannot remove " +
+                      config.addresses.members[r.failed_member].address.toString() + " from " +
+                      config.addresses.members[r.failed_member].interface + ": " +
+                      std::strerror(r.error) + "; this node stays active");
+    } catch (const std::exception&) {
+      abortSwitchover({});
+    }
+    return;
+  }
+  logf(LogLevel::kInfo, "pair: address group withdrawn (%zu changed) in %llu us", r.changed,
+       static_cast<unsigned long long>((now - switchover.started_ns) / 1000));
+  if (roles.role() != sync::Role::kActive) {
+    abortSwitchover("switchover aborted: this node left the active role meanwhile");
+    return;
+  }
+  beginHold();
+}
+
+void PairController::Impl::beginHold() noexcept {
+  switchover.phase = Switchover::Phase::kFlushing;
+  switchover.queued_at_start = sender.counters().queued;
   switchover.holding = true;
+  switchover.hold_started_ns = monotonicNs();
   hold_data_path(true);
   onTick();  // drains every change made so far into the sender and sends it now
+  switchover.flush_sent_ns = monotonicNs();
   const timeval step{0, static_cast<suseconds_t>(kSwitchoverStepNs / 1000)};
   if (event_add(switchover_ev.get(), &step) != 0) {
-    resumeDataPath();
-    finishSwitchover(409, "switchover aborted: cannot add a timer to the event loop");
+    abortSwitchover("switchover aborted: cannot add a timer to the event loop");
     return;
   }
   switchoverStep();
@@ -87,10 +183,21 @@ void PairController::Impl::startSwitchover(PairController::SwitchoverDone done) 
 void PairController::Impl::resumeDataPath() noexcept {
   if (!switchover.holding) return;
   switchover.holding = false;
-  switchover.hold_ns = monotonicNs() - switchover.started_ns;
+  switchover.resumed_ns = monotonicNs();
+  switchover.hold_ns = switchover.resumed_ns - switchover.hold_started_ns;
   switchover.last_hold_ns = switchover.hold_ns;
   switchover.max_hold_ns = std::max(switchover.max_hold_ns, switchover.hold_ns);
   hold_data_path(false);
+}
+
+void PairController::Impl::abortSwitchover(std::string message) noexcept {
+  // Still active: the group withdrawn at the start comes back (with its gratuitous ARP) before
+  // the data path resumes.
+  if (switchover.withdrawn_early && roles.role() == sync::Role::kActive && !addresses_held) {
+    takeAddresses(monotonicNs());
+  }
+  resumeDataPath();
+  finishSwitchover(409, std::move(message));
 }
 
 void PairController::Impl::finishSwitchover(int status, std::string message) noexcept {
@@ -117,6 +224,9 @@ void PairController::Impl::switchoverStep() noexcept {
   try {
     switchoverPhase();
   } catch (const std::exception& e) {  // building a message ran out of memory
+    if (switchover.withdrawn_early && roles.role() == sync::Role::kActive && !addresses_held) {
+      takeAddresses(monotonicNs());
+    }
     resumeDataPath();
     if (switchover_ev) event_del(switchover_ev.get());
     switchover.phase = Switchover::Phase::kIdle;
@@ -129,41 +239,57 @@ void PairController::Impl::switchoverPhase() {
   const uint64_t now = monotonicNs();
   switch (switchover.phase) {
     case Switchover::Phase::kIdle:
+    case Switchover::Phase::kWithdrawing:  // onWithdrawn() goes on
       return;
     case Switchover::Phase::kFlushing: {
       if (roles.role() != sync::Role::kActive) {
-        resumeDataPath();
-        finishSwitchover(409, "switchover aborted: this node left the active role meanwhile");
+        abortSwitchover("switchover aborted: this node left the active role meanwhile");
         return;
       }
       if (!sender.idle()) {
-        if (now - switchover.started_ns >= kSwitchoverFlushTimeoutNs) {
+        if (now - switchover.hold_started_ns >= kSwitchoverFlushTimeoutNs) {
           const size_t left = sender.pending();
-          resumeDataPath();
-          finishSwitchover(409, "switchover aborted: the standby did not acknowledge " +
+          abortSwitchover("switchover aborted: the standby did not acknowledge " +
                                     std::to_string(left) + " updates within " +
                                     millis(kSwitchoverFlushTimeoutNs) +
                                     " ms; this node stays active");
         }
         return;
       }
+      switchover.acked_ns = now;
       const sync::RoleOutput out = roles.requestSwitchover(now);
       if (!out.changed) {
-        resumeDataPath();
-        finishSwitchover(409, std::string(out.reason != nullptr ? out.reason : "refused") +
+        abortSwitchover(std::string(out.reason != nullptr ? out.reason : "refused") +
                                   " (at handover time); this node stays active");
         return;
       }
       switchover.flushed = sender.counters().queued - switchover.queued_at_start;
-      // Withdraws the group and sends the handover heartbeat.
-      handleRole(out, now);
+      // The role change first, without its heartbeat and address withdrawal (done below).
+      sync::RoleOutput quiet = out;
+      quiet.release_addresses = false;
+      quiet.send_heartbeat = false;
+      handleRole(quiet, now);
       // Every change was flushed and acknowledged with the data path held, so this node's
       // table is the peer's: it stays ready and follows the new active's update stream from
       // its first message, instead of a bulk resync that would stall the new active's loop.
       bulk_receiver.markComplete();
       roles.setReady(true);
       receiver.followNextSession();
+      switchover.role_changed_ns = monotonicNs();
+      // (vmac) The group goes before the data path resumes: a packet this node, as a standby,
+      // passes on untranslated (a new connection's SYN) must be routed to the VIP's new
+      // holder, not delivered to the VIP while it is still local here.
+      if (out.release_addresses && !switchover.withdrawn_early) {
+        releaseAddresses();
+        switchover.withdrawn_ns = monotonicNs();
+      }
+      // The data path resumes before the handover heartbeat leaves: sending it runs the
+      // peer's receive path on this CPU (veth) and can take longer than the packets held here
+      // need, while the peer's takeover does not hold any packet (until the neighbours see its
+      // gratuitous ARP, they keep sending here, where the same table translates them).
       resumeDataPath();
+      sendHeartbeat();
+      switchover.handover_sent_ns = monotonicNs();
       switchover.phase = Switchover::Phase::kHandedOver;
       switchover.handed_over_ns = now;
       logf(LogLevel::kInfo,
@@ -180,6 +306,9 @@ void PairController::Impl::switchoverPhase() {
         finishSwitchover(409, "switchover failed: the peer did not take over, this node took "
                               "the group back (" + held + ")");
       } else if (!roles.handingOver() && roles.peer().role == sync::Role::kActive) {
+        switchover.peer_active_ns = now;
+        logf(LogLevel::kInfo, "pair: switchover steps (ms after the command): %s",
+             stepsText(switchover).c_str());
         finishSwitchover(200, "switchover complete: node " + std::to_string(roles.peerNodeId()) +
                                   " is active (epoch " + std::to_string(roles.peer().epoch) +
                                   "), this node is standby and follows its updates (" + held + ")");
@@ -242,6 +371,19 @@ void PairController::enableControl(std::function<void(bool hold)> hold_data_path
          "pair: removed %zu group address(es) left behind by an earlier run: a standby holds none",
          left.changed);
   }
+  // The planned switchover's withdrawal runs on a thread with a netlink socket of its own
+  // (startSwitchover); its end is signalled to this loop through an eventfd.
+  p.withdraw_netlink = std::make_unique<AddrNetlink>();
+  p.withdraw_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p.withdraw_fd < 0) {
+    throw std::system_error(errno, std::generic_category(), "pair: eventfd");
+  }
+  p.withdraw_ev.reset(event_new(
+      p.base, p.withdraw_fd, EV_READ | EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onWithdrawn(); }, &p));
+  if (!p.withdraw_ev || event_add(p.withdraw_ev.get(), nullptr) != 0) {
+    throw std::runtime_error("pair: cannot add the withdrawal event to the loop");
+  }
   p.watch_ev.reset(event_new(
       p.base, -1, EV_PERSIST,
       [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->watch(); }, &p));
@@ -261,7 +403,7 @@ std::string PairController::pairText() const {
   const sync::Heartbeat& peer = p.roles.peer();
   auto yes = [](bool b) { return b ? "yes" : "no"; };
   auto path = [&](sync::Path which) { return p.roles.pathAlive(which, now) ? "up" : "down"; };
-  static constexpr const char* kPhases[] = {"idle", "flushing", "handed_over"};
+  static constexpr const char* kPhases[] = {"idle", "flushing", "handed_over", "withdrawing"};
   std::string out;
   auto line = [&](const char* key, const std::string& value) {
     out += key;
@@ -299,6 +441,8 @@ std::string PairController::pairText() const {
   line("switchover_last_hold_ms", millis(p.switchover.last_hold_ns));
   line("switchover_max_hold_ms", millis(p.switchover.max_hold_ns));
   line("switchover_last_result", p.switchover.last_result);
+  line("switchover_last_started_unix_ns", std::to_string(p.switchover.started_unix_ns));
+  line("switchover_last_steps_ms", stepsText(p.switchover));
   return out;
 }
 

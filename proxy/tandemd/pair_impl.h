@@ -17,6 +17,8 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
+#include <unistd.h>
 
 #include "proxy/io/garp.h"
 #include "proxy/tandemd/pair.h"
@@ -270,10 +272,10 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
 
   // Planned switchover and control: see the last block of this file.
   struct Switchover {
-    enum class Phase : uint8_t { kIdle, kFlushing, kHandedOver };
+    enum class Phase : uint8_t { kIdle, kFlushing, kHandedOver, kWithdrawing };
     Phase phase = Phase::kIdle;
     bool holding = false;          ///< the data path is held
-    uint64_t started_ns = 0;       ///< data path held since
+    uint64_t started_ns = 0;       ///< the command was taken
     uint64_t handed_over_ns = 0;
     uint64_t queued_at_start = 0;  ///< sender's queued counter when the hold began
     uint64_t flushed = 0;          ///< updates flushed and acknowledged during the hold
@@ -285,6 +287,19 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
     uint64_t last_hold_ns = 0;
     uint64_t max_hold_ns = 0;
     std::string last_result = "none";
+    // Where the last switchover's time went (monotonic ns; 0: not reached), for GET /pair and
+    // bench/switchover_bench.sh: the hold lasts from hold_started_ns to resumed_ns, the peer is
+    // heard active at peer_active_ns.
+    bool withdrawn_early = false;  ///< the group went before the hold (not with vmac takeover)
+    uint64_t started_unix_ns = 0;  ///< CLOCK_REALTIME at started_ns (to match client logs)
+    uint64_t hold_started_ns = 0;  ///< the data path held since
+    uint64_t flush_sent_ns = 0;    ///< the last changes drained and sent
+    uint64_t acked_ns = 0;         ///< the standby acknowledged all of them
+    uint64_t role_changed_ns = 0;  ///< this node a standby (ready, following the peer)
+    uint64_t handover_sent_ns = 0; ///< the handover heartbeat sent
+    uint64_t withdrawn_ns = 0;     ///< the address group withdrawn
+    uint64_t resumed_ns = 0;       ///< the data path resumed (queued packets forwarded)
+    uint64_t peer_active_ns = 0;   ///< the peer heard active
   } switchover;
   std::function<void(bool)> hold_data_path;
   std::unique_ptr<event, void (*)(event*)> switchover_ev{nullptr, &event_free};
@@ -298,6 +313,30 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void switchoverPhase();
   void resumeDataPath() noexcept;
   void finishSwitchover(int status, std::string message) noexcept;
+  /// The withdrawal thread is done (its eventfd is readable): hold, flush, hand over.
+  void onWithdrawn() noexcept;
+  void beginHold() noexcept;
+  // The switchover's withdrawal thread (pair_control.cc): its own netlink socket, its result,
+  // and an eventfd that wakes this loop. Declared last, so the thread is joined first.
+  struct Fd {
+    int fd = -1;
+    ~Fd() {
+      if (fd >= 0) close(fd);
+    }
+    operator int() const noexcept { return fd; }
+    Fd& operator=(int f) noexcept {
+      fd = f;
+      return *this;
+    }
+  };
+  Fd withdraw_fd;
+  std::unique_ptr<AddrNetlink> withdraw_netlink;
+  std::unique_ptr<event, void (*)(event*)> withdraw_ev{nullptr, &event_free};
+  GroupResult withdraw_result;
+  std::jthread withdraw_thread;
+  /// Stays active: the group back if it was withdrawn, the data path resumed, the request
+  /// answered 409.
+  void abortSwitchover(std::string message) noexcept;
 };
 
 }  // namespace tandem
