@@ -39,26 +39,6 @@ if [ $((SWITCHOVERS % 2)) -ne 0 ] || [ "$SWITCHOVERS" -lt 2 ]; then
   exit 2
 fi
 
-dump_state() {
-  echo "  ---- state dump ($TDM_ID, addressing $TDM_ADDRESSING) ----"
-  local ns f
-  for ns in "$NS_PA" "$NS_PB"; do
-    ns_exists "$ns" || continue
-    echo "  -- $ns: ip -br addr:"
-    ip -n "$ns" -br addr 2>&1 | sed 's/^/  | /'
-    echo "  -- $ns: /pair:"
-    http_in "$ns" /pair | sed 's/^/  | /'
-    echo "  -- $ns: pair and drop metrics (non-zero):"
-    http_in "$ns" /metrics | grep -E '^tandem_(pair|sync|drops)' | awk '$NF != 0' | sed 's/^/  | /'
-  done
-  for f in "$TDM_TMP"/*.log; do
-    [ -f "$f" ] || continue
-    echo "  -- $(basename "$f") (last 15 lines):"
-    tail -n 15 "$f" | sed 's/^/  | /'
-  done
-  echo "  ---- end of state dump ----"
-}
-
 ctl() {  # ctl NS ARGS...: tandemctl against the tandemd of NS
   local ns=$1
   shift
@@ -126,16 +106,7 @@ run_case() {
   local a=$1 name back a_pid b_pid
   TDM_ADDRESSING=$a
   log "==== addressing $a, mode $PAIR_MODE ===="
-  if ! pair_topo; then
-    fail "$a: topology set up"
-    topo_down
-    return
-  fi
-  if ! tcpcheck_servers; then
-    fail "$a: tcpcheck servers listen"
-    topo_down
-    return
-  fi
+  pair_servers_up "$a" || return
   pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
   pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
   if [ "$PAIR_MODE" = splice ]; then
