@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <tuple>
+#include <unordered_map>
 
 #include "common/bytes.h"
 #include "common/checksum.h"
@@ -166,7 +167,6 @@ uint64_t senderKey(uint32_t flow_id, bool from_client) noexcept {
 
 /// A backend ISN seen in a backend SYN-ACK of a splice flow whose checkpoint lacks it.
 struct LearntIsn {
-  uint32_t flow_id;
   uint32_t isn;
   bool conflict;  ///< two different ISNs: the flow's offset stays unknown
 };
@@ -208,7 +208,7 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
   std::vector<ReplayFlowRef> refs;
   std::vector<bool> classified;
   std::vector<SenderState> senders;
-  std::vector<LearntIsn> learnt;
+  std::unordered_map<uint32_t, LearntIsn> learnt;  ///< by flow_id
   if (classify) {
     refs.resize(ring.size());
     classified.resize(ring.size(), false);
@@ -225,26 +225,23 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
       if (!r.from_client && !r.same_seq_space && !r.adj_known[b] && r.proxy_isn_known &&
           (s.flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst)) ==
               (tcpflag::kSyn | tcpflag::kAck)) {
-        auto it = std::find_if(learnt.begin(), learnt.end(),
-                               [&](const LearntIsn& l) { return l.flow_id == r.flow_id; });
-        if (it == learnt.end()) {
-          learnt.push_back({r.flow_id, s.seq, false});
-        } else if (it->isn != s.seq) {
-          it->conflict = true;
-        }
+        auto [it, fresh] = learnt.try_emplace(r.flow_id, LearntIsn{s.seq, false});
+        if (!fresh && it->second.isn != s.seq) it->second.conflict = true;
       }
     }
-    for (const LearntIsn& l : learnt) {
-      if (l.conflict) continue;
-      ++stats.offsets_learnt;
-      for (size_t i = 0; i < ring.size(); ++i) {
-        ReplayFlowRef& r = refs[i];
-        if (!classified[i] || r.flow_id != l.flow_id || r.same_seq_space) continue;
-        const size_t b = dirIndex(Direction::kFromBackend);
-        const int32_t off = static_cast<int32_t>(r.proxy_isn - l.isn);  // as splice.cc sets it
-        r.adj[b] = SeqAdj{l.isn, off, off};
-        r.adj_known[b] = true;
-      }
+    for (const auto& [flow_id, l] : learnt) {
+      if (!l.conflict) ++stats.offsets_learnt;
+    }
+    for (size_t i = 0; i < ring.size() && !learnt.empty(); ++i) {
+      ReplayFlowRef& r = refs[i];
+      const size_t b = dirIndex(Direction::kFromBackend);
+      if (!classified[i] || r.same_seq_space || r.adj_known[b]) continue;
+      auto it = learnt.find(r.flow_id);
+      if (it == learnt.end() || it->second.conflict) continue;
+      const uint32_t isn = it->second.isn;
+      const int32_t off = static_cast<int32_t>(r.proxy_isn - isn);  // as splice.cc sets it
+      r.adj[b] = SeqAdj{isn, off, off};
+      r.adj_known[b] = true;
     }
     // Latest per key: sort by key then time; for acks, the latest ACK-carrying frame.
     std::stable_sort(senders.begin(), senders.end(), [](const SenderState& a, const SenderState& b) {
@@ -295,7 +292,7 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
   };
   // Per sender: the ranges of the data frames kept so far (a side's frames come in capture
   // order from one socket, so a retransmission comes after what it repeats).
-  std::vector<std::pair<uint64_t, KeptRange>> kept;
+  std::unordered_map<uint64_t, std::vector<KeptRange>> kept;
 
   for (const ShadowSide side : {ShadowSide::kFront, ShadowSide::kBack}) {
     const size_t first = out.size();
@@ -351,22 +348,19 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
             // A copy of bytes an earlier kept frame of this sender replays (its own leg, its
             // own space: no translation).
             const uint32_t seq_end = s.seq + s.payload;
-            size_t seen = 0;
-            bool copy = false;
-            for (auto it = kept.rbegin(); it != kept.rend() && seen < kCopyLookback; ++it) {
-              if (it->first != key) continue;
-              ++seen;
-              if (seqBeforeEq(it->second.seq, s.seq) && seqAfterEq(it->second.end, seq_end)) {
-                copy = true;
-                break;
-              }
-            }
+            std::vector<KeptRange>& mine = kept[key];
+            const size_t from = mine.size() > kCopyLookback ? mine.size() - kCopyLookback : 0;
+            const bool copy = std::any_of(
+                mine.begin() + static_cast<std::ptrdiff_t>(from), mine.end(),
+                [&](const KeptRange& k) {
+                  return seqBeforeEq(k.seq, s.seq) && seqAfterEq(k.end, seq_end);
+                });
             if (copy) {
               ++stats.skipped_copies;
               ++stats.pruned[static_cast<size_t>(ReplayPrune::kReplayedCopy)][leg];
               continue;
             }
-            kept.push_back({key, KeptRange{s.seq, seq_end}});
+            mine.push_back(KeptRange{s.seq, seq_end});
           }
         } else {
           const SenderState* self = sender(r.flow_id, r.from_client);
