@@ -15,4 +15,16 @@ const char* dropReasonName(DropReason r) noexcept {
   return "unknown";
 }
 
+const char* replayPruneName(ReplayPrune r) noexcept {
+  switch (r) {
+#define TANDEM_X(id, name) \
+  case ReplayPrune::id:    \
+    return name;
+    TANDEM_REPLAY_PRUNE_REASONS(TANDEM_X)
+#undef TANDEM_X
+    case ReplayPrune::kCount: break;
+  }
+  return "unknown";
+}
+
 }  // namespace tandem

@@ -36,6 +36,24 @@ namespace tandem {
   X(kBackendClosed, "backend_closed")       /* re-splice: a backend closed an idle flow; \
                                                the flow moved instead of closing */
 
+/// Why a shadowed frame of the outage window was left out of a vmac takeover's replay
+/// (planReplay, proxy/core/shadow_ring.h). Counted per leg: Counters::replay_pruned.
+#define TANDEM_REPLAY_PRUNE_REASONS(X)                                                       \
+  X(kClosedSyn, "closed_syn")        /* opening SYN of a connection closed (RST/FIN) since */ \
+  X(kDelivered, "delivered")         /* its end acknowledged by the other end in the ring   \
+                                        (splice: translated through the flow's offsets) */   \
+  X(kSupersededAck, "superseded_ack") /* pure ACK followed by a newer frame of its sender */  \
+  X(kReplayedCopy, "replayed_copy")  /* a retransmission of bytes a kept frame replays */
+
+enum class ReplayPrune : uint8_t {
+#define TANDEM_X(id, name) id,
+  TANDEM_REPLAY_PRUNE_REASONS(TANDEM_X)
+#undef TANDEM_X
+  kCount
+};
+inline constexpr size_t kReplayPruneCount = static_cast<size_t>(ReplayPrune::kCount);
+const char* replayPruneName(ReplayPrune r) noexcept;
+
 enum class DropReason : uint8_t {
   kNone = 0,
 #define TANDEM_X(id, name) id,
@@ -85,6 +103,12 @@ struct Counters {
   uint64_t flows_reset_resplice_off = 0;  ///< reset: backend gone, re-splice off (or passthrough)
   uint64_t flows_reset_no_backend = 0;    ///< reset: backend gone, no UP backend to move to
   uint64_t outbox_dropped = 0;        ///< originated packets refused by a full outbox
+  // vmac takeover replay (Engine::planShadowReplay), by Direction of the frame's sender (leg).
+  std::array<std::array<uint64_t, 2>, kReplayPruneCount> replay_pruned{};  ///< [reason][leg]
+  /// Kept unjudged: a splice flow whose backend-leg offset neither the checkpoint nor a
+  /// SYN-ACK in the ring gave (the checkpoint predates the backend's SYN-ACK).
+  std::array<uint64_t, 2> replay_offset_unknown{};
+  void pruned(ReplayPrune r, size_t leg) noexcept { ++replay_pruned[static_cast<size_t>(r)][leg]; }
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }
   uint64_t dropped(DropReason r) const noexcept { return drops[static_cast<size_t>(r)]; }

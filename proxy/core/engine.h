@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/ip_addr.h"
 #include "proxy/core/backend_state.h"
@@ -18,6 +19,8 @@
 namespace tandem {
 
 class TcpPacket;
+class ShadowRing;
+struct ReplayPlanStats;
 
 /// What NFQUEUE told us about the packet (NFQA_SKB_INFO).
 struct PacketMeta {
@@ -123,6 +126,12 @@ class Engine {
   /// the frame's flow learnt from it (proxy/core/shadow_windows.cc). Splice and other
   /// seq-adjusted flows are left alone: their tracker works on translated client segments.
   bool observeShadow(const uint8_t* data, size_t len) noexcept;
+  /// Standby in vmac mode, at takeover: planReplay() (proxy/core/shadow_ring.h) over `ring`
+  /// with this table as the classifier, splice flows' offsets on both legs included
+  /// (replayFlowRef), and what it left out counted in Counters::replay_pruned and
+  /// replay_offset_unknown. Allocates (takeover time). proxy/core/shadow_windows.cc.
+  void planShadowReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns,
+                        uint64_t min_id, std::vector<uint32_t>& out, ReplayPlanStats& stats);
   /// Standby: removes the flow with this client-leg key; false if there was none.
   bool removeFlow(const FlowKey& client_key) noexcept;
   /// A standby's flows live by the active's checkpoints, not by packets (an established flow

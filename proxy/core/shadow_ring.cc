@@ -4,11 +4,13 @@
 #include <cstring>
 #include <stdexcept>
 #include <tuple>
+#include <unordered_map>
 
 #include "common/bytes.h"
 #include "common/checksum.h"
 #include "common/packet.h"
 #include "common/seq.h"
+#include "proxy/core/translator.h"
 
 namespace tandem {
 
@@ -157,6 +159,47 @@ struct SenderState {
   bool has_ack;
 };
 
+namespace {
+
+uint64_t senderKey(uint32_t flow_id, bool from_client) noexcept {
+  return (static_cast<uint64_t>(flow_id) << 1) | (from_client ? 1u : 0u);
+}
+
+/// A backend ISN seen in a backend SYN-ACK of a splice flow whose checkpoint lacks it.
+struct LearntIsn {
+  uint32_t isn;
+  bool conflict;  ///< two different ISNs: the flow's offset stays unknown
+};
+
+/// A kept frame's sequence range, to recognise a later copy of the same bytes.
+struct KeptRange {
+  uint32_t seq;
+  uint32_t end;
+};
+
+/// How many of a sender's latest kept ranges a later frame is compared with: retransmissions
+/// during an outage repeat the last flight, and the check stays linear in the ring's size.
+constexpr size_t kCopyLookback = 64;
+
+}  // namespace
+
+ReplayFlowRef replayFlowRef(const Flow& f, uint32_t flow_id, Direction dir) noexcept {
+  ReplayFlowRef r;
+  r.flow_id = flow_id;
+  r.from_client = dir == Direction::kFromClient;
+  r.same_seq_space = !f.splice && !f.has_seqadj;
+  if (r.same_seq_space) return r;
+  const size_t c = dirIndex(Direction::kFromClient);
+  const size_t b = dirIndex(Direction::kFromBackend);
+  r.adj[c] = f.adj[c];
+  r.adj_known[c] = true;  // never changes once the flow exists (zero for splice flows)
+  r.adj[b] = f.adj[b];
+  r.adj_known[b] = f.has_seqadj && !(f.splice && f.splice_pending);
+  r.proxy_isn_known = f.splice;
+  r.proxy_isn = f.proxy_isn;
+  return r;
+}
+
 void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uint64_t min_id,
                 std::vector<uint32_t>& out, ReplayPlanStats& stats,
                 const ReplayClassifier& classify) {
@@ -165,16 +208,40 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
   std::vector<ReplayFlowRef> refs;
   std::vector<bool> classified;
   std::vector<SenderState> senders;
+  std::unordered_map<uint32_t, LearntIsn> learnt;  ///< by flow_id
   if (classify) {
     refs.resize(ring.size());
     classified.resize(ring.size(), false);
     for (size_t i = 0; i < ring.size(); ++i) {
       TcpSummary s;
       if (!summarize(ring.at(i).packet, s)) continue;
-      if (!classify(s.saddr, s.daddr, s.sport, s.dport, refs[i])) continue;
+      ReplayFlowRef& r = refs[i];
+      if (!classify(s.saddr, s.daddr, s.sport, s.dport, r)) continue;
       classified[i] = true;
-      senders.push_back({(static_cast<uint64_t>(refs[i].flow_id) << 1) | refs[i].from_client,
-                         ring.at(i).ts_ns, s.ack, (s.flags & tcpflag::kAck) != 0});
+      senders.push_back({senderKey(r.flow_id, r.from_client), ring.at(i).ts_ns, s.ack,
+                         (s.flags & tcpflag::kAck) != 0});
+      // A splice checkpoint taken before the backend's SYN-ACK: the SYN-ACK gives the offset.
+      const size_t b = dirIndex(Direction::kFromBackend);
+      if (!r.from_client && !r.same_seq_space && !r.adj_known[b] && r.proxy_isn_known &&
+          (s.flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst)) ==
+              (tcpflag::kSyn | tcpflag::kAck)) {
+        auto [it, fresh] = learnt.try_emplace(r.flow_id, LearntIsn{s.seq, false});
+        if (!fresh && it->second.isn != s.seq) it->second.conflict = true;
+      }
+    }
+    for (const auto& [flow_id, l] : learnt) {
+      if (!l.conflict) ++stats.offsets_learnt;
+    }
+    for (size_t i = 0; i < ring.size() && !learnt.empty(); ++i) {
+      ReplayFlowRef& r = refs[i];
+      const size_t b = dirIndex(Direction::kFromBackend);
+      if (!classified[i] || r.same_seq_space || r.adj_known[b]) continue;
+      auto it = learnt.find(r.flow_id);
+      if (it == learnt.end() || it->second.conflict) continue;
+      const uint32_t isn = it->second.isn;
+      const int32_t off = static_cast<int32_t>(r.proxy_isn - isn);  // as splice.cc sets it
+      r.adj[b] = SeqAdj{isn, off, off};
+      r.adj_known[b] = true;
     }
     // Latest per key: sort by key then time; for acks, the latest ACK-carrying frame.
     std::stable_sort(senders.begin(), senders.end(), [](const SenderState& a, const SenderState& b) {
@@ -195,14 +262,15 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
     senders.swap(latest);
   }
   auto sender = [&](uint32_t flow_id, bool from_client) -> const SenderState* {
-    const uint64_t key = (static_cast<uint64_t>(flow_id) << 1) | from_client;
+    const uint64_t key = senderKey(flow_id, from_client);
     auto it = std::lower_bound(senders.begin(), senders.end(), key,
                                [](const SenderState& s, uint64_t k) { return s.key < k; });
     return it != senders.end() && it->key == key ? &*it : nullptr;
   };
   // Closing segments anywhere in the ring (also after the window: a RST captured after
-  // until_ns still means the connection is gone).
+  // until_ns still means the connection is gone), by endpoint and, classified, by flow.
   std::vector<Close> closes;
+  constexpr uint64_t kFlowKeyBit = uint64_t{1} << 63;  // endpoint keys use 48 bits
   for (size_t i = 0; i < ring.size(); ++i) {
     TcpSummary s;
     if (!summarize(ring.at(i).packet, s)) continue;
@@ -210,6 +278,7 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
     const uint64_t ts = ring.at(i).ts_ns;
     closes.push_back({endpointKey(s.saddr, s.sport), ts});
     closes.push_back({endpointKey(s.daddr, s.dport), ts});
+    if (classify && classified[i]) closes.push_back({kFlowKeyBit | refs[i].flow_id, ts});
   }
   std::sort(closes.begin(), closes.end(), [](const Close& a, const Close& b) {
     return std::tie(a.endpoint, a.ts_ns) < std::tie(b.endpoint, b.ts_ns);
@@ -221,9 +290,14 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
     return it != closes.begin() && std::prev(it)->endpoint == endpoint &&
            std::prev(it)->ts_ns >= ts;
   };
+  // Per sender: the ranges of the data frames kept so far (a side's frames come in capture
+  // order from one socket, so a retransmission comes after what it repeats).
+  std::unordered_map<uint64_t, std::vector<KeptRange>> kept;
 
   for (const ShadowSide side : {ShadowSide::kFront, ShadowSide::kBack}) {
     const size_t first = out.size();
+    const size_t leg = static_cast<size_t>(side);
+    kept.clear();
     for (size_t i = 0; i < ring.size(); ++i) {
       const ShadowFrame f = ring.at(i);
       if (f.side != side || f.id < min_id || f.ts_ns < from_ns || f.ts_ns >= until_ns) continue;
@@ -235,26 +309,64 @@ void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uin
       }
       const bool opening_syn =
           (s.flags & (tcpflag::kSyn | tcpflag::kAck | tcpflag::kRst)) == tcpflag::kSyn;
-      if (opening_syn && closedAfter(endpointKey(s.saddr, s.sport), f.ts_ns)) {
+      if (opening_syn && (closedAfter(endpointKey(s.saddr, s.sport), f.ts_ns) ||
+                          (classify && classified[i] &&
+                           closedAfter(kFlowKeyBit | refs[i].flow_id, f.ts_ns)))) {
         ++stats.skipped_closed;
+        ++stats.pruned[static_cast<size_t>(ReplayPrune::kClosedSyn)][leg];
         continue;
       }
-      if (classify && classified[i] && refs[i].same_seq_space &&
-          (s.flags & tcpflag::kRst) == 0) {
+      const bool syn = (s.flags & tcpflag::kSyn) != 0;
+      if (classify && classified[i] && (s.flags & (tcpflag::kRst | tcpflag::kFin)) == 0) {
         const ReplayFlowRef& r = refs[i];
-        const uint32_t consumed = s.payload + ((s.flags & tcpflag::kSyn) != 0 ? 1 : 0) +
-                                  ((s.flags & tcpflag::kFin) != 0 ? 1 : 0);
+        const uint32_t consumed = s.payload + (syn ? 1 : 0);
+        const uint64_t key = senderKey(r.flow_id, r.from_client);
         if (consumed > 0) {
-          // The other end acknowledged the segment's end: it arrived there.
-          const SenderState* peer = sender(r.flow_id, !r.from_client);
-          if (peer != nullptr && peer->has_ack && seqAfterEq(peer->ack, s.seq + consumed)) {
+          // The other end acknowledged the segment's end: it arrived there. Splice: the end as
+          // the other leg numbers it; a SYN there ends at the proxy and proves nothing.
+          const size_t d = dirIndex(r.from_client ? Direction::kFromClient
+                                                  : Direction::kFromBackend);
+          bool judge = true;
+          uint32_t end = s.seq + consumed;
+          if (!r.same_seq_space) {
+            if (syn) {
+              judge = false;
+            } else if (!r.adj_known[d]) {
+              judge = false;
+              ++stats.offset_unknown[leg];
+            } else {
+              end = seqForward(r.adj[d], end);
+            }
+          }
+          const SenderState* peer = judge ? sender(r.flow_id, !r.from_client) : nullptr;
+          if (peer != nullptr && peer->has_ack && seqAfterEq(peer->ack, end)) {
             ++stats.skipped_delivered;
+            ++stats.pruned[static_cast<size_t>(ReplayPrune::kDelivered)][leg];
             continue;
+          }
+          if (s.payload > 0 && !syn) {
+            // A copy of bytes an earlier kept frame of this sender replays (its own leg, its
+            // own space: no translation).
+            const uint32_t seq_end = s.seq + s.payload;
+            std::vector<KeptRange>& mine = kept[key];
+            const size_t from = mine.size() > kCopyLookback ? mine.size() - kCopyLookback : 0;
+            const bool copy = std::any_of(
+                mine.begin() + static_cast<std::ptrdiff_t>(from), mine.end(),
+                [&](const KeptRange& k) {
+                  return seqBeforeEq(k.seq, s.seq) && seqAfterEq(k.end, seq_end);
+                });
+            if (copy) {
+              ++stats.skipped_copies;
+              ++stats.pruned[static_cast<size_t>(ReplayPrune::kReplayedCopy)][leg];
+              continue;
+            }
+            mine.push_back(KeptRange{s.seq, seq_end});
           }
         } else {
           const SenderState* self = sender(r.flow_id, r.from_client);
           if (self != nullptr && self->ts_ns > f.ts_ns) {
             ++stats.skipped_superseded;
+            ++stats.pruned[static_cast<size_t>(ReplayPrune::kSupersededAck)][leg];
             continue;
           }
         }

@@ -11,11 +11,15 @@
 /// the oldest frames are dropped (counted as dropped_full): the newest frames are the ones a
 /// takeover needs. No allocation after construction.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <span>
 #include <vector>
+
+#include "proxy/core/counters.h"
+#include "proxy/core/flow.h"
 
 namespace tandem {
 
@@ -98,15 +102,41 @@ struct ReplayPlanStats {
   uint64_t not_tcp = 0;        ///< frames that are not a whole IPv4/TCP packet
   uint64_t skipped_delivered = 0;   ///< segments the other end has acknowledged in the ring
   uint64_t skipped_superseded = 0;  ///< pure ACKs followed by a newer frame of the same sender
+  uint64_t skipped_copies = 0;      ///< retransmissions of bytes a kept frame already carries
+  /// Every frame left out, by reason and leg (ShadowSide: kFront = client leg, kBack = backend).
+  std::array<std::array<uint64_t, 2>, kReplayPruneCount> pruned{};
+  /// Kept without judging them against the other end's acknowledgements: their splice flow's
+  /// backend-leg offset was unknown (the checkpoint predates the backend's SYN-ACK, and the
+  /// ring holds no SYN-ACK to learn it from), by leg.
+  std::array<uint64_t, 2> offset_unknown{};
+  uint64_t offsets_learnt = 0;  ///< splice flows whose backend offset came from a ring SYN-ACK
 };
 
-/// Which flow a frame belongs to: an id shared by both legs, the side it comes from, and whether
-/// the legs share one sequence space (passthrough; splice translates it, and is not pruned).
+/// Which flow a frame belongs to: an id shared by both legs, the side it comes from, and how the
+/// two legs' sequence numbers relate.
+///
+/// The ring holds the frames sent *to* the proxy only: the client's on the client leg, the
+/// backend's on the backend leg. A segment of direction d (its sender's, on its sender's leg)
+/// reaches the other end as seqForward(adj[d], seq) (translator.h); the other end's ACKs, on the
+/// other leg, name it in that space. Passthrough: one space (same_seq_space). Splice: adj[client]
+/// is zero (the backend leg continues the client's ISN), adj[backend] = {backend ISN, cookie -
+/// backend ISN} once the backend's SYN-ACK arrived; a checkpoint taken before that lacks it
+/// (adj_known[backend] false), and planReplay then learns it from a backend SYN-ACK in the ring
+/// when `proxy_isn_known` (the cookie, Flow::proxy_isn), as splice.cc sets it.
 struct ReplayFlowRef {
   uint32_t flow_id = 0;
   bool from_client = true;
   bool same_seq_space = true;
+  SeqAdj adj[2] = {};                ///< indexed by Direction; used when !same_seq_space
+  bool adj_known[2] = {false, false};
+  bool proxy_isn_known = false;
+  uint32_t proxy_isn = 0;
 };
+/// The ReplayFlowRef of a frame of `f` (table slot `flow_id`) sent from `dir`: passthrough
+/// shares one space; a splice flow's backend offset is known once its splice completed
+/// (!splice_pending: a re-splice in progress has the old backend's), and learnable from the
+/// cookie (proxy_isn) otherwise.
+ReplayFlowRef replayFlowRef(const Flow& f, uint32_t flow_id, Direction dir) noexcept;
 /// Tuple (host byte order) -> flow, or false when no flow has it.
 using ReplayClassifier = std::function<bool(uint32_t saddr, uint32_t daddr, uint16_t sport,
                                             uint16_t dport, ReplayFlowRef& out)>;
@@ -119,16 +149,22 @@ using ReplayClassifier = std::function<bool(uint32_t saddr, uint32_t daddr, uint
 ///    a flow the engine knows only from the client leg (its SYN in the window) exists before its
 ///    backend frames arrive, which the issue asks (client->VIP before backend frames of a flow).
 ///  - A SYN without ACK is skipped when a frame with RST or FIN carrying its source endpoint
-///    (address, port) was captured at or after it: replaying it would re-open a connection that
-///    has closed since. The source endpoint, not the whole tuple, so that a backend's RST on the
-///    backend leg also counts in transparent addressing (there the backend leg carries the
-///    client's endpoint); in SNAT addressing only the client leg's own RST/FIN is seen.
+///    (address, port), or (with a classifier) of its flow on either leg, was captured at or
+///    after it: replaying it would re-open a connection that has closed since. The source
+///    endpoint counts a backend's RST on the backend leg in transparent addressing (there the
+///    backend leg carries the client's endpoint); the flow counts it in SNAT addressing too.
 ///  - With a classifier (the flow table), frames the dead active had certainly forwarded are
-///    left out: a segment carrying data, SYN or FIN whose end the other end of its flow has
+///    left out: a segment carrying data or a SYN whose end the other end of its flow has
 ///    acknowledged in a frame captured later (the other end received it), and a pure ACK
 ///    followed by a newer frame of the same sender (which carries a newer acknowledgement).
-///    Replaying those only makes both ends answer with duplicate ACKs, a burst that queues
-///    ahead of the live traffic at the new active. RSTs are never left out.
+///    Splice flows compare the segment's end translated to the other leg (ReplayFlowRef); their
+///    SYNs and SYN-ACKs end at the proxy, not at the other end, and are never left out that way;
+///    a flow whose backend offset is unknown keeps its frames (counted in offset_unknown).
+///    A data segment whose bytes one kept earlier frame of the same sender already carries (a
+///    retransmission captured during the outage) is left out too. Replaying those only makes
+///    both ends answer with duplicate ACKs, a burst that queues ahead of the live traffic at the
+///    new active. RSTs and FINs are never left out: the new active's table must see a close
+///    the checkpoint may not have carried (a closed flow is never left open by the replay).
 /// `out` is cleared first. Allocates (takeover time, not the packet path).
 void planReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns, uint64_t min_id,
                 std::vector<uint32_t>& out, ReplayPlanStats& stats,

@@ -1,9 +1,11 @@
 // Engine::observeShadow: a vmac standby keeps its flows' window edges warm from the frames it
 // shadows (issue 6, item 2). Read-only towards forwarding: it only moves window edges.
+// Engine::planShadowReplay: the takeover's replay plan, classified by this table.
 #include "common/packet.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "proxy/core/engine_impl.h"
+#include "proxy/core/shadow_ring.h"
 #include "proxy/core/tcp_tracker.h"
 
 namespace tandem {
@@ -23,6 +25,27 @@ bool Engine::observeShadow(const uint8_t* data, size_t len) noexcept {
   // (engine.cc): the wire's sequence space is not the tracker's. Those stay liberal until seen.
   if (f.splice || f.has_seqadj) return false;
   return learnWindowEdges(f, hit.dir, pkt, opts);
+}
+
+void Engine::planShadowReplay(const ShadowRing& ring, uint64_t from_ns, uint64_t until_ns,
+                              uint64_t min_id, std::vector<uint32_t>& out,
+                              ReplayPlanStats& stats) {
+  ReplayPlanStats pass;
+  planReplay(ring, from_ns, until_ns, min_id, out, pass,
+             [&](uint32_t sa, uint32_t da, uint16_t sp, uint16_t dp, ReplayFlowRef& ref) {
+               const FlowKey key{IpAddr::fromV4(sa), IpAddr::fromV4(da), sp, dp};
+               const FlowTable::Hit hit = impl_->table.find(key);
+               if (!hit) return false;
+               ref = replayFlowRef(impl_->table.at(hit.index), hit.index, hit.dir);
+               return true;
+             });
+  for (size_t r = 0; r < kReplayPruneCount; ++r) {
+    for (size_t leg = 0; leg < 2; ++leg) counters_.replay_pruned[r][leg] += pass.pruned[r][leg];
+  }
+  for (size_t leg = 0; leg < 2; ++leg) {
+    counters_.replay_offset_unknown[leg] += pass.offset_unknown[leg];
+  }
+  stats = pass;
 }
 
 }  // namespace tandem

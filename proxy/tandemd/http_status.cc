@@ -46,6 +46,14 @@ class Metrics {
     out_ += std::to_string(value);
     out_ += '\n';
   }
+  /// A sample with two labels.
+  void sample2(const char* name, uint64_t value, const char* label1, const char* value1,
+               const char* label2, const char* value2) {
+    out_ += name;
+    out_ += std::string("{") + label1 + "=\"" + value1 + "\"," + label2 + "=\"" + value2 + "\"} ";
+    out_ += std::to_string(value);
+    out_ += '\n';
+  }
   void single(const char* name, const char* type, const char* help, uint64_t value) {
     family(name, type, help);
     sample(name, value);
@@ -61,6 +69,8 @@ constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
 constexpr size_t kScalarCounters = 26;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
+                                      sizeof(Counters::replay_pruned) +
+                                      sizeof(Counters::replay_offset_unknown) +
                                       sizeof(Counters::bytes) + kScalarCounters * sizeof(uint64_t),
               "Counters changed: export the new field in formatMetrics() and count it here");
 
@@ -170,6 +180,21 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.sample("tandem_flows_reset_total", c.flows_reset_no_backend, "reason", "no_backend");
   m.single("tandem_outbox_dropped_total", "counter",
            "Packets the engine originated that a full outbox refused.", c.outbox_dropped);
+  constexpr const char* kLegNames[2] = {"client", "backend"};
+  m.family("tandem_shadow_replay_pruned_total", "counter",
+           "vmac takeover: shadowed frames left out of the replay, by reason and leg.");
+  for (size_t r = 0; r < kReplayPruneCount; ++r) {
+    for (size_t leg = 0; leg < 2; ++leg) {
+      m.sample2("tandem_shadow_replay_pruned_total", c.replay_pruned[r][leg], "reason",
+                replayPruneName(static_cast<ReplayPrune>(r)), "leg", kLegNames[leg]);
+    }
+  }
+  m.family("tandem_shadow_replay_offset_unknown_total", "counter",
+           "vmac takeover: splice frames replayed unjudged, the backend leg's offset unknown.");
+  for (size_t leg = 0; leg < 2; ++leg) {
+    m.sample("tandem_shadow_replay_offset_unknown_total", c.replay_offset_unknown[leg], "leg",
+             kLegNames[leg]);
+  }
 
   m.single("tandem_nfq_held_total", "counter",
            "Packets held for the engine (client data during a splice handshake).", q.held);

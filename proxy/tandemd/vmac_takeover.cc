@@ -196,22 +196,15 @@ void VmacTakeover::Impl::drain() noexcept {
 void VmacTakeover::Impl::replay(uint64_t from_ns, uint64_t until_ns, uint64_t min_id) noexcept {
   ReplayPlanStats stats;
   try {
-    planReplay(ring, from_ns, until_ns, min_id, plan, stats,
-               [&](uint32_t sa, uint32_t da, uint16_t sp, uint16_t dp, ReplayFlowRef& out) {
-                 const FlowKey key{IpAddr::fromV4(sa), IpAddr::fromV4(da), sp, dp};
-                 uint32_t id = 0;
-                 Direction dir = Direction::kFromClient;
-                 bool adjusted = false;
-                 if (!engine.classify(key, id, dir, adjusted)) return false;
-                 out = ReplayFlowRef{id, dir == Direction::kFromClient, !adjusted};
-                 return true;
-               });
+    // Classified by the flow table: splice flows are pruned through their offsets too.
+    engine.planShadowReplay(ring, from_ns, until_ns, min_id, plan, stats);
   } catch (const std::bad_alloc&) {
     logf(LogLevel::kError, "vmac: out of memory planning the replay; nothing replayed");
     return;
   }
   counters.skipped_closed += stats.skipped_closed;
-  counters.skipped_delivered += stats.skipped_delivered + stats.skipped_superseded;
+  counters.skipped_delivered +=
+      stats.skipped_delivered + stats.skipped_superseded + stats.skipped_copies;
   counters.not_tcp += stats.not_tcp;
   uint64_t sent = 0;
   auto forward = [&](size_t len, bool csum_not_ready) {
@@ -252,12 +245,15 @@ void VmacTakeover::Impl::replay(uint64_t from_ns, uint64_t until_ns, uint64_t mi
   counters.replayed += sent;
   logf(LogLevel::kInfo,
        "vmac: replayed %llu packets for %zu planned frames (%llu in the window; left out: %llu "
-       "acknowledged by the other end, %llu superseded ACKs, %llu SYNs of closed connections)",
+       "acknowledged by the other end, %llu superseded ACKs, %llu retransmitted copies, %llu "
+       "SYNs of closed connections; kept unjudged, splice offset unknown: %llu)",
        static_cast<unsigned long long>(sent), plan.size(),
        static_cast<unsigned long long>(stats.considered),
        static_cast<unsigned long long>(stats.skipped_delivered),
        static_cast<unsigned long long>(stats.skipped_superseded),
-       static_cast<unsigned long long>(stats.skipped_closed));
+       static_cast<unsigned long long>(stats.skipped_copies),
+       static_cast<unsigned long long>(stats.skipped_closed),
+       static_cast<unsigned long long>(stats.offset_unknown[0] + stats.offset_unknown[1]));
 }
 
 VmacTakeover::VmacTakeover(event_base* base, Engine& engine, const SyncConfig& config)

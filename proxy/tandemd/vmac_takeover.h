@@ -18,7 +18,7 @@
 /// Step-down: macvlans down at once, capture reopened.
 ///
 /// Frames the dead active had certainly forwarded (the other end acknowledged them in a frame
-/// the ring holds) are left out; the others may arrive twice, which TCP answers with an ACK at
+/// the ring holds; splice flows through their offsets, Engine::planShadowReplay) are left out; the others may arrive twice, which TCP answers with an ACK at
 /// most. What the replay must not do, re-open a closed connection, planReplay() prevents for
 /// SYNs and the engine's tracker for everything else (data for an unknown or closed flow is
 /// dropped and counted there).

@@ -19,7 +19,9 @@
 # And, addressing transparent, vmac: the full case again. Then splice mode (snat, vmac, full):
 # every connection spliced (SYN cookie, the legs in different sequence spaces, checkpointed with
 # their translation), heartbeat miss count 10 (no assertion here is about timing): everything
-# survives byte-exact, B replayed frames of the outage window (splice flows are not pruned).
+# survives byte-exact, B replayed frames of the outage window, pruned what the other end had
+# acknowledged on both legs (translated through each flow's offsets), and the endpoints received
+# no duplicate segment beyond their own retransmissions.
 TDM_PREFIX=${TDM_PREFIX:-tvmac}
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pair_lib.sh"
@@ -61,6 +63,12 @@ link_up() { ip -n "$1" -o link show "$2" 2>/dev/null | grep -q '[<,]UP[,>]'; }
 # tcp_counter NS NAME: an absolute TCP counter of NS (nstat: -a absolute, -s no history file).
 tcp_counter() {
   in_ns "$1" nstat -azs "$2" | awk -v n="$2" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
+}
+tcp_sum() {  # tcp_sum NAME NS...: one TCP counter summed over the namespaces
+  local name=$1 ns sum=0
+  shift
+  for ns in "$@"; do sum=$(( sum + $(tcp_counter "$ns" "$name") )); done
+  echo "$sum"
 }
 probes_and_retrans() {  # probes_and_retrans NS...: summed over the namespaces
   local ns sum=0
@@ -250,6 +258,14 @@ run_case() {
     fail "$name" "B: $(role_of "$NS_PB"), $(metric_in "$NS_PB" tandem_pair_role_changes_total) role changes (load: $(cut -d' ' -f1-3 /proc/loadavg))" \
       "rr client: $(kill -0 "$rr_pid" 2>/dev/null && echo running || echo 'ended (calibration too low)')"
   fi
+  # Duplicates: data segments an endpoint received a second time (TcpExtDelayedACKLost counts
+  # each, tcp_data_queue/tcp_send_dupack), against the endpoints' own retransmissions, each of
+  # which may legitimately arrive after the replayed original.
+  local endpoints="$NS_CLI $NS_RR $NS_BE1 $NS_BE2" dup_before retrans_before
+  # shellcheck disable=SC2086
+  dup_before=$(tcp_sum TcpExtDelayedACKLost $endpoints)
+  # shellcheck disable=SC2086
+  retrans_before=$(tcp_sum TcpRetransSegs $endpoints)
   log "$tag: killing A (SIGKILL) and taking its links down at $(date -u +%H:%M:%S.%3N)"
   crash_node "$a_pid" "$NS_PA"
   name="$tag: B becomes active"
@@ -332,6 +348,32 @@ run_case() {
   fi
 
   if [ "$mode" = vmac ]; then
+    local dups retrans
+    # shellcheck disable=SC2086
+    dups=$(( $(tcp_sum TcpExtDelayedACKLost $endpoints) - dup_before ))
+    # shellcheck disable=SC2086
+    retrans=$(( $(tcp_sum TcpRetransSegs $endpoints) - retrans_before ))
+    log "$tag: duplicate data segments received by the endpoints since the crash: $dups (their own retransmissions: $retrans); B pruned: $(http_in "$NS_PB" /metrics | grep -E '^tandem_shadow_replay_(pruned|offset_unknown)' | awk '$NF != 0' | tr '\n' ' ')"
+    if [ "$splice" = splice ]; then
+      # Splice flows are pruned through their offsets: no frame the other end had acknowledged
+      # is replayed, so every duplicate an endpoint saw is one of the endpoints' own
+      # retransmissions arriving after its replayed original (before the fix: hundreds more).
+      name="$tag: the replay sent no duplicates: the endpoints' duplicate segments ($dups) are at most their own retransmissions ($retrans)"
+      if [ "$dups" -le "$retrans" ]; then
+        pass "$name"
+      else
+        fail "$name" "$(grep -E 'vmac: replayed' "$TDM_TMP/tandemd-b.log")"
+      fi
+      name="$tag: B pruned acknowledged frames of spliced flows on both legs"
+      local pc pb
+      pc=$(metric_in "$NS_PB" tandem_shadow_replay_pruned_total 'reason="delivered",leg="client"')
+      pb=$(metric_in "$NS_PB" tandem_shadow_replay_pruned_total 'reason="delivered",leg="backend"')
+      if [ "$pc" -gt 0 ] && [ "$pb" -gt 0 ]; then
+        pass "$name (client leg $pc, backend leg $pb)"
+      else
+        fail "$name" "client leg '$pc', backend leg '$pb'"
+      fi
+    fi
     # The control: one frame from CONTROL_MAC out of the rr namespace, which the sniffer must see.
     in_ns "$NS_RR" python3 -c "
 import socket, sys

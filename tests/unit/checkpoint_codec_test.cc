@@ -12,44 +12,15 @@
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "sync/wire.h"
+#include "tests/unit/checkpoint_fixture.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
 namespace {
 
 using test::PacketBuilder;
+using namespace test::checkpoint;  // config, run, view, kSec, the splice connection
 constexpr uint8_t kSyn = 0x02, kAck = 0x10, kPsh = 0x08;
-constexpr uint64_t kSec = 1'000'000'000ull;
-
-EngineConfig config(Mode mode, Addressing addressing) {
-  EngineConfig c;
-  ServiceConfig s;
-  s.name = "web";
-  s.vip = *Endpoint::parse("10.0.0.100:80");
-  s.backends = {*Endpoint::parse("10.1.0.2:8080"), *Endpoint::parse("10.1.0.3:8080")};
-  s.mode = mode;
-  s.addressing = addressing;
-  if (addressing == Addressing::kSnat) s.snat_addr = *IpAddr::parse("10.1.0.1");
-  c.services.push_back(s);
-  c.max_flows = 64;
-  c.splice.cookie_secret.assign(16, 7);
-  return c;
-}
-
-std::vector<uint8_t> run(Engine& e, std::vector<uint8_t> p, uint64_t now = kSec) {
-  const size_t len = p.size();
-  p.resize(256);
-  const Decision d = e.process(p.data(), len, p.size(), {}, now);
-  if (d.verdict != Verdict::kAccept) return {};
-  p.resize(d.len);
-  return p;
-}
-
-TcpPacket view(std::vector<uint8_t>& p) {
-  TcpPacket v;
-  EXPECT_EQ(parseTcpPacket(p.data(), p.size(), v), ParseError::kNone);
-  return v;
-}
 
 std::vector<Flow> drainChanged(Engine& e) {
   std::vector<Flow> out;
@@ -93,18 +64,8 @@ TEST_P(CheckpointCodec, SpliceFlowCarriesEveryTranslationFieldAndTheStandbyTrans
   Engine active(config(Mode::kSplice, GetParam()));
   Engine standby(config(Mode::kSplice, GetParam()));
   active.enableChangeTracking();
-  const std::string client = "10.0.0.2:41000", vip = "10.0.0.100:80";
-  auto synack = run(active, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(1000)
-                                .mss(1460).wscale(6).sackPermitted().timestamp(10, 0).build());
-  ASSERT_FALSE(synack.empty());
-  const TcpPacket sa = view(synack);
-  TcpOptions so;
-  ASSERT_EQ(parseTcpOptions(sa.options(), sa.optionsLen(), so), OptionError::kNone);
-  const uint32_t cookie = sa.seq();
-  auto bsyn = run(active, PacketBuilder().src(client).dst(vip).flags(kAck).seq(1001)
-                              .ack(cookie + 1).timestamp(11, so.ts_val).build());
-  ASSERT_FALSE(bsyn.empty());
-  const Endpoint backend = view(bsyn).dst(), source = view(bsyn).src();
+  SpliceOpen o;
+  ASSERT_NO_FATAL_FAILURE(openSplice(active, o));
 
   // While the backend leg opens, the pending flow travels too (the standby may have to resend
   // the backend SYN).
@@ -118,9 +79,7 @@ TEST_P(CheckpointCodec, SpliceFlowCarriesEveryTranslationFieldAndTheStandbyTrans
   EXPECT_EQ(p.syn_sack, pending[0].syn_sack);
   EXPECT_EQ(p.proxy_tsval, pending[0].proxy_tsval);
 
-  ASSERT_FALSE(run(active, PacketBuilder().src(backend.toString()).dst(source.toString())
-                               .flags(kSyn | kAck).seq(70000).ack(1001).mss(1460).wscale(9)
-                               .sackPermitted().timestamp(500, 11).build()).empty());
+  ASSERT_NO_FATAL_FAILURE(answerSplice(active, o));
   std::vector<Flow> changed = drainChanged(active);
   ASSERT_EQ(changed.size(), 1u);
   const Flow& a = changed[0];
@@ -147,15 +106,7 @@ TEST_P(CheckpointCodec, SpliceFlowCarriesEveryTranslationFieldAndTheStandbyTrans
   EXPECT_EQ(b.backend, a.backend);
 
   ASSERT_EQ(standby.installFlow(b, 2 * kSec), DropReason::kNone);
-  auto resp = PacketBuilder().src(backend.toString()).dst(source.toString()).flags(kAck | kPsh)
-                  .seq(70001).ack(1001).window(64).timestamp(503, 11).payload("200 OK").build();
-  auto via_standby = run(standby, resp, 2 * kSec);
-  ASSERT_FALSE(via_standby.empty());
-  EXPECT_EQ(view(via_standby).seq(), cookie + 1);
-  EXPECT_EQ(via_standby, run(active, resp, 2 * kSec));
-  auto req = PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(1001).ack(cookie + 7)
-                 .timestamp(12, so.ts_val + 3).payload("GET /").build();
-  EXPECT_EQ(run(standby, req, 2 * kSec), run(active, req, 2 * kSec));
+  expectStandbyTranslatesAlike(standby, active, o);
 }
 
 TEST_P(CheckpointCodec, PassthroughFlowRoundTrips) {
