@@ -185,7 +185,9 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept;
   void onFrontReadable() noexcept;
   void onPeerHeartbeat(sync::Path path, uint32_t node_id, const sync::Heartbeat& hb,
-                       uint64_t now) noexcept;
+                       uint64_t now, uint64_t kernel_rx_ns) noexcept;
+  /// Where a received heartbeat's time went: sender -> kernel, kernel -> our loop.
+  void heartbeatDelays(size_t path, const sync::Heartbeat& hb, uint64_t kernel_rx_ns) noexcept;
   void watchPaths(uint64_t now) noexcept;
   void pathMetrics(std::string& out) const;
   /// /status members of deferral, paths and the standby (",\"name\":value..." form).
@@ -218,6 +220,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
 
   event* timer_ev = nullptr;
   event* role_ev = nullptr;
+  uint64_t role_tick_ns = pair_detail::kTickNs;  ///< the role timer's period
   event* read_ev = nullptr;
   // Loop timing as the heartbeats see it (tandem_pair_loop_* and tandem_pair_heartbeat_*).
   struct Timing {
@@ -231,6 +234,16 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
     uint64_t data_tick_max_ns = 0;  ///< longest data tick (checkpoints, bulk, resends)
     uint64_t read_max_ns = 0;       ///< longest sync read callback
     uint64_t verdict_reads = 0;     ///< extra reads before declaring the peer dead
+    // Per received heartbeat (CLOCK_REALTIME): the peer's send time (Heartbeat::sent_ns) to the
+    // kernel's receive timestamp (SO_TIMESTAMPNS), and that timestamp to our handling of it.
+    std::array<uint64_t, sync::kPathCount> hb_kernel_delay_max_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_loop_delay_max_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_kernel_delay_over{};  ///< over one interval
+    std::array<uint64_t, sync::kPathCount> hb_loop_delay_over{};    ///< over one interval
+    std::array<uint64_t, sync::kPathCount> peer_sent_prev_ns{};  ///< peer's previous sent_ns
+    std::array<uint64_t, sync::kPathCount> hb_kernel_delay_last_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_loop_delay_last_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_sent_gap_last_ns{};  ///< sender's own spacing
   } timing;
   RateLimit late_warn{10'000'000'000ull, 3};
   bool peer_dropped = false;  ///< the active stopped syncing to a silent peer
