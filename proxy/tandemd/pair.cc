@@ -34,6 +34,7 @@ void PairController::Impl::open() {
   tx.reserve(sync::kDefaultMaxFrame);
   polled.reserve(kPollBatch);
   openFront();
+  openBarrier();
   // Tracking from the start: the standby discards its own changes each tick, the active drains
   // them to the peer; a node that takes over needs no switch-on step.
   engine.enableChangeTracking();
@@ -273,6 +274,7 @@ void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now)
   if (out.release_addresses) releaseAddresses();
   if (out.take_addresses) takeAddresses(now);
   if (out.send_heartbeat) sendHeartbeat();
+  if (out.start_barrier) startBarrier(now);
 }
 
 void PairController::Impl::onRoleTick() noexcept {
@@ -579,6 +581,7 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
     throw std::runtime_error("pair: cannot add the sync events to the loop");
   }
   self->registerFront();
+  self->registerBarrier();
   logf(LogLevel::kInfo,
        "pair: node %u priority %u%s, sync %s -> %s, heartbeat %.3f s x %u, %zu addresses",
        config.node_id, config.priority, config.preempt ? " preempt" : "",
@@ -592,6 +595,7 @@ PairController::~PairController() {
   if (impl_->role_ev != nullptr) event_free(impl_->role_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
   if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
+  if (impl_->barrier_ev != nullptr) event_free(impl_->barrier_ev);
 }
 
 void PairController::afterPackets() noexcept {

@@ -38,6 +38,60 @@ void PairController::Impl::registerFront() {
   }
 }
 
+void PairController::Impl::openBarrier() {
+  try {
+    barrier.open();
+    barrier_open = true;
+  } catch (const std::system_error& e) {
+    // Without loopback (a namespace whose lo is down) the standby decides on silence alone.
+    logf(LogLevel::kWarn, "pair: no receive-path barrier before takeovers: %s", e.what());
+  }
+}
+
+void PairController::Impl::registerBarrier() {
+  if (!barrier_open) return;
+  barrier_ev = event_new(
+      base, barrier.fd(), EV_READ | EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onBarrierReadable(); },
+      this);
+  if (barrier_ev == nullptr ||
+      (event_base_get_npriorities(base) > 1 &&
+       event_priority_set(barrier_ev, kPriorityHeartbeat) != 0) ||
+      event_add(barrier_ev, nullptr) != 0) {
+    throw std::runtime_error("pair: cannot add the receive-path barrier socket to the loop");
+  }
+}
+
+void PairController::Impl::startBarrier(uint64_t now) noexcept {
+  if (!barrier_open || !barrier.start()) {
+    // No barrier possible: decide on the silence as it is.
+    handleRole(roles.barrierDone(now), now);
+    return;
+  }
+  barrier_started_ns = now;
+}
+
+void PairController::Impl::onBarrierReadable() noexcept {
+  if (!barrier.onReadable() || !roles.barrierPending()) return;
+  uint64_t now = monotonicNs();
+  barrier_wait_last_ns = now - barrier_started_ns;
+  barrier_wait_max_ns = std::max(barrier_wait_max_ns, barrier_wait_last_ns);
+  // The backlogs are drained up to the probes: what they held is in our sockets now. Read it
+  // before deciding (a heartbeat among it cancels the takeover in the role machine).
+  (void)onReadable();
+  if (front) onFrontReadable();
+  now = monotonicNs();
+  if (!roles.barrierPending()) {
+    logf(LogLevel::kInfo,
+         "pair: peer heard again after the receive-path barrier (%.1f ms, %u CPUs): no takeover",
+         static_cast<double>(barrier_wait_last_ns) / 1e6, barrier.cpus());
+    return;
+  }
+  logf(LogLevel::kInfo, "pair: receive-path barrier done in %.1f ms (%u CPUs), peer still silent",
+       static_cast<double>(barrier_wait_last_ns) / 1e6, barrier.cpus());
+  handleRole(roles.barrierDone(now), now);
+}
+
 void PairController::Impl::sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept {
   if (!front) return;
   sync::FrameWriter w(tx);
@@ -243,6 +297,24 @@ void PairController::Impl::timingMetrics(std::string& out) const {
       us(timing.data_tick_max_ns) + "\n"
       "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
       us(timing.read_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_rx_barriers_total Receive-path barriers before a takeover, by outcome: "
+      "started, saved (the peer was heard before it completed: no takeover), timeout "
+      "(takeover without it completing).\n"
+      "# TYPE tandem_pair_rx_barriers_total counter\n"
+      "tandem_pair_rx_barriers_total{outcome=\"started\"} " +
+      std::to_string(barrier.counters().started) + "\n"
+      "tandem_pair_rx_barriers_total{outcome=\"completed\"} " +
+      std::to_string(barrier.counters().completed) + "\n"
+      "tandem_pair_rx_barriers_total{outcome=\"saved\"} " +
+      std::to_string(roles.barrierSaves()) + "\n"
+      "tandem_pair_rx_barriers_total{outcome=\"timeout\"} " +
+      std::to_string(roles.barrierTimeouts()) + "\n";
+  out +=
+      "# HELP tandem_pair_rx_barrier_wait_max_microseconds Longest time until a receive-path "
+      "barrier's probes all came back.\n"
+      "# TYPE tandem_pair_rx_barrier_wait_max_microseconds gauge\n"
+      "tandem_pair_rx_barrier_wait_max_microseconds " + us(barrier_wait_max_ns) + "\n";
   out +=
       "# HELP tandem_pair_verdict_reads_total Extra reads of the sync socket before the peer "
       "could be declared dead (its frames were still waiting).\n"
