@@ -7,7 +7,11 @@ sample window in which something stood out (steal >= 1 ms, or a ksoftirqd waited
 run queue), with CLOCK_REALTIME so it lines up with tandemd's log, and at the end (SIGTERM or
 DURATION s) a summary: totals, the largest per-window values, and the load average.
 
-Usage: host_sampler.py OUT [--period-ms 5] [--duration S]
+With --comm NAME it also follows every process of that name (re-scanned each second): a
+window in which one ran >= 20 ms (busy: its callbacks, or softirq work done in its context) or
+waited >= 5 ms on its run queue (runnable, not running: preempted or not scheduled) is listed.
+
+Usage: host_sampler.py OUT [--period-ms 5] [--duration S] [--comm tandemd]
 """
 import os
 import signal
@@ -55,14 +59,31 @@ def schedstat(pid):
         return 0, 0
 
 
+def pids_named(comm):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() == comm:
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
 def main():
     out_path = sys.argv[1]
     period = 0.005
     duration = None
+    comm = None
     args = sys.argv[2:]
     while args:
         if args[0] == "--period-ms":
             period = float(args[1]) / 1000
+            args = args[2:]
+        elif args[0] == "--comm":
+            comm = args[1]
             args = args[2:]
         elif args[0] == "--duration":
             duration = float(args[1])
@@ -77,6 +98,9 @@ def main():
     prev_ks = {n: schedstat(p) for n, p in pids.items()}
     first_cpu, first_ks = prev_cpu, dict(prev_ks)
     t_start = time.time()
+    procs = {}  # pid -> (run_ns, wait_ns)
+    last_scan = 0.0
+    max_proc_run = max_proc_wait = 0.0
     max_steal = max_ks_wait = 0.0
     max_steal_at = max_ks_at = ""
     windows = 0
@@ -102,6 +126,22 @@ def main():
                 if dw >= 2:
                     out.write(f"{t:.3f}\tksoftirqd_wait\t{n}\t{dw:.1f}\t{win_ms:.1f}\n")
                 prev_ks[n] = (run, wait)
+            if comm is not None:
+                if t - last_scan >= 1.0:
+                    last_scan = t
+                    for p in pids_named(comm):
+                        procs.setdefault(p, schedstat(p))
+                for p, (run0, wait0) in list(procs.items()):
+                    run, wait = schedstat(p)
+                    if run == 0 and wait == 0:
+                        del procs[p]
+                        continue
+                    dr, dw = (run - run0) / 1e6, (wait - wait0) / 1e6
+                    max_proc_run, max_proc_wait = max(max_proc_run, dr), max(max_proc_wait, dw)
+                    if dr >= 20 or dw >= 5:
+                        out.write(f"{t:.3f}\t{comm}_ran_waited\t{p}\t{dr:.1f} {dw:.1f}\t"
+                                  f"{win_ms:.1f}\n")
+                    procs[p] = (run, wait)
             prev_cpu, prev_t = cpu, t
             windows += 1
         elapsed = time.time() - t_start
@@ -115,6 +155,9 @@ def main():
             r0, w0 = first_ks[n]
             r1, w1 = prev_ks[n]
             out.write(f"# {n}: ran {(r1 - r0) / 1e6:.1f} ms, waited {(w1 - w0) / 1e6:.1f} ms\n")
+        if comm is not None:
+            out.write(f"# {comm}: largest run in one window {max_proc_run:.1f} ms, largest "
+                      f"run-queue wait {max_proc_wait:.1f} ms\n")
         out.write(f"# largest steal in one window: {max_steal:.1f} ms at {max_steal_at}\n")
         out.write(f"# largest ksoftirqd run-queue wait in one window: {max_ks_wait:.1f} ms at "
                   f"{max_ks_at}\n")
