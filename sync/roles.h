@@ -46,7 +46,7 @@ struct RolesConfig {
   uint32_t node_id = 0;               ///< unique in the pair, non-zero
   uint8_t priority = 100;             ///< higher is preferred
   bool preempt = false;               ///< a higher-priority ready standby takes over
-  uint64_t interval_ns = 50'000'000;  ///< heartbeat interval (down to 10 ms)
+  uint64_t interval_ns = 50'000'000;  ///< heartbeat interval (down to 1 ms)
   uint32_t miss_count = 3;            ///< intervals without a heartbeat on both paths = dead
   /// 0: no receive-path barrier (take over as soon as the peer is dead). Otherwise the longest
   /// wait for one before taking over anyway.

@@ -57,7 +57,7 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.peer", "ADDRESS:PORT of the other node's sync socket (required)"},
     {"sync.key", "HMAC-SHA256 key, hex, 16-64 bytes, same on both nodes (required)"},
     {"sync.key_id", "id of the key, 0-65535, same on both nodes"},
-    {"sync.heartbeat_interval", "seconds between heartbeats, 0.001-10 (decimals ok; under 0.01 see docs/pair_sync.md)"},
+    {"sync.heartbeat_interval", "seconds between heartbeats, 0.001-10 (decimals ok)"},
     {"sync.miss_count", "missed heartbeats that make the peer dead, 2-100"},
     {"sync.addresses", "IFACE=ADDR/PLEN list: the group the active holds (required)"},
     {"sync.garp_count", "gratuitous ARP rounds at takeover, 1-100"},

@@ -98,7 +98,8 @@ TEST(SyncWire, RoundTripsEverySectionType) {
   EXPECT_EQ(p.sections, 7u);  // the two upserts share one section
   EXPECT_EQ(p.items, 8u);
   ASSERT_EQ(r.hb.size(), 1u);
-  EXPECT_EQ(r.hb[0], (Heartbeat{Role::kActive, 200, true, true, 9, 100000, 10, 0x1789abcdef012345}));
+  EXPECT_EQ(r.hb[0],
+            (Heartbeat{Role::kActive, 200, true, true, 9, 100000, 10, 0x1789abcdef012345}));
   EXPECT_EQ(r.base.at(0), (SeqBase{0x0102030405060708ull, 77}));
   ASSERT_EQ(r.up.size(), 2u);
   EXPECT_EQ(r.up[0], (FlowUpsert{78, sampleFlow(1)}));
