@@ -15,7 +15,8 @@
 #               FRONT_HB=0, the front network (sync.front_bind / front_peer).
 #               Suffix rt (tandem-10rt, tandem-10x5rt): tandemd under chrt -r 50, like
 #               keepalived's realtime VRRP process. Crash: SIGKILL of the active tandemd, then
-#               its links down.
+#               its links down. Suffix vmac after it (tandem-10x3rtvmac): sync.takeover = vmac
+#               (docs/vmac.md: a shared virtual MAC, zero-loss replay) instead of GARP.
 #   ka-strict   keepalived (VRRPv3, advert_int 0.01, vrrp_rt_priority + vrrp_rlimit_rttime),
 #   ka-loose    conntrackd FTFW (notify_master: conntrackd -c, -f, -R, -B), iptables DNAT of
 #               VIP:80 to be1/be2 alternately (statistic nth, so the mapping is per flow).
@@ -202,6 +203,10 @@ tandem_pair() {
       sed -i "s/^established = .*/&\n$timeouts/" "$TDM_TMP/$f.conf"
     fi
     sed -i 's/^max_flows = .*/max_flows = 1100000/' "$TDM_TMP/$f.conf"
+    # [sync] is the config's last section (pair_config): vmac mode as in zeroloss_bench.sh.
+    if [ "${TAKEOVER:-garp}" = vmac ]; then
+      printf 'takeover = vmac\nvmac = 02:54:44:4d:00:01\n' >>"$TDM_TMP/$f.conf"
+    fi
   done
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf" || return 1
   PID_A=$NODE_PID
@@ -283,10 +288,11 @@ trial() {  # trial ROUND SYSTEM
   case "$sys" in
     tandem-*)
       # tandem-HB, tandem-HBxMISS, either with the suffix rt (tandemd under chrt -r 50)
-      local hb=${sys#tandem-} miss=$HB_MISS bin=$TANDEMD
+      local hb=${sys#tandem-} miss=$HB_MISS bin=$TANDEMD tk_mode=garp
+      if [[ $hb == *vmac ]]; then hb=${hb%vmac}; tk_mode=vmac; fi
       if [[ $hb == *rt ]]; then hb=${hb%rt}; bin=$TANDEMD_RT; fi
       if [[ $hb == *x* ]]; then miss=${hb#*x}; hb=${hb%x*}; fi
-      if ! TANDEMD=$bin HB_MISS=$miss tandem_pair "$hb"; then
+      if ! TANDEMD=$bin HB_MISS=$miss TAKEOVER=$tk_mode tandem_pair "$hb"; then
         echo "# $tag: the pair did not come up" >&2
         save_logs "$tag"; topo_down; return 1
       fi

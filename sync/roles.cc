@@ -41,6 +41,7 @@ uint64_t RoleMachine::nextTimerNs() const noexcept {
       if (heard_[i]) dead_at = std::max(dead_at, last_heard_ns_[i] + deadIntervalNs());
     }
     t = std::min(t, dead_at);
+    if (barrier_pending_) t = std::min(t, barrier_started_ns_ + config_.barrier_timeout_ns);
   }
   return t;
 }
@@ -71,6 +72,8 @@ RoleOutput RoleMachine::change(Role to, const char* reason) noexcept {
   out.reason = reason;
   out.release_addresses = role_ == Role::kActive;
   out.take_addresses = to == Role::kActive;
+  barrier_pending_ = false;
+  barrier_done_ = false;
   // A node leaving ACTIVE or FAULT no longer follows the active's update stream from a known
   // point: it must bulk-resync before it counts as ready.
   if (to == Role::kStandby && role_ != Role::kStandby) ready_ = false;
@@ -105,6 +108,10 @@ RoleOutput RoleMachine::onHeartbeat(Path path, uint32_t node_id, const Heartbeat
   const size_t p = static_cast<size_t>(path);
   heard_[p] = true;
   last_heard_ns_[p] = now_ns;
+  // Heard while a barrier was outstanding: the silence was the receive path's, not the peer's.
+  if (barrier_pending_) ++barrier_saves_;
+  barrier_pending_ = false;
+  barrier_done_ = false;
   // A non-active heartbeat older than the peer's last active one: sent before the peer took
   // over, overtaken on the other path (the paths reorder freely). It proves the peer alive but
   // says nothing current: acting on it ("both standby") would make a second active.
@@ -167,14 +174,35 @@ RoleOutput RoleMachine::tick(uint64_t now_ns) noexcept {
                        peerHeardWithin(now_ns, 2 * deadIntervalNs());
   if (role_ == Role::kStandby && !peerAlive(now_ns) && !handover_ && !patient &&
       now_ns - started_ns_ >= deadIntervalNs()) {
-    out = takeOver(peer_seen_ ? "peer heartbeats lost on both paths"
-                              : "no peer heard since start");
+    const bool barrier = config_.barrier_timeout_ns != 0;
+    if (!barrier || barrier_done_) {
+      out = takeOver(peer_seen_ ? "peer heartbeats lost on both paths"
+                                : "no peer heard since start");
+    } else if (!barrier_pending_) {
+      // Everything the kernel held when the peer became dead must be read before deciding.
+      barrier_pending_ = true;
+      barrier_started_ns_ = now_ns;
+      out.start_barrier = true;
+    } else if (now_ns - barrier_started_ns_ >= config_.barrier_timeout_ns) {
+      ++barrier_timeouts_;
+      out = takeOver(peer_seen_ ? "peer heartbeats lost on both paths (receive-path barrier "
+                                  "timed out)"
+                                : "no peer heard since start (receive-path barrier timed out)");
+    }
   } else if (role_ == Role::kStandby && handover_ && !peerAlive(now_ns)) {
     // We handed over, and the peer died before taking over: take the addresses back.
     out = takeOver("peer died during the handover");
   }
   if (out.changed || now_ns >= next_heartbeat_ns_) sendSoon(out, now_ns);
   return out;
+}
+
+RoleOutput RoleMachine::barrierDone(uint64_t now_ns) noexcept {
+  if (barrier_pending_) {
+    barrier_pending_ = false;
+    barrier_done_ = true;
+  }
+  return tick(now_ns);
 }
 
 RoleOutput RoleMachine::setFault(bool fault, uint64_t now_ns) noexcept {

@@ -22,6 +22,13 @@
 /// - An admin switchover on the active hands over to a live, ready standby: the active becomes
 ///   standby and announces `handover`, so the peer takes over without waiting for a timeout.
 ///   After it, this node does not preempt until restarted (or until setPreempt()).
+/// - Receive-path barrier (barrier_timeout_ns > 0): silence is not proof while the kernel still
+///   holds the peer's frames. When the peer would be dead, the standby first asks for a barrier
+///   (RoleOutput::start_barrier: the daemon sends probes through its own kernel's receive
+///   queues and calls barrierDone() when all came back, so every frame queued before them has
+///   reached the sockets and been read). A heartbeat heard meanwhile cancels the takeover; the
+///   takeover happens when the barrier is done and the peer is still silent, or when the barrier
+///   has not completed within barrier_timeout_ns.
 
 #include <array>
 #include <cstddef>
@@ -39,8 +46,11 @@ struct RolesConfig {
   uint32_t node_id = 0;               ///< unique in the pair, non-zero
   uint8_t priority = 100;             ///< higher is preferred
   bool preempt = false;               ///< a higher-priority ready standby takes over
-  uint64_t interval_ns = 50'000'000;  ///< heartbeat interval (down to 10 ms)
+  uint64_t interval_ns = 50'000'000;  ///< heartbeat interval (down to 1 ms)
   uint32_t miss_count = 3;            ///< intervals without a heartbeat on both paths = dead
+  /// 0: no receive-path barrier (take over as soon as the peer is dead). Otherwise the longest
+  /// wait for one before taking over anyway.
+  uint64_t barrier_timeout_ns = 0;
 };
 
 /// What the daemon must do after an event. Several flags can be set at once; do them in the
@@ -53,6 +63,8 @@ struct RoleOutput {
   bool send_heartbeat = false;
   bool take_addresses = false;    ///< install flows, then bring the VIP group up, then GARP
   bool release_addresses = false; ///< bring the VIP group down (stop forwarding first)
+  /// Probe the local receive path now, then call barrierDone() (see the barrier rule above).
+  bool start_barrier = false;
 };
 
 class RoleMachine {
@@ -65,6 +77,15 @@ class RoleMachine {
                          uint64_t now_ns) noexcept;
   /// Timer: call at nextTimerNs() or any time sooner.
   RoleOutput tick(uint64_t now_ns) noexcept;
+  /// The receive-path barrier asked for by start_barrier completed: every frame queued in the
+  /// kernel before it has been read. Decides at once (the same as tick()).
+  RoleOutput barrierDone(uint64_t now_ns) noexcept;
+  /// A barrier is outstanding (asked for, neither done nor cancelled).
+  bool barrierPending() const noexcept { return barrier_pending_; }
+  /// Takeovers a barrier prevented: the peer was heard while it was outstanding.
+  uint64_t barrierSaves() const noexcept { return barrier_saves_; }
+  /// Takeovers made because a barrier did not complete within barrier_timeout_ns.
+  uint64_t barrierTimeouts() const noexcept { return barrier_timeouts_; }
   /// A local fault appeared (true) or cleared (false): a link down, the data path unhealthy.
   RoleOutput setFault(bool fault, uint64_t now_ns) noexcept;
   /// Planned switchover (tandemctl switchover), on the active. Refused (reason set, nothing
@@ -122,6 +143,11 @@ class RoleMachine {
   std::array<uint64_t, kPathCount> last_heard_ns_{};
   std::array<bool, kPathCount> heard_{};
   uint64_t stale_heartbeats_ = 0;
+  bool barrier_pending_ = false;  ///< asked for, not yet done
+  bool barrier_done_ = false;     ///< done, and no heartbeat heard since it was asked for
+  uint64_t barrier_started_ns_ = 0;
+  uint64_t barrier_saves_ = 0;
+  uint64_t barrier_timeouts_ = 0;
 };
 
 }  // namespace tandem::sync

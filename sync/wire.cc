@@ -127,8 +127,9 @@ void put(Put& w, const Heartbeat& v) noexcept {
   w.u32(v.epoch);
   w.u32(v.flows);
   w.u32(v.interval_ms);
+  w.u64(v.sent_ns);
 }
-bool get(Get& r, Heartbeat& v) noexcept {
+bool get(Get& r, Heartbeat& v, size_t item_len) noexcept {
   const uint8_t role = r.u8();
   v.priority = r.u8();
   const uint8_t flags = r.u8();
@@ -136,6 +137,7 @@ bool get(Get& r, Heartbeat& v) noexcept {
   v.epoch = r.u32();
   v.flows = r.u32();
   v.interval_ms = r.u32();
+  v.sent_ns = item_len >= kHeartbeatLen ? r.u64() : 0;  // revision 1.2
   v.ready = (flags & kHbReady) != 0;
   v.handover = (flags & kHbHandover) != 0;
   v.role = static_cast<Role>(role);
@@ -345,7 +347,7 @@ bool decodeAs(const uint8_t* item, size_t item_len, SectionHandler* handler) noe
   T v{};
   Get r(item);
   bool ok = false;
-  if constexpr (std::is_same_v<T, FlowUpsert>) {
+  if constexpr (std::is_same_v<T, FlowUpsert> || std::is_same_v<T, Heartbeat>) {
     ok = get(r, v, item_len);
   } else {
     ok = get(r, v);
@@ -357,7 +359,7 @@ bool decodeAs(const uint8_t* item, size_t item_len, SectionHandler* handler) noe
 
 constexpr ActionInfo kActions[kActionMax + 1] = {
     {0, 0, nullptr},
-    {kHeartbeatLen, kHeartbeatLen, &decodeAs<Heartbeat, &SectionHandler::onHeartbeat>},
+    {kHeartbeatLen, kHeartbeatMinLen, &decodeAs<Heartbeat, &SectionHandler::onHeartbeat>},
     {kSeqBaseLen, kSeqBaseLen, &decodeAs<SeqBase, &SectionHandler::onSeqBase>},
     {kFlowUpsertLen, kFlowUpsertMinLen, &decodeAs<FlowUpsert, &SectionHandler::onFlowUpsert>},
     {kFlowDeleteLen, kFlowDeleteLen, &decodeAs<FlowDelete, &SectionHandler::onFlowDelete>},
@@ -368,7 +370,8 @@ constexpr ActionInfo kActions[kActionMax + 1] = {
 
 static_assert(kHeartbeatLen % 4 == 0 && kSeqBaseLen % 4 == 0 && kFlowUpsertLen % 4 == 0 &&
               kFlowDeleteLen % 4 == 0 && kBulkRequestLen % 4 == 0 && kBulkEndLen % 4 == 0 &&
-              kAckLen % 4 == 0 && kFlowUpsertLen / 4 <= 255 && kFlowUpsertMinLen % 4 == 0);
+              kAckLen % 4 == 0 && kFlowUpsertLen / 4 <= 255 && kFlowUpsertMinLen % 4 == 0 &&
+              kHeartbeatMinLen % 4 == 0);
 
 /// One pass over the sections; handler == nullptr validates only.
 PayloadResult walk(std::span<const uint8_t> payload, SectionHandler* handler) noexcept {

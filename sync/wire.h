@@ -42,7 +42,9 @@
 /// Revisions of version 1: 1.0 had FLOW_UPSERT items of 168 bytes (kFlowUpsertMinLen); 1.1
 /// appends the splice fields (24 bytes, SpliceRecord). A 1.1 node reads a 1.0 upsert with
 /// FlowRecord::splice_fields false (its installer refuses a spliced flow without them); a 1.0
-/// node reads a 1.1 upsert and skips the splice fields.
+/// node reads a 1.1 upsert and skips the splice fields. 1.2 appends to HEARTBEAT the sender's
+/// send time (8 bytes, diagnostics only, see Heartbeat::sent_ns); a 1.1 node skips it, a 1.2
+/// node reads a 16-byte heartbeat with sent_ns 0.
 
 #include <cstddef>
 #include <cstdint>
@@ -77,7 +79,8 @@ enum class Action : uint8_t {
 inline constexpr uint8_t kActionMax = 7;
 
 /// Wire length in bytes of each item type in this version (a multiple of 4).
-inline constexpr size_t kHeartbeatLen = 16;
+inline constexpr size_t kHeartbeatLen = 24;
+inline constexpr size_t kHeartbeatMinLen = 16;  ///< revisions 1.0 and 1.1: no send time
 inline constexpr size_t kSeqBaseLen = 16;
 inline constexpr size_t kFlowUpsertLen = 192;
 inline constexpr size_t kFlowUpsertMinLen = 168;  ///< revision 1.0: no splice fields
@@ -123,6 +126,10 @@ struct Heartbeat {
   uint32_t epoch = 0;
   uint32_t flows = 0;
   uint32_t interval_ms = 0; ///< the sender's heartbeat interval
+  /// 1.2: the sender's CLOCK_REALTIME when it sent the frame, ns; 0 = absent. Diagnostics only
+  /// (the receiver's delivery-delay metrics, exact when both nodes share a clock); no decision
+  /// depends on it, so the two clocks still need not agree.
+  uint64_t sent_ns = 0;
   friend bool operator==(const Heartbeat&, const Heartbeat&) noexcept = default;
 };
 

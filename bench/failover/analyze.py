@@ -17,8 +17,11 @@ def name(sys_):
     if sys_.startswith("tandem-"):
         hb = sys_.split("-", 1)[1]
         rt = ""
+        if hb.endswith("vmac"):
+            hb = hb[:-4]
+            rt = ", vmac takeover"
         if hb.endswith("rt"):
-            hb, rt = hb[:-2], ", realtime (chrt -r 50)"
+            hb, rt = hb[:-2], ", realtime (chrt -r 50)" + rt
         if "x" in hb:
             return "tandem, heartbeat %s ms x %s%s" % (tuple(hb.split("x")) + (rt,))
         return "tandem, heartbeat %s ms x 3%s" % (hb, rt)

@@ -8,13 +8,14 @@
 # beyond A's first one and, per trial, both nodes' worst heartbeat gaps and loop timing.
 #
 # Usage (root): bench/failover/idle_flap_probe.sh [--rt] [--hb MS] [--miss N] [--trials N]
-#               [--seconds S] [--mode quiet|poll|load] [--front]
+#               [--seconds S] [--mode quiet|poll|load] [--front] [--vmac]
 #   --rt  tandemd under chrt -r 50.   --front: heartbeats on the front network too.
+#   --vmac: sync.takeover = vmac (docs/vmac.md) instead of GARP.
 #   Defaults: --hb 10 --miss 3 --trials 4 --seconds 3 --mode quiet
 # shellcheck disable=SC2034 # TDM_*, HB_* are read by lib.sh and pair_lib.sh
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-RT=0 HB=10 MISS=3 TRIALS=4 SECS=3 MODE=quiet FRONT=0
+RT=0 HB=10 MISS=3 TRIALS=4 SECS=3 MODE=quiet FRONT=0 VMAC=0
 STREAM_RATE=${STREAM_RATE:-4194304}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +27,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECS=$2; shift ;;
     --mode) MODE=$2; shift ;;
     --front) FRONT=1 ;;
+    --vmac) VMAC=1 ;;
     *) echo "idle_flap_probe.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -59,6 +61,9 @@ for ((t = 1; t <= TRIALS; t++)); do
     pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
     pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
   fi
+  if [ "$VMAC" = 1 ]; then  # [sync] is the last section (pair_config)
+    printf 'takeover = vmac\nvmac = 02:54:44:4d:00:01\n' | tee -a "$TDM_TMP/a.conf" >>"$TDM_TMP/b.conf"
+  fi
   start_node a "$NS_PA" "$TDM_TMP/a.conf"
   wait_for 5 is_role "$NS_PA" active
   start_node b "$NS_PB" "$TDM_TMP/b.conf"
@@ -88,13 +93,13 @@ for ((t = 1; t <= TRIALS; t++)); do
     sleep "$SECS"
   fi
   for ns in "$NS_PA" "$NS_PB"; do
-    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late)|loop_lateness|callback_max|verdict_reads)' |
+    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late|rx_kernel_delay_max|rx_loop_delay_max|rx_delayed)|loop_lateness|callback_max|verdict_reads|rx_barrier)' |
       sed "s/^/  $( [ "$ns" = "$NS_PA" ] && echo A || echo B): /"
   done
   n=$(cat "$TDM_TMP/a.log" "$TDM_TMP/b.log" | grep -c 'standby -> active')
   n=$((n - 1))  # A's own first takeover ("no peer heard since start")
   total=$((total + n))
-  echo "trial $t ($MODE, rt $RT, ${HB} ms x $MISS, load $(cut -d' ' -f1 /proc/loadavg)):" \
+  echo "trial $t ($MODE, rt $RT, vmac $VMAC, ${HB} ms x $MISS, load $(cut -d' ' -f1 /proc/loadavg)):" \
     "$n spurious takeovers"
   topo_down
 done

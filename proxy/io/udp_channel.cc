@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <system_error>
 #include <utility>
 
@@ -95,6 +96,10 @@ void UdpChannel::open() {
       setsockopt(fd_, SOL_SOCKET, SO_PRIORITY, &options_.priority, sizeof(options_.priority)) < 0) {
     throwErrno(errno, "SO_PRIORITY " + std::to_string(options_.priority));
   }
+  if (options_.rx_timestamps &&
+      setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0) {
+    throwErrno(errno, "SO_TIMESTAMPNS");
+  }
   if (!options_.device.empty() &&
       setsockopt(fd_, SOL_SOCKET, SO_BINDTODEVICE, options_.device.c_str(),
                  static_cast<socklen_t>(options_.device.size())) < 0) {
@@ -181,7 +186,10 @@ int UdpChannel::recv(std::span<uint8_t> buf, Datagram& out) noexcept {
   msg.msg_namelen = sizeof(from);
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
   for (;;) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
     // MSG_TRUNC: the return value is the datagram's real length, so an oversized one is
     // recognised (and dropped) rather than handed on cut.
     const ssize_t n = recvmsg(fd_, &msg, MSG_TRUNC);
@@ -200,6 +208,16 @@ int UdpChannel::recv(std::span<uint8_t> buf, Datagram& out) noexcept {
       return EMSGSIZE;
     }
     out.len = static_cast<size_t>(n);
+    out.kernel_rx_ns = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+          c->cmsg_len >= CMSG_LEN(sizeof(timespec))) {
+        timespec ts{};
+        std::memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+        out.kernel_rx_ns = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull +
+                           static_cast<uint64_t>(ts.tv_nsec);
+      }
+    }
     out.from = sockaddrToEndpoint(from, msg.msg_namelen).value_or(Endpoint{});
     out.from_peer = out.from == options_.peer;
     if (!out.from_peer) ++counters_.foreign;

@@ -35,6 +35,9 @@ struct UdpChannelOptions {
   /// SO_PRIORITY (TC_PRIO_INTERACTIVE = 6, the highest allowed without CAP_NET_ADMIN): the
   /// local qdisc's band. Set after IP_TOS, which older kernels let overwrite it. -1 leaves it.
   int priority = 6;
+  /// SO_TIMESTAMPNS: each datagram carries the kernel's receive time (Datagram::kernel_rx_ns),
+  /// so the pair can tell a delay on the way in (softirq, the network) from its own loop's.
+  bool rx_timestamps = true;
 };
 
 struct UdpChannelCounters {
@@ -56,6 +59,9 @@ struct Datagram {
   size_t len = 0;
   Endpoint from;
   bool from_peer = false;
+  /// CLOCK_REALTIME at which the kernel took the datagram in (SO_TIMESTAMPNS: when the last hop
+  /// queued it for the receive softirq), ns; 0 when timestamps are off or none came.
+  uint64_t kernel_rx_ns = 0;
 };
 
 /// Pure. Fills `out` from an endpoint; returns its length (sockaddr_in or sockaddr_in6).

@@ -34,6 +34,7 @@ void PairController::Impl::open() {
   tx.reserve(sync::kDefaultMaxFrame);
   polled.reserve(kPollBatch);
   openFront();
+  openBarrier();
   // Tracking from the start: the standby discards its own changes each tick, the active drains
   // them to the peer; a node that takes over needs no switch-on step.
   engine.enableChangeTracking();
@@ -121,8 +122,13 @@ void PairController::Impl::sendHeartbeat() noexcept {
   timing.hb_sent_prev_ns = now;
   sync::FrameWriter w(tx);
   const size_t flows = engine.activeFlows();
-  const sync::Heartbeat hb =
+  sync::Heartbeat hb =
       roles.heartbeat(flows > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(flows));
+  timespec ts{};
+  if (clock_gettime(CLOCK_REALTIME, &ts) == 0) {  // diagnostics only (wire.h, sent_ns)
+    hb.sent_ns = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull +
+                 static_cast<uint64_t>(ts.tv_nsec);
+  }
   bool ok = w.add(hb);
   // The active's heartbeats carry its update session: a standby learns of a new session (this
   // node stopped syncing to it while it was silent, or took over) without waiting for an update.
@@ -277,13 +283,14 @@ void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now)
   if (out.release_addresses) releaseAddresses();
   if (out.take_addresses) takeAddresses(now);
   if (out.send_heartbeat) sendHeartbeat();
+  if (out.start_barrier) startBarrier(now);
 }
 
 void PairController::Impl::onRoleTick() noexcept {
   uint64_t now = monotonicNs();
-  if (timing.role_tick_prev_ns != 0 && now - timing.role_tick_prev_ns > kTickNs) {
+  if (timing.role_tick_prev_ns != 0 && now - timing.role_tick_prev_ns > role_tick_ns) {
     timing.role_tick_late_max_ns =
-        std::max(timing.role_tick_late_max_ns, now - timing.role_tick_prev_ns - kTickNs);
+        std::max(timing.role_tick_late_max_ns, now - timing.role_tick_prev_ns - role_tick_ns);
   }
   timing.role_tick_prev_ns = now;
   // Frames already queued are applied before the role timer can decide a takeover, so every
@@ -540,7 +547,7 @@ bool PairController::Impl::onReadable(int max_frames) noexcept {
       }
     }
     for (const sync::Heartbeat& hb : frame.heartbeats) {
-      onPeerHeartbeat(sync::Path::kSync, r.header.node_id, hb, now);
+      onPeerHeartbeat(sync::Path::kSync, r.header.node_id, hb, now, d.kernel_rx_ns);
     }
   }
   // Acknowledge what arrived at once, not at the next tick: the active may be holding a
@@ -568,6 +575,12 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
       [](evutil_socket_t, short, void* arg) { (void)static_cast<Impl*>(arg)->onReadable(); },
       self);
   const timeval tick{0, static_cast<suseconds_t>(kTickNs / 1000)};
+  // The role timer is the heartbeats' clock and the detection's resolution: below 10 ms
+  // intervals it runs at a quarter interval (at least 0.5 ms) instead of the 2 ms tick.
+  const uint64_t role_tick_ns =
+      std::clamp<uint64_t>(config.heartbeat_interval_ns / 4, 500'000, kTickNs);
+  const timeval role_tick{0, static_cast<suseconds_t>(role_tick_ns / 1000)};
+  self->role_tick_ns = role_tick_ns;
   // Heartbeats and the sync socket first: with the base's priorities set up (main.cc), a busy
   // data path (NFQUEUE batches, checkpoints, bulk steps) cannot delay them by more than the one
   // callback already running. Without priorities (a base set up elsewhere), this is a no-op.
@@ -575,11 +588,12 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
       (event_base_get_npriorities(base) > 1 &&
        (event_priority_set(self->role_ev, kPriorityHeartbeat) != 0 ||
         event_priority_set(self->read_ev, kPriorityHeartbeat) != 0)) ||
-      event_add(self->timer_ev, &tick) != 0 || event_add(self->role_ev, &tick) != 0 ||
+      event_add(self->timer_ev, &tick) != 0 || event_add(self->role_ev, &role_tick) != 0 ||
       event_add(self->read_ev, nullptr) != 0) {
     throw std::runtime_error("pair: cannot add the sync events to the loop");
   }
   self->registerFront();
+  self->registerBarrier();
   logf(LogLevel::kInfo,
        "pair: node %u priority %u%s, sync %s -> %s, heartbeat %.3f s x %u, %zu addresses",
        config.node_id, config.priority, config.preempt ? " preempt" : "",
@@ -593,6 +607,7 @@ PairController::~PairController() {
   if (impl_->role_ev != nullptr) event_free(impl_->role_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
   if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
+  if (impl_->barrier_ev != nullptr) event_free(impl_->barrier_ev);
 }
 
 void PairController::afterPackets() noexcept {

@@ -25,6 +25,7 @@
 #include "proxy/tandemd/deferral.h"
 #include "proxy/tandemd/flow_record.h"
 #include "proxy/io/log.h"
+#include "proxy/io/rx_barrier.h"
 #include "proxy/io/udp_channel.h"
 #include "proxy/tandemd/vmac_takeover.h"
 #include "sync/auth.h"
@@ -54,6 +55,9 @@ constexpr int kReadBatch = 256;
 constexpr int kPriorityHeartbeat = 0;
 /// Items one received frame can carry at most: 1400 bytes / 16-byte heartbeats.
 constexpr size_t kMaxRxItems = 128;
+/// The longest a standby waits for its receive-path barrier (rx_barrier.h) before taking over
+/// anyway: at least this, or the dead interval if longer.
+constexpr uint64_t kBarrierTimeoutNs = 250'000'000;
 
 inline uint64_t realtimeNs() {
   timespec ts{};
@@ -139,7 +143,9 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
         sender(sync::ReliableConfig{}, pair_detail::realtimeNs()),
         receiver(*this),
         roles(sync::RolesConfig{c.node_id, c.priority, c.preempt, c.heartbeat_interval_ns,
-                                c.miss_count},
+                                c.miss_count,
+                                std::max(pair_detail::kBarrierTimeoutNs,
+                                         c.heartbeat_interval_ns * c.miss_count)},
               monotonicNs()),
         garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, c.garp_refresh_ns}),
         deferred(c.defer_timeout_ns) {}
@@ -187,8 +193,15 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept;
   void onFrontReadable() noexcept;
   void onPeerHeartbeat(sync::Path path, uint32_t node_id, const sync::Heartbeat& hb,
-                       uint64_t now) noexcept;
+                       uint64_t now, uint64_t kernel_rx_ns) noexcept;
+  /// Where a received heartbeat's time went: sender -> kernel, kernel -> our loop.
+  void heartbeatDelays(size_t path, const sync::Heartbeat& hb, uint64_t kernel_rx_ns) noexcept;
   void watchPaths(uint64_t now) noexcept;
+  // The receive-path barrier before a takeover (rx_barrier.h, roles.h).
+  void openBarrier();
+  void registerBarrier();
+  void startBarrier(uint64_t now) noexcept;
+  void onBarrierReadable() noexcept;
   void pathMetrics(std::string& out) const;
   /// /status members of deferral, paths and the standby (",\"name\":value..." form).
   std::string statusExtras() const;
@@ -220,6 +233,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
 
   event* timer_ev = nullptr;
   event* role_ev = nullptr;
+  uint64_t role_tick_ns = pair_detail::kTickNs;  ///< the role timer's period
   event* read_ev = nullptr;
   // Loop timing as the heartbeats see it (tandem_pair_loop_* and tandem_pair_heartbeat_*).
   struct Timing {
@@ -233,6 +247,16 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
     uint64_t data_tick_max_ns = 0;  ///< longest data tick (checkpoints, bulk, resends)
     uint64_t read_max_ns = 0;       ///< longest sync read callback
     uint64_t verdict_reads = 0;     ///< extra reads before declaring the peer dead
+    // Per received heartbeat (CLOCK_REALTIME): the peer's send time (Heartbeat::sent_ns) to the
+    // kernel's receive timestamp (SO_TIMESTAMPNS), and that timestamp to our handling of it.
+    std::array<uint64_t, sync::kPathCount> hb_kernel_delay_max_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_loop_delay_max_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_kernel_delay_over{};  ///< over one interval
+    std::array<uint64_t, sync::kPathCount> hb_loop_delay_over{};    ///< over one interval
+    std::array<uint64_t, sync::kPathCount> peer_sent_prev_ns{};  ///< peer's previous sent_ns
+    std::array<uint64_t, sync::kPathCount> hb_kernel_delay_last_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_loop_delay_last_ns{};
+    std::array<uint64_t, sync::kPathCount> hb_sent_gap_last_ns{};  ///< sender's own spacing
   } timing;
   RateLimit late_warn{10'000'000'000ull, 3};
   bool peer_dropped = false;  ///< the active stopped syncing to a silent peer
@@ -251,6 +275,12 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   std::optional<sync::Sealer> front_sealer;
   std::optional<sync::Verifier> front_verifier;
   event* front_ev = nullptr;
+  RxBarrier barrier;
+  bool barrier_open = false;
+  event* barrier_ev = nullptr;
+  uint64_t barrier_started_ns = 0;
+  uint64_t barrier_wait_max_ns = 0;   ///< longest until the probes came back
+  uint64_t barrier_wait_last_ns = 0;
   pair_detail::RxFrame front_frame;
   uint64_t front_ignored_items = 0;  ///< authentic front frames' items other than heartbeats
   std::array<uint64_t, sync::kPathCount> heartbeats_rx{};

@@ -38,6 +38,60 @@ void PairController::Impl::registerFront() {
   }
 }
 
+void PairController::Impl::openBarrier() {
+  try {
+    barrier.open();
+    barrier_open = true;
+  } catch (const std::system_error& e) {
+    // Without loopback (a namespace whose lo is down) the standby decides on silence alone.
+    logf(LogLevel::kWarn, "pair: no receive-path barrier before takeovers: %s", e.what());
+  }
+}
+
+void PairController::Impl::registerBarrier() {
+  if (!barrier_open) return;
+  barrier_ev = event_new(
+      base, barrier.fd(), EV_READ | EV_PERSIST,
+      [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onBarrierReadable(); },
+      this);
+  if (barrier_ev == nullptr ||
+      (event_base_get_npriorities(base) > 1 &&
+       event_priority_set(barrier_ev, kPriorityHeartbeat) != 0) ||
+      event_add(barrier_ev, nullptr) != 0) {
+    throw std::runtime_error("pair: cannot add the receive-path barrier socket to the loop");
+  }
+}
+
+void PairController::Impl::startBarrier(uint64_t now) noexcept {
+  if (!barrier_open || !barrier.start()) {
+    // No barrier possible: decide on the silence as it is.
+    handleRole(roles.barrierDone(now), now);
+    return;
+  }
+  barrier_started_ns = now;
+}
+
+void PairController::Impl::onBarrierReadable() noexcept {
+  if (!barrier.onReadable() || !roles.barrierPending()) return;
+  uint64_t now = monotonicNs();
+  barrier_wait_last_ns = now - barrier_started_ns;
+  barrier_wait_max_ns = std::max(barrier_wait_max_ns, barrier_wait_last_ns);
+  // The backlogs are drained up to the probes: what they held is in our sockets now. Read it
+  // before deciding (a heartbeat among it cancels the takeover in the role machine).
+  (void)onReadable();
+  if (front) onFrontReadable();
+  now = monotonicNs();
+  if (!roles.barrierPending()) {
+    logf(LogLevel::kInfo,
+         "pair: peer heard again after the receive-path barrier (%.1f ms, %u CPUs): no takeover",
+         static_cast<double>(barrier_wait_last_ns) / 1e6, barrier.cpus());
+    return;
+  }
+  logf(LogLevel::kInfo, "pair: receive-path barrier done in %.1f ms (%u CPUs), peer still silent",
+       static_cast<double>(barrier_wait_last_ns) / 1e6, barrier.cpus());
+  handleRole(roles.barrierDone(now), now);
+}
+
 void PairController::Impl::sendFrontHeartbeat(const sync::Heartbeat& hb) noexcept {
   if (!front) return;
   sync::FrameWriter w(tx);
@@ -81,15 +135,45 @@ void PairController::Impl::onFrontReadable() noexcept {
     front_ignored_items += front_frame.acks.size() + front_frame.bulk_requests.size() +
                            front_frame.updates.size() + (front_frame.has_base ? 1 : 0);
     for (const sync::Heartbeat& hb : front_frame.heartbeats) {
-      onPeerHeartbeat(sync::Path::kFront, r.header.node_id, hb, now);
+      onPeerHeartbeat(sync::Path::kFront, r.header.node_id, hb, now, d.kernel_rx_ns);
     }
   }
 }
 
+void PairController::Impl::heartbeatDelays(size_t pi, const sync::Heartbeat& hb,
+                                            uint64_t kernel_rx_ns) noexcept {
+  timespec ts{};
+  if (kernel_rx_ns == 0 || clock_gettime(CLOCK_REALTIME, &ts) != 0) return;
+  const uint64_t rt = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull +
+                      static_cast<uint64_t>(ts.tv_nsec);
+  const uint64_t interval = config.heartbeat_interval_ns;
+  // Either difference is negative only when the clocks disagree (two hosts): left out.
+  if (rt >= kernel_rx_ns) {
+    const uint64_t loop = rt - kernel_rx_ns;
+    timing.hb_loop_delay_last_ns[pi] = loop;
+    timing.hb_loop_delay_max_ns[pi] = std::max(timing.hb_loop_delay_max_ns[pi], loop);
+    if (loop > interval) ++timing.hb_loop_delay_over[pi];
+  }
+  if (hb.sent_ns == 0) return;  // a peer before revision 1.2
+  if (kernel_rx_ns >= hb.sent_ns) {
+    const uint64_t net = kernel_rx_ns - hb.sent_ns;
+    timing.hb_kernel_delay_last_ns[pi] = net;
+    timing.hb_kernel_delay_max_ns[pi] = std::max(timing.hb_kernel_delay_max_ns[pi], net);
+    if (net > interval) ++timing.hb_kernel_delay_over[pi];
+  }
+  timing.hb_sent_gap_last_ns[pi] =
+      timing.peer_sent_prev_ns[pi] != 0 && hb.sent_ns > timing.peer_sent_prev_ns[pi]
+          ? hb.sent_ns - timing.peer_sent_prev_ns[pi]
+          : 0;
+  timing.peer_sent_prev_ns[pi] = hb.sent_ns;
+}
+
 void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
-                                            const sync::Heartbeat& hb, uint64_t now) noexcept {
+                                            const sync::Heartbeat& hb, uint64_t now,
+                                            uint64_t kernel_rx_ns) noexcept {
   const size_t pi = static_cast<size_t>(path);
   ++heartbeats_rx[pi];
+  heartbeatDelays(pi, hb, kernel_rx_ns);
   // The gap since the previous heartbeat on this path: sender's lateness + network + ours.
   // A gap over 10 s is a peer that was gone (restart), not lateness.
   if (timing.hb_rx_prev_ns[pi] != 0 && now - timing.hb_rx_prev_ns[pi] < 10'000'000'000ull) {
@@ -100,10 +184,14 @@ void PairController::Impl::onPeerHeartbeat(sync::Path path, uint32_t node_id,
       if (late_warn.allow(now)) {
         logf(LogLevel::kWarn,
              "pair: peer heartbeat on the %s path %.1f ms after the previous one (interval %.1f "
-             "ms; our role timer late by up to %.1f ms, longest sync read %.1f ms, data tick "
-             "%.1f ms)",
+             "ms; this one: sent %.1f ms after the peer's previous, %.1f ms from send to our "
+             "kernel, %.1f ms in our kernel and loop; our role timer late by up to %.1f ms, "
+             "longest sync read %.1f ms, data tick %.1f ms)",
              path == sync::Path::kSync ? "sync" : "front", static_cast<double>(gap) / 1e6,
              static_cast<double>(config.heartbeat_interval_ns) / 1e6,
+             static_cast<double>(timing.hb_sent_gap_last_ns[pi]) / 1e6,
+             static_cast<double>(timing.hb_kernel_delay_last_ns[pi]) / 1e6,
+             static_cast<double>(timing.hb_loop_delay_last_ns[pi]) / 1e6,
              static_cast<double>(timing.role_tick_late_max_ns) / 1e6,
              static_cast<double>(timing.read_max_ns) / 1e6,
              static_cast<double>(timing.data_tick_max_ns) / 1e6);
@@ -164,6 +252,35 @@ void PairController::Impl::timingMetrics(std::string& out) const {
            std::to_string(timing.hb_rx_late[i]) + "\n";
   }
   out +=
+      "# HELP tandem_pair_heartbeat_rx_kernel_delay_max_microseconds Largest time from the "
+      "peer's send (its clock, in the heartbeat) to our kernel's receive timestamp "
+      "(SO_TIMESTAMPNS), per path: the network path, softirq included. Exact only when both "
+      "nodes share a clock.\n"
+      "# TYPE tandem_pair_heartbeat_rx_kernel_delay_max_microseconds gauge\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_kernel_delay_max_microseconds{path=\"") +
+           kNames[i] + "\"} " + us(timing.hb_kernel_delay_max_ns[i]) + "\n";
+  }
+  out +=
+      "# HELP tandem_pair_heartbeat_rx_loop_delay_max_microseconds Largest time from our "
+      "kernel's receive timestamp of a peer heartbeat to its handling by the role machine.\n"
+      "# TYPE tandem_pair_heartbeat_rx_loop_delay_max_microseconds gauge\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_loop_delay_max_microseconds{path=\"") +
+           kNames[i] + "\"} " + us(timing.hb_loop_delay_max_ns[i]) + "\n";
+  }
+  out +=
+      "# HELP tandem_pair_heartbeat_rx_delayed_total Peer heartbeats delayed by more than one "
+      "interval, by where: kernel (send to our kernel's timestamp) or loop (timestamp to "
+      "handling).\n"
+      "# TYPE tandem_pair_heartbeat_rx_delayed_total counter\n";
+  for (size_t i = 0; i < sync::kPathCount; ++i) {
+    out += std::string("tandem_pair_heartbeat_rx_delayed_total{path=\"") + kNames[i] +
+           "\",where=\"kernel\"} " + std::to_string(timing.hb_kernel_delay_over[i]) + "\n";
+    out += std::string("tandem_pair_heartbeat_rx_delayed_total{path=\"") + kNames[i] +
+           "\",where=\"loop\"} " + std::to_string(timing.hb_loop_delay_over[i]) + "\n";
+  }
+  out +=
       "# HELP tandem_pair_heartbeat_tx_gap_max_microseconds Largest interval between two "
       "heartbeats this node sent.\n"
       "# TYPE tandem_pair_heartbeat_tx_gap_max_microseconds gauge\n"
@@ -180,6 +297,24 @@ void PairController::Impl::timingMetrics(std::string& out) const {
       us(timing.data_tick_max_ns) + "\n"
       "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
       us(timing.read_max_ns) + "\n";
+  out +=
+      "# HELP tandem_pair_rx_barriers_total Receive-path barriers before a takeover, by outcome: "
+      "started, saved (the peer was heard before it completed: no takeover), timeout "
+      "(takeover without it completing).\n"
+      "# TYPE tandem_pair_rx_barriers_total counter\n"
+      "tandem_pair_rx_barriers_total{outcome=\"started\"} " +
+      std::to_string(barrier.counters().started) + "\n"
+      "tandem_pair_rx_barriers_total{outcome=\"completed\"} " +
+      std::to_string(barrier.counters().completed) + "\n"
+      "tandem_pair_rx_barriers_total{outcome=\"saved\"} " +
+      std::to_string(roles.barrierSaves()) + "\n"
+      "tandem_pair_rx_barriers_total{outcome=\"timeout\"} " +
+      std::to_string(roles.barrierTimeouts()) + "\n";
+  out +=
+      "# HELP tandem_pair_rx_barrier_wait_max_microseconds Longest time until a receive-path "
+      "barrier's probes all came back.\n"
+      "# TYPE tandem_pair_rx_barrier_wait_max_microseconds gauge\n"
+      "tandem_pair_rx_barrier_wait_max_microseconds " + us(barrier_wait_max_ns) + "\n";
   out +=
       "# HELP tandem_pair_verdict_reads_total Extra reads of the sync socket before the peer "
       "could be declared dead (its frames were still waiting).\n"

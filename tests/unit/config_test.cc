@@ -185,7 +185,7 @@ TEST(ConfigTest, SyncErrorsNameTheKey) {
                            "addresses = front=10.10.1.100/32\n";
   EXPECT_NE(error(base).find("sync.key"), std::string::npos) << error(base);
   EXPECT_NE(error(base + "key = 0011\n").find("sync.key"), std::string::npos);
-  EXPECT_NE(error(base + "key = 000102030405060708090a0b0c0d0e0f\nheartbeat_interval = 0.001\n")
+  EXPECT_NE(error(base + "key = 000102030405060708090a0b0c0d0e0f\nheartbeat_interval = 0.0005\n")
                 .find("sync.heartbeat_interval"),
             std::string::npos);
 }

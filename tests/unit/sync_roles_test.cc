@@ -452,5 +452,84 @@ TEST(SyncRoles, SwitchoverBackAndForthTwentyTimes) {
   EXPECT_EQ(p.both_active_ns, 0u) << p.log;
 }
 
+// Receive-path barrier: the silence must survive a drain of the local receive queues.
+RoleMachine barrierMachine() {
+  RolesConfig c = cfg(1);
+  c.barrier_timeout_ns = 100 * kMs;
+  RoleMachine m(c, 0);
+  m.setReady(true);
+  m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 0);
+  return m;
+}
+
+TEST(SyncRoles, BarrierAskedForOnceWhenThePeerWouldBeDeadAndTakeoverWaitsForIt) {
+  RoleMachine m = barrierMachine();
+  EXPECT_FALSE(m.tick(29 * kMs).start_barrier);
+  RoleOutput o = m.tick(30 * kMs);
+  EXPECT_TRUE(o.start_barrier);
+  EXPECT_FALSE(o.changed);
+  EXPECT_TRUE(m.barrierPending());
+  o = m.tick(32 * kMs);  // still outstanding: neither asked again nor taken over
+  EXPECT_FALSE(o.start_barrier);
+  EXPECT_FALSE(o.changed);
+  o = m.barrierDone(33 * kMs);
+  EXPECT_TRUE(o.changed);
+  EXPECT_EQ(o.to, Role::kActive);
+  EXPECT_STREQ(o.reason, "peer heartbeats lost on both paths");
+  EXPECT_FALSE(m.barrierPending());
+  EXPECT_EQ(m.barrierSaves(), 0u);
+  EXPECT_EQ(m.barrierTimeouts(), 0u);
+}
+
+TEST(SyncRoles, HeartbeatHeardDuringTheBarrierCancelsTheTakeover) {
+  RoleMachine m = barrierMachine();
+  EXPECT_TRUE(m.tick(30 * kMs).start_barrier);
+  // The frames the kernel held arrive while the probes are out.
+  EXPECT_FALSE(m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 45 * kMs).changed);
+  EXPECT_FALSE(m.barrierPending());
+  EXPECT_EQ(m.barrierSaves(), 1u);
+  // The barrier completing afterwards changes nothing: the peer is alive.
+  EXPECT_FALSE(m.barrierDone(46 * kMs).changed);
+  EXPECT_EQ(m.role(), Role::kStandby);
+  // A new silence asks for a new barrier; no takeover on the old one.
+  EXPECT_FALSE(m.tick(74 * kMs).start_barrier);
+  RoleOutput o = m.tick(75 * kMs);
+  EXPECT_TRUE(o.start_barrier);
+  EXPECT_FALSE(o.changed);
+  EXPECT_TRUE(m.barrierDone(76 * kMs).changed);
+  EXPECT_EQ(m.role(), Role::kActive);
+}
+
+TEST(SyncRoles, BarrierThatNeverCompletesTimesOutIntoATakeover) {
+  RoleMachine m = barrierMachine();
+  EXPECT_TRUE(m.tick(30 * kMs).start_barrier);
+  EXPECT_FALSE(m.tick(129 * kMs).changed);
+  const RoleOutput o = m.tick(130 * kMs);
+  EXPECT_TRUE(o.changed);
+  EXPECT_EQ(o.to, Role::kActive);
+  EXPECT_STREQ(o.reason, "peer heartbeats lost on both paths (receive-path barrier timed out)");
+  EXPECT_EQ(m.barrierTimeouts(), 1u);
+  EXPECT_FALSE(m.barrierPending());
+}
+
+TEST(SyncRoles, BarrierDoneWithoutOneOutstandingTakesNoDecision) {
+  RoleMachine m = barrierMachine();
+  EXPECT_FALSE(m.barrierDone(10 * kMs).changed);
+  EXPECT_FALSE(m.barrierPending());
+  // ... and does not count as a barrier for the next silence.
+  EXPECT_TRUE(m.tick(30 * kMs).start_barrier);
+  EXPECT_EQ(m.role(), Role::kStandby);
+}
+
+TEST(SyncRoles, WithoutABarrierTheTakeoverIsImmediate) {
+  RoleMachine m(cfg(1), 0);
+  m.setReady(true);
+  m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  const RoleOutput o = m.tick(30 * kMs);
+  EXPECT_FALSE(o.start_barrier);
+  EXPECT_TRUE(o.changed);
+}
+
 }  // namespace
 }  // namespace tandem::sync

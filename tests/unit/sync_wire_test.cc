@@ -69,7 +69,7 @@ FlowRecord sampleFlow(uint32_t i) {
 Bytes buildAll() {
   Bytes out;
   FrameWriter w(out, 4096);
-  EXPECT_TRUE(w.add(Heartbeat{Role::kActive, 200, true, true, 9, 100000, 10}));
+  EXPECT_TRUE(w.add(Heartbeat{Role::kActive, 200, true, true, 9, 100000, 10, 0x1789abcdef012345}));
   EXPECT_TRUE(w.add(SeqBase{0x0102030405060708ull, 77}));
   EXPECT_TRUE(w.add(FlowUpsert{78, sampleFlow(1)}));
   EXPECT_TRUE(w.add(FlowUpsert{79, sampleFlow(2)}));
@@ -98,7 +98,8 @@ TEST(SyncWire, RoundTripsEverySectionType) {
   EXPECT_EQ(p.sections, 7u);  // the two upserts share one section
   EXPECT_EQ(p.items, 8u);
   ASSERT_EQ(r.hb.size(), 1u);
-  EXPECT_EQ(r.hb[0], (Heartbeat{Role::kActive, 200, true, true, 9, 100000, 10}));
+  EXPECT_EQ(r.hb[0],
+            (Heartbeat{Role::kActive, 200, true, true, 9, 100000, 10, 0x1789abcdef012345}));
   EXPECT_EQ(r.base.at(0), (SeqBase{0x0102030405060708ull, 77}));
   ASSERT_EQ(r.up.size(), 2u);
   EXPECT_EQ(r.up[0], (FlowUpsert{78, sampleFlow(1)}));
@@ -171,6 +172,29 @@ TEST(SyncWire, UpsertOfRevision10IsReadWithoutSpliceFields) {
   // One word less than revision 1.0 is malformed.
   payload.resize(kSectionHeaderLen + kFlowUpsertMinLen - 4);
   payload[1] = kFlowUpsertMinLen / 4 - 1;
+  EXPECT_EQ(decodePayload(payload, r).error, WireError::kBadItemLength);
+}
+
+TEST(SyncWire, HeartbeatOfRevision11IsReadWithoutSendTime) {
+  // Encode a 1.2 heartbeat, then cut its item to the 16 bytes of revisions 1.0 and 1.1.
+  Bytes out;
+  FrameWriter w(out);
+  ASSERT_TRUE(w.add(Heartbeat{Role::kStandby, 100, true, false, 4, 7, 10, 123456789}));
+  w.finish({});
+  Bytes payload(decodeHeader(out).payload.begin(), decodeHeader(out).payload.end());
+  ASSERT_EQ(payload.size(), kSectionHeaderLen + kHeartbeatLen);
+  EXPECT_EQ(payload[1], kHeartbeatLen / 4);
+  Recorder full;
+  ASSERT_EQ(decodePayload(payload, full).error, WireError::kNone);
+  EXPECT_EQ(full.hb.at(0).sent_ns, 123456789u);
+  payload.resize(kSectionHeaderLen + kHeartbeatMinLen);
+  payload[1] = kHeartbeatMinLen / 4;
+  Recorder r;
+  ASSERT_EQ(decodePayload(payload, r).error, WireError::kNone);
+  EXPECT_EQ(r.hb.at(0), (Heartbeat{Role::kStandby, 100, true, false, 4, 7, 10, 0}));
+  // One word less than revision 1.0 is malformed.
+  payload.resize(kSectionHeaderLen + kHeartbeatMinLen - 4);
+  payload[1] = kHeartbeatMinLen / 4 - 1;
   EXPECT_EQ(decodePayload(payload, r).error, WireError::kBadItemLength);
 }
 
