@@ -412,7 +412,8 @@ measure_b() {
   local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a='' perf_b='' a_cpu0 load0
   a_cpu0=$(awk '{ print $14 + $15 }' "/proc/$PID_A/stat")
   load0=$(cut -d' ' -f1 /proc/loadavg)
-  for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+  for m in updates_sent updates_resent updates_overflow frames_sent send_errors \
+      updates_lost_resent resend_timeouts window_full; do
     eval "local a0_$m=\$(metric_in \"\$NS_PA\" tandem_sync_${m}_total)"
   done
   if [ "${PERF:-0}" = 1 ]; then
@@ -446,7 +447,10 @@ measure_b() {
     echo "b_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_B/stat")"
     echo "a_cpu_ticks=$(( $(awk '{ print $14 + $15 }' "/proc/$PID_A/stat") - a_cpu0 ))"
     echo "loadavg_before=$load0"
-    for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+    echo "a_pump_max_us=$(metric_in "$NS_PA" tandem_pair_callback_max_microseconds pump)"
+    echo "b_sync_read_max_us=$(metric_in "$NS_PB" tandem_pair_callback_max_microseconds sync_read)"
+    for m in updates_sent updates_resent updates_overflow frames_sent send_errors \
+      updates_lost_resent resend_timeouts window_full; do
       echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
     done
     echo "b_udp_fields: $(in_ns "$NS_PB" awk '/^Udp:/ { print; exit }' /proc/net/snmp)"

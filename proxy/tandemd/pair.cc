@@ -340,9 +340,9 @@ void PairController::Impl::bulkStep() noexcept {
     total += sent;
     if (n == 0 && sent == 0) break;  // the window is full (waiting for acks), or nothing left
   }
-  // Left with an open window (the callback's bound, not the acks, stopped it): come back at
-  // the loop's next turn rather than at the next tick.
-  if (sender.sendable() || (bulk_sender.active() && sender.windowSpace() > 0)) schedulePump();
+  // Stopped by the callback's bound, not by the window: come back at the loop's next turn
+  // rather than at the next tick. (Stopped by the window: the next ack schedules the pump.)
+  if (total >= kPumpMax) schedulePump();
 }
 
 void PairController::Impl::schedulePump() noexcept {
@@ -356,7 +356,7 @@ void PairController::Impl::onPump() noexcept {
   const uint64_t start = monotonicNs();
   ++pumps;
   bulkStep();
-  timing.data_tick_max_ns = std::max(timing.data_tick_max_ns, monotonicNs() - start);
+  timing.pump_max_ns = std::max(timing.pump_max_ns, monotonicNs() - start);
 }
 
 void PairController::Impl::onTick() noexcept {

@@ -241,6 +241,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
     std::array<uint64_t, sync::kPathCount> hb_rx_late{};  ///< gaps over twice the interval
     uint64_t data_tick_max_ns = 0;  ///< longest data tick (checkpoints, bulk, resends)
     uint64_t read_max_ns = 0;       ///< longest sync read callback
+    uint64_t pump_max_ns = 0;       ///< longest ack-clocked pump callback (bulk, sends)
     uint64_t verdict_reads = 0;     ///< extra reads before declaring the peer dead
   } timing;
   RateLimit late_warn{10'000'000'000ull, 3};

@@ -179,7 +179,9 @@ void PairController::Impl::timingMetrics(std::string& out) const {
       "tandem_pair_callback_max_microseconds{callback=\"data_tick\"} " +
       us(timing.data_tick_max_ns) + "\n"
       "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
-      us(timing.read_max_ns) + "\n";
+      us(timing.read_max_ns) + "\n"
+      "tandem_pair_callback_max_microseconds{callback=\"pump\"} " +
+      us(timing.pump_max_ns) + "\n";
   out +=
       "# HELP tandem_pair_verdict_reads_total Extra reads of the sync socket before the peer "
       "could be declared dead (its frames were still waiting).\n"
