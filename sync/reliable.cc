@@ -119,6 +119,7 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
         break;
       }
       e.resent = true;
+      e.ambiguous = false;  // every earlier copy was lost (a later transmission arrived)
       transmit(e, now_ns, out);
       ++counters_.lost;
       ++counters_.resent;
@@ -139,12 +140,13 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
       if (it != unsent_by_key_.end() && it->second == e.update.seq) unsent_by_key_.erase(it);
     }
     transmit(e, now_ns, out);
+    e.first_tx = e.tx;
     ++counters_.sent;
     ++n;
   }
   if (first_unsent_ < queue_.size() && first_unsent_ >= config_.window) ++counters_.window_full;
   // 3. The timeout: nothing acknowledged for a while. Probe with the oldest unacknowledged
-  // messages sent at least a timeout ago; their ack tells what else was lost (step 1).
+  // messages sent at least a timeout ago (the tail was lost, or the peer stalled).
   const uint64_t timeout = config_.resend_after_ns << backoff_;
   if (first_unsent_ > 0 && n < max && now_ns - last_progress_ns_ >= timeout) {
     size_t probed = 0;
@@ -152,12 +154,16 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
       Entry& e = queue_[i];
       if (e.sacked || now_ns - e.last_sent_ns < config_.resend_after_ns) continue;
       e.resent = true;
+      e.ambiguous = true;
       transmit(e, now_ns, out);
       ++counters_.resent;
       ++n;
       ++probed;
+      if (!probing_ || e.update.seq > probe_high_seq_) probe_high_seq_ = e.update.seq;
+      probe_tx_ = e.tx;
     }
     if (probed > 0) {
+      probing_ = true;
       ++counters_.timeouts;
       last_progress_ns_ = now_ns;
       if (backoff_ < 5) ++backoff_;
@@ -180,8 +186,9 @@ SeqBase ReliableSender::base() const noexcept {
 
 void ReliableSender::noteDelivered(const Entry& e) noexcept {
   progress_ = true;
-  if (e.tx > delivered_tx_) {
-    delivered_tx_ = e.tx;
+  const uint64_t tx = e.ambiguous ? e.first_tx : e.tx;
+  if (tx > delivered_tx_) {
+    delivered_tx_ = tx;
     loss_scan_due_ = true;
   }
 }
@@ -198,8 +205,16 @@ void ReliableSender::onAck(const Ack& ack) noexcept {
     ++counters_.bad_acks;
     return;
   }
+  // F-RTO: does this ack cover a message beyond the probe that was never resent?
+  bool beyond_probe = false;
+  bool any = false;
+  auto deliveredOne = [&](const Entry& e) {
+    noteDelivered(e);
+    any = true;
+    if (e.update.seq > probe_high_seq_ && !e.resent) beyond_probe = true;
+  };
   while (!queue_.empty() && queue_.front().update.seq <= ack.cumulative) {
-    if (!queue_.front().sacked) noteDelivered(queue_.front());
+    if (!queue_.front().sacked) deliveredOne(queue_.front());
     queue_.pop_front();
     --first_unsent_;  // popped entries were all sent: cumulative < sent_below
     ++counters_.acked;
@@ -213,7 +228,16 @@ void ReliableSender::onAck(const Ack& ack) noexcept {
       Entry* e = at(s);
       if (e == nullptr || e->sacked) continue;
       e->sacked = true;
-      noteDelivered(*e);
+      deliveredOne(*e);
+    }
+  }
+  if (probing_ && any) {
+    probing_ = false;
+    // Only the probed messages arrived: the tail was lost, not the peer stalled. Everything
+    // sent before the probe and still unacknowledged is lost (resent at the next poll).
+    if (!beyond_probe && probe_tx_ > delivered_tx_) {
+      delivered_tx_ = probe_tx_;
+      loss_scan_due_ = true;
     }
   }
   // Nothing left in flight: nothing can be lost.
@@ -230,6 +254,7 @@ void ReliableSender::reset(uint64_t session) noexcept {
   loss_scan_due_ = false;
   progress_ = false;
   backoff_ = 0;
+  probing_ = false;
 }
 
 // ---- ReliableReceiver ----

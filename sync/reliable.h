@@ -17,12 +17,18 @@
 /// Loss detection (after RACK, RFC 8985, with no reordering allowance: the sync link is one
 /// UDP path, which keeps order): every transmission gets an increasing number; a message not
 /// yet acknowledged whose last transmission is older than one the peer has acknowledged since
-/// (cumulatively or by range) was lost, and is resent at the next poll(). Only when no
+/// (cumulatively or by range) was lost, and is resent at the next poll(). A message resent by
+/// the timeout counts, once acknowledged, as of its first transmission (the ack may be the
+/// first copy's: Karn's ambiguity; otherwise a stalled peer's ack of a probed message would
+/// mark the whole window behind it lost). Only when no
 /// acknowledgement makes progress for `resend_after_ns` (the tail of the stream was lost, or
 /// the peer stalled) does a timeout resend the oldest unacknowledged messages, at most
-/// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves; the ack of that
-/// probe then marks what was really lost. A stalled peer thus gets a few duplicates, not the
-/// whole window again.
+/// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves. The first ack
+/// that makes progress after a probe tells which it was (F-RTO, RFC 5682): if it also covers
+/// a message beyond the probed ones that was never resent, the peer had only stalled and
+/// nothing else is resent (it got a few duplicates, not the whole window again); if it covers
+/// the probed messages only, the tail was lost, and everything sent before the probe and
+/// still unacknowledged is resent at once.
 ///
 /// Receiver: delivers **in order** (a bounded reorder buffer holds what arrives early), so a
 /// reordered delete can never be overtaken by an older upsert; acknowledges cumulatively plus up
@@ -147,9 +153,13 @@ class ReliableSender {
     Update update;
     uint64_t last_sent_ns = 0;
     uint64_t tx = 0;  ///< number of its last transmission (increasing across all messages)
+    uint64_t first_tx = 0;  ///< number of its first transmission
     bool sent = false;
     bool sacked = false;
     bool resent = false;
+    /// Last sent by a timeout probe while the earlier copy may still be on its way (the peer
+    /// only stalled): its acknowledgement may be the earlier copy's (Karn's ambiguity).
+    bool ambiguous = false;
   };
   bool enqueue(const Update& u) noexcept;
   Entry* at(uint64_t seq) noexcept;
@@ -170,6 +180,9 @@ class ReliableSender {
   bool progress_ = false;        ///< an ack made progress since the last poll()
   uint64_t last_progress_ns_ = 0;  ///< poll() time of the last progress (timeout base)
   unsigned backoff_ = 0;         ///< consecutive timeouts without progress
+  bool probing_ = false;         ///< a timeout probe awaits its first progressing ack (F-RTO)
+  uint64_t probe_high_seq_ = 0;  ///< highest seq probed
+  uint64_t probe_tx_ = 0;        ///< last transmission number of the probe
   Counters counters_;
 };
 
