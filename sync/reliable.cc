@@ -119,7 +119,6 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
         break;
       }
       e.resent = true;
-      e.ambiguous = false;  // every earlier copy was lost (a later transmission arrived)
       transmit(e, now_ns, out);
       ++counters_.lost;
       ++counters_.resent;
@@ -154,7 +153,6 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
       Entry& e = queue_[i];
       if (e.sacked || now_ns - e.last_sent_ns < config_.resend_after_ns) continue;
       e.resent = true;
-      e.ambiguous = true;
       transmit(e, now_ns, out);
       ++counters_.resent;
       ++n;
@@ -186,7 +184,7 @@ SeqBase ReliableSender::base() const noexcept {
 
 void ReliableSender::noteDelivered(const Entry& e) noexcept {
   progress_ = true;
-  const uint64_t tx = e.ambiguous ? e.first_tx : e.tx;
+  const uint64_t tx = e.resent ? e.first_tx : e.tx;  // Karn: see reliable.h
   if (tx > delivered_tx_) {
     delivered_tx_ = tx;
     loss_scan_due_ = true;

@@ -17,10 +17,11 @@
 /// Loss detection (after RACK, RFC 8985, with no reordering allowance: the sync link is one
 /// UDP path, which keeps order): every transmission gets an increasing number; a message not
 /// yet acknowledged whose last transmission is older than one the peer has acknowledged since
-/// (cumulatively or by range) was lost, and is resent at the next poll(). A message resent by
-/// the timeout counts, once acknowledged, as of its first transmission (the ack may be the
-/// first copy's: Karn's ambiguity; otherwise a stalled peer's ack of a probed message would
-/// mark the whole window behind it lost). Only when no
+/// (cumulatively or by range) was lost, and is resent at the next poll(). A resent message
+/// counts, once acknowledged, as of its first transmission: the ack may be the first copy's
+/// (Karn's ambiguity), and taking it for the resend's would mark the whole window sent in
+/// between lost (a stalled peer's ack of a probed message; one wrong guess would cascade,
+/// each round of resends marking the next window lost). Only when no
 /// acknowledgement makes progress for `resend_after_ns` (the tail of the stream was lost, or
 /// the peer stalled) does a timeout resend the oldest unacknowledged messages, at most
 /// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves. The first ack
@@ -157,9 +158,6 @@ class ReliableSender {
     bool sent = false;
     bool sacked = false;
     bool resent = false;
-    /// Last sent by a timeout probe while the earlier copy may still be on its way (the peer
-    /// only stalled): its acknowledgement may be the earlier copy's (Karn's ambiguity).
-    bool ambiguous = false;
   };
   bool enqueue(const Update& u) noexcept;
   Entry* at(uint64_t seq) noexcept;

@@ -203,6 +203,27 @@ TEST(SyncWindow, AStalledPeerGetsBackedOffProbesNotTheWindowAgain) {
   EXPECT_EQ(s.nextResendNs(), 312 * kMs);
 }
 
+TEST(SyncWindow, AnAckOfAResentMessageCountsAsItsFirstCopyAndNothingCascades) {
+  ReliableSender s({1000, 30 * kMs, 128}, 2);
+  for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  std::vector<Update> out;
+  EXPECT_EQ(s.poll(0, 1000, out), 100u);
+  // Seq 50 is acknowledged ahead of 1-49 (as if reordered): 1-49 are taken for lost.
+  s.onAck(Ack{2, 0, 1, {{50, 50}, {}, {}, {}}});
+  out.clear();
+  EXPECT_EQ(s.poll(kMs, 1000, out), 49u);
+  // Their first copies arrive after all: the ack cannot tell which copy it acknowledges, so
+  // it counts as the first one's, and 51-100 (sent after those) are not taken for lost. (As
+  // the resends', every message sent before them, 51-100, would be resent; and their acks in
+  // turn would mark the next window lost.)
+  s.onAck(Ack{2, 50, 0, {}});
+  out.clear();
+  EXPECT_EQ(s.poll(2 * kMs, 1000, out), 0u);
+  EXPECT_EQ(s.counters().resent, 49u);
+  s.onAck(Ack{2, 100, 0, {}});
+  EXPECT_TRUE(s.idle());
+}
+
 TEST(SyncWindow, LiveUpdatesGoOutWhileTheBulkFillsTheWindow) {
   struct Source : FlowSource {
     uint32_t n = 0;
