@@ -50,7 +50,7 @@
 # Environment:    HB_MISS=3 HELD=20 STREAM_RATE=4194304 CRASH_AT=1.5 AFTER=2.5 SYNC_SECONDS=3
 #                 BULK_SIZES="100000 1000000" BULK_REPEAT=3 BULK_ABSENT_SIZES=100000
 #                 PERF=0 (1: perf record both daemons during each bulk) OUT=bench/out
-                SEND_WINDOW= (bulk: sync.send_window of both nodes; empty: the default)
+#                 SEND_WINDOW= (bulk: sync.send_window of both nodes; empty: the default)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 # Installs keepalived, conntrackd and gnuplot-nox with apt-get if missing (bench only).
 # Output: a markdown report on stdout and in $OUT/failover-<date>.md; raw data (client lines,

@@ -144,34 +144,47 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
     ++n;
   }
   if (first_unsent_ < queue_.size() && first_unsent_ >= config_.window) ++counters_.window_full;
-  // 3. The timeout: nothing acknowledged for a while. Probe with the oldest unacknowledged
-  // messages sent at least a timeout ago (the tail was lost, or the peer stalled).
+  // 3. The timeout: nothing acknowledged for a while (the tail was lost, or the peer
+  // stalled). Probe with the oldest unacknowledged messages and enter recovery.
   const uint64_t timeout = config_.resend_after_ns << backoff_;
   if (first_unsent_ > 0 && n < max && now_ns - last_progress_ns_ >= timeout) {
-    size_t probed = 0;
-    for (size_t i = 0; i < first_unsent_ && n < max && probed < kTimeoutProbe; ++i) {
-      Entry& e = queue_[i];
-      if (e.sacked || now_ns - e.last_sent_ns < config_.resend_after_ns) continue;
-      e.resent = true;
-      transmit(e, now_ns, out);
-      ++counters_.resent;
-      ++n;
-      ++probed;
-      if (!probing_ || e.update.seq > probe_high_seq_) probe_high_seq_ = e.update.seq;
-      probe_tx_ = e.tx;
-    }
+    recovery_ = true;
+    recovery_tx_ = next_tx_;
+    burst_ = kTimeoutProbe;
+    const size_t probed = resendOld(now_ns, max - n, out);
+    n += probed;
     if (probed > 0) {
-      probing_ = true;
       ++counters_.timeouts;
       last_progress_ns_ = now_ns;
       if (backoff_ < 5) ++backoff_;
+    } else {
+      recovery_ = false;
     }
+  } else if (recovery_due_ && n < max) {
+    // 4. Recovery: the last ack covered resent messages only; the next, larger burst.
+    recovery_due_ = false;
+    const size_t sent = resendOld(now_ns, max - n, out);
+    n += sent;
+    if (sent == 0) recovery_ = false;  // nothing sent before the timeout is left
+  }
+  return n;
+}
+
+size_t ReliableSender::resendOld(uint64_t now_ns, size_t max, std::vector<Update>& out) noexcept {
+  size_t n = 0;
+  for (size_t i = 0; i < first_unsent_ && n < max && n < burst_; ++i) {
+    Entry& e = queue_[i];
+    if (e.sacked || e.tx >= recovery_tx_) continue;  // acknowledged, or sent since
+    e.resent = true;
+    transmit(e, now_ns, out);
+    ++counters_.resent;
+    ++n;
   }
   return n;
 }
 
 uint64_t ReliableSender::nextResendNs() const noexcept {
-  if (loss_scan_due_) return 0;
+  if (loss_scan_due_ || recovery_due_) return 0;
   if (first_unsent_ == 0) return UINT64_MAX;
   // Before the next poll() notes an ack's progress, the timeout may look due early: harmless,
   // poll() checks again.
@@ -203,13 +216,13 @@ void ReliableSender::onAck(const Ack& ack) noexcept {
     ++counters_.bad_acks;
     return;
   }
-  // F-RTO: does this ack cover a message beyond the probe that was never resent?
-  bool beyond_probe = false;
+  // Recovery: does this ack cover resent messages only, or also one sent once?
   bool any = false;
+  bool original = false;
   auto deliveredOne = [&](const Entry& e) {
     noteDelivered(e);
     any = true;
-    if (e.update.seq > probe_high_seq_ && !e.resent) beyond_probe = true;
+    if (!e.resent) original = true;
   };
   while (!queue_.empty() && queue_.front().update.seq <= ack.cumulative) {
     if (!queue_.front().sacked) deliveredOne(queue_.front());
@@ -229,17 +242,21 @@ void ReliableSender::onAck(const Ack& ack) noexcept {
       deliveredOne(*e);
     }
   }
-  if (probing_ && any) {
-    probing_ = false;
-    // Only the probed messages arrived: the tail was lost, not the peer stalled. Everything
-    // sent before the probe and still unacknowledged is lost (resent at the next poll).
-    if (!beyond_probe && probe_tx_ > delivered_tx_) {
-      delivered_tx_ = probe_tx_;
-      loss_scan_due_ = true;
+  if (recovery_ && any) {
+    if (original) {
+      recovery_ = false;  // the peer had stalled, or new data flows: loss detection takes over
+      recovery_due_ = false;
+    } else {
+      burst_ = std::min(burst_ * 2, config_.window);
+      recovery_due_ = true;
     }
   }
   // Nothing left in flight: nothing can be lost.
-  if (first_unsent_ == 0) loss_scan_due_ = false;
+  if (first_unsent_ == 0) {
+    loss_scan_due_ = false;
+    recovery_ = false;
+    recovery_due_ = false;
+  }
 }
 
 void ReliableSender::reset(uint64_t session) noexcept {
@@ -252,7 +269,8 @@ void ReliableSender::reset(uint64_t session) noexcept {
   loss_scan_due_ = false;
   progress_ = false;
   backoff_ = 0;
-  probing_ = false;
+  recovery_ = false;
+  recovery_due_ = false;
 }
 
 // ---- ReliableReceiver ----

@@ -24,12 +24,12 @@
 /// each round of resends marking the next window lost). Only when no
 /// acknowledgement makes progress for `resend_after_ns` (the tail of the stream was lost, or
 /// the peer stalled) does a timeout resend the oldest unacknowledged messages, at most
-/// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves. The first ack
-/// that makes progress after a probe tells which it was (F-RTO, RFC 5682): if it also covers
-/// a message beyond the probed ones that was never resent, the peer had only stalled and
-/// nothing else is resent (it got a few duplicates, not the whole window again); if it covers
-/// the probed messages only, the tail was lost, and everything sent before the probe and
-/// still unacknowledged is resent at once.
+/// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves, and enter
+/// recovery: while acks cover resent messages only, each such ack lets twice as many of the
+/// messages sent before the timeout go again, oldest first (as TCP's slow start after a
+/// timeout), so a lost tail of any length is resent in a few round trips; the first ack that
+/// covers a message never resent ends it (the peer had only stalled, or the rule above takes
+/// over). A stalled peer thus gets a few duplicates, not the whole window again.
 ///
 /// Receiver: delivers **in order** (a bounded reorder buffer holds what arrives early), so a
 /// reordered delete can never be overtaken by an older upsert; acknowledges cumulatively plus up
@@ -138,7 +138,7 @@ class ReliableSender {
   }
   /// poll() would transmit something now: lost messages, or unsent ones the window allows.
   bool sendable() const noexcept {
-    return loss_scan_due_ || (unsent() > 0 && first_unsent_ < config_.window);
+    return loss_scan_due_ || recovery_due_ || (unsent() > 0 && first_unsent_ < config_.window);
   }
   size_t window() const noexcept { return config_.window; }
   bool idle() const noexcept { return queue_.empty(); }
@@ -178,9 +178,11 @@ class ReliableSender {
   bool progress_ = false;        ///< an ack made progress since the last poll()
   uint64_t last_progress_ns_ = 0;  ///< poll() time of the last progress (timeout base)
   unsigned backoff_ = 0;         ///< consecutive timeouts without progress
-  bool probing_ = false;         ///< a timeout probe awaits its first progressing ack (F-RTO)
-  uint64_t probe_high_seq_ = 0;  ///< highest seq probed
-  uint64_t probe_tx_ = 0;        ///< last transmission number of the probe
+  bool recovery_ = false;        ///< after a timeout, see above
+  bool recovery_due_ = false;    ///< an ack covered resent messages only: send the next burst
+  uint64_t recovery_tx_ = 0;     ///< messages last sent before this number are candidates
+  size_t burst_ = 0;             ///< messages the next recovery burst resends at most
+  size_t resendOld(uint64_t now_ns, size_t max, std::vector<Update>& out) noexcept;
   Counters counters_;
 };
 

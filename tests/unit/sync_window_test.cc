@@ -224,6 +224,29 @@ TEST(SyncWindow, AnAckOfAResentMessageCountsAsItsFirstCopyAndNothingCascades) {
   EXPECT_TRUE(s.idle());
 }
 
+TEST(SyncWindow, AnAckOlderThanTheProbeCostsOneBurstNotTheWindow) {
+  ReliableSender s({1000, 30 * kMs, 128}, 4);
+  for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  std::vector<Update> out;
+  EXPECT_EQ(s.poll(0, 1000, out), 100u);
+  out.clear();
+  EXPECT_EQ(s.poll(30 * kMs, 1000, out), kTimeoutProbe);  // seqs 1-8
+  // An ack the peer sent before the probe reached it, covering 1-6 only: like a lost tail,
+  // it lets a burst of twice the probe go...
+  s.onAck(Ack{4, 6, 0, {}});
+  out.clear();
+  EXPECT_EQ(s.poll(31 * kMs, 1000, out), 2 * kTimeoutProbe);
+  EXPECT_EQ(seqs(out), range(9, 8 + 2 * kTimeoutProbe));
+  // ...and the next ack covers first copies (the peer only lagged): recovery ends there.
+  s.onAck(Ack{4, 60, 0, {}});
+  out.clear();
+  EXPECT_EQ(s.poll(32 * kMs, 1000, out), 0u);
+  s.onAck(Ack{4, 100, 0, {}});
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(s.counters().resent, 3 * kTimeoutProbe);
+  EXPECT_EQ(s.counters().lost, 0u);
+}
+
 TEST(SyncWindow, LiveUpdatesGoOutWhileTheBulkFillsTheWindow) {
   struct Source : FlowSource {
     uint32_t n = 0;
