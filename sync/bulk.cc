@@ -26,6 +26,9 @@ size_t BulkSender::step(FlowSource& source, ReliableSender& sender, size_t max_f
   // Keep one slot beyond the reserve for the BULK_END; in the window, keep a share for live
   // updates (an eighth at most, so a small window still moves the bulk).
   const size_t window_reserve = std::min(reserve_, sender.window() / 8);
+  // Not for every few slots an ack frees: full frames, fewer of them (as Nagle's rule).
+  const size_t min_burst = std::min(kBulkMinBurst, sender.window() / 4);
+  if (sender.windowSpace() < window_reserve + min_burst) return 0;
   while (n < max_flows && sender.space() > reserve_ + 1 &&
          sender.windowSpace() > window_reserve) {
     if (!source.next(cursor_, flow)) {

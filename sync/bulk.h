@@ -14,7 +14,8 @@
 /// most an eighth of the window), and never closer than `reserve` to a full queue. So the bulk
 /// never builds a backlog: what it queues goes out at once, a live update queued meanwhile is
 /// next in line behind at most one window, and the transfer advances exactly as fast as the
-/// standby's acknowledgements open the window (the caller steps it when an ack arrives).
+/// standby's acknowledgements open the window (the caller steps it when an ack arrives; a step
+/// waits for kBulkMinBurst free slots, so that frames stay full).
 ///
 /// Not covered: a flow the standby still holds but the active no longer has (its delete was lost
 /// to a queue overflow) is not swept by the bulk; it ages out by its idle timeout.
@@ -27,6 +28,10 @@
 #include "sync/wire.h"
 
 namespace tandem::sync {
+
+/// A bulk step waits until the window has this much room (a quarter of the window at most):
+/// acks that free a few slots each would otherwise make frames of a few flows each.
+inline constexpr size_t kBulkMinBurst = 64;
 
 /// The active's flow table, walked by an opaque cursor (e.g. a slot index of the flow table).
 class FlowSource {
