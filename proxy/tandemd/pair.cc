@@ -147,7 +147,12 @@ void PairController::Impl::sendBulkRequest(const sync::BulkRequest& r) noexcept 
 void PairController::Impl::sendUpdates(uint64_t now, uint64_t budget_ns) noexcept {
   const uint64_t deadline = monotonicNs() + budget_ns;
   for (int round = 0; round < 16; ++round) {
-    if (round > 0 && monotonicNs() >= deadline) return;  // the rest goes at the next tick
+    if (round > 0 && monotonicNs() >= deadline) {
+      // The rest goes with the pump at the loop's next turn (the pump's own calls have no
+      // budget: one round each, it loops itself).
+      if (budget_ns > 0 && sender.sendable()) schedulePump();
+      return;
+    }
     polled.clear();
     size_t n = 0;
     try {

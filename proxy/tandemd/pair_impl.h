@@ -44,7 +44,8 @@ constexpr size_t kPollBatch = 256;
 /// loop and comes back at its next turn if the window is still open.
 constexpr size_t kBulkChunk = 256;
 constexpr size_t kPumpMax = 2048;
-/// Sending the incremental stream is bounded the same way (one round of kPollBatch at least).
+/// One sendUpdates() call at the tick stops after 1 ms (one round of kPollBatch at least); the
+/// window bounds it too, and the pump takes over what is left.
 constexpr uint64_t kSendBudgetNs = 1'000'000;
 /// Frames one read callback takes at most (the socket stays readable: the loop comes back).
 constexpr int kReadBatch = 256;
