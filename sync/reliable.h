@@ -3,10 +3,10 @@
 /// and the transport (after conntrack-tools' sync-ftfw.c, without its globals).
 ///
 /// Sender: every update gets the next sequence number of the sender's session and waits in a
-/// bounded queue until the peer acknowledges it. Updates not yet transmitted coalesce by flow key: a newer upsert replaces
-/// the pending one in place, a delete replaces a pending upsert (so the receiver still drops the
-/// flow if an earlier upsert of it had arrived). A transmitted message is never altered: a later
-/// update of the same flow is a new message.
+/// bounded queue until the peer acknowledges it. Updates not yet transmitted coalesce by flow
+/// key: a newer upsert replaces the pending one in place, a delete replaces a pending upsert (so
+/// the receiver still drops the flow if an earlier upsert of it had arrived). A transmitted
+/// message is never altered: a later update of the same flow is a new message.
 ///
 /// Flow control (a send window, as TCP's receive window): at most `window` messages are in
 /// flight, counted from the oldest unacknowledged one (seqs [base, base + window)); poll()
@@ -21,9 +21,9 @@
 /// counts, once acknowledged, as of its first transmission: the ack may be the first copy's
 /// (Karn's ambiguity), and taking it for the resend's would mark the whole window sent in
 /// between lost (a stalled peer's ack of a probed message; one wrong guess would cascade,
-/// each round of resends marking the next window lost). Only when no
-/// acknowledgement makes progress for `resend_after_ns` (the tail of the stream was lost, or
-/// the peer stalled) does a timeout resend the oldest unacknowledged messages, at most
+/// each round of resends marking the next window lost). Only when no acknowledgement makes
+/// progress for `resend_after_ns` (the tail of the stream was lost, or the peer stalled) does
+/// a timeout resend the oldest unacknowledged messages, at most
 /// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves, and enter
 /// recovery: while acks cover resent messages only, each such ack lets twice as many of the
 /// messages sent before the timeout go again, oldest first (as TCP's slow start after a

@@ -19,6 +19,18 @@ void PairController::Impl::open() {
   keys.add(config.key_id, config.key);
   keys.setSendKey(config.key_id);
   channel.open();
+  // One window of upserts must fit the peer's receive buffer (sized like ours): a 1.4 kB
+  // datagram of 6 costs the buffer about 2.3 kB, so about 400 bytes a message.
+  constexpr uint64_t kBufferBytesPerMessage = 400;
+  if (uint64_t{config.send_window} * kBufferBytesPerMessage >
+      static_cast<uint64_t>(channel.effectiveRcvbuf())) {
+    logf(LogLevel::kWarn,
+         "pair: sync.send_window %u needs about %llu kB of socket buffer, the sync socket has "
+         "%d kB: a bulk resync may overflow the peer's buffer (lower sync.send_window)",
+         config.send_window,
+         static_cast<unsigned long long>(config.send_window * kBufferBytesPerMessage / 1024),
+         channel.effectiveRcvbuf() / 1024);
+  }
   for (const GroupMember& m : config.addresses.members) {
     size_t i = 0;
     while (i < garps.size() && garps[i]->interface() != m.interface) ++i;

@@ -354,8 +354,9 @@ BulkRun runBulk(size_t window, uint32_t flows) {
       std::vector<Update> out;
       if (s.poll(now, 256, out) == 0) break;
       for (size_t i = 0; i < out.size(); i += 7) {
+        const size_t end = std::min(out.size(), i + 7);
         link.send(std::vector<Update>(out.begin() + static_cast<long>(i),
-                                      out.begin() + static_cast<long>(std::min(out.size(), i + 7))));
+                                      out.begin() + static_cast<long>(end)));
       }
     }
     for (size_t k = 0; k < link.read_frames && !link.socket.empty(); ++k) {
