@@ -51,6 +51,7 @@
 # Environment:    HB_MISS=3 HELD=20 STREAM_RATE=4194304 CRASH_AT=1.5 AFTER=2.5 SYNC_SECONDS=3
 #                 BULK_SIZES="100000 1000000" BULK_REPEAT=3 BULK_ABSENT_SIZES=100000
 #                 PERF=0 (1: perf record both daemons during each bulk) OUT=bench/out
+#                 SEND_WINDOW= (bulk: sync.send_window of both nodes; empty: the default)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 # Installs keepalived, conntrackd and gnuplot-nox with apt-get if missing (bench only).
 # Output: a markdown report on stdout and in $OUT/failover-<date>.md; raw data (client lines,
@@ -418,7 +419,11 @@ measure_b() {
   local f=$1 s0 s1 s_status ready=0 m tries=0 perf_a='' perf_b='' a_cpu0 load0
   a_cpu0=$(awk '{ print $14 + $15 }' "/proc/$PID_A/stat")
   load0=$(cut -d' ' -f1 /proc/loadavg)
-  for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+  local b_udp0
+  # shellcheck disable=SC2016 # an awk program
+  b_udp0=$(in_ns "$NS_PB" awk '/^Udp:/ { if (h) print; else h = $0 }' /proc/net/snmp)
+  for m in updates_sent updates_resent updates_overflow frames_sent send_errors \
+      updates_lost_resent resend_timeouts window_full; do
     eval "local a0_$m=\$(metric_in \"\$NS_PA\" tandem_sync_${m}_total)"
   done
   if [ "${PERF:-0}" = 1 ]; then
@@ -452,11 +457,15 @@ measure_b() {
     echo "b_cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$PID_B/stat")"
     echo "a_cpu_ticks=$(( $(awk '{ print $14 + $15 }' "/proc/$PID_A/stat") - a_cpu0 ))"
     echo "loadavg_before=$load0"
-    for m in updates_sent updates_resent updates_overflow frames_sent send_errors; do
+    echo "a_pump_max_us=$(metric_in "$NS_PA" tandem_pair_callback_max_microseconds pump)"
+    echo "b_sync_read_max_us=$(metric_in "$NS_PB" tandem_pair_callback_max_microseconds sync_read)"
+    for m in updates_sent updates_resent updates_overflow frames_sent send_errors \
+      updates_lost_resent resend_timeouts window_full; do
       echo "a_$m=$(( $(metric_in "$NS_PA" tandem_sync_${m}_total) - $(eval echo "\$a0_$m") ))"
     done
     echo "b_udp_fields: $(in_ns "$NS_PB" awk '/^Udp:/ { print; exit }' /proc/net/snmp)"
     # shellcheck disable=SC2016 # an awk program
+    echo "b_udp_before: $b_udp0"
     echo "b_udp: $(in_ns "$NS_PB" awk '/^Udp:/ { if (h) print; else h = $0 }' /proc/net/snmp)"
   } >"$f"
   for m in $perf_a $perf_b; do kill -INT "$m"; wait "$m"; done
@@ -485,6 +494,9 @@ bulk() {
     sed -i 's/^max_flows = .*/max_flows = 1100000/; s/^queue = 0/&\nqueue_maxlen = 65536/' \
       "$TDM_TMP/$c.conf"
     sed -i 's/^established = .*/&\nsyn_sent = 900/' "$TDM_TMP/$c.conf"
+    if [ -n "${SEND_WINDOW:-}" ]; then
+      sed -i "s/^\[sync\]/&\nsend_window = $SEND_WINDOW/" "$TDM_TMP/$c.conf"
+    fi
   done
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf" || return 1
   PID_A=$NODE_PID

@@ -1,5 +1,7 @@
 #include "sync/bulk.h"
 
+#include <algorithm>
+
 namespace tandem::sync {
 
 void BulkSender::onRequest(const BulkRequest& request) noexcept {
@@ -21,8 +23,14 @@ size_t BulkSender::step(FlowSource& source, ReliableSender& sender, size_t max_f
   if (!active_) return 0;
   size_t n = 0;
   FlowRecord flow;
-  // Keep one slot beyond the reserve for the BULK_END.
-  while (n < max_flows && sender.space() > reserve_ + 1) {
+  // Keep one slot beyond the reserve for the BULK_END; in the window, keep a share for live
+  // updates (an eighth at most, so a small window still moves the bulk).
+  const size_t window_reserve = std::min(reserve_, sender.window() / 8);
+  // Not for every few slots an ack frees: full frames, fewer of them (as Nagle's rule).
+  const size_t min_burst = std::min(kBulkMinBurst, sender.window() / 4);
+  if (sender.windowSpace() < window_reserve + min_burst) return 0;
+  while (n < max_flows && sender.space() > reserve_ + 1 &&
+         sender.windowSpace() > window_reserve) {
     if (!source.next(cursor_, flow)) {
       if (sender.bulkEnd(request_id_, sent_)) {
         active_ = false;

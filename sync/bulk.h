@@ -9,9 +9,13 @@
 /// the bulk. When BULK_END is delivered, every flow that existed for the whole transfer has
 /// arrived, so the standby reports ready only then.
 ///
-/// Flow control: step() only fills the sender's queue up to `reserve` messages short of full, so
-/// a large transfer (10^6 flows) never crowds out incremental updates or overflows the queue; it
-/// advances as acknowledgements free space.
+/// Flow control: step() queues bulk flows only into the sender's open window
+/// (ReliableSender::windowSpace()), less a share kept for incremental updates (`reserve`, at
+/// most an eighth of the window), and never closer than `reserve` to a full queue. So the bulk
+/// never builds a backlog: what it queues goes out at once, a live update queued meanwhile is
+/// next in line behind at most one window, and the transfer advances exactly as fast as the
+/// standby's acknowledgements open the window (the caller steps it when an ack arrives; a step
+/// waits for kBulkMinBurst free slots, so that frames stay full).
 ///
 /// Not covered: a flow the standby still holds but the active no longer has (its delete was lost
 /// to a queue overflow) is not swept by the bulk; it ages out by its idle timeout.
@@ -24,6 +28,10 @@
 #include "sync/wire.h"
 
 namespace tandem::sync {
+
+/// A bulk step waits until the window has this much room (a quarter of the window at most):
+/// acks that free a few slots each would otherwise make frames of a few flows each.
+inline constexpr size_t kBulkMinBurst = 64;
 
 /// The active's flow table, walked by an opaque cursor (e.g. a slot index of the flow table).
 class FlowSource {
@@ -45,7 +53,8 @@ class BulkSender {
     uint64_t flows = 0;        ///< flows streamed, all transfers
   };
 
-  /// `reserve`: queue space left free for incremental updates.
+  /// `reserve`: queue and window space left free for incremental updates (window share capped
+  /// at an eighth of the sender's window).
   explicit BulkSender(size_t reserve = 1024) noexcept : reserve_(reserve) {}
 
   /// A BULK_REQUEST arrived. A new request id (re)starts the transfer from the beginning.

@@ -9,6 +9,7 @@ namespace tandem::sync {
 ReliableSender::ReliableSender(ReliableConfig config, uint64_t session) noexcept
     : config_(config), session_(session) {
   if (config_.max_pending == 0) config_.max_pending = 1;
+  config_.window = std::clamp<size_t>(config_.window, 1, kMaxSendWindow);
 }
 
 ReliableSender::Entry* ReliableSender::at(uint64_t seq) noexcept {
@@ -86,27 +87,96 @@ bool ReliableSender::bulkEnd(uint32_t request_id, uint32_t flows) noexcept {
   return enqueue(u);
 }
 
+void ReliableSender::transmit(Entry& e, uint64_t now_ns, std::vector<Update>& out) noexcept {
+  e.last_sent_ns = now_ns;
+  e.tx = next_tx_++;
+  // Reserved by the caller (at most `max`); an allocation failure here is fatal anyway.
+  out.push_back(e.update);
+}
+
 size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& out) {
+  if (progress_) {
+    progress_ = false;
+    last_progress_ns_ = now_ns;
+    backoff_ = 0;
+  }
   size_t n = 0;
-  while (first_unsent_ < queue_.size() && n < max) {
+  // 1. Messages found lost: unacknowledged, last sent before one the peer acknowledged since.
+  // Oldest first, so the cumulative ack (and the window) can advance.
+  if (loss_scan_due_) {
+    bool complete = true;
+    for (size_t i = 0; i < first_unsent_; ++i) {
+      Entry& e = queue_[i];
+      if (e.sacked) continue;
+      if (e.tx >= delivered_tx_) {
+        // First transmissions go in seq order: no later message that was never resent can
+        // have been sent before delivered_tx_ either.
+        if (!e.resent) break;
+        continue;
+      }
+      if (n == max) {
+        complete = false;
+        break;
+      }
+      e.resent = true;
+      transmit(e, now_ns, out);
+      ++counters_.lost;
+      ++counters_.resent;
+      ++n;
+    }
+    if (complete) loss_scan_due_ = false;
+  }
+  // 2. First transmissions, in seq order, up to the window's edge.
+  if (first_unsent_ == 0 && first_unsent_ < queue_.size()) {
+    last_progress_ns_ = now_ns;  // nothing was in flight: the timeout starts now
+    backoff_ = 0;
+  }
+  while (first_unsent_ < queue_.size() && n < max && first_unsent_ < config_.window) {
     Entry& e = queue_[first_unsent_++];
     e.sent = true;
-    e.last_sent_ns = now_ns;
     if (e.update.kind != UpdateKind::kBulkEnd) {
       auto it = unsent_by_key_.find(e.update.flow.key);
       if (it != unsent_by_key_.end() && it->second == e.update.seq) unsent_by_key_.erase(it);
     }
-    out.push_back(e.update);
+    transmit(e, now_ns, out);
+    e.first_tx = e.tx;
     ++counters_.sent;
     ++n;
   }
-  // Resends: oldest first, so the cumulative ack can advance. Linear in the messages in flight,
-  // which the queue bound keeps finite; fine at the sizes a pair runs with.
-  for (size_t i = 0; i < first_unsent_ && n < max; ++i) {
+  if (first_unsent_ < queue_.size() && first_unsent_ >= config_.window) ++counters_.window_full;
+  // 3. The timeout: nothing acknowledged for a while (the tail was lost, or the peer
+  // stalled). Probe with the oldest unacknowledged messages and enter recovery.
+  const uint64_t timeout = config_.resend_after_ns << backoff_;
+  if (first_unsent_ > 0 && n < max && now_ns - last_progress_ns_ >= timeout) {
+    recovery_ = true;
+    recovery_tx_ = next_tx_;
+    burst_ = kTimeoutProbe;
+    const size_t probed = resendOld(now_ns, max - n, out);
+    n += probed;
+    if (probed > 0) {
+      ++counters_.timeouts;
+      last_progress_ns_ = now_ns;
+      if (backoff_ < 5) ++backoff_;
+    } else {
+      recovery_ = false;
+    }
+  } else if (recovery_due_ && n < max) {
+    // 4. Recovery: the last ack covered resent messages only; the next, larger burst.
+    recovery_due_ = false;
+    const size_t sent = resendOld(now_ns, max - n, out);
+    n += sent;
+    if (sent == 0) recovery_ = false;  // nothing sent before the timeout is left
+  }
+  return n;
+}
+
+size_t ReliableSender::resendOld(uint64_t now_ns, size_t max, std::vector<Update>& out) noexcept {
+  size_t n = 0;
+  for (size_t i = 0; i < first_unsent_ && n < max && n < burst_; ++i) {
     Entry& e = queue_[i];
-    if (e.sacked || now_ns - e.last_sent_ns < config_.resend_after_ns) continue;
-    e.last_sent_ns = now_ns;
-    out.push_back(e.update);
+    if (e.sacked || e.tx >= recovery_tx_) continue;  // acknowledged, or sent since
+    e.resent = true;
+    transmit(e, now_ns, out);
     ++counters_.resent;
     ++n;
   }
@@ -114,16 +184,24 @@ size_t ReliableSender::poll(uint64_t now_ns, size_t max, std::vector<Update>& ou
 }
 
 uint64_t ReliableSender::nextResendNs() const noexcept {
-  uint64_t t = UINT64_MAX;
-  for (size_t i = 0; i < first_unsent_; ++i) {
-    const Entry& e = queue_[i];
-    if (!e.sacked) t = std::min(t, e.last_sent_ns + config_.resend_after_ns);
-  }
-  return t;
+  if (loss_scan_due_ || recovery_due_) return 0;
+  if (first_unsent_ == 0) return UINT64_MAX;
+  // Before the next poll() notes an ack's progress, the timeout may look due early: harmless,
+  // poll() checks again.
+  return last_progress_ns_ + (config_.resend_after_ns << backoff_);
 }
 
 SeqBase ReliableSender::base() const noexcept {
   return {session_, queue_.empty() ? next_seq_ : queue_.front().update.seq};
+}
+
+void ReliableSender::noteDelivered(const Entry& e) noexcept {
+  progress_ = true;
+  const uint64_t tx = e.resent ? e.first_tx : e.tx;  // Karn: see reliable.h
+  if (tx > delivered_tx_) {
+    delivered_tx_ = tx;
+    loss_scan_due_ = true;
+  }
 }
 
 void ReliableSender::onAck(const Ack& ack) noexcept {
@@ -138,7 +216,16 @@ void ReliableSender::onAck(const Ack& ack) noexcept {
     ++counters_.bad_acks;
     return;
   }
+  // Recovery: does this ack cover resent messages only, or also one sent once?
+  bool any = false;
+  bool original = false;
+  auto deliveredOne = [&](const Entry& e) {
+    noteDelivered(e);
+    any = true;
+    if (!e.resent) original = true;
+  };
   while (!queue_.empty() && queue_.front().update.seq <= ack.cumulative) {
+    if (!queue_.front().sacked) deliveredOne(queue_.front());
     queue_.pop_front();
     --first_unsent_;  // popped entries were all sent: cumulative < sent_below
     ++counters_.acked;
@@ -149,8 +236,26 @@ void ReliableSender::onAck(const Ack& ack) noexcept {
     const uint64_t lo = std::max(range.first, queue_.front().update.seq);
     const uint64_t hi = std::min(range.last, sent_below - 1);
     for (uint64_t s = lo; s <= hi && hi != UINT64_MAX; ++s) {
-      if (Entry* e = at(s); e != nullptr) e->sacked = true;
+      Entry* e = at(s);
+      if (e == nullptr || e->sacked) continue;
+      e->sacked = true;
+      deliveredOne(*e);
     }
+  }
+  if (recovery_ && any) {
+    if (original) {
+      recovery_ = false;  // the peer had stalled, or new data flows: loss detection takes over
+      recovery_due_ = false;
+    } else {
+      burst_ = std::min(burst_ * 2, config_.window);
+      recovery_due_ = true;
+    }
+  }
+  // Nothing left in flight: nothing can be lost.
+  if (first_unsent_ == 0) {
+    loss_scan_due_ = false;
+    recovery_ = false;
+    recovery_due_ = false;
   }
 }
 
@@ -160,6 +265,12 @@ void ReliableSender::reset(uint64_t session) noexcept {
   first_unsent_ = 0;
   session_ = session;
   next_seq_ = 1;
+  delivered_tx_ = next_tx_ - 1;  // earlier transmissions are gone with their messages
+  loss_scan_due_ = false;
+  progress_ = false;
+  backoff_ = 0;
+  recovery_ = false;
+  recovery_due_ = false;
 }
 
 // ---- ReliableReceiver ----

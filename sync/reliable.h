@@ -3,11 +3,33 @@
 /// and the transport (after conntrack-tools' sync-ftfw.c, without its globals).
 ///
 /// Sender: every update gets the next sequence number of the sender's session and waits in a
-/// bounded queue until the peer acknowledges it; unacknowledged messages are resent after
-/// `resend_after_ns`. Updates not yet transmitted coalesce by flow key: a newer upsert replaces
-/// the pending one in place, a delete replaces a pending upsert (so the receiver still drops the
-/// flow if an earlier upsert of it had arrived). A transmitted message is never altered: a later
-/// update of the same flow is a new message.
+/// bounded queue until the peer acknowledges it. Updates not yet transmitted coalesce by flow
+/// key: a newer upsert replaces the pending one in place, a delete replaces a pending upsert (so
+/// the receiver still drops the flow if an earlier upsert of it had arrived). A transmitted
+/// message is never altered: a later update of the same flow is a new message.
+///
+/// Flow control (a send window, as TCP's receive window): at most `window` messages are in
+/// flight, counted from the oldest unacknowledged one (seqs [base, base + window)); poll()
+/// transmits nothing new past that edge, so the peer's socket buffer and reorder ring never
+/// hold more than one window. Each acknowledgement that advances the base opens the window
+/// again: the caller polls on acks (ack-clocked), not on a timer.
+///
+/// Loss detection (after RACK, RFC 8985, with no reordering allowance: the sync link is one
+/// UDP path, which keeps order): every transmission gets an increasing number; a message not
+/// yet acknowledged whose last transmission is older than one the peer has acknowledged since
+/// (cumulatively or by range) was lost, and is resent at the next poll(). A resent message
+/// counts, once acknowledged, as of its first transmission: the ack may be the first copy's
+/// (Karn's ambiguity), and taking it for the resend's would mark the whole window sent in
+/// between lost (a stalled peer's ack of a probed message; one wrong guess would cascade,
+/// each round of resends marking the next window lost). Only when no acknowledgement makes
+/// progress for `resend_after_ns` (the tail of the stream was lost, or the peer stalled) does
+/// a timeout resend the oldest unacknowledged messages, at most
+/// kTimeoutProbe of them, backing off (x2, up to x32) while nothing moves, and enter
+/// recovery: while acks cover resent messages only, each such ack lets twice as many of the
+/// messages sent before the timeout go again, oldest first (as TCP's slow start after a
+/// timeout), so a lost tail of any length is resent in a few round trips; the first ack that
+/// covers a message never resent ends it (the peer had only stalled, or the rule above takes
+/// over). A stalled peer thus gets a few duplicates, not the whole window again.
 ///
 /// Receiver: delivers **in order** (a bounded reorder buffer holds what arrives early), so a
 /// reordered delete can never be overtaken by an older upsert; acknowledges cumulatively plus up
@@ -49,8 +71,17 @@ struct Update {
 
 struct ReliableConfig {
   size_t max_pending = 65536;              ///< queued + unacknowledged messages, at most
-  uint64_t resend_after_ns = 30'000'000;   ///< resend a message unacknowledged this long
+  uint64_t resend_after_ns = 30'000'000;   ///< no ack progress this long: probe (see above)
+  /// Messages in flight at most (from the oldest unacknowledged one). At most the peer's
+  /// reorder window (ReliableReceiver, kMaxSendWindow); sized so that one window of frames
+  /// fits the peer's socket receive buffer (8192 upserts: about 1,200 datagrams of 1.4 kB).
+  size_t window = 8192;
 };
+
+/// The largest send window: the receiver's default reorder window.
+inline constexpr size_t kMaxSendWindow = 65536;
+/// Messages a resend timeout retransmits at most (one frame's worth of upserts).
+inline constexpr size_t kTimeoutProbe = 8;
 
 /// The sending half, owned by the node that produces updates (the active).
 class ReliableSender {
@@ -63,6 +94,9 @@ class ReliableSender {
     uint64_t coalesced = 0;  ///< updates folded into a pending message
     uint64_t overflow = 0;   ///< updates refused because the queue was full
     uint64_t bad_acks = 0;   ///< acks of another session or of unsent seqs
+    uint64_t lost = 0;       ///< resends of messages found lost (a later one was acked)
+    uint64_t timeouts = 0;   ///< resend timeouts (no ack progress for resend_after_ns)
+    uint64_t window_full = 0;  ///< polls that left messages unsent: the window was full
   };
 
   ReliableSender(ReliableConfig config, uint64_t session) noexcept;
@@ -78,18 +112,35 @@ class ReliableSender {
   /// Queues the end marker of bulk transfer `request_id`, ordered after everything before it.
   bool bulkEnd(uint32_t request_id, uint32_t flows) noexcept;
 
-  /// Appends to `out` at most `max` messages to transmit now: first transmissions in seq order,
-  /// then resends of messages unacknowledged for resend_after_ns. Returns how many.
+  /// Appends to `out` at most `max` messages to transmit now: resends of messages found lost,
+  /// then first transmissions in seq order while the window allows, then a timeout probe if
+  /// no ack made progress for resend_after_ns (backed off). Returns how many.
   size_t poll(uint64_t now_ns, size_t max, std::vector<Update>& out);
   /// The {session, base} to put in front of the updates of every frame.
   SeqBase base() const noexcept;
   /// Processes the peer's acknowledgement.
   void onAck(const Ack& ack) noexcept;
-  /// Earliest time poll() has something to resend, or UINT64_MAX; for the caller's timer.
+  /// Earliest time poll() has something to resend (0: at once), or UINT64_MAX; for the
+  /// caller's timer. The timeout counts from the last poll() after an ack made progress.
   uint64_t nextResendNs() const noexcept;
 
   size_t pending() const noexcept { return queue_.size(); }
   size_t space() const noexcept { return config_.max_pending - queue_.size(); }
+  /// Messages transmitted and not yet cumulatively acknowledged.
+  size_t inFlight() const noexcept { return first_unsent_; }
+  /// Queued messages not transmitted yet.
+  size_t unsent() const noexcept { return queue_.size() - first_unsent_; }
+  /// Messages that can be queued now and still go out at once: the window minus everything
+  /// queued. A bulk transfer queues only into this (bulk.h), so it never builds a backlog
+  /// that live updates would wait behind.
+  size_t windowSpace() const noexcept {
+    return queue_.size() >= config_.window ? 0 : config_.window - queue_.size();
+  }
+  /// poll() would transmit something now: lost messages, or unsent ones the window allows.
+  bool sendable() const noexcept {
+    return loss_scan_due_ || recovery_due_ || (unsent() > 0 && first_unsent_ < config_.window);
+  }
+  size_t window() const noexcept { return config_.window; }
   bool idle() const noexcept { return queue_.empty(); }
   bool resyncNeeded() const noexcept { return resync_needed_; }
   void clearResyncNeeded() noexcept { resync_needed_ = false; }
@@ -102,11 +153,16 @@ class ReliableSender {
   struct Entry {
     Update update;
     uint64_t last_sent_ns = 0;
+    uint64_t tx = 0;  ///< number of its last transmission (increasing across all messages)
+    uint64_t first_tx = 0;  ///< number of its first transmission
     bool sent = false;
     bool sacked = false;
+    bool resent = false;
   };
   bool enqueue(const Update& u) noexcept;
   Entry* at(uint64_t seq) noexcept;
+  void transmit(Entry& e, uint64_t now_ns, std::vector<Update>& out) noexcept;
+  void noteDelivered(const Entry& e) noexcept;
 
   ReliableConfig config_;
   uint64_t session_;
@@ -116,6 +172,17 @@ class ReliableSender {
   /// Flow key -> seq of its message not yet transmitted (the only ones that coalesce).
   std::unordered_map<FlowKey, uint64_t, FlowKeyHash> unsent_by_key_;
   bool resync_needed_ = false;
+  uint64_t next_tx_ = 1;
+  uint64_t delivered_tx_ = 0;    ///< highest transmission number the peer acknowledged
+  bool loss_scan_due_ = false;   ///< an ack raised delivered_tx_: look for lost messages
+  bool progress_ = false;        ///< an ack made progress since the last poll()
+  uint64_t last_progress_ns_ = 0;  ///< poll() time of the last progress (timeout base)
+  unsigned backoff_ = 0;         ///< consecutive timeouts without progress
+  bool recovery_ = false;        ///< after a timeout, see above
+  bool recovery_due_ = false;    ///< an ack covered resent messages only: send the next burst
+  uint64_t recovery_tx_ = 0;     ///< messages last sent before this number are candidates
+  size_t burst_ = 0;             ///< messages the next recovery burst resends at most
+  size_t resendOld(uint64_t now_ns, size_t max, std::vector<Update>& out) noexcept;
   Counters counters_;
 };
 

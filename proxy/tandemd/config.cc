@@ -69,6 +69,7 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.takeover", "garp (the addresses move) or vmac (virtual MAC, shadow ring, replay)"},
     {"sync.vmac", "virtual MAC of the group, locally administered unicast (takeover = vmac)"},
     {"sync.shadow_bytes", "shadow ring size in bytes on the standby, 1 MiB - 1 GiB"},
+    {"sync.send_window", "sync messages in flight unacknowledged at most, 64-65536"},
 };
 
 constexpr KeyHelp kServiceKeys[] = {
@@ -526,6 +527,10 @@ void parseSyncPairExtras(const Values& values, SyncConfig& s) {
     // held longer.
     s.defer_timeout_ns = parseUint("sync.defer_timeout_ms", *v, 1, 1'000) * 1'000'000;
   }
+  if (const Value* v = values.find("sync.send_window")) {
+    // Up to the standby's reorder window (sync::kMaxSendWindow): past it, it drops what arrives.
+    s.send_window = static_cast<uint32_t>(parseUint("sync.send_window", *v, 64, 65'536));
+  }
   const Value* fb = values.find("sync.front_bind");
   const Value* fp = values.find("sync.front_peer");
   if ((fb == nullptr) != (fp == nullptr)) {
@@ -794,6 +799,7 @@ std::string configKeysHelp() {
       {"sync.garp_refresh_ms", std::to_string(SyncConfig{}.garp_refresh_ns / 1'000'000)},
       {"sync.takeover", "garp"},
       {"sync.shadow_bytes", std::to_string(SyncConfig{}.shadow_bytes)},
+      {"sync.send_window", std::to_string(SyncConfig{}.send_window)},
       {"service.NAME.mode", modeName(svc.mode)},
       {"service.NAME.addressing", addressingName(svc.addressing)},
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},

@@ -57,6 +57,9 @@ struct SyncConfig {
   TakeoverMode takeover = TakeoverMode::kGarp;
   MacAddress vmac{};                ///< takeover = vmac
   uint64_t shadow_bytes = 32u << 20;  ///< the standby's shadow ring
+  /// Sync messages in flight at most, unacknowledged by the standby (sync::ReliableConfig::
+  /// window): paces a bulk resync by the standby's acks; one window must fit its receive buffer.
+  uint32_t send_window = 8192;
 };
 
 /// Active health checks of a service's backends (proxy/tandemd/health).

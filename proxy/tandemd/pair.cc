@@ -19,6 +19,18 @@ void PairController::Impl::open() {
   keys.add(config.key_id, config.key);
   keys.setSendKey(config.key_id);
   channel.open();
+  // One window of upserts must fit the peer's receive buffer (sized like ours): a 1.4 kB
+  // datagram of 6 costs the buffer about 2.3 kB, so about 400 bytes a message.
+  constexpr uint64_t kBufferBytesPerMessage = 400;
+  if (uint64_t{config.send_window} * kBufferBytesPerMessage >
+      static_cast<uint64_t>(channel.effectiveRcvbuf())) {
+    logf(LogLevel::kWarn,
+         "pair: sync.send_window %u needs about %llu kB of socket buffer, the sync socket has "
+         "%d kB: a bulk resync may overflow the peer's buffer (lower sync.send_window)",
+         config.send_window,
+         static_cast<unsigned long long>(config.send_window * kBufferBytesPerMessage / 1024),
+         channel.effectiveRcvbuf() / 1024);
+  }
   for (const GroupMember& m : config.addresses.members) {
     size_t i = 0;
     while (i < garps.size() && garps[i]->interface() != m.interface) ++i;
@@ -153,7 +165,12 @@ void PairController::Impl::sendBulkRequest(const sync::BulkRequest& r) noexcept 
 void PairController::Impl::sendUpdates(uint64_t now, uint64_t budget_ns) noexcept {
   const uint64_t deadline = monotonicNs() + budget_ns;
   for (int round = 0; round < 16; ++round) {
-    if (round > 0 && monotonicNs() >= deadline) return;  // the rest goes at the next tick
+    if (round > 0 && monotonicNs() >= deadline) {
+      // The rest goes with the pump at the loop's next turn (the pump's own calls have no
+      // budget: one round each, it loops itself).
+      if (budget_ns > 0 && sender.sendable()) schedulePump();
+      return;
+    }
     polled.clear();
     size_t n = 0;
     try {
@@ -342,16 +359,37 @@ void PairController::Impl::stopSyncingToDeadPeer(uint64_t now) noexcept {
 }
 
 void PairController::Impl::bulkStep() noexcept {
-  if (!bulk_sender.active()) return;
-  const uint64_t start = monotonicNs();
-  now_for_source = start;
-  uint64_t now = start;
-  while (bulk_sender.active() && now - start < kBulkBudgetNs) {
-    const size_t n = bulk_sender.step(*this, sender, kBulkChunk);
+  // No time budget: the window bounds what can go (the standby's acks open it), kPumpMax
+  // bounds one callback. Queued updates (live ones first: they are older) go before new bulk
+  // flows are queued, and the bulk queues only into the open window (bulk.h).
+  const uint64_t now = monotonicNs();
+  now_for_source = now;
+  size_t total = 0;
+  while (total < kPumpMax) {
+    const uint64_t sent0 = sender.counters().sent + sender.counters().resent;
+    const size_t n = bulk_sender.active() ? bulk_sender.step(*this, sender, kBulkChunk) : 0;
     sendUpdates(now, 0);  // one round: what was just queued (and due resends)
-    if (n < kBulkChunk) break;  // the queue is full (waiting for acks) or the table ended
-    now = monotonicNs();
+    const uint64_t sent = sender.counters().sent + sender.counters().resent - sent0;
+    total += sent;
+    if (n == 0 && sent == 0) break;  // the window is full (waiting for acks), or nothing left
   }
+  // Stopped by the callback's bound, not by the window: come back at the loop's next turn
+  // rather than at the next tick. (Stopped by the window: the next ack schedules the pump.)
+  if (total >= kPumpMax) schedulePump();
+}
+
+void PairController::Impl::schedulePump() noexcept {
+  if (pump_ev == nullptr || event_pending(pump_ev, EV_TIMEOUT, nullptr) != 0) return;
+  const timeval zero{0, 0};
+  (void)event_add(pump_ev, &zero);  // fails only without memory: the tick pumps anyway
+}
+
+void PairController::Impl::onPump() noexcept {
+  if (roles.role() != sync::Role::kActive || peer_dropped) return;
+  const uint64_t start = monotonicNs();
+  ++pumps;
+  bulkStep();
+  timing.pump_max_ns = std::max(timing.pump_max_ns, monotonicNs() - start);
 }
 
 void PairController::Impl::onTick() noexcept {
@@ -536,6 +574,12 @@ bool PairController::Impl::onReadable(int max_frames) noexcept {
     }
     for (const sync::Ack& a : frame.acks) sender.onAck(a);
     if (!frame.acks.empty() && deferring) pollDeferred(now);
+    // Ack-clocked: the ack opened the window (or showed a loss); fill it at the loop's next
+    // turn, at the data path's priority, not here among the heartbeats.
+    if (!frame.acks.empty() && roles.role() == sync::Role::kActive &&
+        (sender.sendable() || bulk_sender.active())) {
+      schedulePump();
+    }
     for (const sync::BulkRequest& b : frame.bulk_requests) {
       if (roles.role() == sync::Role::kActive) bulk_sender.onRequest(b);
     }
@@ -574,6 +618,9 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
       base, self->channel.fd(), EV_READ | EV_PERSIST,
       [](evutil_socket_t, short, void* arg) { (void)static_cast<Impl*>(arg)->onReadable(); },
       self);
+  self->pump_ev = event_new(
+      base, -1, 0, [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->onPump(); },
+      self);
   const timeval tick{0, static_cast<suseconds_t>(kTickNs / 1000)};
   // The role timer is the heartbeats' clock and the detection's resolution: below 10 ms
   // intervals it runs at a quarter interval (at least 0.5 ms) instead of the 2 ms tick.
@@ -585,6 +632,7 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
   // data path (NFQUEUE batches, checkpoints, bulk steps) cannot delay them by more than the one
   // callback already running. Without priorities (a base set up elsewhere), this is a no-op.
   if (self->timer_ev == nullptr || self->read_ev == nullptr || self->role_ev == nullptr ||
+      self->pump_ev == nullptr ||
       (event_base_get_npriorities(base) > 1 &&
        (event_priority_set(self->role_ev, kPriorityHeartbeat) != 0 ||
         event_priority_set(self->read_ev, kPriorityHeartbeat) != 0)) ||
@@ -606,6 +654,7 @@ PairController::~PairController() {
   if (impl_->timer_ev != nullptr) event_free(impl_->timer_ev);
   if (impl_->role_ev != nullptr) event_free(impl_->role_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
+  if (impl_->pump_ev != nullptr) event_free(impl_->pump_ev);
   if (impl_->front_ev != nullptr) event_free(impl_->front_ev);
   if (impl_->barrier_ev != nullptr) event_free(impl_->barrier_ev);
 }
@@ -716,6 +765,10 @@ std::string PairController::metricsText() const {
       {"tandem_sync_updates_resent_total", s.resent},
       {"tandem_sync_updates_acked_total", s.acked},
       {"tandem_sync_updates_overflow_total", s.overflow},
+      {"tandem_sync_updates_lost_resent_total", s.lost},
+      {"tandem_sync_resend_timeouts_total", s.timeouts},
+      {"tandem_sync_window_full_total", s.window_full},
+      {"tandem_sync_pumps_total", p.pumps},
       {"tandem_sync_updates_delivered_total", rc.delivered},
       {"tandem_sync_updates_lost_total", rc.lost},
       {"tandem_pair_role_changes_total", c.role_changes},

@@ -41,12 +41,14 @@ namespace pair_detail {
 constexpr uint64_t kTickNs = 2'000'000;
 /// Updates taken from the reliable sender per poll() call.
 constexpr size_t kPollBatch = 256;
-/// Bulk transfers are paced by time, not by count, so that a large table never stalls the
-/// packets waiting behind the tick: flows are queued and sent in chunks of kBulkChunk until
-/// kBulkBudgetNs of the tick are used (at 2 ms ticks, at most half of the loop's time).
+/// Bulk transfers are paced by the standby's acknowledgements (the sender's window, sync.
+/// send_window): flows are queued and sent in chunks of kBulkChunk while the window is open.
+/// One pump callback takes at most kPumpMax messages (about 2 ms of work), then yields to the
+/// loop and comes back at its next turn if the window is still open.
 constexpr size_t kBulkChunk = 256;
-constexpr uint64_t kBulkBudgetNs = 1'000'000;
-/// Sending the incremental stream is bounded the same way (one round of kPollBatch at least).
+constexpr size_t kPumpMax = 2048;
+/// One sendUpdates() call at the tick stops after 1 ms (one round of kPollBatch at least); the
+/// window bounds it too, and the pump takes over what is left.
 constexpr uint64_t kSendBudgetNs = 1'000'000;
 /// Frames one read callback takes at most (the socket stays readable: the loop comes back).
 constexpr int kReadBatch = 256;
@@ -140,7 +142,9 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
         sealer(keys, pair_detail::realtimeNs()),
         verifier(keys),
         channel(UdpChannelOptions{c.bind, c.peer, {}, 4u << 20, 1u << 20, 0xc0, 6}),
-        sender(sync::ReliableConfig{}, pair_detail::realtimeNs()),
+        sender(sync::ReliableConfig{sync::ReliableConfig{}.max_pending,
+                                    sync::ReliableConfig{}.resend_after_ns, c.send_window},
+               pair_detail::realtimeNs()),
         receiver(*this),
         roles(sync::RolesConfig{c.node_id, c.priority, c.preempt, c.heartbeat_interval_ns,
                                 c.miss_count,
@@ -162,7 +166,13 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   /// Reads at most `max_frames` frames; true once the socket is empty.
   bool onReadable(int max_frames = pair_detail::kReadBatch) noexcept;
   void stopSyncingToDeadPeer(uint64_t now) noexcept;
+  /// Fills the send window: bulk flows and queued updates, at most kPumpMax messages.
   void bulkStep() noexcept;
+  /// The ack-clocked sender (active): an ack opened the window, or the last pump left it open.
+  /// Runs at the data path's priority, at the loop's next turn (a zero timeout, so the loop
+  /// polls its sockets in between), never inside the heartbeat-priority read callback.
+  void schedulePump() noexcept;
+  void onPump() noexcept;
   void timingMetrics(std::string& out) const;
   void handleRole(const sync::RoleOutput& out, uint64_t now) noexcept;
   void takeAddresses(uint64_t now) noexcept;
@@ -235,6 +245,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   event* role_ev = nullptr;
   uint64_t role_tick_ns = pair_detail::kTickNs;  ///< the role timer's period
   event* read_ev = nullptr;
+  event* pump_ev = nullptr;
+  uint64_t pumps = 0;  ///< pump callbacks run (ack-clocked sends)
   // Loop timing as the heartbeats see it (tandem_pair_loop_* and tandem_pair_heartbeat_*).
   struct Timing {
     uint64_t role_tick_prev_ns = 0;
@@ -246,6 +258,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
     std::array<uint64_t, sync::kPathCount> hb_rx_late{};  ///< gaps over twice the interval
     uint64_t data_tick_max_ns = 0;  ///< longest data tick (checkpoints, bulk, resends)
     uint64_t read_max_ns = 0;       ///< longest sync read callback
+    uint64_t pump_max_ns = 0;       ///< longest ack-clocked pump callback (bulk, sends)
     uint64_t verdict_reads = 0;     ///< extra reads before declaring the peer dead
     // Per received heartbeat (CLOCK_REALTIME): the peer's send time (Heartbeat::sent_ns) to the
     // kernel's receive timestamp (SO_TIMESTAMPNS), and that timestamp to our handling of it.

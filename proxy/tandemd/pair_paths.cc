@@ -296,7 +296,9 @@ void PairController::Impl::timingMetrics(std::string& out) const {
       "tandem_pair_callback_max_microseconds{callback=\"data_tick\"} " +
       us(timing.data_tick_max_ns) + "\n"
       "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
-      us(timing.read_max_ns) + "\n";
+      us(timing.read_max_ns) + "\n"
+      "tandem_pair_callback_max_microseconds{callback=\"pump\"} " +
+      us(timing.pump_max_ns) + "\n";
   out +=
       "# HELP tandem_pair_rx_barriers_total Receive-path barriers before a takeover, by outcome: "
       "started, saved (the peer was heard before it completed: no takeover), timeout "

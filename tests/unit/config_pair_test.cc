@@ -84,5 +84,17 @@ TEST(ConfigPair, HelpListsTheNewKeysWithDefaults) {
   EXPECT_NE(help.find("sync.garp_refresh_ms"), std::string::npos);
 }
 
+TEST(ConfigPair, SendWindowDefaultsTo8192AndIsBounded) {
+  EXPECT_EQ(parseSync("").send_window, 8192u);
+  EXPECT_EQ(parseSync("send_window = 64\n").send_window, 64u);
+  EXPECT_EQ(parseSync("send_window = 65536\n").send_window, 65536u);
+  EXPECT_NE(error("send_window = 63\n").find("sync.send_window"), std::string::npos);
+  EXPECT_NE(error("send_window = 65537\n").find("sync.send_window"), std::string::npos);
+  EXPECT_NE(error("send_window = many\n").find("sync.send_window"), std::string::npos);
+  const std::string help = configKeysHelp();
+  EXPECT_NE(help.find("sync.send_window"), std::string::npos);
+  EXPECT_NE(help.find("(default 8192)"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tandem

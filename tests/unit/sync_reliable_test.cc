@@ -68,7 +68,7 @@ TEST(SyncReliable, CoalescesUnsentUpdatesByKey) {
   EXPECT_EQ(s.pending(), 3u);
 }
 
-TEST(SyncReliable, ResendsAfterTheTimeoutUntilAckedAndSkipsSackedOnes) {
+TEST(SyncReliable, ResendsTheLostAtOnceTheTailAfterTheTimeoutAndSkipsSackedOnes) {
   ReliableSender s({16, 10 * kMs}, 7);
   for (uint32_t i = 0; i < 4; ++i) s.upsert(flow(i));
   std::vector<Update> out;
@@ -76,15 +76,27 @@ TEST(SyncReliable, ResendsAfterTheTimeoutUntilAckedAndSkipsSackedOnes) {
   out.clear();
   EXPECT_EQ(s.poll(9 * kMs, 100, out), 0u);
   EXPECT_EQ(s.nextResendNs(), 10 * kMs);
-  // Seq 1 and 3 arrived: cumulative 1, range [3, 3].
+  // Seq 1 and 3 arrived: cumulative 1, range [3, 3]. Seq 2 was sent before 3: lost, resent
+  // at once; seq 4 was sent after 3: not known lost, it waits for the timeout.
   Ack a{7, 1, 1, {{3, 3}, {}, {}, {}}};
   s.onAck(a);
   EXPECT_EQ(s.pending(), 3u);
   EXPECT_EQ(s.base(), (SeqBase{7, 2}));
-  EXPECT_EQ(s.poll(10 * kMs, 100, out), 2u);
+  EXPECT_EQ(s.nextResendNs(), 0u);
+  EXPECT_EQ(s.poll(9 * kMs, 100, out), 1u);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].seq, 2u);
+  EXPECT_EQ(s.counters().lost, 1u);
+  out.clear();
+  // The ack's progress restarted the timeout at 9 ms: nothing until 19 ms, then the probe
+  // resends the oldest unacknowledged ones (2 and 4), skipping the acknowledged 3.
+  EXPECT_EQ(s.poll(18 * kMs, 100, out), 0u);
+  EXPECT_EQ(s.poll(19 * kMs, 100, out), 2u);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].seq, 2u);
   EXPECT_EQ(out[1].seq, 4u);
+  EXPECT_EQ(s.counters().timeouts, 1u);
+  EXPECT_EQ(s.counters().resent, 3u);
   s.onAck(Ack{7, 4, 0, {}});
   EXPECT_TRUE(s.idle());
   EXPECT_EQ(s.base(), (SeqBase{7, 5}));
