@@ -21,6 +21,9 @@ require_kernel
 # A 4 s dead interval: the sync port stays blocked well within it.
 HB_INTERVAL=0.1
 HB_MISS=40
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 command -v iptables >/dev/null || skip_all "iptables not installed"
 

@@ -22,6 +22,9 @@ source "$(dirname "$0")/pair_lib.sh"
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK
 require_kernel
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 CONNS=100
 

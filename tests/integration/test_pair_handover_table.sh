@@ -18,6 +18,9 @@ require_env TANDEMD TANDEMCTL TCPINJECT
 require_kernel
 HB_MISS=${HB_MISS:-15}  # 20 ms x 15: nothing here depends on a fast detection
 FLOWS=${FLOWS:-3000}
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 TDM_ADDRESSING=transparent
 SPOOF_NET=10.$TDM_NET.128.0/17

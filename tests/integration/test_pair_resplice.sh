@@ -24,6 +24,9 @@ PYTHON=/usr/bin/python3
 TOOL=$(cd "$(dirname "$0")/../tools" && pwd)/keepalive_http.py
 # A 200 ms dead interval: on a busy shared machine a 100 ms loop stall is not a dead peer.
 HB_MISS=10
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 dump_state_extra() {
   local ns

@@ -30,6 +30,9 @@ require_kernel
 # 20 ms heartbeats, dead after 15 misses (300 ms): on a loaded CI machine a 100 ms dead interval
 # can fire spuriously, and nothing here depends on detecting a crash fast.
 HB_MISS=${HB_MISS:-15}
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 SWITCHOVERS=${SWITCHOVERS:-4}
 PAIR_MODE=${PAIR_MODE:-passthrough}

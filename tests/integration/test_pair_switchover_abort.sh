@@ -21,6 +21,9 @@ trap cleanup EXIT
 require_env TANDEMD TANDEMCTL TCPCHECK
 require_kernel
 HB_MISS=${HB_MISS:-100}
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 TDM_ADDRESSING=transparent
 

@@ -21,6 +21,9 @@ require_env TANDEMD TCPCHECK
 require_kernel
 # A 200 ms dead interval: a loop stalled by a busy machine is not taken for a dead peer.
 HB_MISS=10
+# Both nodes under SCHED_FIFO where the machine allows it (pair_lib.sh): 20 ms heartbeats on
+# a loaded machine, as docs/pair_sync.md advises.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 command -v iptables >/dev/null || skip_all "iptables not installed"
 
