@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tests/unit/sync_test_tables.h"
+
 namespace tandem::sync {
 namespace {
 
@@ -36,18 +38,6 @@ struct SourceTable : FlowSource {
     out = it->second;
     cursor = uint64_t{it->first} + 1;
     return true;
-  }
-};
-
-struct MirrorTable : UpdateSink {
-  std::unordered_map<FlowKey, FlowRecord, FlowKeyHash> flows;
-  BulkReceiver* bulk = nullptr;
-  void apply(const Update& u) noexcept override {
-    switch (u.kind) {
-      case UpdateKind::kUpsert: flows[u.flow.key] = u.flow; break;
-      case UpdateKind::kDelete: flows.erase(u.flow.key); break;
-      case UpdateKind::kBulkEnd: bulk->onBulkEnd(u.request_id, u.bulk_flows); break;
-    }
   }
 };
 

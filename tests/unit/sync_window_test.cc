@@ -14,6 +14,8 @@
 #include "sync/bulk.h"
 #include "sync/reliable.h"
 
+#include "tests/unit/sync_test_tables.h"
+
 namespace tandem::sync {
 namespace {
 
@@ -29,20 +31,6 @@ FlowRecord flow(uint32_t id, uint8_t state = 3) {
   f.splice_fields = true;
   return f;
 }
-
-struct Table : UpdateSink {
-  std::unordered_map<FlowKey, FlowRecord, FlowKeyHash> flows;
-  BulkReceiver* bulk = nullptr;
-  void apply(const Update& u) noexcept override {
-    switch (u.kind) {
-      case UpdateKind::kUpsert: flows[u.flow.key] = u.flow; break;
-      case UpdateKind::kDelete: flows.erase(u.flow.key); break;
-      case UpdateKind::kBulkEnd:
-        if (bulk != nullptr) bulk->onBulkEnd(u.request_id, u.bulk_flows);
-        break;
-    }
-  }
-};
 
 std::vector<uint64_t> seqs(const std::vector<Update>& v) {
   std::vector<uint64_t> out;
@@ -107,7 +95,7 @@ Ack transfer(ReliableSender& s, ReliableReceiver& r, uint64_t now, size_t per_fr
 
 TEST(SyncWindow, ALossResendsExactlyTheLostMessages) {
   ReliableSender s({1000, 30 * kMs, 64}, 5);
-  Table t;
+  MirrorTable t;
   ReliableReceiver r(t, 64);
   for (uint32_t i = 0; i < 40; ++i) ASSERT_TRUE(s.upsert(flow(i)));
   // Frames of 4 messages: frames 1 and 3 (seqs 5-8 and 13-16) are lost.
@@ -144,7 +132,7 @@ TEST(SyncWindow, ALossResendsExactlyTheLostMessages) {
 
 TEST(SyncWindow, ALostTailIsProbedAfterTheTimeoutThenResentWhole) {
   ReliableSender s({1000, 10 * kMs, 64}, 5);
-  Table t;
+  MirrorTable t;
   ReliableReceiver r(t, 64);
   for (uint32_t i = 0; i < 30; ++i) ASSERT_TRUE(s.upsert(flow(i)));
   // Frames of 6: the last three frames (seqs 13-30, 18 messages) are lost. No later message
@@ -336,7 +324,7 @@ BulkRun runBulk(size_t window, uint32_t flows) {
   src.n = flows;
   ReliableSender s({65536, 30 * kMs, window}, 3);
   BulkSender bulk(1024);
-  Table t;
+  MirrorTable t;
   ReliableReceiver r(t, kMaxSendWindow);
   BulkReceiver want;
   t.bulk = &want;
