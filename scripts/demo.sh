@@ -105,6 +105,9 @@ topo_down
 # ---------------------------------------------------------------------------------------------
 echo
 echo "######## part 2: the proxy pair and a failover ########"
+# Both nodes under SCHED_FIFO (daemon.realtime_priority), as docs/pair_sync.md advises for
+# 20 ms heartbeats: on a busy machine a normal-priority node can miss five in a row.
+PAIR_REALTIME=${PAIR_REALTIME:-10}
 pair_init
 TDM_ADDRESSING=transparent
 back=$(pair_group_back)
@@ -125,6 +128,7 @@ pair_config "$TDM_TMP/a.conf" 1 200 "$A_BACK" "$B_BACK"
 pair_config "$TDM_TMP/b.conf" 2 100 "$B_BACK" "$A_BACK"
 say "node A's [sync] section (B's differs in node_id, priority, bind and peer; same services)"
 sed -n '/^\[sync\]/,$p' "$TDM_TMP/a.conf" | sed 's/^/   | /'
+grep '^realtime_priority' "$TDM_TMP/a.conf" | sed 's/^/   | ([daemon]) /'
 
 say "A starts alone: it hears no peer, becomes active and takes the group"
 start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf"
