@@ -57,6 +57,9 @@ struct SyncConfig {
   TakeoverMode takeover = TakeoverMode::kGarp;
   MacAddress vmac{};                ///< takeover = vmac
   uint64_t shadow_bytes = 32u << 20;  ///< the standby's shadow ring
+  /// Heartbeats sent from a thread of their own while the loop keeps turning
+  /// (heartbeat_thread.h; docs/pair_sync.md, "Heartbeat thread").
+  bool heartbeat_thread = true;
 };
 
 /// Active health checks of a service's backends (proxy/tandemd/health).
