@@ -84,5 +84,15 @@ TEST(ConfigPair, HelpListsTheNewKeysWithDefaults) {
   EXPECT_NE(help.find("sync.garp_refresh_ms"), std::string::npos);
 }
 
+TEST(ConfigPair, HeartbeatThreadIsOnByDefaultAndSwitchable) {
+  EXPECT_TRUE(parseSync("").heartbeat_thread);
+  EXPECT_FALSE(parseSync("heartbeat_thread = off\n").heartbeat_thread);
+  EXPECT_TRUE(parseSync("heartbeat_thread = on\n").heartbeat_thread);
+  EXPECT_NE(error("heartbeat_thread = sometimes\n").find("sync.heartbeat_thread"),
+            std::string::npos);
+  const std::string help = configKeysHelp();
+  EXPECT_NE(help.find("sync.heartbeat_thread"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tandem
