@@ -83,14 +83,14 @@ constexpr bool loopTurnedRecently(uint64_t now_ns, uint64_t last_turn_ns,
   return now_ns <= last_turn_ns || now_ns - last_turn_ns <= limit_ns;
 }
 
-/// The stall limit for a heartbeat interval and miss count: the dead interval minus one
-/// interval. Then a loop stalled from time T sends its last heartbeat before T + limit and the
-/// peer takes over by T + limit + dead interval: a wedged loop costs at most one dead interval
-/// less one heartbeat interval more than a crash. (miss_count >= 2, so the limit is at least one
-/// interval, and the thread never withholds a heartbeat for a loop merely one tick behind.)
+/// The stall limit for a heartbeat interval and miss count: the dead interval. A loop that
+/// stops turning at time T sends its last heartbeat before T + dead interval and is taken over
+/// by T + 2 dead intervals: a loop wedged for a dead interval is treated as crashed at that
+/// moment. Shorter limits (the dead interval less one interval was tried first) withheld
+/// heartbeats for the 12-20 ms stalls a realtime loop shows when connections start under load,
+/// and so caused the very takeovers the thread is there to prevent (bench/RESULTS.md).
 constexpr uint64_t heartbeatStallLimitNs(uint64_t interval_ns, uint32_t miss_count) noexcept {
-  const uint64_t dead = interval_ns * miss_count;
-  return dead > interval_ns ? dead - interval_ns : interval_ns;
+  return interval_ns * miss_count;
 }
 
 }  // namespace tandem::sync
