@@ -9,7 +9,8 @@
 /// says "send now" (`sendNow()`, e.g. the handover heartbeat). The thread sends only while the
 /// loop's stamp is younger than the stall limit (sync::loopTurnedRecently); otherwise it
 /// withholds the heartbeat (counted, logged rate-limited), so a wedged loop lets the peer take
-/// over. It never takes a lock the loop holds: the snapshot and the stamp are atomics.
+/// over. It never takes a lock the loop holds during data-path work: the snapshot and the stamp
+/// are atomics (only its rate-limited log lines take stdio's lock, as the loop's do).
 ///
 /// Authentication: its own KeyRing (its own EVP_MAC contexts) and Sealers that share the loop's
 /// counters (sync::Sealer's sharing constructor), so each path's counter stays unique per
