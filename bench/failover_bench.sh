@@ -52,6 +52,7 @@
 #                 BULK_SIZES="100000 1000000" BULK_REPEAT=3 BULK_ABSENT_SIZES=100000
 #                 PERF=0 (1: perf record both daemons during each bulk) OUT=bench/out
 #                 SEND_WINDOW= (bulk: sync.send_window of both nodes; empty: the default)
+#                 HB_THREAD=on|off (sync.heartbeat_thread; unset: the daemon default, on)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 # Installs keepalived, conntrackd and gnuplot-nox with apt-get if missing (bench only).
 # Output: a markdown report on stdout and in $OUT/failover-<date>.md; raw data (client lines,
@@ -207,6 +208,9 @@ tandem_pair() {
     # [sync] is the config's last section (pair_config): vmac mode as in zeroloss_bench.sh.
     if [ "${TAKEOVER:-garp}" = vmac ]; then
       printf 'takeover = vmac\nvmac = 02:54:44:4d:00:01\n' >>"$TDM_TMP/$f.conf"
+    fi
+    if [ -n "${HB_THREAD:-}" ]; then  # sync.heartbeat_thread = on|off (default: the daemon's)
+      printf 'heartbeat_thread = %s\n' "$HB_THREAD" >>"$TDM_TMP/$f.conf"
     fi
   done
   start_node tandemd-a "$NS_PA" "$TDM_TMP/a.conf" || return 1

@@ -169,7 +169,7 @@ const char* rejectName(Reject r) noexcept {
 bool Sealer::seal(FrameWriter& writer, FrameHeader header) noexcept {
   if (!keys_.has(keys_.sendKey())) return false;
   header.key_id = keys_.sendKey();
-  header.counter = ++counter_;
+  header.counter = counter_->fetch_add(1, std::memory_order_relaxed) + 1;
   writer.finish(header);
   const std::span<uint8_t> frame = writer.frame();
   const std::span<uint8_t, kMacLen> mac = frame.last<kMacLen>();

@@ -15,6 +15,7 @@
 /// in nanoseconds (see Sealer), so a restarted sender is still above its peer's window.
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -99,19 +100,31 @@ enum class Reject : uint8_t {
 const char* rejectName(Reject r) noexcept;
 
 /// Seals outgoing frames: key id and counter into the header, then the MAC trailer.
+///
+/// The counter is atomic so that two threads can seal frames of one sender: the second thread
+/// gets its own Sealer over its own KeyRing (its own MAC contexts) that shares the first one's
+/// counter (the sharing constructor). Counters then stay unique and increasing in the order
+/// they were taken; frames can still leave (and arrive) slightly out of that order, which the
+/// receiver's ReplayWindow accepts within its kBits.
 class Sealer {
  public:
   /// `first_counter`: e.g. CLOCK_REALTIME in ns at startup, so counters never repeat.
   Sealer(const KeyRing& keys, uint64_t first_counter) noexcept
-      : keys_(keys), counter_(first_counter) {}
+      : keys_(keys), own_(first_counter), counter_(&own_) {}
+  /// Seals with `keys` but takes its counters from `share`'s counter space, which must outlive
+  /// this sealer. seal() may then run on two threads at once (one per Sealer).
+  Sealer(const KeyRing& keys, Sealer& share) noexcept : keys_(keys), counter_(share.counter_) {}
+  Sealer(const Sealer&) = delete;
+  Sealer& operator=(const Sealer&) = delete;
   /// Finishes `writer`'s frame with `header` (key id and counter overwritten) and writes its
   /// MAC. False if the send key is missing (the frame must then not be sent).
   bool seal(FrameWriter& writer, FrameHeader header) noexcept;
-  uint64_t lastCounter() const noexcept { return counter_; }
+  uint64_t lastCounter() const noexcept { return counter_->load(std::memory_order_relaxed); }
 
  private:
   const KeyRing& keys_;
-  uint64_t counter_;
+  std::atomic<uint64_t> own_{0};
+  std::atomic<uint64_t>* counter_;
 };
 
 /// Authenticates received frames and dispatches their items.

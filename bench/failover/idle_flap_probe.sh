@@ -12,6 +12,7 @@
 #   --rt  tandemd under chrt -r 50.   --front: heartbeats on the front network too.
 #   --vmac: sync.takeover = vmac (docs/vmac.md) instead of GARP.
 #   Defaults: --hb 10 --miss 3 --trials 4 --seconds 3 --mode quiet
+#   Environment: HB_THREAD=on|off (sync.heartbeat_thread; unset: the daemon default, on).
 # shellcheck disable=SC2034 # TDM_*, HB_* are read by lib.sh and pair_lib.sh
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -64,6 +65,9 @@ for ((t = 1; t <= TRIALS; t++)); do
   if [ "$VMAC" = 1 ]; then  # [sync] is the last section (pair_config)
     printf 'takeover = vmac\nvmac = 02:54:44:4d:00:01\n' | tee -a "$TDM_TMP/a.conf" >>"$TDM_TMP/b.conf"
   fi
+  if [ -n "${HB_THREAD:-}" ]; then  # sync.heartbeat_thread = on|off (default: the daemon's)
+    printf 'heartbeat_thread = %s\n' "$HB_THREAD" | tee -a "$TDM_TMP/a.conf" >>"$TDM_TMP/b.conf"
+  fi
   start_node a "$NS_PA" "$TDM_TMP/a.conf"
   wait_for 5 is_role "$NS_PA" active
   start_node b "$NS_PB" "$TDM_TMP/b.conf"
@@ -93,7 +97,7 @@ for ((t = 1; t <= TRIALS; t++)); do
     sleep "$SECS"
   fi
   for ns in "$NS_PA" "$NS_PB"; do
-    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late|rx_kernel_delay_max|rx_loop_delay_max|rx_delayed)|loop_lateness|callback_max|verdict_reads|rx_barrier)' |
+    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late|rx_kernel_delay_max|rx_loop_delay_max|rx_delayed|thread)|heartbeats_(withheld|sent)|loop_lateness|callback_max|verdict_reads|rx_barrier)' |
       sed "s/^/  $( [ "$ns" = "$NS_PA" ] && echo A || echo B): /"
   done
   n=$(cat "$TDM_TMP/a.log" "$TDM_TMP/b.log" | grep -c 'standby -> active')

@@ -62,6 +62,7 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"sync.addresses", "IFACE=ADDR/PLEN list: the group the active holds (required)"},
     {"sync.garp_count", "gratuitous ARP rounds at takeover, 1-100"},
     {"sync.defer", "true: a new flow's SYN-ACK waits until the standby acknowledged it"},
+    {"sync.heartbeat_thread", "on: heartbeats leave from their own thread while the loop turns"},
     {"sync.defer_timeout_ms", "longest such wait, 1-1000 ms; then it goes anyway (counted)"},
     {"sync.front_bind", "ADDRESS:PORT of this node's front-network heartbeat socket"},
     {"sync.front_peer", "ADDRESS:PORT of the peer's front heartbeat socket (with front_bind)"},
@@ -522,6 +523,9 @@ void crossCheck(const std::vector<ServiceConfig>& services) {
 /// The [sync] keys of deferral, front-path heartbeats and the GARP refresh.
 void parseSyncPairExtras(const Values& values, SyncConfig& s) {
   if (const Value* v = values.find("sync.defer")) s.defer = parseBool("sync.defer", *v);
+  if (const Value* v = values.find("sync.heartbeat_thread")) {
+    s.heartbeat_thread = parseBool("sync.heartbeat_thread", *v);
+  }
   if (const Value* v = values.find("sync.defer_timeout_ms")) {
     // Below the NFQUEUE hold store's own limit (NfQueue::kHoldTimeoutNs), which drops a packet
     // held longer.
@@ -795,6 +799,7 @@ std::string configKeysHelp() {
       {"sync.miss_count", std::to_string(SyncConfig{}.miss_count)},
       {"sync.garp_count", std::to_string(SyncConfig{}.garp_count)},
       {"sync.defer", SyncConfig{}.defer ? "true" : "false"},
+      {"sync.heartbeat_thread", SyncConfig{}.heartbeat_thread ? "on" : "off"},
       {"sync.defer_timeout_ms", std::to_string(SyncConfig{}.defer_timeout_ns / 1'000'000)},
       {"sync.garp_refresh_ms", std::to_string(SyncConfig{}.garp_refresh_ns / 1'000'000)},
       {"sync.takeover", "garp"},

@@ -60,6 +60,9 @@ struct SyncConfig {
   /// Sync messages in flight at most, unacknowledged by the standby (sync::ReliableConfig::
   /// window): paces a bulk resync by the standby's acks; one window must fit its receive buffer.
   uint32_t send_window = 8192;
+  /// Heartbeats sent from a thread of their own while the loop keeps turning
+  /// (heartbeat_thread.h; docs/pair_sync.md, "Heartbeat thread").
+  bool heartbeat_thread = true;
 };
 
 /// Active health checks of a service's backends (proxy/tandemd/health).

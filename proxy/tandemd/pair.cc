@@ -126,7 +126,15 @@ bool PairController::Impl::seal(sync::FrameWriter& w) noexcept {
   return true;
 }
 
-void PairController::Impl::sendHeartbeat() noexcept {
+void PairController::Impl::sendHeartbeat(bool periodic) noexcept {
+  if (hb_thread) {
+    // Published before the thread's next send: the role and epoch it sends change when the
+    // loop changes them. A heartbeat the role machine wants now (a role change, the handover,
+    // the loser of two actives) leaves at once from the thread too, so there is one sender.
+    hb_thread->publish(heartbeatSnapshot());
+    if (!periodic) hb_thread->sendNow();
+    return;
+  }
   const uint64_t now = monotonicNs();
   if (timing.hb_sent_prev_ns != 0) {
     timing.hb_tx_gap_max_ns = std::max(timing.hb_tx_gap_max_ns, now - timing.hb_sent_prev_ns);
@@ -275,7 +283,8 @@ void PairController::Impl::releaseAddresses() noexcept {
   }
 }
 
-void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now) noexcept {
+void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now,
+                                      bool periodic) noexcept {
   if (out.changed) {
     ++counters.role_changes;
     logf(LogLevel::kInfo, "pair: role %s -> %s (epoch %u): %s", sync::roleName(out.from),
@@ -299,7 +308,7 @@ void PairController::Impl::handleRole(const sync::RoleOutput& out, uint64_t now)
   }
   if (out.release_addresses) releaseAddresses();
   if (out.take_addresses) takeAddresses(now);
-  if (out.send_heartbeat) sendHeartbeat();
+  if (out.send_heartbeat) sendHeartbeat(periodic && !out.changed);
   if (out.start_barrier) startBarrier(now);
 }
 
@@ -325,8 +334,14 @@ void PairController::Impl::onRoleTick() noexcept {
     empty = onReadable();
     now = monotonicNs();
   }
-  handleRole(roles.tick(now), now);
+  handleRole(roles.tick(now), now, /*periodic=*/true);
   watchPaths(now);
+  // The heartbeat thread sends what was published last: keep flows, readiness and the update
+  // session current, and tell it the loop turned.
+  if (hb_thread) {
+    hb_thread->publish(heartbeatSnapshot());
+    loopTurned(monotonicNs());
+  }
 }
 
 void PairController::Impl::stopSyncingToDeadPeer(uint64_t now) noexcept {
@@ -394,6 +409,7 @@ void PairController::Impl::onPump() noexcept {
 
 void PairController::Impl::onTick() noexcept {
   const uint64_t start = monotonicNs();
+  loopTurned(start);
   const uint64_t now = start;
   if (vmac) vmac->tick(now);
   if (roles.role() == sync::Role::kActive) {
@@ -648,9 +664,11 @@ PairController::PairController(event_base* base, Engine& engine, const SyncConfi
        impl_->channel.localEndpoint().toString().c_str(), config.peer.toString().c_str(),
        static_cast<double>(config.heartbeat_interval_ns) / 1e9, config.miss_count,
        config.addresses.members.size());
+  if (config.heartbeat_thread) self->startHeartbeatThread();
 }
 
 PairController::~PairController() {
+  if (impl_->hb_thread) impl_->hb_thread->stop();  // before the events and sockets go
   if (impl_->timer_ev != nullptr) event_free(impl_->timer_ev);
   if (impl_->role_ev != nullptr) event_free(impl_->role_ev);
   if (impl_->read_ev != nullptr) event_free(impl_->read_ev);
@@ -660,6 +678,7 @@ PairController::~PairController() {
 }
 
 void PairController::afterPackets() noexcept {
+  impl_->loopTurned(monotonicNs());  // a data-path batch done: the loop is turning
   if (impl_->roles.role() == sync::Role::kActive) impl_->flushNewFlows(monotonicNs());
 }
 
@@ -668,6 +687,8 @@ void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {
 }
 
 void PairController::shutdown() noexcept {
+  // A node shutting down is silent at once: the peer takes over as from a crash.
+  if (impl_->hb_thread) impl_->hb_thread->stop();
   if (impl_->addresses_held) impl_->releaseAddresses();
   if (impl_->vmac) impl_->vmac->shutdown();
 }
@@ -798,6 +819,7 @@ std::string PairController::metricsText() const {
     sample(name, value);
   }
   p.timingMetrics(out);
+  p.heartbeatThreadMetrics(out);
   if (p.vmac) out += p.vmac->metricsText();
   return out;
 }

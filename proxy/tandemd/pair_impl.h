@@ -24,6 +24,7 @@
 #include "proxy/tandemd/pair.h"
 #include "proxy/tandemd/deferral.h"
 #include "proxy/tandemd/flow_record.h"
+#include "proxy/tandemd/heartbeat_thread.h"
 #include "proxy/io/log.h"
 #include "proxy/io/rx_barrier.h"
 #include "proxy/io/udp_channel.h"
@@ -174,10 +175,22 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void schedulePump() noexcept;
   void onPump() noexcept;
   void timingMetrics(std::string& out) const;
-  void handleRole(const sync::RoleOutput& out, uint64_t now) noexcept;
+  /// `periodic`: the role timer's output; its heartbeat is the regular one (with the heartbeat
+  /// thread, only published: the thread keeps its own cadence).
+  void handleRole(const sync::RoleOutput& out, uint64_t now, bool periodic = false) noexcept;
   void takeAddresses(uint64_t now) noexcept;
   void releaseAddresses() noexcept;
-  void sendHeartbeat() noexcept;
+  /// Sends a heartbeat now (with the heartbeat thread: publishes it and asks the thread to
+  /// send it at once), or with `periodic` the regular one (with the thread: publishes only).
+  void sendHeartbeat(bool periodic = false) noexcept;
+  // The heartbeat thread (sync.heartbeat_thread, heartbeat_thread.h).
+  void startHeartbeatThread();
+  sync::HeartbeatSnapshot heartbeatSnapshot() const noexcept;
+  /// The loop turned: stamps the heartbeat thread's liveness clock.
+  void loopTurned(uint64_t now) noexcept {
+    if (hb_thread) hb_thread->loopTurned(now);
+  }
+  void heartbeatThreadMetrics(std::string& out) const;
   void sendUpdates(uint64_t now, uint64_t budget_ns = pair_detail::kSendBudgetNs) noexcept;
   void sendAck() noexcept;
   void sendBulkRequest(const sync::BulkRequest& r) noexcept;
@@ -377,6 +390,9 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   std::unique_ptr<event, void (*)(event*)> withdraw_ev{nullptr, &event_free};
   GroupResult withdraw_result;
   std::jthread withdraw_thread;
+  /// The heartbeat thread; declared last so that it is joined before the sockets and sealers
+  /// it uses go.
+  std::unique_ptr<HeartbeatThread> hb_thread;
   /// Stays active: the group back if it was withdrawn, the data path resumed, the request
   /// answered 409.
   void abortSwitchover(std::string message) noexcept;

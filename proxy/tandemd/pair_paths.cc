@@ -284,7 +284,8 @@ void PairController::Impl::timingMetrics(std::string& out) const {
       "# HELP tandem_pair_heartbeat_tx_gap_max_microseconds Largest interval between two "
       "heartbeats this node sent.\n"
       "# TYPE tandem_pair_heartbeat_tx_gap_max_microseconds gauge\n"
-      "tandem_pair_heartbeat_tx_gap_max_microseconds " + us(timing.hb_tx_gap_max_ns) + "\n";
+      "tandem_pair_heartbeat_tx_gap_max_microseconds " +
+      us(hb_thread ? hb_thread->stats().tx_gap_max_ns : timing.hb_tx_gap_max_ns) + "\n";
   out +=
       "# HELP tandem_pair_loop_lateness_max_microseconds How late the role timer ran at worst "
       "(the event loop was busy, or the process was not scheduled).\n"

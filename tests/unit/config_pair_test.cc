@@ -96,5 +96,15 @@ TEST(ConfigPair, SendWindowDefaultsTo8192AndIsBounded) {
   EXPECT_NE(help.find("(default 8192)"), std::string::npos);
 }
 
+TEST(ConfigPair, HeartbeatThreadIsOnByDefaultAndSwitchable) {
+  EXPECT_TRUE(parseSync("").heartbeat_thread);
+  EXPECT_FALSE(parseSync("heartbeat_thread = off\n").heartbeat_thread);
+  EXPECT_TRUE(parseSync("heartbeat_thread = on\n").heartbeat_thread);
+  EXPECT_NE(error("heartbeat_thread = sometimes\n").find("sync.heartbeat_thread"),
+            std::string::npos);
+  const std::string help = configKeysHelp();
+  EXPECT_NE(help.find("sync.heartbeat_thread"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tandem
