@@ -71,6 +71,8 @@ class FlowTable {
   }
 
  private:
+  /// A mapped, value-initialised chunk of kChunkSize flows; nullptr when out of memory.
+  static Flow* newChunk() noexcept;
   static constexpr uint32_t kChunkBits = 14;
   static constexpr uint32_t kChunkSize = 1u << kChunkBits;
   static constexpr uint32_t kChunkMask = kChunkSize - 1;

@@ -93,6 +93,18 @@ TEST(FlowTable, RandomInsertRemoveMatchesModel) {
   EXPECT_EQ(t.size(), live.size());
 }
 
+// The index and the first chunk of flows are built (and faulted in) by the constructor, at
+// start-up, so the first connections do not pay for page faults on the packet path; the first
+// allocation maps nothing new.
+TEST(FlowTable, IndexAndFirstChunkExistBeforeTheFirstFlow) {
+  FlowTable t(100'000, 1);
+  const size_t at_start = t.memoryBytes();
+  EXPECT_GE(at_start, size_t{16384} * sizeof(Flow));
+  const uint32_t slot = t.allocate();
+  ASSERT_NE(slot, FlowTable::kNone);
+  EXPECT_EQ(t.memoryBytes(), at_start);
+}
+
 TEST(FlowTable, MemoryPerFlowAtOneMillionIsUnder256Bytes) {
   constexpr size_t kFlows = 1'000'000;
   FlowTable t(kFlows, 1);
