@@ -678,8 +678,9 @@ PairController::~PairController() {
 }
 
 void PairController::afterPackets() noexcept {
-  impl_->loopTurned(monotonicNs());  // a data-path batch done: the loop is turning
-  if (impl_->roles.role() == sync::Role::kActive) impl_->flushNewFlows(monotonicNs());
+  const uint64_t now = monotonicNs();
+  impl_->loopTurned(now);  // a data-path batch done: the loop is turning
+  if (impl_->roles.role() == sync::Role::kActive) impl_->flushNewFlows(now);
 }
 
 void PairController::setHeldReleaser(std::function<void(uint64_t)> fn) {

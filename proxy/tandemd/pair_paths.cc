@@ -235,40 +235,32 @@ void PairController::Impl::watchPaths(uint64_t now) noexcept {
 void PairController::Impl::timingMetrics(std::string& out) const {
   static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
   auto us = [](uint64_t ns) { return std::to_string(ns / 1000); };
-  out +=
-      "# HELP tandem_pair_heartbeat_rx_gap_max_microseconds Largest interval between two peer "
-      "heartbeats received on a path (gaps over 10 s, a peer restart, excluded).\n"
-      "# TYPE tandem_pair_heartbeat_rx_gap_max_microseconds gauge\n";
-  for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_heartbeat_rx_gap_max_microseconds{path=\"") + kNames[i] +
-           "\"} " + us(timing.hb_rx_gap_max_ns[i]) + "\n";
-  }
-  out +=
-      "# HELP tandem_pair_heartbeat_rx_late_total Peer heartbeats received more than two "
-      "intervals after the previous one on the same path.\n"
-      "# TYPE tandem_pair_heartbeat_rx_late_total counter\n";
-  for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_heartbeat_rx_late_total{path=\"") + kNames[i] + "\"} " +
-           std::to_string(timing.hb_rx_late[i]) + "\n";
-  }
-  out +=
-      "# HELP tandem_pair_heartbeat_rx_kernel_delay_max_microseconds Largest time from the "
-      "peer's send (its clock, in the heartbeat) to our kernel's receive timestamp "
-      "(SO_TIMESTAMPNS), per path: the network path, softirq included. Exact only when both "
-      "nodes share a clock.\n"
-      "# TYPE tandem_pair_heartbeat_rx_kernel_delay_max_microseconds gauge\n";
-  for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_heartbeat_rx_kernel_delay_max_microseconds{path=\"") +
-           kNames[i] + "\"} " + us(timing.hb_kernel_delay_max_ns[i]) + "\n";
-  }
-  out +=
-      "# HELP tandem_pair_heartbeat_rx_loop_delay_max_microseconds Largest time from our "
-      "kernel's receive timestamp of a peer heartbeat to its handling by the role machine.\n"
-      "# TYPE tandem_pair_heartbeat_rx_loop_delay_max_microseconds gauge\n";
-  for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_heartbeat_rx_loop_delay_max_microseconds{path=\"") +
-           kNames[i] + "\"} " + us(timing.hb_loop_delay_max_ns[i]) + "\n";
-  }
+  // One family with a sample per path.
+  auto perPath = [&](const char* name, const char* type, const char* help,
+                     const std::array<uint64_t, sync::kPathCount>& values, bool micros) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    for (size_t i = 0; i < sync::kPathCount; ++i) {
+      out += std::string(name) + "{path=\"" + kNames[i] + "\"} " +
+             (micros ? us(values[i]) : std::to_string(values[i])) + "\n";
+    }
+  };
+  perPath("tandem_pair_heartbeat_rx_gap_max_microseconds", "gauge",
+          "Largest interval between two peer heartbeats received on a path (gaps over 10 s, a "
+          "peer restart, excluded).",
+          timing.hb_rx_gap_max_ns, true);
+  perPath("tandem_pair_heartbeat_rx_late_total", "counter",
+          "Peer heartbeats received more than two intervals after the previous one on the same "
+          "path.",
+          timing.hb_rx_late, false);
+  perPath("tandem_pair_heartbeat_rx_kernel_delay_max_microseconds", "gauge",
+          "Largest time from the peer's send (its clock, in the heartbeat) to our kernel's "
+          "receive timestamp (SO_TIMESTAMPNS), per path: the network path, softirq included. "
+          "Exact only when both nodes share a clock.",
+          timing.hb_kernel_delay_max_ns, true);
+  perPath("tandem_pair_heartbeat_rx_loop_delay_max_microseconds", "gauge",
+          "Largest time from our kernel's receive timestamp of a peer heartbeat to its handling "
+          "by the role machine.",
+          timing.hb_loop_delay_max_ns, true);
   out +=
       "# HELP tandem_pair_heartbeat_rx_delayed_total Peer heartbeats delayed by more than one "
       "interval, by where: kernel (send to our kernel's timestamp) or loop (timestamp to "

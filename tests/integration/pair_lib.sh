@@ -233,6 +233,18 @@ pair_servers_up() {
   fi
 }
 
+# crash_a_check_b LABEL A_PID: A is killed (crash_node) and B must become active holding the
+# VIP (a PASS/FAIL line "LABEL: B becomes active and holds the VIP").
+crash_a_check_b() {
+  log "$1: killing A (SIGKILL) and taking its links down"
+  crash_node "$2" "$NS_PA"
+  if wait_for 5 is_role "$NS_PB" active && wait_for 2 has_addr "$NS_PB" front "$VIP"; then
+    pass "$1: B becomes active and holds the VIP"
+  else
+    fail "$1: B becomes active and holds the VIP" "B's role: '$(role_of "$NS_PB")'"
+  fi
+}
+
 # check_survivors LABEL N CONNS_PID STREAM_PID CONNS_LOG STREAM_LOG: waits for the held
 # connections' and the stream's tcpcheck and checks that all N connections and the stream
 # verified every byte (PASS/FAIL lines "LABEL: ...").

@@ -170,14 +170,7 @@ run_case() {
     fail "$name" "B has $(client_flows_on "$NS_PB" "$BE2") on backend 2"
   fi
 
-  log "$a: killing A (SIGKILL) and taking its links down"
-  crash_node "$a_pid" "$NS_PA"
-  name="$a: B becomes active and holds the VIP"
-  if wait_for 5 is_role "$NS_PB" active && wait_for 2 has_addr "$NS_PB" front "$VIP"; then
-    pass "$name"
-  else
-    fail "$name" "B's role: '$(role_of "$NS_PB")'"
-  fi
+  crash_a_check_b "$a" "$a_pid"
 
   name="$a: the moved connections carry on through B against backend 2, every response correct"
   local ok=1 r

@@ -76,15 +76,7 @@ run_case() {
     fail "$name" "A has $a_flows, B has $b_flows, spliced $spliced, B refused $refused"
   fi
 
-  log "$a: killing A (SIGKILL) and taking its links down"
-  crash_node "$a_pid" "$NS_PA"
-
-  name="$a: B becomes active and holds the VIP"
-  if wait_for 5 is_role "$NS_PB" active && wait_for 2 has_addr "$NS_PB" front "$VIP"; then
-    pass "$name"
-  else
-    fail "$name" "B's role: '$(role_of "$NS_PB")'"
-  fi
+  crash_a_check_b "$a" "$a_pid"
 
   check_survivors "$a: after the crash" "$CONNS" "$conns_pid" "$stream_pid" \
     "$TDM_TMP/conns-$a.log" "$TDM_TMP/stream-$a.log"
