@@ -1,0 +1,57 @@
+#pragma once
+/// @file The I/O adapter of the kernel fast path: loads proxy/fastpath/fastpath.bpf.c (built into
+/// tandemd), attaches it at tc ingress (tcx links, so it detaches when the process dies) and
+/// gives the daemon the flow map, the statistics and the close-event ring. Thin: no policy here;
+/// which flows go on the fast path is the engine's decision (proxy/core).
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/fastpath/fastpath_abi.h"
+
+namespace tandem {
+
+class KernelFastPath {
+ public:
+  /// Loads the program and creates its maps (`max_entries` directions; two per flow).
+  /// Throws std::runtime_error naming what failed (no BPF, verifier log excerpt, ...).
+  explicit KernelFastPath(uint32_t max_entries);
+  ~KernelFastPath();  ///< detaches everywhere, closes the maps
+  KernelFastPath(const KernelFastPath&) = delete;
+  KernelFastPath& operator=(const KernelFastPath&) = delete;
+
+  /// Attaches at tc ingress of the interface (by name, in the caller's network namespace).
+  /// Throws std::runtime_error naming the interface on failure.
+  void attach(const std::string& ifname);
+  std::vector<std::string> attached() const;
+
+  /// Map operations; noexcept, false on failure (errno kept).
+  bool update(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
+  bool lookup(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept;
+  bool erase(const tandem_fp_key& key) noexcept;
+  /// Removes every entry (a node that stops being active).
+  size_t clear() noexcept;
+
+  /// Sum over CPUs of TANDEM_FP_STATS_MAP.
+  std::vector<uint64_t> stats() const noexcept;
+
+  /// Readable when close events are waiting (for the event loop).
+  int eventFd() const noexcept;
+  /// Hands every waiting close event to `fn`; returns how many.
+  size_t drainEvents(const std::function<void(const tandem_fp_event&)>& fn) noexcept;
+
+  /// Runs the loaded program once on `pkt` (an IPv4 packet; an Ethernet header is prepended)
+  /// with BPF_PROG_TEST_RUN and copies the result back without it; returns the tc action, or -1.
+  /// For tests: this is how the unit tests compare the kernel's translation with the engine's.
+  int testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out = nullptr) noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem
