@@ -1,0 +1,41 @@
+#pragma once
+/// @file What the engine needs of a kernel fast path (pure interface; the daemon implements it
+/// over KernelFastPath, the unit tests with a fake map). The engine decides which flows go on
+/// the fast path and when they leave it; the port only stores and returns map entries.
+///
+/// Contract (the engine's side):
+///  - A flow goes on the fast path lazily: on an ordinary segment (no SYN/FIN/RST) the engine
+///    forwards for an established flow whose both directions were seen, nothing pending (splice
+///    handshake, deferral), its service not re-splicing, its backend UP, the node not a standby.
+///    It then writes two entries, one per direction, keyed by the tuple each direction arrives
+///    with, carrying exactly the translation translateSegment() applies.
+///  - A flow leaves the fast path whenever the engine must see its packets again or it goes
+///    away: retired, reset, moved, backend no longer UP, node becomes standby. Its entries are
+///    erased; what the kernel saw (tandem_fp_rewrite's "seen" fields) refreshes the flow's idle
+///    time, and its window tracking restarts liberal (as after a takeover).
+///  - A packet of a fast flow can still reach the engine through NFQUEUE (SYN, FIN/RST without
+///    TANDEM_FP_CLOSE_FAST, anything the program could not parse, packets in flight while the
+///    entry was written): the engine handles it as a packet of that flow.
+///  - Idle expiry of a fast flow asks the port for the kernel's last_ns first.
+
+#include <cstddef>
+#include <cstdint>
+
+#include "proxy/fastpath/fastpath_abi.h"
+
+namespace tandem {
+
+class FastPathPort {
+ public:
+  virtual ~FastPathPort() = default;
+  /// Writes (or replaces) one direction's entry; false when the map refused it (full).
+  virtual bool put(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept = 0;
+  /// Reads one direction's entry (with what the kernel saw); false if absent.
+  virtual bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept = 0;
+  /// Erases one direction's entry; false if absent.
+  virtual bool erase(const tandem_fp_key& key) noexcept = 0;
+  /// Erases every entry.
+  virtual void clear() noexcept = 0;
+};
+
+}  // namespace tandem
