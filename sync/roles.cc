@@ -5,7 +5,7 @@
 namespace tandem::sync {
 
 RoleMachine::RoleMachine(RolesConfig config, uint64_t now_ns) noexcept
-    : config_(config), started_ns_(now_ns), next_heartbeat_ns_(now_ns) {
+    : config_(config), watch_from_ns_(now_ns), next_heartbeat_ns_(now_ns) {
   if (config_.interval_ns == 0) config_.interval_ns = 1;
   if (config_.miss_count == 0) config_.miss_count = 1;
 }
@@ -36,7 +36,7 @@ bool RoleMachine::peerAlive(uint64_t now_ns) const noexcept {
 uint64_t RoleMachine::nextTimerNs() const noexcept {
   uint64_t t = next_heartbeat_ns_;
   if (role_ == Role::kStandby) {
-    uint64_t dead_at = started_ns_ + deadIntervalNs();
+    uint64_t dead_at = watch_from_ns_ + deadIntervalNs();
     for (size_t i = 0; i < kPathCount; ++i) {
       if (heard_[i]) dead_at = std::max(dead_at, last_heard_ns_[i] + deadIntervalNs());
     }
@@ -167,13 +167,22 @@ RoleOutput RoleMachine::onHeartbeat(Path path, uint32_t node_id, const Heartbeat
 
 RoleOutput RoleMachine::tick(uint64_t now_ns) noexcept {
   RoleOutput out;
+  // Own stall: this node was frozen past its own timer by more than an interval. The peer's
+  // heartbeats were likely frozen by the same cause (both nodes starved on one host, or the
+  // peer's sent at the same instant we resumed and not yet through the kernel), so its silence
+  // so far proves nothing: watch it for a whole dead interval from now.
+  if (expected_tick_ns_ != 0 && now_ns > expected_tick_ns_ &&
+      now_ns - expected_tick_ns_ > config_.interval_ns) {
+    ++self_stalls_;
+    if (config_.own_stalls && role_ == Role::kStandby) watch_from_ns_ = std::max(watch_from_ns_, now_ns);
+  }
   // A standby still resyncing holds only part of the table: a takeover would lose the rest,
   // and a lapse that short is more likely a loaded loop or a flooded socket than a dead active.
   // It waits twice the dead interval while the last peer it heard was active.
   const bool patient = !ready_ && peer_seen_ && peer_.role == Role::kActive &&
                        peerHeardWithin(now_ns, 2 * deadIntervalNs());
   if (role_ == Role::kStandby && !peerAlive(now_ns) && !handover_ && !patient &&
-      now_ns - started_ns_ >= deadIntervalNs()) {
+      now_ns - watch_from_ns_ >= deadIntervalNs()) {
     const bool barrier = config_.barrier_timeout_ns != 0;
     if (!barrier || barrier_done_) {
       out = takeOver(peer_seen_ ? "peer heartbeats lost on both paths"
@@ -194,6 +203,7 @@ RoleOutput RoleMachine::tick(uint64_t now_ns) noexcept {
     out = takeOver("peer died during the handover");
   }
   if (out.changed || now_ns >= next_heartbeat_ns_) sendSoon(out, now_ns);
+  expected_tick_ns_ = nextTimerNs();
   return out;
 }
 
@@ -213,7 +223,7 @@ RoleOutput RoleMachine::setFault(bool fault, uint64_t now_ns) noexcept {
     handover_ = false;
     out = change(Role::kFault, "local fault");
   } else {
-    started_ns_ = now_ns;  // give the peer a dead interval to be heard before taking over
+    watch_from_ns_ = now_ns;  // give the peer a dead interval to be heard before taking over
     out = change(Role::kStandby, "local fault cleared");
   }
   sendSoon(out, now_ns);

@@ -29,6 +29,11 @@
 ///   reached the sockets and been read). A heartbeat heard meanwhile cancels the takeover; the
 ///   takeover happens when the barrier is done and the peer is still silent, or when the barrier
 ///   has not completed within barrier_timeout_ns.
+/// - Own stalls (RolesConfig::own_stalls): a tick() later than nextTimerNs() by more than one interval means this node
+///   itself was not running (its loop starved of CPU). Silence measured across that gap is not
+///   the peer's: a stall that froze this node often froze the peer's sender too (same host,
+///   same hypervisor). The peer then has a whole dead interval, observed from that tick on, to
+///   be heard before it counts as dead.
 
 #include <array>
 #include <cstddef>
@@ -51,6 +56,9 @@ struct RolesConfig {
   /// 0: no receive-path barrier (take over as soon as the peer is dead). Otherwise the longest
   /// wait for one before taking over anyway.
   uint64_t barrier_timeout_ns = 0;
+  /// The own-stall rule (below). The daemon, which ticks several times an interval, turns it
+  /// on; a caller that ticks only at nextTimerNs() may see its own late ticks as stalls.
+  bool own_stalls = false;
 };
 
 /// What the daemon must do after an event. Several flags can be set at once; do them in the
@@ -86,6 +94,8 @@ class RoleMachine {
   uint64_t barrierSaves() const noexcept { return barrier_saves_; }
   /// Takeovers made because a barrier did not complete within barrier_timeout_ns.
   uint64_t barrierTimeouts() const noexcept { return barrier_timeouts_; }
+  /// Ticks that came more than one interval late (see the own-stall rule above).
+  uint64_t selfStalls() const noexcept { return self_stalls_; }
   /// A local fault appeared (true) or cleared (false): a link down, the data path unhealthy.
   RoleOutput setFault(bool fault, uint64_t now_ns) noexcept;
   /// Planned switchover (tandemctl switchover), on the active. Refused (reason set, nothing
@@ -135,8 +145,11 @@ class RoleMachine {
   bool fault_ = false;
   bool handover_ = false;       ///< announcing a planned handover
   bool preempt_suppressed_ = false;
-  uint64_t started_ns_;
+  /// Silence counts from here: start-up, a cleared fault, this node's own last stall.
+  uint64_t watch_from_ns_;
   uint64_t next_heartbeat_ns_;
+  uint64_t expected_tick_ns_ = 0;  ///< nextTimerNs() as of the last tick()
+  uint64_t self_stalls_ = 0;
   bool peer_seen_ = false;
   uint32_t peer_node_ = 0;
   Heartbeat peer_;

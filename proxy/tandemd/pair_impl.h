@@ -150,7 +150,8 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
         roles(sync::RolesConfig{c.node_id, c.priority, c.preempt, c.heartbeat_interval_ns,
                                 c.miss_count,
                                 std::max(pair_detail::kBarrierTimeoutNs,
-                                         c.heartbeat_interval_ns * c.miss_count)},
+                                         c.heartbeat_interval_ns * c.miss_count),
+                                /*own_stalls=*/true},
               monotonicNs()),
         garp_schedule(GarpScheduleConfig{c.garp_count, 20'000'000, c.garp_refresh_ns}),
         deferred(c.defer_timeout_ns) {}

@@ -304,7 +304,12 @@ void PairController::Impl::timingMetrics(std::string& out) const {
       "tandem_pair_rx_barriers_total{outcome=\"saved\"} " +
       std::to_string(roles.barrierSaves()) + "\n"
       "tandem_pair_rx_barriers_total{outcome=\"timeout\"} " +
-      std::to_string(roles.barrierTimeouts()) + "\n";
+      std::to_string(roles.barrierTimeouts()) + "\n"
+      "# HELP tandem_pair_own_stalls_total Role ticks more than a heartbeat interval late: this "
+      "node was not running, so the peer's silence across the gap was not counted against it "
+      "(a standby then watches a whole dead interval from the late tick).\n"
+      "# TYPE tandem_pair_own_stalls_total counter\n"
+      "tandem_pair_own_stalls_total " + std::to_string(roles.selfStalls()) + "\n";
   out +=
       "# HELP tandem_pair_rx_barrier_wait_max_microseconds Longest time until a receive-path "
       "barrier's probes all came back.\n"

@@ -531,5 +531,65 @@ TEST(SyncRoles, WithoutABarrierTheTakeoverIsImmediate) {
   EXPECT_TRUE(o.changed);
 }
 
+// Own stalls: a standby whose own loop was frozen does not count the freeze against the peer.
+RoleMachine stallMachine(bool own_stalls) {
+  RolesConfig c = cfg(1);
+  c.own_stalls = own_stalls;
+  RoleMachine m(c, 0);
+  m.setReady(true);
+  m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 0);
+  m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), 0);
+  for (uint64_t t = 0; t <= 10 * kMs; t += kMs) EXPECT_FALSE(m.tick(t).changed);
+  return m;
+}
+
+TEST(SyncRoles, TicksOnTimeAreNeverOwnStalls) {
+  RoleMachine m = stallMachine(true);
+  for (uint64_t t = 10 * kMs; t <= 1000 * kMs; t += 2 * kMs) {
+    if (t % (10 * kMs) == 0) m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), t);
+    EXPECT_FALSE(m.tick(t).changed);
+  }
+  EXPECT_EQ(m.selfStalls(), 0u);
+  // Ticking on time, a silent peer (last heard at 1000 ms) is dead after exactly the dead
+  // interval.
+  for (uint64_t t = 1002 * kMs; t < 1030 * kMs; t += 2 * kMs) EXPECT_FALSE(m.tick(t).changed);
+  EXPECT_TRUE(m.tick(1030 * kMs).changed);
+}
+
+TEST(SyncRoles, OwnStallGivesThePeerAWholeDeadIntervalFromTheLateTick) {
+  RoleMachine m = stallMachine(true);
+  // Frozen from 10 ms to 80 ms: the peer was last heard 80 ms ago, far past the 30 ms dead
+  // interval, but this node saw none of that time.
+  EXPECT_FALSE(m.tick(80 * kMs).changed);
+  EXPECT_EQ(m.selfStalls(), 1u);
+  EXPECT_EQ(m.role(), Role::kStandby);
+  for (uint64_t t = 81 * kMs; t < 110 * kMs; t += kMs) EXPECT_FALSE(m.tick(t).changed);
+  EXPECT_EQ(m.selfStalls(), 1u);
+  // Still silent a whole dead interval after the stall: dead.
+  const RoleOutput o = m.tick(110 * kMs);
+  EXPECT_TRUE(o.changed);
+  EXPECT_EQ(o.to, Role::kActive);
+}
+
+TEST(SyncRoles, PeerHeardAfterBothStalledKeepsItsRole) {
+  RoleMachine m = stallMachine(true);
+  EXPECT_FALSE(m.tick(80 * kMs).changed);
+  // The peer's sender was frozen by the same cause; its next heartbeat comes soon after.
+  EXPECT_FALSE(m.onHeartbeat(Path::kSync, 2, hb(Role::kActive, 4), 83 * kMs).changed);
+  for (uint64_t t = 84 * kMs; t < 200 * kMs; t += kMs) {
+    if (t % (10 * kMs) == 3 * kMs) m.onHeartbeat(Path::kFront, 2, hb(Role::kActive, 4), t);
+    EXPECT_FALSE(m.tick(t).changed);
+  }
+  EXPECT_EQ(m.role(), Role::kStandby);
+}
+
+TEST(SyncRoles, WithoutTheOwnStallRuleALateTickTakesOverAtOnce) {
+  RoleMachine m = stallMachine(false);
+  const RoleOutput o = m.tick(80 * kMs);
+  EXPECT_TRUE(o.changed);
+  EXPECT_EQ(o.to, Role::kActive);
+  EXPECT_EQ(m.selfStalls(), 1u);  // counted either way
+}
+
 }  // namespace
 }  // namespace tandem::sync
