@@ -97,7 +97,7 @@ for ((t = 1; t <= TRIALS; t++)); do
     sleep "$SECS"
   fi
   for ns in "$NS_PA" "$NS_PB"; do
-    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late|rx_kernel_delay_max|rx_loop_delay_max|rx_delayed|thread)|heartbeats_(withheld|sent)|loop_lateness|callback_max|verdict_reads|rx_barrier)' |
+    http_in "$ns" /metrics | grep -E '^tandem_pair_(heartbeat_(rx_gap_max|tx_gap_max|rx_late|rx_kernel_delay_max|rx_loop_delay_max|rx_delayed|thread)|heartbeats_(withheld|sent)|loop_lateness|callback_max|verdict_reads|rx_barrier|own_stalls)' |
       sed "s/^/  $( [ "$ns" = "$NS_PA" ] && echo A || echo B): /"
   done
   n=$(cat "$TDM_TMP/a.log" "$TDM_TMP/b.log" | grep -c 'standby -> active')
