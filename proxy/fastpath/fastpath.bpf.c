@@ -26,6 +26,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* The layouts tandemd writes and reads (fastpath_abi.h checks the same on the C++ side). */
+_Static_assert(sizeof(struct tandem_fp_key) == 12, "tandem_fp_key layout");
+_Static_assert(sizeof(struct tandem_fp_rewrite) == 64, "tandem_fp_rewrite layout");
+_Static_assert(sizeof(struct tandem_fp_event) == 32, "tandem_fp_event layout");
+
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 1); /* set by the loader before load */
