@@ -489,15 +489,19 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
   for (bool last_ack_in_kernel : {false, true}) {
     SCOPED_TRACE(last_ack_in_kernel ? "last ACK in the kernel" : "last ACK through the engine");
     Pair p;
+    const int gets = p.port.gets, erases = p.port.erases;
     p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1101, 5201, kFin | kAck), 3 * kSec);
     ASSERT_EQ(p.s.client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
     EXPECT_EQ(stateOf(p.fast), TcpState::kFinWait);
     p.expectSame("client FIN");
     EXPECT_EQ(p.port.map.size(), 2u);  // half-closed: the response direction stays fast
+    EXPECT_EQ(p.port.gets, gets);      // and it cost no port call
 
     const tandem_fp_event bfin = p.port.close(kBackendKey, 3 * kSec, 5201, 1102, kFin | kAck);
     if (last_ack_in_kernel) p.port.forward(kClientKey, 3 * kSec, 1102, 5202, 0, kAck);
     p.fast.fastPathClose(bfin, 3 * kSec);
+    EXPECT_EQ(p.port.gets, gets + 2);  // leaving: one read and one erase per direction
+    EXPECT_EQ(p.port.erases, erases + 2);
     ASSERT_EQ(p.s.backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
     if (!last_ack_in_kernel) {
       EXPECT_EQ(stateOf(p.fast), TcpState::kLastAck);
