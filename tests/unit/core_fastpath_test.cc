@@ -650,6 +650,27 @@ TEST(FastPath, BackendDownResetsWithTheKernelsEdgesAndErases) {
                                                                   {kBackend, 1041}}));
 }
 
+TEST(FastPath, ADrainingBackendsFlowLeavesAndStaysOffUntilItIsUpAgain) {
+  Engine e(config(Mode::kPassthrough));
+  FakeFastPathPort port;
+  e.setFastPath(&port, false);
+  Passthrough c{e};
+  c.open();
+  port.forward(kClientKey, 5 * kSec, 1001, 5001, 40, kAck);
+  e.setBackendState(0, 0, BackendState::kDraining, 6 * kSec);
+  EXPECT_EQ(e.activeFlows(), 1u);  // busy, with nowhere to go: carries on through the engine
+  EXPECT_TRUE(port.map.empty());
+  // It carries on through the engine, from where the kernel left it.
+  ASSERT_EQ(c.client(kAck | kPsh, 1041, 5001, 10, 7 * kSec).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(c.backend(kAck, 5001, 1051, 0, 7 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(e.counters().seq_out_of_window, 0u);
+  EXPECT_EQ(port.puts, 2);  // not while draining
+  e.setBackendState(0, 0, BackendState::kUp, 8 * kSec);
+  ASSERT_EQ(c.client(kAck, 1051, 5001, 0, 8 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(port.map.size(), 2u);
+  EXPECT_EQ(e.counters().fastpath_installs, 2u);
+}
+
 TEST(FastPath, AFlowFromACheckpointIsNeverOnTheStandbysFastPath) {
   Engine active(config(Mode::kPassthrough));
   FakeFastPathPort port;
