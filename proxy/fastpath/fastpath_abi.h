@@ -8,7 +8,7 @@
  * kernel exactly as translateSegment() would translate it (addresses, ports, seq/ack/SACK,
  * timestamps, window rescale, checksums), marked with TANDEM_FP_MARK and left to the kernel to
  * forward; NFQUEUE never sees it. Everything else (no entry, SYN, anything it cannot parse,
- * FIN/RST unless TANDEM_FP_CLOSE_FAST) goes on untouched to the iptables rules and so to
+ * RST, FIN unless TANDEM_FP_CLOSE_FAST) goes on untouched to the iptables rules and so to
  * NFQUEUE, where the engine handles it as before.
  */
 #ifndef TANDEM_FASTPATH_ABI_H
@@ -53,7 +53,8 @@ struct tandem_fp_key {
 #define TANDEM_FP_SEQ 0x01u        /* seq += seq_add; ack += ack_add (ACK set); SACK edges += ack_add */
 #define TANDEM_FP_TS 0x02u         /* TSval += tsval_add; TSecr += tsecr_add (ACK set) */
 #define TANDEM_FP_WIN 0x04u        /* window = min(0xffff, (window << win_shift_in) >> win_shift_out) */
-#define TANDEM_FP_CLOSE_FAST 0x08u /* FIN and RST are translated too, and reported in an event */
+#define TANDEM_FP_CLOSE_FAST 0x08u /* FINs are translated too, and reported in an event (RSTs never:
+                                      the engine checks them against the window, RFC 5961) */
 
 /* Value: how to rewrite packets arriving with the key's tuple. The first part is written by
  * tandemd; the program only reads it. The "seen" part is written by the program on every
@@ -93,7 +94,7 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_BYTES,            /* their IP bytes (GSO super-packets count whole) */
   TANDEM_FP_ST_PASS_NO_FLOW,     /* IPv4/TCP, no entry: left to NFQUEUE */
   TANDEM_FP_ST_PASS_SYN,         /* entry, SYN set: left to NFQUEUE */
-  TANDEM_FP_ST_PASS_CLOSE,       /* entry, FIN/RST without TANDEM_FP_CLOSE_FAST */
+  TANDEM_FP_ST_PASS_CLOSE,       /* entry, RST, or FIN without TANDEM_FP_CLOSE_FAST */
   TANDEM_FP_ST_PASS_UNPARSED,    /* IPv4/TCP it could not parse (IP options, fragments, short) */
   TANDEM_FP_ST_PASS_FAILED,      /* a rewrite helper failed: left untouched to NFQUEUE */
   TANDEM_FP_ST_EVENTS,           /* close events submitted */
@@ -101,7 +102,7 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_COUNT
 };
 
-/* TANDEM_FP_EVENTS_MAP (a ring buffer): one record per FIN or RST the program translated
+/* TANDEM_FP_EVENTS_MAP (a ring buffer): one record per FIN the program translated
  * (TANDEM_FP_CLOSE_FAST), so that tandemd's tracker sees every close. Wire values, before
  * translation, host byte order. 32 bytes. */
 struct tandem_fp_event {
