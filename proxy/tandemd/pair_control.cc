@@ -246,7 +246,14 @@ void PairController::Impl::switchoverPhase() {
         abortSwitchover("switchover aborted: this node left the active role meanwhile");
         return;
       }
+      // Changes made since the hold began go too, and are acknowledged, before the handover:
+      // the standby's acknowledgement releases the SYN-ACKs held for deferral, whose splices
+      // then complete here (and the loop's timers still run). Handed over undrained, such a
+      // change was lost: the new active held the flow as still opening while this node, now a
+      // standby, had completed it (docs/pair-operations.md).
+      drainToSender(now);
       if (!sender.idle()) {
+        sendUpdates(now);
         if (now - switchover.hold_started_ns >= kSwitchoverFlushTimeoutNs) {
           const size_t left = sender.pending();
           abortSwitchover("switchover aborted: the standby did not acknowledge " +
