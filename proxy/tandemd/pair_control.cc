@@ -471,8 +471,8 @@ std::string PairController::controlMetricsText() const {
   out += "tandem_pair_switchover_hold_microseconds{stat=\"max\"} " +
          std::to_string(s.max_hold_ns / 1000) + "\n";
   out +=
-      "# HELP tandem_pair_passed_to_active_total Client packets without a flow that this node, "
-      "as standby, passed on untranslated to the VIP's holder.\n"
+      "# HELP tandem_pair_passed_to_active_total Client packets without a flow, or of a splice "
+      "still opening, that this node, as standby, passed on untranslated to the VIP's holder.\n"
       "# TYPE tandem_pair_passed_to_active_total counter\n";
   out += "tandem_pair_passed_to_active_total " +
          std::to_string(impl_->engine.passedToActive()) + "\n";
