@@ -287,7 +287,12 @@ run_case() {
       pass "$name (bulk of $resync_flows flows; A $af, B $bf client flows)"
     else
       fail "$name" "bulk ${resync_flows:-none}, A $af, B $bf client flows; A's warnings:" \
-        "$(grep 'standby node 2' "$TDM_TMP/tandemd-a.log" | tail -n 3)"
+        "$(grep 'standby node 2' "$TDM_TMP/tandemd-a.log" | tail -n 3)" \
+        "client flows on one node only, or in another state there (< A, > B; now):" \
+        "$(diff <(http_in "$NS_PA" '/flows?limit=100000' | grep "^web $CLIENT_IP:" |
+                  cut -d' ' -f2,6 | sort) \
+                <(http_in "$NS_PB" '/flows?limit=100000' | grep "^web $CLIENT_IP:" |
+                  cut -d' ' -f2,6 | sort) | grep '^[<>]' | head -n 20)"
     fi
   else
     fail "$name" "B: $(role_of "$NS_PB"), ready $(metric_in "$NS_PB" tandem_pair_ready)"
