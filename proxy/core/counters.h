@@ -34,7 +34,11 @@ namespace tandem {
   X(kBackendDown, "backend_down")           /* flow reset: its backend left with bytes in \
                                                flight, or re-splice is off */               \
   X(kBackendClosed, "backend_closed")       /* re-splice: a backend closed an idle flow; \
-                                               the flow moved instead of closing */
+                                               the flow moved instead of closing */         \
+  X(kStandbyPending, "standby_pending")     /* a standby's splice still opening: a backend \
+                                               packet for it, left to reach the active (the \
+                                               client's are passed to it, Engine::         \
+                                               setPassUnknownToActive, or dropped here) */
 
 /// Why a shadowed frame of the outage window was left out of a vmac takeover's replay
 /// (planReplay, proxy/core/shadow_ring.h). Counted per leg: Counters::replay_pruned.

@@ -502,7 +502,12 @@ void Engine::setStandby(bool standby, uint64_t now_ns) noexcept {
     FlowTable& table = impl_->table;
     for (uint32_t i = 0; i < table.highWater(); ++i) {
       Flow& f = table.at(i);
-      if (f.in_use) f.last_seen_ns = now_ns;
+      if (!f.in_use) continue;
+      f.last_seen_ns = now_ns;
+      // A splice still opening, from a checkpoint: its backend SYN is resent on this node's
+      // timer (a SYN-ACK that went to the old active was dropped there), not only on the
+      // client's retransmissions.
+      if (f.splice_pending) impl_->armSynTimer(i);
     }
   }
   if (standby && impl_->fp != nullptr) {

@@ -139,7 +139,8 @@ class Engine {
   bool removeFlow(const FlowKey& client_key) noexcept;
   /// A standby's flows live by the active's checkpoints, not by packets (an established flow
   /// sends no update however busy it is): while `standby`, nothing expires. Leaving standby
-  /// restarts every flow's idle timer at now_ns, since each was alive when the peer died.
+  /// restarts every flow's idle timer at now_ns, since each was alive when the peer died, and
+  /// the SYN timer of every splice still opening (its backend SYN is resent from here).
   void setStandby(bool standby, uint64_t now_ns) noexcept;
   /// A standby holds none of the pair's addresses, so the kernel routes a packet it accepts
   /// untranslated to a VIP on to the node holding the VIP. With `pass` set, a standby accepts a
@@ -147,6 +148,9 @@ class Engine {
   /// dropping it): a connection opened while the clients' ARP caches still point here (right
   /// after a planned switchover) is then created, and checkpointed, by the active. Requires the
   /// VIP to be on-link on the standby's front interface. Off by default (a single proxy).
+  /// Whatever the setting, a standby never opens a splice's backend leg (only the active's
+  /// completion is checkpointed): with `pass` it passes the client segments of a splice still
+  /// opening the same way, without it drops them; it drops the backend's (standby_pending).
   void setPassUnknownToActive(bool pass) noexcept;
   /// Packets accepted untranslated for the active (see setPassUnknownToActive).
   uint64_t passedToActive() const noexcept;

@@ -316,6 +316,20 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
 Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& pkt,
                                      TcpOptions& opts, uint8_t* data, size_t cap,
                                      const PacketMeta& meta, uint64_t now_ns) noexcept {
+  if (standby) {
+    // Only the active opens a backend leg: completing it here (a SYN-ACK that reached this node
+    // before the backend's ARP cache moved, or one held for deferral and released after the
+    // handover) would never be checkpointed, and the active, still holding the flow as
+    // pending, would drop every later segment of the backend's (docs/pair-operations.md).
+    // Nor does a standby resend SYNs or reset the client. The client's segments go to the
+    // active untranslated (as for flows unknown here); the backend's are dropped: its SYN-ACK
+    // comes again, to the active, on its own retransmission or the active's SYN timer.
+    if (dir == Direction::kFromClient && pass_unknown) {
+      ++passed_to_active;
+      return {Verdict::kAccept, DropReason::kNone, false, pkt.totalLen()};
+    }
+    return dropped(DropReason::kStandbyPending);
+  }
   Flow& f = table.at(index);
   const uint8_t flags = pkt.flags();
   const bool rst = (flags & tcpflag::kRst) != 0;

@@ -246,7 +246,14 @@ void PairController::Impl::switchoverPhase() {
         abortSwitchover("switchover aborted: this node left the active role meanwhile");
         return;
       }
+      // Changes made since the hold began go too, and are acknowledged, before the handover:
+      // the standby's acknowledgement releases the SYN-ACKs held for deferral, whose splices
+      // then complete here (and the loop's timers still run). Handed over undrained, such a
+      // change was lost: the new active held the flow as still opening while this node, now a
+      // standby, had completed it (docs/pair-operations.md).
+      drainToSender(now);
       if (!sender.idle()) {
+        sendUpdates(now);
         if (now - switchover.hold_started_ns >= kSwitchoverFlushTimeoutNs) {
           const size_t left = sender.pending();
           abortSwitchover("switchover aborted: the standby did not acknowledge " +
@@ -464,8 +471,8 @@ std::string PairController::controlMetricsText() const {
   out += "tandem_pair_switchover_hold_microseconds{stat=\"max\"} " +
          std::to_string(s.max_hold_ns / 1000) + "\n";
   out +=
-      "# HELP tandem_pair_passed_to_active_total Client packets without a flow that this node, "
-      "as standby, passed on untranslated to the VIP's holder.\n"
+      "# HELP tandem_pair_passed_to_active_total Client packets without a flow, or of a splice "
+      "still opening, that this node, as standby, passed on untranslated to the VIP's holder.\n"
       "# TYPE tandem_pair_passed_to_active_total counter\n";
   out += "tandem_pair_passed_to_active_total " +
          std::to_string(impl_->engine.passedToActive()) + "\n";
