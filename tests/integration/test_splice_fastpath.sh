@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Splice mode with the kernel fast path (daemon.fastpath = on, docs/fastpath.md): a tc ingress
+# eBPF program translates the packets of established splice flows in the kernel; NFQUEUE sees
+# the handshakes and what the program leaves to it. Real kernel TCP on both ends, transparent
+# addressing with closes in the kernel (fastpath_close = on), snat with closes through NFQUEUE
+# (fastpath_close = off):
+#   - the program is attached to the proxy's interfaces (tcx), tandem_fastpath_enabled is 1;
+#   - curl fetches a 5 MiB file twice from python3 -m http.server; sha256 must match;
+#   - 200 concurrent tcpcheck connections, 64 KiB each way, every byte verified both ways, then
+#     200 short ones (64 bytes): the fast path carried most of their packets, and NFQUEUE saw
+#     fewer than 8 packets per short connection (about 12.7 without the fast path);
+#   - after the close phase no flow is left but TIME_WAIT/CLOSE, and no map entry;
+#   - iperf3 3 s each way: the fast path carried at least 90 % of the bytes;
+#   - no drop but splice_pending, no packet the program failed to rewrite, no full event ring;
+#     closes reported as events (close on) or passed to NFQUEUE (close off);
+#   - SIGKILL of tandemd: the program is detached from every interface (tcx links die with the
+#     process), checked with BPF_PROG_QUERY (tcx_query.py) and tc.
+source "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+require_env TANDEMD TCPCHECK
+require_kernel
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || skip_all "$PYTHON not installed"
+command -v iperf3 >/dev/null || skip_all "iperf3 not installed"
+TCX_QUERY="$PYTHON $(dirname "$0")/tcx_query.py"
+
+mkdir -p "$TDM_TMP/www"
+head -c $((5 * 1024 * 1024)) /dev/urandom >"$TDM_TMP/www/file"
+want_sha=$(sha256sum "$TDM_TMP/www/file" | cut -d' ' -f1)
+
+unexpected_drops() {
+  echo $(( $(metric tandem_drops_total) - $(metric tandem_drops_total 'reason="splice_pending"') ))
+}
+
+# tcx_total: programs attached at tcx ingress of the proxy's front and back, summed ("" on error).
+tcx_total() {
+  in_ns "$NS_PRX" $TCX_QUERY front back 2>"$TDM_TMP/tcx.err" | awk '{ s += $2 } END { print s + 0 }'
+}
+
+# tc_ingress_filters: classic tc ingress filters on front and back (a non-tcx attachment).
+tc_ingress_filters() {
+  { in_ns "$NS_PRX" tc filter show dev front ingress; in_ns "$NS_PRX" tc filter show dev back ingress; } \
+    2>/dev/null | grep -c .
+}
+
+# lingering CLIENT: flows of CLIENT in /flows in a state other than TIME_WAIT or CLOSE.
+lingering() {
+  flows_matching "$1:" | awk '$6 != "TIME_WAIT" && $6 != "CLOSE"' | grep -c .
+}
+
+# wait_until SECONDS CMD...: polls CMD every 0.1 s until it succeeds (false after SECONDS).
+wait_until() {
+  local tries=$(($1 * 10))
+  shift
+  while [ "$tries" -gt 0 ]; do
+    "$@" && return 0
+    sleep 0.1
+    tries=$((tries - 1))
+  done
+  return 1
+}
+closed_down() { [ "$(lingering "$CLIENT_IP")" -eq 0 ] && [ "$(metric tandem_fastpath_entries)" -eq 0 ]; }
+detached() { [ "$(tcx_total)" -eq 0 ] && [ "$(tc_ingress_filters)" -eq 0 ]; }
+
+run_addressing() {
+  local a=$1 close=$2
+  topo_up "$a" || { fail "$a: topology"; topo_down; return; }
+  tcpcheck_servers || fail "$a: tcpcheck servers listen"
+  bg_start http1 "$NS_BE1" "$PYTHON" -m http.server 8000 --bind "$BE1_IP" --directory "$TDM_TMP/www"
+  bg_start http2 "$NS_BE2" "$PYTHON" -m http.server 8000 --bind "$BE2_IP" --directory "$TDM_TMP/www"
+  bg_start iperf "$NS_BE1" iperf3 -s -B "$BE1_IP" -p 5201
+  wait_listen "$NS_BE1" "$BE1_IP:8000" && wait_listen "$NS_BE2" "$BE2_IP:8000" &&
+    wait_listen "$NS_BE1" "$BE1_IP:5201" || fail "$a: servers listen"
+
+  local conf=$TDM_TMP/fastpath-$a.conf
+  TANDEM_FASTPATH=on write_config "$conf" \
+    --extra "$(service_section http "$VIP:8000" "$BE1_IP:8000 $BE2_IP:8000")
+$(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
+  sed -i 's/^mode = passthrough/mode = splice/' "$conf"
+  sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close/" "$conf"
+  if ! start_tandemd "$conf"; then
+    fail "$a: tandemd starts with daemon.fastpath = on" "$(cat "$TDM_TANDEMD_LOG")"
+    topo_down
+    return
+  fi
+  local name="$a: fast path attached to front and back (tcx), tandem_fastpath_enabled 1"
+  local attached
+  attached=$(tcx_total)
+  if [ "$(metric tandem_fastpath_enabled)" = 1 ] && [ "$attached" -ge 2 ]; then
+    pass "$name ($(grep -o 'fast path attached.*' "$TDM_TANDEMD_LOG" | head -n 1))"
+  else
+    fail "$name" "tcx programs on front+back: $attached $(cat "$TDM_TMP/tcx.err")" \
+      "tc ingress filters: $(tc_ingress_filters)"
+  fi
+
+  # (a) curl
+  local i got
+  for i in 1 2; do
+    got=$(in_ns "$NS_CLI" curl -s --noproxy '*' --max-time 30 "http://$VIP:8000/file" |
+          sha256sum | cut -d' ' -f1)
+    if [ "$got" = "$want_sha" ]; then
+      pass "$a: curl #$i through splice + fast path, sha256 matches"
+    else
+      fail "$a: curl #$i through splice + fast path, sha256 matches" "got $got"
+    fi
+  done
+
+  # (b) 200 concurrent connections, 64 KiB each way, then 200 short ones.
+  local q0 f0 c0 out q1 f1 c1
+  q0=$(metric tandem_nfq_packets_total)
+  f0=$(metric tandem_fastpath_packets_total)
+  out=$(in_ns "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 200 --bytes 65536 \
+        --timeout 30 2>&1 | tail -n 1)
+  name="$a: 200 concurrent connections, 64 KiB each way, every byte verified both ways"
+  if [ "$(summary_field "$out" ok)" = 200 ]; then pass "$name"; else fail "$name" "$out"; fi
+  q1=$(metric tandem_nfq_packets_total)
+  f1=$(metric tandem_fastpath_packets_total)
+  name="$a: 64 KiB connections: the fast path carried most packets"
+  if [ $((f1 - f0)) -gt $((4 * (q1 - q0))) ]; then
+    pass "$name ($((f1 - f0)) in the kernel, $((q1 - q0)) through NFQUEUE)"
+  else
+    fail "$name" "fast path $((f1 - f0)), NFQUEUE $((q1 - q0)) (want fast > 4 x queued)"
+  fi
+
+  c0=$(metric tandem_flows_created_total)
+  q0=$(metric tandem_nfq_packets_total)
+  f0=$(metric tandem_fastpath_packets_total)
+  out=$(in_ns "$NS_CLI" "$TCPCHECK" client --connect "$VIP:80" --conns 200 --bytes 64 \
+        --timeout 30 2>&1 | tail -n 1)
+  name="$a: 200 short connections (64 bytes each way), every byte verified"
+  if [ "$(summary_field "$out" ok)" = 200 ]; then pass "$name"; else fail "$name" "$out"; fi
+  name="$a: the close phase leaves no flow but TIME_WAIT/CLOSE and no fast-path entry"
+  if wait_until 10 closed_down; then
+    pass "$name"
+  else
+    fail "$name" "$(lingering "$CLIENT_IP") flows of $CLIENT_IP open," \
+      "tandem_fastpath_entries $(metric tandem_fastpath_entries)"
+  fi
+  c1=$(metric tandem_flows_created_total)
+  q1=$(metric tandem_nfq_packets_total)
+  f1=$(metric tandem_fastpath_packets_total)
+  local conns=$((c1 - c0)) per100
+  per100=$(( conns > 0 ? (q1 - q0) * 100 / conns : 9999 ))
+  name="$a: short connections: fewer than 8 packets each through NFQUEUE (12.7 without)"
+  if [ "$conns" -eq 200 ] && [ "$per100" -lt 800 ]; then
+    pass "$name ($((per100 / 100)).$(printf %02d $((per100 % 100))) per connection, $((f1 - f0)) packets in the kernel)"
+  else
+    fail "$name" "flows created $conns, queued $((q1 - q0)), fast path $((f1 - f0))"
+  fi
+
+  # (c) iperf3
+  local dir b0 b1 sent=0 bytes
+  b0=$(metric tandem_fastpath_bytes_total)
+  for dir in "" -R; do
+    if in_ns "$NS_CLI" timeout 30 iperf3 -c "$VIP" -p 5201 -t 3 -J $dir >"$TDM_TMP/iperf.json" 2>&1; then
+      bytes=$("$PYTHON" -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$TDM_TMP/iperf.json")
+      sent=$((sent + bytes))
+      pass "$a: iperf3 $dir through splice + fast path: $((bytes / 1048576)) MiB"
+    else
+      fail "$a: iperf3 $dir through splice + fast path" "$(tail -n 5 "$TDM_TMP/iperf.json")"
+    fi
+  done
+  b1=$(metric tandem_fastpath_bytes_total)
+  name="$a: iperf3: at least 90 % of the payload crossed the fast path"
+  if [ "$sent" -gt 0 ] && [ $((b1 - b0)) -ge $((sent * 9 / 10)) ]; then
+    pass "$name ($(( (b1 - b0) / 1048576 )) MiB of IP bytes for $((sent / 1048576)) MiB)"
+  else
+    fail "$name" "fast path bytes $((b1 - b0)), iperf3 payload $sent"
+  fi
+
+  local bad failed full events passed_close
+  bad=$(unexpected_drops)
+  failed=$(metric tandem_fastpath_passed_total 'reason="failed"')
+  full=$(metric tandem_fastpath_events_full_total)
+  events=$(metric tandem_fastpath_events_total)
+  passed_close=$(metric tandem_fastpath_passed_total 'reason="close"')
+  name="$a: no drop but splice_pending, no failed rewrite, no full event ring"
+  if [ "$bad" -eq 0 ] && [ "$failed" -eq 0 ] && [ "$full" -eq 0 ]; then
+    pass "$name ($(metric tandem_drops_total 'reason="splice_pending"') splice_pending)"
+  else
+    fail "$name" "other drops $bad, passed{failed} $failed, events_full $full"
+  fi
+  name="$a: fastpath_close = $close: closes seen by tandemd as events ($events) or queued ($passed_close)"
+  if { [ "$close" = on ] && [ "$events" -ge 400 ] && [ "$passed_close" -eq 0 ]; } ||
+     { [ "$close" = off ] && [ "$events" -eq 0 ] && [ "$passed_close" -ge 400 ]; }; then
+    pass "$name"
+  else
+    fail "$name" "want >= 400 (two FINs per connection) on the side of fastpath_close = $close"
+  fi
+
+  # (d) SIGKILL: the tcx links die with the process, and the program with them.
+  stop_pid "$TDM_TANDEMD_PID" KILL
+  TDM_TANDEMD_PID=
+  name="$a: after SIGKILL of tandemd no program is attached to front or back"
+  if wait_until 5 detached; then
+    pass "$name"
+  else
+    fail "$name" "tcx programs: $(tcx_total) $(cat "$TDM_TMP/tcx.err")" \
+      "tc ingress filters: $(tc_ingress_filters)"
+  fi
+  topo_down
+}
+
+run_addressing transparent on
+run_addressing snat off
+finish
