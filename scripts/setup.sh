@@ -12,6 +12,7 @@ packages=(
   libnetfilter-queue-dev libmnl-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 iptables nftables iperf3 curl python3 procps ethtool
+  clang libbpf-dev linux-libc-dev
 )
 missing=()
 for p in "${packages[@]}"; do

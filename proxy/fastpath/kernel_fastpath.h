@@ -47,6 +47,8 @@ class KernelFastPath {
   /// Runs the loaded program once on `pkt` (an IPv4 packet; an Ethernet header is prepended)
   /// with BPF_PROG_TEST_RUN and copies the result back without it; returns the tc action, or -1.
   /// For tests: this is how the unit tests compare the kernel's translation with the engine's.
+  /// `mark_out`, when given, is in and out: the skb->mark the packet arrives with, then the one
+  /// it leaves with.
   int testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out = nullptr) noexcept;
 
  private:

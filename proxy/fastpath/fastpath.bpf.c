@@ -1,0 +1,299 @@
+/* tandem's kernel fast path: a tc ingress program (direct action) that translates packets of
+ * established splice flows in the kernel, exactly as translateSegment() (proxy/core/
+ * translator.cc) would, so that they never cross NFQUEUE. The contract with tandemd is
+ * fastpath_abi.h; the loader is kernel_fastpath.cc.
+ *
+ * Shape: everything is read into stack copies first (IPv4 header, TCP header with options),
+ * parsed and checked there, the new header computed there; only then is the packet written, in
+ * one bpf_skb_store_bytes() per header and three checksum fixes. So every reason to leave a
+ * packet to NFQUEUE is found before the first write, and the one write that can fail for want
+ * of memory (the first, which makes a cloned skb private) fails before anything changed.
+ *
+ * Checksums: bpf_l3_csum_replace/bpf_l4_csum_replace with a precomputed difference
+ * (inet_proto_csum_replace_by_diff) do the right thing for every skb->ip_summed: a complete
+ * field is fixed (RFC 1624), a CHECKSUM_PARTIAL field (GSO super-packets, locally generated
+ * traffic on veth) gets only the pseudo-header change, and skb->csum of a CHECKSUM_COMPLETE skb
+ * follows the pseudo-header change (the header changes cancel with the check field's).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "proxy/fastpath/fastpath_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1); /* set by the loader before load */
+  __type(key, struct tandem_fp_key);
+  __type(value, struct tandem_fp_rewrite);
+} tandem_fp_flows SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, TANDEM_FP_ST_COUNT);
+  __type(key, __u32);
+  __type(value, __u64);
+} tandem_fp_stats SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 256 * 1024);
+} tandem_fp_events SEC(".maps");
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+
+#define OPT_EOL 0
+#define OPT_NOP 1
+#define OPT_SACK 5
+#define OPT_TS 8
+
+/* The TCP header copy: 20 fixed bytes and up to 40 of options; 64 so that an index masked with
+ * 63 always stays inside (the verifier's view of every variable access). */
+#define HDR_BUF 64
+#define HDR_MASK 63
+
+static __always_inline void count(__u32 idx, __u64 n) {
+  __u64* v = bpf_map_lookup_elem(&tandem_fp_stats, &idx);
+  if (v) *v += n;
+}
+
+static __always_inline __u32 get32(const __u8* b, __u32 off) {
+  return ((__u32)b[off & HDR_MASK] << 24) | ((__u32)b[(off + 1) & HDR_MASK] << 16) |
+         ((__u32)b[(off + 2) & HDR_MASK] << 8) | (__u32)b[(off + 3) & HDR_MASK];
+}
+
+static __always_inline void put32(__u8* b, __u32 off, __u32 v) {
+  b[off & HDR_MASK] = (__u8)(v >> 24);
+  b[(off + 1) & HDR_MASK] = (__u8)(v >> 16);
+  b[(off + 2) & HDR_MASK] = (__u8)(v >> 8);
+  b[(off + 3) & HDR_MASK] = (__u8)v;
+}
+
+/* The TCP header copy being parsed, and where the options the translation touches sit (offsets
+ * in the copy; 0: absent). */
+struct parse_ctx {
+  __u8 hdr[HDR_BUF];
+  __u32 thl;
+  __u32 i;          /* next option byte */
+  __u32 ts;         /* TSval; TSecr at +4 */
+  __u32 sack;       /* first block's left edge */
+  __u32 sack_count; /* 1..4 */
+  __u32 err;
+};
+
+/* One option, like common/tcp_options.cc: EOL ends, NOP is one byte, every other option has a
+ * length of at least 2 that must fit; TS must be 10 bytes, SACK 2 + 8n with n in 1..4, MSS 4,
+ * window scale 3, SACK-permitted 2 (options the engine would refuse are left to it). A bpf_loop()
+ * callback: the verifier checks it once instead of every path through 40 unrolled passes. */
+static long parse_option(__u32 n, void* arg) {
+  struct parse_ctx* c = arg;
+  const __u32 i = c->i;
+  const __u32 thl = c->thl;
+  if (i >= thl || i >= HDR_BUF) return 1;
+  const __u8 kind = c->hdr[i & HDR_MASK];
+  if (kind == OPT_EOL) return 1;
+  if (kind == OPT_NOP) {
+    c->i = i + 1;
+    return 0;
+  }
+  if (i + 1 >= thl) goto bad;
+  const __u32 olen = c->hdr[(i + 1) & HDR_MASK];
+  if (olen < 2 || i + olen > thl) goto bad;
+  if (kind == OPT_TS) {
+    if (olen != 10) goto bad;
+    c->ts = i + 2;
+  } else if (kind == OPT_SACK) {
+    const __u32 blocks = (olen - 2) / 8;
+    if ((olen - 2) % 8 != 0 || blocks == 0 || blocks > 4) goto bad;
+    c->sack = i + 2;
+    c->sack_count = blocks;
+  } else if ((kind == 2 && olen != 4) || (kind == 3 && olen != 3) || (kind == 4 && olen != 2)) {
+    goto bad;
+  }
+  c->i = i + olen;
+  return 0;
+bad:
+  c->err = 1;
+  return 1;
+}
+
+SEC("tc")
+int tandem_fp_ingress(struct __sk_buff* skb) {
+  if (skb->mark == TANDEM_FP_MARK) return TC_ACT_OK; /* translated once already */
+
+  __u32 l3 = ETH_HLEN;
+  __u16 proto;
+  if (bpf_skb_load_bytes(skb, 12, &proto, 2) < 0) return TC_ACT_OK;
+  if (proto == bpf_htons(ETH_P_8021Q)) { /* one inline 802.1Q tag (no VLAN offload) */
+    if (bpf_skb_load_bytes(skb, 16, &proto, 2) < 0) return TC_ACT_OK;
+    l3 += 4;
+  }
+  if (proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
+
+  __u8 ip[20];
+  if (bpf_skb_load_bytes(skb, l3, ip, 20) < 0) return TC_ACT_OK;
+  if (ip[9] != IPPROTO_TCP) return TC_ACT_OK;
+  /* Options and fragments are the engine's; so is BIG TCP (tot_len 0). */
+  __u32 tot_len = ((__u32)ip[2] << 8) | ip[3];
+  if (ip[0] != 0x45 || (((__u32)ip[6] << 8 | ip[7]) & 0x3fff) != 0 || tot_len < 40) {
+    count(TANDEM_FP_ST_PASS_UNPARSED, 1);
+    return TC_ACT_OK;
+  }
+  const __u32 l4 = l3 + 20;
+
+  struct parse_ctx pc = {};
+  __u8* hdr = pc.hdr;
+  if (bpf_skb_load_bytes(skb, l4, hdr, 20) < 0) {
+    count(TANDEM_FP_ST_PASS_UNPARSED, 1);
+    return TC_ACT_OK;
+  }
+  __u32 thl = (__u32)(hdr[12] >> 4) * 4;
+  if (thl < 20 || thl > tot_len - 20) {
+    count(TANDEM_FP_ST_PASS_UNPARSED, 1);
+    return TC_ACT_OK;
+  }
+
+  struct tandem_fp_key key;
+  __builtin_memcpy(&key.saddr, &ip[12], 4);
+  __builtin_memcpy(&key.daddr, &ip[16], 4);
+  __builtin_memcpy(&key.sport, &hdr[0], 2);
+  __builtin_memcpy(&key.dport, &hdr[2], 2);
+  struct tandem_fp_rewrite* rw = bpf_map_lookup_elem(&tandem_fp_flows, &key);
+  if (!rw) {
+    count(TANDEM_FP_ST_PASS_NO_FLOW, 1);
+    return TC_ACT_OK;
+  }
+
+  const __u8 tflags = hdr[13];
+  const __u8 rflags = rw->flags;
+  if (tflags & TCPF_SYN) {
+    count(TANDEM_FP_ST_PASS_SYN, 1);
+    return TC_ACT_OK;
+  }
+  const int closing = (tflags & (TCPF_FIN | TCPF_RST)) != 0;
+  if (closing && !(rflags & TANDEM_FP_CLOSE_FAST)) {
+    count(TANDEM_FP_ST_PASS_CLOSE, 1);
+    return TC_ACT_OK;
+  }
+
+  /* The options (40 bytes at most: thl <= 60). */
+  __u32 optlen = (thl - 20) & 0x3f;
+  if (optlen > 40) return TC_ACT_OK; /* cannot happen; bounds the verifier */
+  if (optlen > 0 && bpf_skb_load_bytes(skb, l4 + 20, &hdr[20], optlen) < 0) {
+    count(TANDEM_FP_ST_PASS_UNPARSED, 1);
+    return TC_ACT_OK;
+  }
+  pc.thl = thl;
+  pc.i = 20;
+  /* Each pass consumes at least one byte of at most 40. */
+  if (bpf_loop(40, parse_option, &pc, 0) < 0 || pc.err) {
+    count(TANDEM_FP_ST_PASS_UNPARSED, 1);
+    return TC_ACT_OK;
+  }
+
+  /* Wire values, before translation. */
+  const __u32 seq = get32(hdr, 4);
+  const __u32 ack = get32(hdr, 8);
+  const __u16 window = (__u16)(((__u16)hdr[14] << 8) | hdr[15]);
+  const __u32 payload = tot_len - 20 - thl;
+
+  /* The new TCP header, in a second copy; the checksum difference is taken over both. */
+  __u8 nh[HDR_BUF];
+  __builtin_memcpy(nh, hdr, HDR_BUF);
+  __builtin_memcpy(&nh[0], &rw->sport, 2);
+  __builtin_memcpy(&nh[2], &rw->dport, 2);
+  if (rflags & TANDEM_FP_SEQ) {
+    const __u32 ack_add = rw->ack_add;
+    put32(nh, 4, seq + rw->seq_add);
+    if (tflags & TCPF_ACK) put32(nh, 8, ack + ack_add);
+    /* SACK edges name the peer's bytes, like the ack (RFC 2018 section 3). */
+    if (pc.sack) {
+      for (__u32 e = 0; e < 8; e++) {
+        if (e >= pc.sack_count * 2) break;
+        const __u32 off = pc.sack + 4 * e;
+        put32(nh, off, get32(hdr, off) + ack_add);
+      }
+    }
+  }
+  if ((rflags & TANDEM_FP_TS) && pc.ts) {
+    put32(nh, pc.ts, get32(hdr, pc.ts) + rw->tsval_add);
+    if (tflags & TCPF_ACK) put32(nh, pc.ts + 4, get32(hdr, pc.ts + 4) + rw->tsecr_add);
+  }
+  if (rflags & TANDEM_FP_WIN) {
+    /* RFC 7323 2.3: the same byte count in the client's scale, rounded down, clamped. */
+    __u64 field = ((__u64)window << (rw->win_shift_in & 31)) >> (rw->win_shift_out & 31);
+    __u16 nwin = field > 0xffff ? 0xffff : (__u16)field;
+    nh[14] = (__u8)(nwin >> 8);
+    nh[15] = (__u8)nwin;
+  }
+
+  __u32 addrs[2] = {rw->saddr, rw->daddr};
+  __u32 old_addrs[2];
+  __builtin_memcpy(old_addrs, &ip[12], 8);
+  const __s64 addr_diff = bpf_csum_diff(old_addrs, 8, addrs, 8, 0);
+  const __u32 hsize = thl & 0x3c;
+  if (hsize < 20) return TC_ACT_OK; /* cannot happen; bounds the verifier */
+  const __s64 hdr_diff = bpf_csum_diff((__be32*)hdr, hsize, (__be32*)nh, hsize, 0);
+  if (addr_diff < 0 || hdr_diff < 0) {
+    count(TANDEM_FP_ST_PASS_FAILED, 1);
+    return TC_ACT_OK;
+  }
+
+  /* A close is reported before it is translated: no room, no fast close. */
+  struct tandem_fp_event* ev = 0;
+  if (closing) {
+    ev = bpf_ringbuf_reserve(&tandem_fp_events, sizeof(*ev), 0);
+    if (!ev) {
+      count(TANDEM_FP_ST_EVENTS_FULL, 1);
+      return TC_ACT_OK;
+    }
+  }
+
+  /* Writes: the TCP header first (its check field unchanged), then the addresses, then the
+   * three checksum fixes. */
+  int err = bpf_skb_store_bytes(skb, l4, nh, hsize, 0);
+  if (!err) err = bpf_skb_store_bytes(skb, l3 + 12, addrs, 8, 0);
+  if (!err) err = bpf_l3_csum_replace(skb, l3 + 10, 0, (__u32)addr_diff, 0);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)addr_diff, BPF_F_PSEUDO_HDR);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)hdr_diff, 0);
+  if (err) {
+    if (ev) bpf_ringbuf_discard(ev, 0);
+    count(TANDEM_FP_ST_PASS_FAILED, 1);
+    return TC_ACT_OK;
+  }
+
+  const __u64 now = bpf_ktime_get_ns();
+  rw->last_ns = now;
+  rw->seq_end = seq + payload + ((tflags & TCPF_FIN) ? 1 : 0);
+  if (tflags & TCPF_ACK) rw->ack = ack;
+  rw->window = window;
+  rw->tcp_flags = tflags;
+
+  if (ev) {
+    ev->ns = now;
+    ev->flow_id = rw->flow_id;
+    ev->generation = rw->generation;
+    ev->seq = seq;
+    ev->ack = (tflags & TCPF_ACK) ? ack : 0;
+    ev->payload_len = (__u16)payload;
+    ev->window = window;
+    ev->tcp_flags = tflags;
+    ev->dir = rw->dir;
+    ev->reserved = 0;
+    bpf_ringbuf_submit(ev, 0);
+    count(TANDEM_FP_ST_EVENTS, 1);
+  }
+
+  skb->mark = TANDEM_FP_MARK;
+  count(TANDEM_FP_ST_TRANSLATED, 1);
+  count(TANDEM_FP_ST_BYTES, skb->len - l3);
+  return TC_ACT_OK;
+}
