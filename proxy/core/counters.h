@@ -108,6 +108,13 @@ struct Counters {
   /// Kept unjudged: a splice flow whose backend-leg offset neither the checkpoint nor a
   /// SYN-ACK in the ring gave (the checkpoint predates the backend's SYN-ACK).
   std::array<uint64_t, 2> replay_offset_unknown{};
+  // Kernel fast path (Engine::setFastPath, proxy/core/fastpath.cc).
+  uint64_t fastpath_installs = 0;        ///< flows put on the fast path (both entries written)
+  uint64_t fastpath_removals = 0;        ///< flows taken off it (entries erased)
+  uint64_t fastpath_install_failed = 0;  ///< installs the port refused (map full): none kept
+  uint64_t fastpath_events = 0;          ///< close events received from the kernel
+  uint64_t fastpath_events_stale = 0;    ///< ... for no live fast flow of that generation
+  uint64_t fastpath_slow_packets = 0;    ///< packets of a fast flow that came through NFQUEUE
   void pruned(ReplayPrune r, size_t leg) noexcept { ++replay_pruned[static_cast<size_t>(r)][leg]; }
 
   void drop(DropReason r) noexcept { ++drops[static_cast<size_t>(r)]; }

@@ -135,6 +135,11 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
 
   FlowTable& table = impl_->table;
   FlowTable::Hit hit = table.find(key, hash);
+  bool was_fast = false;  // the kernel fast path held the flow: its edges and idle time are stale
+  if (hit && table.at(hit.index).fast_path) {
+    was_fast = true;
+    impl_->fastPathSlowPacket(hit.index, pkt.flags(), now_ns);
+  }
   if (hit) {
     const Flow& f = table.at(hit.index);
     if (!impl_->standby && flowExpired(f, config_.timeouts, now_ns)) {
@@ -198,6 +203,8 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   const TcpState before = f.state;
   const DropReason r = trackSegment(f, hit.dir, pkt, opts, now_ns, counters_);
   if (f.state != before) impl_->touch(hit.index);
+  if (was_fast && pkt.has(tcpflag::kRst) && f.state != TcpState::kClose)
+    relearnWindows(f);  // judged on the kernel's edges (fastpath.cc); the flow lives on
   if (r != DropReason::kNone) {
     if (created) {
       table.remove(hit.index);  // keep nothing from a refused opening segment
@@ -217,6 +224,9 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   ++counters_.packets[d];
   counters_.bytes[d] += pkt.totalLen();
   if (meta.gso) ++counters_.gso_packets;
+  if (impl_->fp != nullptr && !f.fast_path &&
+      !pkt.has(tcpflag::kSyn | tcpflag::kFin | tcpflag::kRst))
+    impl_->fastPathMaybeInstall(hit.index);
   return {Verdict::kAccept, DropReason::kNone, true, len};
 }
 
@@ -330,6 +340,7 @@ int Engine::Impl::pickBackend(size_t svc, const FlowKey& key) noexcept {
 }
 
 void Engine::Impl::retire(uint32_t index) noexcept {
+  fastPathErase(index);
   const Flow& f = table.at(index);
   if (tracking) {
     if (removed_log.size() < kMaxRemovedLog) {
@@ -426,7 +437,10 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
   if (old && old.dir == Direction::kFromClient) warm = table.at(old.index);
   // The active's view wins: drop whatever holds either leg's tuple here.
   for (const FlowKey& k : {FlowTable::clientKey(state), FlowTable::backendKey(state)}) {
-    if (const FlowTable::Hit hit = table.find(k)) table.remove(hit.index);
+    if (const FlowTable::Hit hit = table.find(k)) {
+      impl_->fastPathErase(hit.index);
+      table.remove(hit.index);
+    }
   }
   const uint32_t index = table.allocate();
   if (index == FlowTable::kNone) return DropReason::kTableFull;
@@ -434,6 +448,7 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
   f = state;
   f.in_use = true;
   f.dirty = false;
+  f.fast_path = false;  // the active's entries are the active's
   for (size_t d = 0; d < 2; ++d) {
     if (old && adoptWarmEdges(f.win[d], warm, state, d)) continue;
     // Liberal until seen: the edges moved on while the checkpoint travelled.
@@ -459,6 +474,7 @@ bool Engine::classify(const FlowKey& key, uint32_t& flow_id, Direction& dir,
 bool Engine::removeFlow(const FlowKey& client_key) noexcept {
   const FlowTable::Hit hit = impl_->table.find(client_key);
   if (!hit || hit.dir != Direction::kFromClient) return false;
+  impl_->fastPathErase(hit.index);
   impl_->table.remove(hit.index);
   return true;
 }
@@ -489,6 +505,10 @@ void Engine::setStandby(bool standby, uint64_t now_ns) noexcept {
       if (f.in_use) f.last_seen_ns = now_ns;
     }
   }
+  if (standby && impl_->fp != nullptr) {
+    impl_->fp->clear();  // a standby forwards nothing of its own
+    impl_->fastPathForgetAll();
+  }
   impl_->standby = standby;
 }
 
@@ -503,7 +523,8 @@ void Engine::expire(uint64_t now_ns) noexcept {
   for (uint32_t n = 0; n < batch && n < high; ++n) {
     if (cur >= high) cur = 0;
     const Flow& f = table.at(cur);
-    if (f.in_use && flowExpired(f, config_.timeouts, now_ns)) {
+    if (f.in_use && flowExpired(f, config_.timeouts, now_ns) &&
+        impl_->fastPathIdle(cur, now_ns)) {  // a fast flow: by the kernel's clock too
       impl_->retire(cur);
     } else if (f.in_use && impl_->leaving(f) && !f.splice_pending) {
       impl_->beforeClientSegment(cur, now_ns);  // a backend leaving: move when idle, or reset

@@ -15,10 +15,12 @@
 #include "proxy/core/counters.h"
 #include "proxy/core/engine_config.h"
 #include "proxy/core/flow.h"
+#include "proxy/fastpath/fastpath_abi.h"
 
 namespace tandem {
 
 class TcpPacket;
+class FastPathPort;
 class ShadowRing;
 struct ReplayPlanStats;
 
@@ -174,6 +176,22 @@ class Engine {
   void noteBackendAlive(size_t service, size_t backend, uint64_t now_ns) noexcept;
   /// The state and the passive signals (RSTs, unanswered SYNs) of one backend.
   BackendStats backendStats(size_t service, size_t backend) const noexcept;
+
+  // Kernel fast path (proxy/core/fastpath.cc; the contract is in proxy/core/fastpath_port.h).
+
+  /// Hands established flows to a kernel fast path through `port` (not owned; nullptr, the
+  /// default, turns it off). A flow goes on it lazily, at the first ordinary segment the engine
+  /// forwards once it qualifies, and leaves it whenever the engine must see its packets again.
+  /// `close_fast`: the entries carry TANDEM_FP_CLOSE_FAST (the kernel translates FIN and RST
+  /// too and reports them through fastPathClose()). Call between packets. Flows on a previous
+  /// port leave the fast path as after setStandby(true), but that port is not touched (its
+  /// owner clears or destroys it). Allocates 4 bytes per flow slot once (install generations).
+  void setFastPath(FastPathPort* port, bool close_fast) noexcept;
+  /// A close event from the kernel: a FIN or RST it translated and forwarded. The flow's
+  /// tracker takes it as the header-only segment it describes (its state and checkpoint change
+  /// as if the engine had forwarded it); no verdict, no outbox packet. Events for no live fast
+  /// flow of that generation are counted (Counters::fastpath_events_stale) and ignored.
+  void fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept;
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out)

@@ -8,6 +8,7 @@
 #include "common/segment_writer.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
+#include "proxy/core/fastpath_port.h"
 #include "proxy/core/flow_table.h"
 #include "proxy/core/outbox.h"
 #include "proxy/core/syn_cookie.h"
@@ -127,6 +128,34 @@ struct Engine::Impl {
   // A standby passing unknown client packets to the active (Engine::setPassUnknownToActive).
   bool pass_unknown = false;
   uint64_t passed_to_active = 0;
+
+  // Kernel fast path (fastpath.cc; the contract is in fastpath_port.h).
+  FastPathPort* fp = nullptr;          // Engine::setFastPath; nullptr: off
+  bool fp_close_fast = false;          // entries carry TANDEM_FP_CLOSE_FAST
+  uint32_t fp_retry_wait = 0;          // qualifying segments to let by after a refused install
+  std::vector<uint32_t> fp_generation;  // per slot: installs so far (echoed in close events)
+  /// What the kernel saw of a fast flow: its two entries as read back (found: with a packet).
+  struct FastSeen {
+    tandem_fp_rewrite dir[2]{};
+    bool found[2] = {false, false};
+  };
+  /// After a forwarded ordinary segment: puts the flow on the fast path if it qualifies.
+  void fastPathMaybeInstall(uint32_t index) noexcept;
+  /// Reads a fast flow's entries and takes what the kernel saw: idle time (clamped to now_ns),
+  /// td_end / last_ack moved forward, FINs acknowledged. With `liberal`, if the kernel
+  /// translated anything, window tracking restarts liberal (the engine's edges are stale).
+  void fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal,
+                       FastSeen* seen = nullptr) noexcept;
+  /// A FIN acknowledged by a segment the kernel forwarded (closing states only); touches.
+  void fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexcept;
+  /// Takes the flow off the fast path (entries erased, bit cleared); no-op for others.
+  void fastPathErase(uint32_t index) noexcept;
+  /// A packet of a fast flow came through the engine: refresh, and leave on FIN/RST.
+  void fastPathSlowPacket(uint32_t index, uint8_t flags, uint64_t now_ns) noexcept;
+  /// Expiry of a fast flow: false if the kernel saw it recently enough to keep it.
+  bool fastPathIdle(uint32_t index, uint64_t now_ns) noexcept;
+  /// Every flow off the fast path, the port untouched (caller clears it if it should).
+  void fastPathForgetAll() noexcept;
 };
 
 }  // namespace tandem

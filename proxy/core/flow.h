@@ -101,6 +101,9 @@ struct Flow {
   bool quiet_seen : 1 = false;          ///< quiet_client is valid
   bool client_waiting : 1 = false;  ///< client bytes await the backend's ack (wait_since_ms)
   bool stall_noted : 1 = false;  ///< this wait for the backend was counted as a stall
+  /// Kernel fast path (fastpath_port.h): both directions' entries are in the map, so the
+  /// engine sees only what the kernel leaves to NFQUEUE and its edges go stale (fastpath.cc).
+  bool fast_path : 1 = false;
   /// Since when the client waits for the backend (units of 2^22 ns, about 4 ms, wrapping every
   /// 275 s): the backend's last packet, or the client data that started the wait. Client data
   /// while bytes are still unacknowledged long after is a stall, a passive health signal

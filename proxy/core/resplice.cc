@@ -171,6 +171,7 @@ void Engine::Impl::resetFlow(uint32_t index, uint64_t& reason_counter) noexcept 
 }
 
 uint32_t Engine::Impl::moveFlow(uint32_t index, uint64_t now_ns) noexcept {
+  fastPathErase(index);  // re-bound: the kernel's entries name the old leg
   const Flow old = table.at(index);  // copied: the slot is freed and taken again below
   const bool gone = backendGone(backends[old.service][old.backend].state);
   const auto& pool = backends[old.service];
@@ -318,7 +319,14 @@ void Engine::setBackendState(size_t service, size_t backend, BackendState state,
   for (uint32_t i = 0; i < high; ++i) {
     const Flow& f = table.at(i);
     if (!f.in_use || f.service != service || f.backend != backend || f.splice_pending) continue;
-    impl_->beforeClientSegment(i, now_ns);  // moves, resets, or leaves a busy draining flow
+    const bool fast = f.fast_path;
+    if (fast) {  // off the fast path, with the kernel's edges for the RSTs a reset sends
+      impl_->fastPathRefresh(i, now_ns, false);
+      impl_->fastPathErase(i);
+    }
+    // Moves, resets, or leaves a busy draining flow.
+    const uint32_t kept = impl_->beforeClientSegment(i, now_ns);
+    if (fast && kept != FlowTable::kNone) relearnWindows(impl_->table.at(kept));
   }
 }
 

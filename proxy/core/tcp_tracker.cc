@@ -369,6 +369,18 @@ bool learnWindowEdges(Flow& f, Direction dir, const TcpPacket& pkt,
   return updateWindows(f, dir, pkt, opts);
 }
 
+bool noteForwardedAck(Flow& f, Direction dir, uint32_t ack) noexcept {
+  if (f.state != TcpState::kFinWait && f.state != TcpState::kCloseWait &&
+      f.state != TcpState::kLastAck)
+    return false;
+  TcpWindow& receiver = f.win[dirIndex(other(dir))];
+  if (!receiver.fin_seen || receiver.fin_acked || !seqAfterEq(ack, receiver.fin_end)) return false;
+  receiver.fin_acked = true;
+  const TcpState before = f.state;
+  f.state = deriveClosingState(f);
+  return f.state != before;
+}
+
 bool adoptWarmEdges(TcpWindow& into, const Flow& warm, const Flow& checkpoint,
                     size_t d) noexcept {
   const TcpWindow& w = warm.win[d];

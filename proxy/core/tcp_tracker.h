@@ -70,4 +70,19 @@ bool learnWindowEdges(Flow& flow, Direction dir, const TcpPacket& pkt,
 bool adoptWarmEdges(TcpWindow& into, const Flow& warm, const Flow& checkpoint,
                     size_t d) noexcept;
 
+/// Window tracking of `flow` restarts liberal, as after installFlow: each direction's edges are
+/// re-learnt from its next segment (the kernel fast path moved them on unseen).
+inline void relearnWindows(Flow& flow) noexcept {
+  for (TcpWindow& w : flow.win) {
+    w.seen = false;
+    w.ack_seen = false;
+  }
+}
+
+/// Kernel fast path: a segment of `dir` acknowledging `ack` (in the tracker's sequence space)
+/// went through unseen by the tracker. In a closing state, if it acknowledges the other
+/// direction's FIN, the FIN is acked and the state derived as trackSegment derives it. Returns
+/// whether the state changed.
+bool noteForwardedAck(Flow& flow, Direction dir, uint32_t ack) noexcept;
+
 }  // namespace tandem

@@ -68,7 +68,7 @@ class Metrics {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 26;
+constexpr size_t kScalarCounters = 32;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::replay_pruned) +
                                       sizeof(Counters::replay_offset_unknown) +
@@ -196,6 +196,22 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_shadow_replay_offset_unknown_total", c.replay_offset_unknown[leg], "leg",
              kLegNames[leg]);
   }
+  m.single("tandem_fastpath_installs_total", "counter",
+           "Flows put on the kernel fast path (both directions' entries written).",
+           c.fastpath_installs);
+  m.single("tandem_fastpath_removals_total", "counter",
+           "Flows taken off the kernel fast path (entries erased).", c.fastpath_removals);
+  m.single("tandem_fastpath_install_failed_total", "counter",
+           "Fast path installs the map refused (full); no half entry kept.",
+           c.fastpath_install_failed);
+  m.single("tandem_fastpath_events_total", "counter",
+           "Close events (FIN/RST translated by the kernel) received.", c.fastpath_events);
+  m.single("tandem_fastpath_events_stale_total", "counter",
+           "Close events for no live fast flow of that generation (ignored).",
+           c.fastpath_events_stale);
+  m.single("tandem_fastpath_slow_packets_total", "counter",
+           "Packets of a fast-path flow that still came through NFQUEUE.",
+           c.fastpath_slow_packets);
 
   m.single("tandem_nfq_held_total", "counter",
            "Packets held for the engine (client data during a splice handshake).", q.held);

@@ -1,0 +1,256 @@
+// The engine's side of the kernel fast path (the contract is in fastpath_port.h): which flows go
+// on it and when they leave, what the engine takes back from what the kernel saw, and the close
+// events the kernel reports.
+//
+// Going on: lazily, after the engine forwarded an ordinary segment (no SYN/FIN/RST) of a flow
+// that qualifies (fastPathMaybeInstall). Two port calls, one per direction; a refused second put
+// erases the first, so the kernel never holds half a flow. After a refusal (the map is full)
+// the next kInstallRetryAfter qualifying segments, of any flow, try nothing: a full map costs
+// one failed syscall per that many segments rather than one per segment.
+//
+// While on it, the engine's window edges go stale. Whenever it reads the entries back (a packet
+// of the flow still came through NFQUEUE, a close event, idle expiry, the backend leaving) it
+// takes the kernel's last_ns as the flow's idle time, its seq_end/ack as td_end/last_ack (moved
+// forward only) and an ack of a FIN as that FIN acknowledged; then, for anything but a RST,
+// window tracking restarts liberal (as after a checkpoint install). A RST is judged against
+// the refreshed edges instead: liberal edges would only ever draw a challenge (tcp_tracker.cc
+// checkRst), and a flow the endpoint reset would linger for the established timeout.
+//
+// Leaving: retired (expiry, reset, reopen), re-bound or moved, backend no longer UP, node
+// standby, a FIN or RST through NFQUEUE, or a close event that leaves it in LAST_ACK, TIME_WAIT
+// or CLOSE (its last packets are few, and a closed flow must not hold map entries for its
+// TIME_WAIT linger: at 10^5 connections/s that would be millions).
+#include <algorithm>
+
+#include "common/bytes.h"
+#include "common/segment_writer.h"
+#include "common/seq.h"
+#include "proxy/core/engine_impl.h"
+#include "proxy/core/fastpath_entry.h"
+#include "proxy/core/tcp_tracker.h"
+#include "proxy/core/translator.h"
+
+namespace tandem {
+namespace {
+
+/// Qualifying segments let by after a refused install before the next attempt.
+constexpr uint32_t kInstallRetryAfter = 256;
+
+/// The map key of one direction: its tuple as it arrives, network byte order.
+tandem_fp_key wireKey(const Flow& f, Direction dir) noexcept {
+  const bool c = dir == Direction::kFromClient;
+  tandem_fp_key k{};
+  store32(reinterpret_cast<uint8_t*>(&k.saddr), c ? f.client_addr.v4() : f.backend_addr.v4());
+  store32(reinterpret_cast<uint8_t*>(&k.daddr), c ? f.vip_addr.v4() : f.source_addr.v4());
+  store16(reinterpret_cast<uint8_t*>(&k.sport), c ? f.client_port : f.backend_port);
+  store16(reinterpret_cast<uint8_t*>(&k.dport), c ? f.vip_port : f.source_port);
+  return k;
+}
+
+/// A sequence number of direction `d` as it arrived, in the tracker's space (the backend leg's:
+/// client segments are translated before they are tracked, backend ones after).
+uint32_t trackerSeq(const Flow& f, Direction d, uint32_t seq) noexcept {
+  return d == Direction::kFromClient && f.has_seqadj
+             ? seqForward(f.adj[dirIndex(Direction::kFromClient)], seq)
+             : seq;
+}
+uint32_t trackerAck(const Flow& f, Direction d, uint32_t ack) noexcept {
+  return d == Direction::kFromClient && f.has_seqadj
+             ? ackBackward(f.adj[dirIndex(Direction::kFromBackend)], ack)
+             : ack;
+}
+
+constexpr Direction kDirs[2] = {Direction::kFromClient, Direction::kFromBackend};
+
+bool qualifies(const Flow& f) noexcept {
+  return f.state == TcpState::kEstablished && f.win[0].seen && f.win[1].seen &&
+         !f.splice_pending && !f.sync_pending && !f.moving && !f.splice_await_data;
+}
+
+}  // namespace
+
+void Engine::setFastPath(FastPathPort* port, bool close_fast) noexcept {
+  impl_->fastPathForgetAll();
+  impl_->fp = nullptr;
+  impl_->fp_close_fast = close_fast;
+  impl_->fp_retry_wait = 0;
+  if (port == nullptr) return;
+  if (impl_->fp_generation.size() < impl_->table.capacity()) {
+    try {
+      impl_->fp_generation.resize(impl_->table.capacity(), 0);
+    } catch (...) {
+      return;  // no memory for the generations: the fast path stays off
+    }
+  }
+  impl_->fp = port;
+}
+
+void Engine::Impl::fastPathForgetAll() noexcept {
+  const uint32_t high = table.highWater();
+  for (uint32_t i = 0; i < high; ++i) {
+    Flow& f = table.at(i);
+    if (!f.in_use || !f.fast_path) continue;
+    f.fast_path = false;
+    relearnWindows(f);  // the kernel moved them on
+    ++counters.fastpath_removals;
+  }
+}
+
+void Engine::Impl::fastPathMaybeInstall(uint32_t index) noexcept {
+  Flow& f = table.at(index);
+  if (standby || f.fast_path || !qualifies(f) ||
+      (f.splice && config.services[f.service].resplice) ||
+      backends[f.service][f.backend].state != BackendState::kUp)
+    return;
+  if (fp_retry_wait > 0) {
+    --fp_retry_wait;
+    return;
+  }
+  tandem_fp_key key[2];
+  tandem_fp_rewrite value[2];
+  for (size_t d = 0; d < 2; ++d)
+    if (!fastPathEntry(f, kDirs[d], key[d], value[d])) return;  // not a constant translation
+  const uint32_t generation = ++fp_generation[index];
+  for (size_t d = 0; d < 2; ++d) {
+    value[d].flow_id = index;
+    value[d].generation = generation;
+    if (fp_close_fast) value[d].flags |= TANDEM_FP_CLOSE_FAST;
+  }
+  if (!fp->put(key[0], value[0])) {
+    ++counters.fastpath_install_failed;
+    fp_retry_wait = kInstallRetryAfter;
+    return;
+  }
+  if (!fp->put(key[1], value[1])) {
+    fp->erase(key[0]);  // never half a flow in the kernel
+    ++counters.fastpath_install_failed;
+    fp_retry_wait = kInstallRetryAfter;
+    return;
+  }
+  f.fast_path = true;
+  ++counters.fastpath_installs;
+}
+
+void Engine::Impl::fastPathErase(uint32_t index) noexcept {
+  Flow& f = table.at(index);
+  if (!f.fast_path) return;
+  f.fast_path = false;
+  ++counters.fastpath_removals;
+  if (fp == nullptr) return;
+  for (Direction d : kDirs) fp->erase(wireKey(f, d));
+}
+
+void Engine::Impl::fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexcept {
+  Flow& f = table.at(index);
+  bool changed = false;
+  for (size_t d = 0; d < 2; ++d) {
+    const tandem_fp_rewrite& r = seen.dir[d];
+    if (!seen.found[d] || (r.tcp_flags & tcpflag::kAck) == 0) continue;
+    changed = noteForwardedAck(f, kDirs[d], trackerAck(f, kDirs[d], r.ack)) || changed;
+  }
+  if (changed) touch(index);
+}
+
+void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal,
+                                   FastSeen* out) noexcept {
+  Flow& f = table.at(index);
+  FastSeen seen;
+  bool any = false;
+  for (size_t d = 0; d < 2; ++d) {
+    TcpWindow& w = f.win[d];
+    if (!liberal) {
+      // To be judged on (a RST, the RSTs of a reset): the best edges known. Both directions
+      // were seen when the flow went on the fast path, and a liberal restart since (an earlier
+      // packet here) kept their values, which no packet of that direction has moved since
+      // unless the kernel has (below).
+      w.seen = true;
+      w.ack_seen = true;
+    }
+    tandem_fp_rewrite& r = seen.dir[d];
+    seen.found[d] = fp != nullptr && fp->get(wireKey(f, kDirs[d]), r) && r.last_ns != 0;
+    if (!seen.found[d]) continue;
+    any = true;
+    // The kernel's clock may run ahead of the caller's now (read once per batch).
+    f.last_seen_ns = std::max(f.last_seen_ns, std::min<uint64_t>(r.last_ns, now_ns));
+    const uint32_t end = trackerSeq(f, kDirs[d], r.seq_end);
+    if (!w.seen || seqAfter(end, w.td_end)) w.td_end = end;
+    if (seqAfter(w.td_end, w.td_maxend)) w.td_maxend = w.td_end;
+    w.seen = true;
+    if ((r.tcp_flags & tcpflag::kAck) != 0) {
+      const uint32_t ack = trackerAck(f, kDirs[d], r.ack);
+      if (!w.ack_seen || seqAfter(ack, w.last_ack)) w.last_ack = ack;
+      w.ack_seen = true;
+    }
+  }
+  if (any) {
+    fastPathApplyAcks(index, seen);
+    if (liberal) relearnWindows(f);
+  }
+  if (out != nullptr) *out = seen;
+}
+
+void Engine::Impl::fastPathSlowPacket(uint32_t index, uint8_t flags, uint64_t now_ns) noexcept {
+  ++counters.fastpath_slow_packets;
+  fastPathRefresh(index, now_ns, (flags & tcpflag::kRst) == 0);
+  // The close is the engine's from here on (without TANDEM_FP_CLOSE_FAST the kernel leaves
+  // every FIN and RST to NFQUEUE; with it, this one is a packet the program could not take).
+  if ((flags & (tcpflag::kFin | tcpflag::kRst)) != 0) fastPathErase(index);
+}
+
+bool Engine::Impl::fastPathIdle(uint32_t index, uint64_t now_ns) noexcept {
+  if (!table.at(index).fast_path) return true;
+  fastPathRefresh(index, now_ns, false);
+  return flowExpired(table.at(index), config.timeouts, now_ns);
+}
+
+void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept {
+  Impl& m = *impl_;
+  ++counters_.fastpath_events;
+  const uint32_t index = ev.flow_id;
+  if (m.fp == nullptr || ev.dir > 1 || index >= m.table.highWater() ||
+      index >= m.fp_generation.size() || !m.table.at(index).in_use ||
+      !m.table.at(index).fast_path || m.fp_generation[index] != ev.generation) {
+    ++counters_.fastpath_events_stale;
+    return;
+  }
+  Flow& f = m.table.at(index);
+  const Direction dir = kDirs[ev.dir];
+  const bool rst = (ev.tcp_flags & tcpflag::kRst) != 0;
+  Impl::FastSeen seen;
+  m.fastPathRefresh(index, now_ns, !rst, &seen);
+
+  // The segment the event describes, header only, as the tracker would have seen it. Its
+  // payload is not here: the sequence number moves past it instead, which leaves seq + length
+  // (the FIN's end) exactly as it was. A RST's payload (RFC 9293 3.5.3 diagnostics) takes no
+  // sequence space and its seq is what RFC 5961 judges: it stays.
+  SegmentSpec spec;
+  spec.saddr = dir == Direction::kFromClient ? f.client_addr.v4() : f.backend_addr.v4();
+  spec.daddr = dir == Direction::kFromClient ? f.vip_addr.v4() : f.source_addr.v4();
+  spec.sport = dir == Direction::kFromClient ? f.client_port : f.backend_port;
+  spec.dport = dir == Direction::kFromClient ? f.vip_port : f.source_port;
+  spec.seq = trackerSeq(f, dir, ev.seq) + (rst ? 0u : ev.payload_len);
+  spec.ack = (ev.tcp_flags & tcpflag::kAck) != 0 ? trackerAck(f, dir, ev.ack) : 0;
+  spec.flags = ev.tcp_flags;
+  spec.window = ev.window;
+  uint8_t buf[64];
+  TcpPacket pkt;
+  TcpOptions opts;
+  const size_t n = writeTcpSegment(spec, buf, sizeof buf);
+  if (n == 0 || parseTcpPacket(buf, n, pkt) != ParseError::kNone) return;  // cannot happen
+
+  const TcpState before = f.state;
+  // Refused (an impossible flag combination, a RST outside the window): the kernel forwarded
+  // it anyway, and the tracker changes nothing, as for the same packet through the engine.
+  trackSegment(f, dir, pkt, opts, now_ns, counters_);
+  if (dir == Direction::kFromBackend && rst && f.state == TcpState::kClose &&
+      before != TcpState::kClose)
+    ++m.backends[f.service][f.backend].rsts;  // passive health signal, as processParsed counts
+  if (f.state != before) m.touch(index);
+  m.fastPathApplyAcks(index, seen);  // a last ACK the kernel forwarded before we read the event
+  if (rst && f.state != TcpState::kClose) relearnWindows(f);
+  if (f.state == TcpState::kLastAck || f.state == TcpState::kTimeWait ||
+      f.state == TcpState::kClose)
+    m.fastPathErase(index);
+}
+
+}  // namespace tandem
