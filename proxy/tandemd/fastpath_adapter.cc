@@ -138,9 +138,10 @@ std::string FastPathAdapter::metricsText(const Counters& c) const {
     sample(out, "tandem_fastpath_passed_total", stat(r.stat),
            (std::string("{reason=\"") + r.reason + "\"}").c_str());
   }
-  family(out, "tandem_fastpath_events_total", "counter",
-         "FIN/RST close events the fast path reported (daemon.fastpath_close = on).");
-  sample(out, "tandem_fastpath_events_total", stat(TANDEM_FP_ST_EVENTS));
+  // What the program submitted; what the engine received is tandem_fastpath_events_total.
+  family(out, "tandem_fastpath_events_submitted_total", "counter",
+         "FIN/RST close events the program submitted to the ring (fastpath_close = on).");
+  sample(out, "tandem_fastpath_events_submitted_total", stat(TANDEM_FP_ST_EVENTS));
   family(out, "tandem_fastpath_events_full_total", "counter",
          "Closes left to NFQUEUE because the event ring was full.");
   sample(out, "tandem_fastpath_events_full_total", stat(TANDEM_FP_ST_EVENTS_FULL));

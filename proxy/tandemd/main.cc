@@ -296,7 +296,9 @@ int run(const DaemonConfig& config, Engine& engine) {
     std::string names;
     for (const std::string& n : fastpath->interfaces()) names += (names.empty() ? "" : ", ") + n;
     logf(LogLevel::kInfo,
-         "fast path attached at tc ingress of %s (%u map entries, closes %s)", names.c_str(),
+         "fast path attached at tc ingress of %s (tcx links, unless a warning above names a "
+         "tc filter; %u map entries; closes %s)",
+         names.c_str(),
          config.fastpath.max_entries,
          config.fastpath.close_fast ? "in the kernel, reported" : "through NFQUEUE");
     if (std::none_of(config.engine.services.begin(), config.engine.services.end(),
