@@ -870,7 +870,7 @@ std::string configKeysHelp() {
 
   std::ostringstream out;
   auto line = [&](const std::string& key, const char* help) {
-    out << "  " << std::left << std::setw(27) << key << help;
+    out << "  " << std::left << std::setw(27) << key << (key.size() >= 27 ? " " : "") << help;
     if (auto it = defaults.find(key); it != defaults.end()) {
       out << (*help != '\0' ? " " : "") << "(default " << it->second << ")";
     }

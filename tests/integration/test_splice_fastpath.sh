@@ -4,6 +4,7 @@
 # the handshakes and what the program leaves to it. Real kernel TCP on both ends, transparent
 # addressing with closes in the kernel (fastpath_close = on), snat with closes through NFQUEUE
 # (fastpath_close = off):
+#   - an interface that does not exist in fastpath_interfaces fails the start (exit 1, named);
 #   - the program is attached to the proxy's interfaces (tcx), tandem_fastpath_enabled is 1;
 #   - curl fetches a 5 MiB file twice from python3 -m http.server; sha256 must match;
 #   - 200 concurrent tcpcheck connections, 64 KiB each way, every byte verified both ways, then
@@ -125,6 +126,20 @@ run_addressing() {
 $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   sed -i 's/^mode = passthrough/mode = splice/' "$conf"
   sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close/" "$conf"
+  # The operator asked for the fast path: where it cannot be attached, tandemd does not start,
+  # says why, and leaves no rule behind.
+  local rc_bad
+  "$TANDEMD" --config "$conf" --daemon.fastpath_interfaces=tdmnosuch0 --check >/dev/null 2>&1
+  ip netns exec "$NS_PRX" "$TANDEMD" --config "$conf" --daemon.fastpath_interfaces=tdmnosuch0 \
+    >"$TDM_TMP/bad-start.log" 2>&1
+  rc_bad=$?
+  name="$a: fastpath_interfaces naming no interface: start-up fails (exit 1), says why, no rules"
+  if [ "$rc_bad" -eq 1 ] && grep -q 'fastpath.*tdmnosuch0' "$TDM_TMP/bad-start.log" &&
+     [ "$(tandem_rule_count)" -eq 0 ]; then
+    pass "$name"
+  else
+    fail "$name" "exit $rc_bad, $(tandem_rule_count) TANDEM rules" "$(tail -n 3 "$TDM_TMP/bad-start.log")"
+  fi
   if ! start_tandemd "$conf"; then
     fail "$a: tandemd starts with daemon.fastpath = on" "$(cat "$TDM_TANDEMD_LOG")"
     topo_down
