@@ -144,8 +144,7 @@ struct Engine::Impl {
   /// Reads a fast flow's entries and takes what the kernel saw: idle time (clamped to now_ns),
   /// td_end / last_ack moved forward, FINs acknowledged. With `liberal`, if the kernel
   /// translated anything, window tracking restarts liberal (the engine's edges are stale).
-  void fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal,
-                       FastSeen* seen = nullptr) noexcept;
+  void fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal) noexcept;
   /// A FIN acknowledged by a segment the kernel forwarded (closing states only); touches.
   void fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexcept;
   /// Takes the flow off the fast path (entries erased, bit cleared); no-op for others.

@@ -9,7 +9,8 @@
 // one failed syscall per that many segments rather than one per segment.
 //
 // While on it, the engine's window edges go stale. Whenever it reads the entries back (a packet
-// of the flow still came through NFQUEUE, a close event, idle expiry, the backend leaving) it
+// of the flow still came through NFQUEUE, a RST event, a FIN event after which the flow leaves,
+// idle expiry, the backend leaving) it
 // takes the kernel's last_ns as the flow's idle time, its seq_end/ack as td_end/last_ack (moved
 // forward only) and an ack of a FIN as that FIN acknowledged; then, for anything but a RST,
 // window tracking restarts liberal (as after a checkpoint install). A RST is judged against
@@ -151,8 +152,7 @@ void Engine::Impl::fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexc
   if (changed) touch(index);
 }
 
-void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal,
-                                   FastSeen* out) noexcept {
+void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal) noexcept {
   Flow& f = table.at(index);
   FastSeen seen;
   bool any = false;
@@ -186,7 +186,6 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
     fastPathApplyAcks(index, seen);
     if (liberal) relearnWindows(f);
   }
-  if (out != nullptr) *out = seen;
 }
 
 void Engine::Impl::fastPathSlowPacket(uint32_t index, uint8_t flags, uint64_t now_ns) noexcept {
@@ -216,8 +215,14 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   Flow& f = m.table.at(index);
   const Direction dir = kDirs[ev.dir];
   const bool rst = (ev.tcp_flags & tcpflag::kRst) != 0;
-  Impl::FastSeen seen;
-  m.fastPathRefresh(index, now_ns, !rst, &seen);
+  // A RST is judged on the kernel's edges. A FIN needs none of them: tracking restarts liberal
+  // and learns from it; the entries are read only if the flow then leaves (below), so a
+  // half-close costs no syscall.
+  if (rst) {
+    m.fastPathRefresh(index, now_ns, false);
+  } else {
+    relearnWindows(f);
+  }
 
   // The segment the event describes, header only, as the tracker would have seen it. Its
   // payload is not here: the sequence number moves past it instead, which leaves seq + length
@@ -246,11 +251,14 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
       before != TcpState::kClose)
     ++m.backends[f.service][f.backend].rsts;  // passive health signal, as processParsed counts
   if (f.state != before) m.touch(index);
-  m.fastPathApplyAcks(index, seen);  // a last ACK the kernel forwarded before we read the event
   if (rst && f.state != TcpState::kClose) relearnWindows(f);
   if (f.state == TcpState::kLastAck || f.state == TcpState::kTimeWait ||
-      f.state == TcpState::kClose)
+      f.state == TcpState::kClose) {
+    // Leaving: what the kernel saw, the last ACK included if it forwarded it before this event
+    // was read (the usual case: the ring is drained after the burst), then off.
+    if (!rst) m.fastPathRefresh(index, now_ns, true);
     m.fastPathErase(index);
+  }
 }
 
 }  // namespace tandem

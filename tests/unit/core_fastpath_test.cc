@@ -489,15 +489,19 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
   for (bool last_ack_in_kernel : {false, true}) {
     SCOPED_TRACE(last_ack_in_kernel ? "last ACK in the kernel" : "last ACK through the engine");
     Pair p;
+    const int gets = p.port.gets, erases = p.port.erases;
     p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1101, 5201, kFin | kAck), 3 * kSec);
     ASSERT_EQ(p.s.client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
     EXPECT_EQ(stateOf(p.fast), TcpState::kFinWait);
     p.expectSame("client FIN");
     EXPECT_EQ(p.port.map.size(), 2u);  // half-closed: the response direction stays fast
+    EXPECT_EQ(p.port.gets, gets);      // and it cost no port call
 
     const tandem_fp_event bfin = p.port.close(kBackendKey, 3 * kSec, 5201, 1102, kFin | kAck);
     if (last_ack_in_kernel) p.port.forward(kClientKey, 3 * kSec, 1102, 5202, 0, kAck);
     p.fast.fastPathClose(bfin, 3 * kSec);
+    EXPECT_EQ(p.port.gets, gets + 2);  // leaving: one read and one erase per direction
+    EXPECT_EQ(p.port.erases, erases + 2);
     ASSERT_EQ(p.s.backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
     if (!last_ack_in_kernel) {
       EXPECT_EQ(stateOf(p.fast), TcpState::kLastAck);
@@ -644,6 +648,27 @@ TEST(FastPath, BackendDownResetsWithTheKernelsEdgesAndErases) {
   // Each side's RCV.NXT as the kernel saw it, not as the engine last did.
   EXPECT_EQ(rsts, (std::vector<std::pair<std::string, uint32_t>>{{kClient, 8001},
                                                                   {kBackend, 1041}}));
+}
+
+TEST(FastPath, ADrainingBackendsFlowLeavesAndStaysOffUntilItIsUpAgain) {
+  Engine e(config(Mode::kPassthrough));
+  FakeFastPathPort port;
+  e.setFastPath(&port, false);
+  Passthrough c{e};
+  c.open();
+  port.forward(kClientKey, 5 * kSec, 1001, 5001, 40, kAck);
+  e.setBackendState(0, 0, BackendState::kDraining, 6 * kSec);
+  EXPECT_EQ(e.activeFlows(), 1u);  // busy, with nowhere to go: carries on through the engine
+  EXPECT_TRUE(port.map.empty());
+  // It carries on through the engine, from where the kernel left it.
+  ASSERT_EQ(c.client(kAck | kPsh, 1041, 5001, 10, 7 * kSec).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(c.backend(kAck, 5001, 1051, 0, 7 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(e.counters().seq_out_of_window, 0u);
+  EXPECT_EQ(port.puts, 2);  // not while draining
+  e.setBackendState(0, 0, BackendState::kUp, 8 * kSec);
+  ASSERT_EQ(c.client(kAck, 1051, 5001, 0, 8 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(port.map.size(), 2u);
+  EXPECT_EQ(e.counters().fastpath_installs, 2u);
 }
 
 TEST(FastPath, AFlowFromACheckpointIsNeverOnTheStandbysFastPath) {
