@@ -18,8 +18,9 @@
 #   - iperf3 3 s each way: the fast path carried at least 90 % of the bytes;
 #   - no drop but splice_pending, no packet the program failed to rewrite, no full event ring;
 #     closes reported as events (close on) or passed to NFQUEUE (close off);
-#   - SIGKILL of tandemd: the program is detached from every interface (tcx links die with the
-#     process), checked with BPF_PROG_QUERY (tcx_query.py) and tc.
+#   - SIGKILL of tandemd (transparent) and SIGTERM (snat: exit 0, rules removed): the program is
+#     detached from every interface (tcx links die with the process), checked with
+#     BPF_PROG_QUERY (tcx_query.py) and tc.
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK
@@ -249,10 +250,17 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
       "events submitted $(metric tandem_fastpath_events_submitted_total)"
   fi
 
-  # (d) SIGKILL: the tcx links die with the process, and the program with them.
-  stop_pid "$TDM_TANDEMD_PID" KILL
-  TDM_TANDEMD_PID=
-  name="$a: after SIGKILL of tandemd no program is attached to front or back"
+  # (d) The tcx links die with the process, and the program with them: on SIGKILL (transparent
+  # run) as on SIGTERM (snat run, which also exits 0 and removes its rules).
+  local how=KILL
+  [ "$a" = snat ] && how=TERM
+  if [ "$how" = TERM ]; then
+    check "$a: SIGTERM: tandemd exits 0 and removes its rules" stop_tandemd
+  else
+    stop_pid "$TDM_TANDEMD_PID" KILL
+    TDM_TANDEMD_PID=
+  fi
+  name="$a: after SIG$how of tandemd no program is attached to front or back"
   if wait_until 5 detached; then
     pass "$name"
   else
