@@ -142,7 +142,7 @@ struct Engine::Impl {
   /// After a forwarded ordinary segment: puts the flow on the fast path if it qualifies.
   void fastPathMaybeInstall(uint32_t index) noexcept;
   /// Reads a fast flow's entries and takes what the kernel saw: idle time (clamped to now_ns),
-  /// td_end / last_ack moved forward, FINs acknowledged. With `liberal`, if the kernel
+  /// td_end / last_ack (the kernel's if newer), FINs acknowledged. With `liberal`, if the kernel
   /// translated anything, window tracking restarts liberal (the engine's edges are stale).
   void fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal) noexcept;
   /// A FIN acknowledged by a segment the kernel forwarded (closing states only); touches.

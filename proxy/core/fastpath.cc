@@ -10,9 +10,9 @@
 //
 // While on it, the engine's window edges go stale. Whenever it reads the entries back (a packet
 // of the flow still came through NFQUEUE, a RST event, a FIN event after which the flow leaves,
-// idle expiry, the backend leaving) it
-// takes the kernel's last_ns as the flow's idle time, its seq_end/ack as td_end/last_ack (moved
-// forward only) and an ack of a FIN as that FIN acknowledged; then, for anything but a RST,
+// idle expiry, the backend leaving) it takes the kernel's last_ns as the flow's idle time, its
+// seq_end/ack as td_end/last_ack (unless a little behind: newer()) and an ack of a FIN as that
+// FIN acknowledged; then, for anything but a RST,
 // window tracking restarts liberal (as after a checkpoint install). A RST is judged against
 // the refreshed edges instead: liberal edges would only ever draw a challenge (tcp_tracker.cc
 // checkRst), and a flow the endpoint reset would linger for the established timeout.
@@ -62,6 +62,15 @@ uint32_t trackerAck(const Flow& f, Direction d, uint32_t ack) noexcept {
 }
 
 constexpr Direction kDirs[2] = {Direction::kFromClient, Direction::kFromBackend};
+
+/// The newer of an edge the engine knows (kept while tracking was liberal) and the kernel's
+/// (from its last packet that way): the kernel's, unless it lies a little behind (that packet
+/// was a retransmission). "A little" is under 2^30: a flow that carried gigabytes in the kernel
+/// since is not judged by a wrapped comparison.
+uint32_t newer(uint32_t engine, uint32_t kernel) noexcept {
+  const uint32_t behind = engine - kernel;
+  return behind != 0 && behind < (1u << 30) ? engine : kernel;
+}
 
 bool qualifies(const Flow& f) noexcept {
   return f.state == TcpState::kEstablished && f.win[0].seen && f.win[1].seen &&
@@ -172,13 +181,11 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
     any = true;
     // The kernel's clock may run ahead of the caller's now (read once per batch).
     f.last_seen_ns = std::max(f.last_seen_ns, std::min<uint64_t>(r.last_ns, now_ns));
-    const uint32_t end = trackerSeq(f, kDirs[d], r.seq_end);
-    if (!w.seen || seqAfter(end, w.td_end)) w.td_end = end;
+    w.td_end = newer(w.td_end, trackerSeq(f, kDirs[d], r.seq_end));
     if (seqAfter(w.td_end, w.td_maxend)) w.td_maxend = w.td_end;
     w.seen = true;
     if ((r.tcp_flags & tcpflag::kAck) != 0) {
-      const uint32_t ack = trackerAck(f, kDirs[d], r.ack);
-      if (!w.ack_seen || seqAfter(ack, w.last_ack)) w.last_ack = ack;
+      w.last_ack = newer(w.last_ack, trackerAck(f, kDirs[d], r.ack));
       w.ack_seen = true;
     }
   }
