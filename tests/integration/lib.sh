@@ -15,7 +15,8 @@
 #
 # Environment: TANDEMD, TANDEMCTL, TCPCHECK, TCPINJECT (set by ctest); TDM_PREFIX (name prefix);
 # TANDEM_FASTPATH=on: every configuration write_config writes runs with daemon.fastpath = on (the
-# kernel fast path, docs/fastpath.md), to run any test with it.
+# kernel fast path, docs/fastpath.md), to run any test with it; TANDEM_FASTPATH_CLOSE=on|off sets
+# daemon.fastpath_close too.
 
 set -u
 
@@ -357,6 +358,7 @@ write_config() {
     echo "metrics = $METRICS_ADDR"
     echo "max_flows = 100000"
     [ "${TANDEM_FASTPATH:-off}" = on ] && echo "fastpath = on"
+    [ -n "${TANDEM_FASTPATH_CLOSE:-}" ] && echo "fastpath_close = $TANDEM_FASTPATH_CLOSE"
     echo
     echo "[timeouts]"
     echo "established = $established"
