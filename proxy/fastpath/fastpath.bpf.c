@@ -26,6 +26,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* The layouts tandemd writes and reads (fastpath_abi.h checks the same on the C++ side). */
+_Static_assert(sizeof(struct tandem_fp_key) == 12, "tandem_fp_key layout");
+_Static_assert(sizeof(struct tandem_fp_rewrite) == 64, "tandem_fp_rewrite layout");
+_Static_assert(sizeof(struct tandem_fp_event) == 32, "tandem_fp_event layout");
+
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 1); /* set by the loader before load */
@@ -129,13 +134,11 @@ SEC("tc")
 int tandem_fp_ingress(struct __sk_buff* skb) {
   if (skb->mark == TANDEM_FP_MARK) return TC_ACT_OK; /* translated once already */
 
-  __u32 l3 = ETH_HLEN;
+  /* Ethernet. An 802.1Q tag never shows here: __netif_receive_skb_core() moves it to
+   * skb->vlan_tci (skb_vlan_untag) before tc ingress runs. */
+  const __u32 l3 = ETH_HLEN;
   __u16 proto;
   if (bpf_skb_load_bytes(skb, 12, &proto, 2) < 0) return TC_ACT_OK;
-  if (proto == bpf_htons(ETH_P_8021Q)) { /* one inline 802.1Q tag (no VLAN offload) */
-    if (bpf_skb_load_bytes(skb, 16, &proto, 2) < 0) return TC_ACT_OK;
-    l3 += 4;
-  }
   if (proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
 
   __u8 ip[20];

@@ -155,9 +155,9 @@ void KernelFastPath::attach(const std::string& ifname) {
     const int err = -a.link_fd;
     if (err != EINVAL && err != EOPNOTSUPP)
       throw std::runtime_error("fast path: tcx attach to " + ifname + ": " + errnoText(err));
-    // A kernel without tcx: a classic clsact + cls_bpf filter, removed by the destructor. A
-    // SIGKILLed tandemd leaves it behind (translating with a frozen map): tandemd deletes a
-    // stale one at start-up by attaching again (same handle and priority, replaced).
+    // A kernel without tcx (before 6.6): a classic clsact + cls_bpf filter, removed by the
+    // destructor. A SIGKILLed tandemd leaves it behind, translating with a frozen map, until the
+    // next attach on that interface replaces it (same handle and priority, BPF_TC_F_REPLACE).
     a.link_fd = -1;
     bpf_tc_hook hook{};
     hook.sz = sizeof hook;

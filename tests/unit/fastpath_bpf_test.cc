@@ -324,6 +324,39 @@ TEST_F(FastPathBpf, FinAndRstWithCloseFastAreTranslatedAndReported) {
   EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u);
 }
 
+TEST_F(FastPathBpf, AFullEventRingLeavesTheCloseToNfqueue) {
+  const Flow f = spliceFlow(7, 9, 11);
+  install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
+  const auto fin = from(Direction::kFromClient, f).flags(kFin | kAck).seq(5).ack(6).build();
+  // 256 KiB of 40-byte records (8-byte header + 32): about 6550 fit.
+  int translated = 0;
+  for (; translated < 10000; ++translated) {
+    auto p = fin;
+    uint32_t mark = 0;
+    ASSERT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+    if (mark != TANDEM_FP_MARK) {
+      EXPECT_EQ(p, fin);  // untouched
+      break;
+    }
+  }
+  EXPECT_GT(translated, 6000);
+  EXPECT_LT(translated, 10000);
+  auto st = fp_->stats();
+  EXPECT_EQ(st[TANDEM_FP_ST_EVENTS], static_cast<uint64_t>(translated));
+  EXPECT_EQ(st[TANDEM_FP_ST_EVENTS_FULL], 1u);
+  EXPECT_EQ(st[TANDEM_FP_ST_TRANSLATED], static_cast<uint64_t>(translated));
+  // Drained, it reports again.
+  size_t seen = 0;
+  EXPECT_EQ(fp_->drainEvents([&](const tandem_fp_event& e) { seen += e.seq == 5; }),
+            static_cast<size_t>(translated));
+  EXPECT_EQ(seen, static_cast<size_t>(translated));
+  auto p = fin;
+  uint32_t mark = 0;
+  ASSERT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+  EXPECT_EQ(mark, TANDEM_FP_MARK);
+  EXPECT_EQ(fp_->stats()[TANDEM_FP_ST_EVENTS_FULL], 1u);
+}
+
 TEST_F(FastPathBpf, WhatItLeavesAlone) {
   const Flow f = spliceFlow(7, 9, 11);
   install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
