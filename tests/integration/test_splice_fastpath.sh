@@ -38,9 +38,12 @@ unexpected_drops() {
   echo $(( $(metric tandem_drops_total) - $(metric tandem_drops_total 'reason="splice_pending"') ))
 }
 
-# tcx_total: programs attached at tcx ingress of the proxy's front and back, summed ("" on error).
+# tcx_total: programs attached at tcx ingress of the proxy's front and back, summed (-1 if the
+# query failed: never mistaken for "none").
 tcx_total() {
-  in_ns "$NS_PRX" $TCX_QUERY front back 2>"$TDM_TMP/tcx.err" | awk '{ s += $2 } END { print s + 0 }'
+  local out
+  out=$(in_ns "$NS_PRX" $TCX_QUERY front back 2>"$TDM_TMP/tcx.err") || { echo -1; return; }
+  echo "$out" | awk '{ s += $2 } END { print s + 0 }'
 }
 
 # tc_ingress_filters: classic tc ingress filters on front and back (a non-tcx attachment).
