@@ -547,6 +547,7 @@ void Engine::forEachFlow(const std::function<void(const FlowInfo&)>& fn, uint64_
     info.state = f.state;
     info.idle_ns = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
     info.quiescent = flowQuiescent(f);
+    info.fast_path = f.fast_path;
     fn(info);
   }
 }

@@ -57,6 +57,7 @@ struct FlowInfo {
   TcpState state = TcpState::kNone;
   uint64_t idle_ns = 0;
   bool quiescent = false;  ///< no byte unacknowledged either way, no FIN (resplice.h)
+  bool fast_path = false;  ///< on the kernel fast path (idle_ns is then the engine's, stale)
 };
 
 /// One packet of a batch handed to Engine::processBatch().

@@ -225,6 +225,9 @@ TEST(FastPath, PassthroughInstallsAtTheFirstOrdinarySegmentOnceEstablished) {
     EXPECT_EQ(port.puts, 2);
     EXPECT_EQ(e.counters().fastpath_installs, 1u);
     expectEntries(e, port, 1, close_fast);
+    bool listed_fast = false;
+    e.forEachFlow([&](const FlowInfo& f) { listed_fast = f.fast_path; }, kSec);
+    EXPECT_TRUE(listed_fast);
     EXPECT_EQ(port.map.at(kBackendKey).dir, 1);
     // Packets the kernel left to NFQUEUE (in flight while the entries were written): handled,
     // counted, nothing written again.
