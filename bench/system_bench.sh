@@ -12,6 +12,10 @@
 #   tandem-snat client -> VIP; tandemd passthrough, addressing snat.
 #   tandem-splice client -> VIP; tandemd splice mode (SYN cookie, backend leg opened by the
 #              proxy), addressing transparent.
+#   tandem-splice-fp client -> VIP; the same with the kernel fast path (daemon.fastpath = on,
+#              docs/fastpath.md): a second tandemd (queue 1, metrics 127.0.0.1:9101) that runs
+#              only while this path is measured, so its tc ingress program (on the proxy's
+#              front and back) is not in the way of the other paths.
 # One tandemd serves every tandem path (one service per port); its raw-table rules are NOTRACK
 # too. Every path's packets pass the same raw-table chains (tandem's and this script's).
 #
@@ -32,6 +36,7 @@
 #                 QUIET_BUSY=25 QUIET_MAX=5 (before each path, wait up to QUIET_MAX s for the
 #                 shared machine's CPU use to fall below QUIET_BUSY %; the level is reported)
 #                 PATHS="kernel dnat tandem-tr tandem-snat tandem-splice" OUT=bench/out
+#                 (tandem-splice-fp too, on request: PATHS="dnat tandem-splice tandem-splice-fp")
 #                 FLOOD=1 FLOOD_RATE=0 (spoofed SYNs per second; 0: as fast as the attacker can)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 #                 CR_SWEEP="4 16 64 256" (after the rounds: a connection-rate sweep over these
@@ -103,7 +108,7 @@ fi
 read -r -a PATH_LIST <<<"$PATHS"
 for p in "${PATH_LIST[@]}"; do
   case "$p" in
-    kernel|dnat|tandem-tr|tandem-snat|tandem-splice) ;;
+    kernel|dnat|tandem-tr|tandem-snat|tandem-splice|tandem-splice-fp) ;;
     *) die "unknown path '$p' in PATHS" ;;
   esac
 done
@@ -157,8 +162,38 @@ TCPC_BASE=8080
 path_index() {
   case "$1" in
     kernel) echo 1 ;; dnat) echo 2 ;; tandem-tr) echo 3 ;; tandem-snat) echo 4 ;;
-    tandem-splice) echo 5 ;;
+    tandem-splice) echo 5 ;; tandem-splice-fp) echo 6 ;;
   esac
+}
+
+# The fast-path tandemd (tandem-splice-fp): started for its path only, see fp_up.
+FP_METRICS=127.0.0.1:9101
+FP_PID=
+FP_LOG=
+# fp_up: starts the fast-path tandemd (its own queue, chain and metrics port); lib.sh's
+# start_tandemd keeps describing the main tandemd afterwards.
+fp_up() {
+  local main_pid=$TDM_TANDEMD_PID main_log=$TDM_TANDEMD_LOG rc=0
+  METRICS_ADDR=$FP_METRICS start_tandemd "$RUN_DIR/tandemd-fp.conf" || rc=1
+  FP_PID=$TDM_TANDEMD_PID
+  FP_LOG=$TDM_TANDEMD_LOG
+  TDM_TANDEMD_PID=$main_pid
+  TDM_TANDEMD_LOG=$main_log
+  return "$rc"
+}
+fp_down() {
+  [ -n "$FP_PID" ] || return 0
+  stop_pid "$FP_PID" TERM
+  [ -n "$FP_LOG" ] && cat "$FP_LOG" >>"$RUN_DIR/tandemd-fp.log"
+  FP_PID=
+}
+# path_pid PATH / path_metrics PATH: the tandemd serving PATH, and its /metrics.
+path_pid() {
+  if [ "$1" = tandem-splice-fp ]; then echo "$FP_PID"; else echo "$TDM_TANDEMD_PID"; fi
+}
+path_metrics() {
+  if [ "$1" = tandem-splice-fp ]; then METRICS_ADDR=$FP_METRICS http_get /metrics
+  else http_get /metrics; fi
 }
 # path_dst PATH KIND(iperf|tcpc): ADDR PORT the client connects to.
 path_dst() {
@@ -203,11 +238,11 @@ setup_paths() {
 
   # Servers: one iperf3 and one tcpcheck server per path on the backend.
   local i
-  for i in 1 2 3 4 5; do
+  for i in 1 2 3 4 5 6; do
     bg_start "iperf3-$i" "$NS_BE1" iperf3 -s -B "$BE1_IP" -p $((IPERF_BASE + i))
     bg_start "tcpc-$i" "$NS_BE1" "$TCPCHECK" server --listen "$BE1_IP:$((TCPC_BASE + i))"
   done
-  for i in 1 2 3 4 5; do
+  for i in 1 2 3 4 5 6; do
     wait_listen "$NS_BE1" "$BE1_IP:$((IPERF_BASE + i))" || return 1
     wait_listen "$NS_BE1" "$BE1_IP:$((TCPC_BASE + i))" || return 1
   done
@@ -244,6 +279,23 @@ setup_paths() {
       done
     done
   } >"$conf"
+  # (f) the fast-path tandemd: one splice service per port of path 6, queue 1.
+  {
+    echo "[daemon]"
+    echo "queue = 1"
+    echo "rules = iptables"
+    echo "metrics = $FP_METRICS"
+    echo "max_flows = 1000000"
+    echo "fastpath = on"
+    for p in "$((IPERF_BASE + 6))" "$((TCPC_BASE + 6))"; do
+      echo
+      echo "[service.splicefp-$p]"
+      echo "vip = $VIP:$p"
+      echo "backends = $BE1_IP:$p"
+      echo "mode = splice"
+      echo "addressing = transparent"
+    done
+  } >"$RUN_DIR/tandemd-fp.conf"
   start_tandemd "$conf" || return 1
 }
 
@@ -260,7 +312,7 @@ snapshot() {
   # The metrics describe a moment between the request and the answer (tandemd answers from its
   # packet loop, late when busy): record both times.
   date +%s.%N >"$f.time"
-  http_get /metrics >"$f.prom"
+  path_metrics "$2" >"$f.prom"
   date +%s.%N >>"$f.time"
   for ns in cli prx be1 sw atk; do
     case "$ns" in
@@ -272,7 +324,7 @@ snapshot() {
     esac
   done
   # Fields 14 and 15 of /proc/PID/stat (the command name, field 2, has no blanks: "tandemd").
-  read -r -a stat <"/proc/$TDM_TANDEMD_PID/stat"
+  read -r -a stat <"/proc/$(path_pid "$2")/stat"
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${stat[13]}" "${stat[14]}" >>"$CPU_TSV"
 }
 
@@ -312,6 +364,10 @@ wait_quiet() {
 run_path() {
   local r=$1 slot=$2 path=$3 addr port f rc
   record "$r" "$slot" "$path" bg "$(wait_quiet)" -
+  if [ "$path" = tandem-splice-fp ] && ! fp_up; then
+    echo "system_bench: the fast-path tandemd did not start (round $r)" >&2
+    return
+  fi
   snapshot "$r" "$path" 0
   read -r addr port <<<"$(path_dst "$path" iperf)"
   for dir in fwd rev; do
@@ -337,6 +393,7 @@ run_path() {
   rc=$?
   record "$r" "$slot" "$path" cr "$rc" "$f"
   snapshot "$r" "$path" 4
+  [ "$path" = tandem-splice-fp ] && fp_down
   "$PY" "$RUN_DIR/analyze.py" --progress "$RUN_DIR" "$r" "$path" >&2
 }
 
@@ -347,8 +404,8 @@ SWEEP_TSV=$RUN_DIR/sweep.tsv  # round conns path rc file utime0 stime0 utime1 st
 # the /metrics snapshot is kept in FILE (drops by reason).
 tandem_cpu_drops() {
   local stat drops
-  read -r -a stat <"/proc/$TDM_TANDEMD_PID/stat"
-  http_get /metrics >"$1"
+  read -r -a stat <"/proc/$(path_pid "$2")/stat"
+  path_metrics "$2" >"$1"
   drops=$(awk '/^tandem_drops_total[{ ]/ { s += $NF } END { printf "%d", s }' "$1")
   printf '%s\t%s\t%s' "${stat[13]}" "${stat[14]}" "${drops:-0}"
 }
@@ -360,11 +417,16 @@ run_sweep_one() {
   read -r addr port <<<"$(path_dst "$path" tcpc)"
   f=$RUN_DIR/sweep/$r-$n-$path.txt
   wait_quiet >/dev/null
-  a=$(tandem_cpu_drops "$f.0.prom")
+  if [ "$path" = tandem-splice-fp ] && ! fp_up; then
+    echo "system_bench: the fast-path tandemd did not start (sweep round $r)" >&2
+    return
+  fi
+  a=$(tandem_cpu_drops "$f.0.prom" "$path")
   in_ns "$NS_CLI" timeout $((CR_DURATION + 60)) "$TCPCHECK" client --connect "$addr:$port" \
     --connect-rate --duration "$CR_DURATION" --conns "$n" --bytes 64 >"$f" 2>&1
   rc=$?
-  b=$(tandem_cpu_drops "$f.1.prom")
+  b=$(tandem_cpu_drops "$f.1.prom" "$path")
+  [ "$path" = tandem-splice-fp ] && fp_down
   IFS=$'\t' read -r -a a <<<"$a"
   IFS=$'\t' read -r -a b <<<"$b"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$path" "$rc" \
@@ -397,7 +459,8 @@ for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
             (int(u1) - int(u0) + int(s1) - int(s0)) / hz * 1e6 / ok)
         drops.setdefault((int(n), p), []).append(int(d1) - int(d0))
 ns = sorted({k[0] for k in res})
-paths = [p for p in ["kernel", "dnat", "tandem-tr", "tandem-snat", "tandem-splice"]
+paths = [p for p in ["kernel", "dnat", "tandem-tr", "tandem-snat", "tandem-splice",
+                     "tandem-splice-fp"]
          if any(k[1] == p for k in res)]
 med = lambda v: statistics.median(v) if v else None
 print(f"### Connection-rate sweep (tcpcheck --connect-rate --bytes 64, medians of rounds)\n")
@@ -497,12 +560,12 @@ import json, os, re, statistics, sys
 
 PATH_NAMES = {"kernel": "kernel fwd (NOTRACK)", "dnat": "conntrack DNAT",
               "tandem-tr": "tandem transparent", "tandem-snat": "tandem snat",
-              "tandem-splice": "tandem splice"}
-TANDEM = ("tandem-tr", "tandem-snat", "tandem-splice")
+              "tandem-splice": "tandem splice", "tandem-splice-fp": "tandem splice + fast path"}
+TANDEM = ("tandem-tr", "tandem-snat", "tandem-splice", "tandem-splice-fp")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Drops that a clean benchmark run may legitimately cause, per path. Splice mode drops client
 # data that arrives before the backend leg is up (the client resends it; counted, reported).
-EXPECTED_DROPS = {"tandem-splice": {"splice_pending"}}
+EXPECTED_DROPS = {"tandem-splice": {"splice_pending"}, "tandem-splice-fp": {"splice_pending"}}
 PENDING = 'tandem_drops_total{reason="splice_pending"}'
 
 
@@ -786,6 +849,20 @@ def render(run):
                 return f"{h / n:.2f} / {d / n:.2f}" if n else "n/a"
             row("client segments before the backend leg was up, per connection: held / "
                 "dropped as splice_pending (connect-rate)", [per_conn(p) for p in tpaths])
+        def queued_per_conn(p):
+            n = total(p, lambda k: k == "tandem_flows_created_total", ("cr",))
+            q = total(p, lambda k: k == "tandem_nfq_packets_total", ("cr",))
+            return f"{q / n:.2f}" if n else "n/a"
+        row("packets through NFQUEUE per connection (connect-rate)",
+            [queued_per_conn(p) for p in tpaths])
+        if "tandem-splice-fp" in tpaths:
+            def fast(p, phase):
+                return f"{total(p, lambda k: k == 'tandem_fastpath_packets_total', (phase,)):.0f}"
+            row("packets translated by the kernel fast path (bulk / rr / connect-rate)",
+                [" / ".join(fast(p, ph) for ph in ("bulk", "rr", "cr")) for p in tpaths])
+            for k in ('tandem_fastpath_passed_total{reason="failed"}',
+                      "tandem_fastpath_events_full_total"):
+                row(f"`{k}`", [f"{total(p, lambda x, k=k: x == k):.0f}" for p in tpaths])
         # Everything that signals a loss or an error.
         keys = set()
         for p in tpaths:
@@ -823,7 +900,7 @@ def render(run):
             out.append("**tandemd queued packets while a non-tandem path ran: "
                        f"{', '.join(stray)}**")
         out.append("")
-    if "tandem-splice" in paths:
+    if "tandem-splice" in paths or "tandem-splice-fp" in paths:
         out.extend(render_targets(paths, by_round))
     ftext, ffails = render_flood(run)
     out.extend(ftext)
@@ -859,6 +936,17 @@ def render_targets(paths, by_round):
     ratio("Connections/s: splice ÷ passthrough (transparent)", "–", "cps", "tandem-splice",
           "tandem-tr")
     ratio("RR p50: splice ÷ passthrough (transparent)", "–", "p50", "tandem-splice", "tandem-tr")
+    if "tandem-splice-fp" in paths:
+        ratio("Connections/s: splice + fast path ÷ conntrack DNAT", "≥ 1.00", "cps",
+              "tandem-splice-fp", "dnat")
+        ratio("Connections/s: splice + fast path ÷ splice", "–", "cps", "tandem-splice-fp",
+              "tandem-splice")
+        ratio("Throughput c→b: splice + fast path ÷ splice", "–", "gbps_fwd", "tandem-splice-fp",
+              "tandem-splice")
+        ratio("Throughput -R: splice + fast path ÷ splice", "–", "gbps_rev", "tandem-splice-fp",
+              "tandem-splice")
+        ratio("RR p50: splice + fast path ÷ splice", "–", "p50", "tandem-splice-fp",
+              "tandem-splice")
     out.append("")
     return out
 
@@ -1125,11 +1213,15 @@ write_meta
 # Every path must carry one verified connection before anything is measured.
 for p in "${PATH_LIST[@]}"; do
   read -r addr port <<<"$(path_dst "$p" tcpc)"
+  if [ "$p" = tandem-splice-fp ] && ! fp_up; then
+    die "the fast-path tandemd does not start: $(tail -n 5 "$FP_LOG" 2>/dev/null)"
+  fi
   if ! out=$(in_ns "$NS_CLI" timeout 20 "$TCPCHECK" client --connect "$addr:$port" \
       --bytes 100000 2>&1); then
     dump_state >&2
     die "path $p ($addr:$port) does not carry a verified connection: $out"
   fi
+  [ "$p" = tandem-splice-fp ] && fp_down
 done
 
 n=${#PATH_LIST[@]}

@@ -1,10 +1,12 @@
 #include "proxy/io/rules.h"
 
+#include <cstdio>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
 
+#include "proxy/fastpath/fastpath_abi.h"
 #include "proxy/io/subprocess.h"
 
 namespace tandem {
@@ -45,7 +47,7 @@ std::optional<RulesMode> parseRulesMode(std::string_view text) noexcept {
 
 std::string rulesChain(uint16_t queue) { return "TANDEM-Q" + std::to_string(queue); }
 
-std::string buildIptablesRules(const EngineConfig& config, uint16_t queue) {
+std::string buildIptablesRules(const EngineConfig& config, uint16_t queue, bool fastpath) {
   const std::string chain = rulesChain(queue);
   // Match specs in order of first appearance; services sharing a backend or a SNAT range need
   // the rule once.
@@ -75,6 +77,15 @@ std::string buildIptablesRules(const EngineConfig& config, uint16_t queue) {
   out += "*raw\n";
   out += ":" + chain + " - [0:0]\n";
   const std::string queue_num = std::to_string(queue);
+  if (fastpath) {
+    // Translated by the tc ingress program already: conntrack must not track it (the same
+    // reason as below) and NFQUEUE must not see it again. Marked packets are nobody else's:
+    // the program sets the mark only on packets it rewrote.
+    char mark[16];
+    std::snprintf(mark, sizeof(mark), "0x%08x", static_cast<unsigned>(TANDEM_FP_MARK));
+    out += "-A " + chain + " -m mark --mark " + mark + " -j CT --notrack\n";
+    out += "-A " + chain + " -m mark --mark " + mark + " -j RETURN\n";
+  }
   for (const std::string& m : matches) {
     out += "-A " + chain + " " + m + " -j CT --notrack\n";
     out += "-A " + chain + " " + m + " -j NFQUEUE --queue-num " + queue_num + "\n";
@@ -136,8 +147,9 @@ void IptablesRules::restore(const std::string& text, const char* what) {
   }
 }
 
-void IptablesRules::install(const EngineConfig& config) {
-  restore(buildIptablesRules(config, queue_), ("install chain " + rulesChain(queue_)).c_str());
+void IptablesRules::install(const EngineConfig& config, bool fastpath) {
+  restore(buildIptablesRules(config, queue_, fastpath),
+          ("install chain " + rulesChain(queue_)).c_str());
 }
 
 bool IptablesRules::remove() {

@@ -7,6 +7,8 @@
 ///   - client to VIP:           -p tcp -d VIP --dport PORT
 ///   - backend replies, transparent addressing: -p tcp -s BACKEND --sport BPORT (each backend)
 ///   - backend replies, SNAT addressing:        -p tcp -d SNAT_ADDR --dport MIN:MAX
+/// With the kernel fast path (daemon.fastpath), packets it translated carry TANDEM_FP_MARK and
+/// leave the chain first, untracked (docs/fastpath.md).
 /// iptables (iptables-nft through nft_compat, xt_NFQUEUE) is used because nft's own `queue`
 /// statement needs CONFIG_NFT_QUEUE, which not every kernel has.
 
@@ -31,8 +33,11 @@ std::optional<RulesMode> parseRulesMode(std::string_view text) noexcept;
 std::string rulesChain(uint16_t queue);
 
 /// Pure. iptables-restore --noflush input that creates (or empties) the chain, fills it and
-/// inserts the jump from raw PREROUTING, as one transaction. IPv4 services only.
-std::string buildIptablesRules(const EngineConfig& config, uint16_t queue);
+/// inserts the jump from raw PREROUTING, as one transaction. IPv4 services only. With
+/// `fastpath`, the chain first lets packets the kernel fast path already translated (skb mark
+/// TANDEM_FP_MARK) pass untracked and unqueued: `-m mark --mark M -j CT --notrack`, then
+/// `-m mark --mark M -j RETURN`.
+std::string buildIptablesRules(const EngineConfig& config, uint16_t queue, bool fastpath = false);
 
 /// Pure. Given the output of `iptables-save -t raw`, iptables-restore --noflush input that deletes
 /// every rule jumping to the chain and then the chain itself; empty if the chain is absent.
@@ -45,7 +50,7 @@ class IptablesRules {
   explicit IptablesRules(uint16_t queue, std::string restore_cmd = "iptables-restore",
                          std::string save_cmd = "iptables-save");
 
-  void install(const EngineConfig& config);
+  void install(const EngineConfig& config, bool fastpath = false);
   /// Removes the chain and every rule jumping to it, whoever added them: at exit, and at startup
   /// for a chain left behind by a run that could not clean up (SIGKILL, crash). Returns true if
   /// there was something to remove.

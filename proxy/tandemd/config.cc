@@ -42,6 +42,14 @@ constexpr KeyHelp kGlobalKeys[] = {
                              "lives 1-2 periods; same on both nodes of a pair"},
     {"daemon.realtime_priority", "SCHED_FIFO priority 1-99 for tandemd (fast heartbeats on a "
                                  "loaded host); 0: normal scheduling"},
+    {"daemon.fastpath", "on: established splice flows are translated in the kernel (tc "
+                        "ingress eBPF), off NFQUEUE; start-up fails if the kernel refuses it"},
+    {"daemon.fastpath_interfaces", "interfaces the fast path attaches to, comma list; default: "
+                                   "every interface up and not loopback at start-up"},
+    {"daemon.fastpath_close", "on: FIN and RST of fast flows translated in the kernel too and "
+                              "reported to tandemd; off: they go through NFQUEUE"},
+    {"daemon.fastpath_max_entries", "fast-path map size, flow directions (two per flow), "
+                                    "2-16777216; default 2 x max_flows, at most 262144"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
     {"timeouts.syn_recv", ""},
     {"timeouts.established", ""},
@@ -579,6 +587,36 @@ void parseTakeover(const Values& values, SyncConfig& s) {
   }
 }
 
+/// daemon.fastpath* (docs/fastpath.md), after daemon.max_flows.
+void parseFastPath(const Values& values, DaemonConfig& c) {
+  FastPathConfig& f = c.fastpath;
+  if (const Value* v = values.find("daemon.fastpath")) f.enabled = parseBool("daemon.fastpath", *v);
+  if (const Value* v = values.find("daemon.fastpath_close")) {
+    f.close_fast = parseBool("daemon.fastpath_close", *v);
+  }
+  if (const Value* v = values.find("daemon.fastpath_interfaces")) {
+    for (const std::string& name : splitList(v->text)) {
+      // IFNAMSIZ - 1 characters, none of which `ip link` refuses.
+      if (name.size() > 15 || name == "." || name == ".." ||
+          name.find_first_of("/: \t") != std::string::npos) {
+        fail("daemon.fastpath_interfaces", *v, "not an interface name: " + quoted(name));
+      }
+      if (std::find(f.interfaces.begin(), f.interfaces.end(), name) != f.interfaces.end()) {
+        fail("daemon.fastpath_interfaces", *v, quoted(name) + " is listed twice");
+      }
+      f.interfaces.push_back(name);
+    }
+    if (f.interfaces.empty()) fail("daemon.fastpath_interfaces", *v, "empty interface list");
+  }
+  if (const Value* v = values.find("daemon.fastpath_max_entries")) {
+    f.max_entries = static_cast<uint32_t>(
+        parseUint("daemon.fastpath_max_entries", *v, 2, FastPathConfig::kMaxEntries));
+  } else {
+    f.max_entries = static_cast<uint32_t>(std::min<uint64_t>(
+        2 * static_cast<uint64_t>(c.engine.max_flows), FastPathConfig::kDefaultMaxEntries));
+  }
+}
+
 /// The [sync] section: present if any sync.* key is.
 std::optional<SyncConfig> parseSync(const Values& values) {
   bool any = false;
@@ -733,6 +771,7 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
   for (const auto& t : kTimeoutKeys) {
     if (const Value* v = get(t.key)) c.engine.timeouts.*t.field = parseSeconds(t.key, *v);
   }
+  parseFastPath(values, c);
 
   for (const ServiceValues& sv : groupServices(values)) {
     c.engine.services.push_back(parseService(sv));
@@ -792,6 +831,8 @@ std::string configKeysHelp() {
       {"daemon.log_level", logLevelName(d.log_level)},
       {"daemon.mss", std::to_string(d.engine.splice.mss)},
       {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
+      {"daemon.fastpath", d.fastpath.enabled ? "on" : "off"},
+      {"daemon.fastpath_close", d.fastpath.close_fast ? "on" : "off"},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},
@@ -829,7 +870,7 @@ std::string configKeysHelp() {
 
   std::ostringstream out;
   auto line = [&](const std::string& key, const char* help) {
-    out << "  " << std::left << std::setw(27) << key << help;
+    out << "  " << std::left << std::setw(27) << key << (key.size() >= 27 ? " " : "") << help;
     if (auto it = defaults.find(key); it != defaults.end()) {
       out << (*help != '\0' ? " " : "") << "(default " << it->second << ")";
     }

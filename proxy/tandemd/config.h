@@ -81,6 +81,20 @@ struct HealthConfig {
   int http_status = 200;
 };
 
+/// The kernel fast path (docs/fastpath.md): a tc ingress program translates the packets of
+/// established splice flows in the kernel, off NFQUEUE.
+struct FastPathConfig {
+  bool enabled = false;
+  /// Interfaces to attach to; empty: every interface that is up and not loopback at start-up.
+  std::vector<std::string> interfaces;
+  bool close_fast = true;  ///< FIN and RST translated in the kernel too (TANDEM_FP_CLOSE_FAST)
+  /// Map entries (one per flow direction); parseConfig() sets the default from max_flows.
+  uint32_t max_entries = 0;
+  /// The default: two per flow of daemon.max_flows, at most this many (the map is preallocated).
+  static constexpr uint32_t kDefaultMaxEntries = 262'144;
+  static constexpr uint32_t kMaxEntries = 16'777'216;
+};
+
 struct DaemonConfig {
   EngineConfig engine;
   NfQueueOptions queue;
@@ -97,6 +111,7 @@ struct DaemonConfig {
   std::optional<SyncConfig> sync;
   /// Health checks, one per service in the order of engine.services.
   std::vector<HealthConfig> health;
+  FastPathConfig fastpath;
 };
 
 /// Parses INI text from `file`, then `overrides` (command-line tokens: `--key=value` or

@@ -14,6 +14,7 @@
 #include "proxy/io/raw_sender.h"
 #include "proxy/tandemd/pair.h"
 #include "proxy/tandemd/health.h"
+#include "proxy/tandemd/fastpath_adapter.h"
 
 namespace tandem {
 namespace {
@@ -257,6 +258,7 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
     m.sample("tandem_nfq_kernel_dropped_total", k->user_dropped, "reason", "socket_full");
   }
   std::string health = s.health != nullptr ? s.health->metricsText() : std::string();
+  health += s.fastpath != nullptr ? s.fastpath->metricsText(c) : fastPathDisabledMetricsText();
   if (s.pair != nullptr) {
     return m.take() + s.pair->metricsText() + s.pair->controlMetricsText() + health;
   }

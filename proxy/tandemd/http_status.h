@@ -25,6 +25,7 @@ namespace tandem {
 class PairController;
 class RawSender;
 class HealthChecker;
+class FastPathAdapter;
 
 /// Everything the pages show; the daemon owns all of it.
 struct StatusSources {
@@ -36,6 +37,7 @@ struct StatusSources {
   const RawSender* raw = nullptr;  ///< splice mode: the engine's outbox sender
   HealthChecker* health = nullptr;  ///< backend states and their commands (POST /backend)
   PairController* control = nullptr;     ///< the same, for POST /switchover
+  const FastPathAdapter* fastpath = nullptr;  ///< the kernel fast path, when daemon.fastpath = on
 };
 
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns);

@@ -28,6 +28,7 @@
 #include "proxy/io/rules.h"
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
+#include "proxy/tandemd/fastpath_adapter.h"
 #include "proxy/tandemd/health.h"
 #include "proxy/tandemd/http_status.h"
 #include "proxy/tandemd/pair.h"
@@ -98,6 +99,7 @@ struct Loop {
   NfQueue* queue = nullptr;
   PairController* pair = nullptr;  ///< the proxy pair, when configured
   RawSender* raw = nullptr;  ///< sends what the engine originates (Engine::drainOutbox)
+  FastPathAdapter* fastpath = nullptr;  ///< the kernel fast path, with daemon.fastpath = on
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
@@ -111,8 +113,15 @@ void sendOutbox(Loop& loop) {
   loop.engine->drainOutbox([&](const uint8_t* p, size_t n) { loop.raw->send(p, n); });
 }
 
+/// Close events the fast path reported go to the engine before the queued packets: they are
+/// older than most of them (one read of the ring's positions when there are none).
+void drainFastPath(Loop& loop) {
+  if (loop.fastpath != nullptr) loop.fastpath->drain(monotonicNs());
+}
+
 void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
+  drainFastPath(*loop);
   loop->queue->onReadable(*loop->engine);
   if (loop->pair != nullptr) loop->pair->afterPackets();
   sendOutbox(*loop);  // what the packets caused: splice and re-splice SYNs, resets
@@ -162,6 +171,7 @@ int64_t wallClockOffsetNs() {
 void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->engine->setCookieClockOffset(wallClockOffsetNs());
+  drainFastPath(*loop);  // a close the ring holds is not an idle flow
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
   sendOutbox(*loop);
@@ -273,6 +283,31 @@ int run(const DaemonConfig& config, Engine& engine) {
     return kExitRuntime;
   }
 
+  // The fast path comes up before the queue and the rules: a kernel that refuses it fails the
+  // start with the host untouched (the operator asked for it).
+  std::optional<FastPathAdapter> fastpath;
+  if (config.fastpath.enabled) {
+    try {
+      fastpath.emplace(config.fastpath);
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "daemon.fastpath = on, but: %s", e.what());
+      return kExitRuntime;
+    }
+    std::string names;
+    for (const std::string& n : fastpath->interfaces()) names += (names.empty() ? "" : ", ") + n;
+    logf(LogLevel::kInfo,
+         "fast path attached at tc ingress of %s (tcx links, unless a warning above names a "
+         "tc filter; %u map entries; closes %s)",
+         names.c_str(),
+         config.fastpath.max_entries,
+         config.fastpath.close_fast ? "in the kernel, reported" : "through NFQUEUE");
+    if (std::none_of(config.engine.services.begin(), config.engine.services.end(),
+                     [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
+      logf(LogLevel::kWarn, "daemon.fastpath = on, but no service is in splice mode: the fast "
+                            "path only carries established splice flows");
+    }
+  }
+
   NfQueue queue(config.queue);
   try {
     queue.open();
@@ -310,6 +345,7 @@ int run(const DaemonConfig& config, Engine& engine) {
   loop.base = base.get();
   loop.engine = &engine;
   loop.queue = &queue;
+  loop.fastpath = fastpath ? &*fastpath : nullptr;
   if (auto k = readNfQueueKernelStats(config.queue.queue)) loop.kernel_seen = *k;
 
   // Everything that can fail is set up before the rules go in, so a failed start leaves the host
@@ -360,6 +396,19 @@ int run(const DaemonConfig& config, Engine& engine) {
     }
   }
 
+  if (fastpath) {
+    try {
+      fastpath->watch(loop.base, engine, [&loop] {
+        if (loop.pair != nullptr) loop.pair->afterPackets();
+        sendOutbox(loop);
+      });
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "%s", e.what());
+      return kExitRuntime;
+    }
+    engine.setFastPath(&*fastpath, config.fastpath.close_fast);
+  }
+
   std::optional<HealthChecker> health;
   try {
     health.emplace(loop.base, engine, config, [&loop] { sendOutbox(loop); });
@@ -373,7 +422,8 @@ int run(const DaemonConfig& config, Engine& engine) {
     if (config.metrics) {
       status.emplace(loop.base,
                      StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
-                                   raw ? &*raw : nullptr, &*health, pair ? &*pair : nullptr});
+                                   raw ? &*raw : nullptr, &*health, pair ? &*pair : nullptr,
+                                   fastpath ? &*fastpath : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());
@@ -391,7 +441,7 @@ int run(const DaemonConfig& config, Engine& engine) {
         logf(LogLevel::kWarn, "removed chain %s left behind by an earlier run",
              rulesChain(config.queue.queue).c_str());
       }
-      rules->install(config.engine);
+      rules->install(config.engine, config.fastpath.enabled);
     } catch (const std::exception& e) {
       logf(LogLevel::kError, "rules: %s", e.what());
       return kExitRuntime;
@@ -413,6 +463,14 @@ int run(const DaemonConfig& config, Engine& engine) {
        loop.signal != 0 ? strsignal(loop.signal) : "");
 
   int rc = loop.signal != 0 ? 0 : kExitRuntime;
+  // Off the fast path first: the flows' packets come to the queue again, whose last batch is
+  // read below, and nothing is translated any more once the rules are gone.
+  if (fastpath) {
+    drainFastPath(loop);
+    engine.setFastPath(nullptr, config.fastpath.close_fast);
+    loop.fastpath = nullptr;
+    fastpath.reset();
+  }
   // A node that stops on purpose gives its addresses up at once; the peer takes over when our
   // heartbeats stop.
   if (pair) pair->shutdown();

@@ -13,7 +13,10 @@
 # bridged frames never meet netfilter). Addressing transparent: the backends' default route is
 # the proxy (10.N.2.1). Addressing snat: the backends have no route to 10.N.1.0/24 at all.
 #
-# Environment: TANDEMD, TANDEMCTL, TCPCHECK, TCPINJECT (set by ctest); TDM_PREFIX (name prefix).
+# Environment: TANDEMD, TANDEMCTL, TCPCHECK, TCPINJECT (set by ctest); TDM_PREFIX (name prefix);
+# TANDEM_FASTPATH=on: every configuration write_config writes runs with daemon.fastpath = on (the
+# kernel fast path, docs/fastpath.md), to run any test with it; TANDEM_FASTPATH_CLOSE=on|off sets
+# daemon.fastpath_close too.
 
 set -u
 
@@ -354,6 +357,8 @@ write_config() {
     echo "rules = iptables"
     echo "metrics = $METRICS_ADDR"
     echo "max_flows = 100000"
+    [ "${TANDEM_FASTPATH:-off}" = on ] && echo "fastpath = on"
+    [ -n "${TANDEM_FASTPATH_CLOSE:-}" ] && echo "fastpath_close = $TANDEM_FASTPATH_CLOSE"
     echo
     echo "[timeouts]"
     echo "established = $established"

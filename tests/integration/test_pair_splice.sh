@@ -76,6 +76,17 @@ run_case() {
     fail "$name" "A has $a_flows, B has $b_flows, spliced $spliced, B refused $refused"
   fi
 
+  # With the kernel fast path (TANDEM_FASTPATH=on, docs/fastpath.md) the active's flows are on
+  # it; a standby never holds entries (without it both read 0).
+  name="$a: B, the standby, holds no fast-path entry"
+  local b_entries
+  b_entries=$(metric_in "$NS_PB" tandem_fastpath_entries)
+  if [ "$b_entries" -eq 0 ]; then
+    pass "$name (A: $(metric_in "$NS_PA" tandem_fastpath_entries) entries)"
+  else
+    fail "$name" "B reports $b_entries entries"
+  fi
+
   crash_a_check_b "$a" "$a_pid"
 
   check_survivors "$a: after the crash" "$CONNS" "$conns_pid" "$stream_pid" \

@@ -23,8 +23,11 @@ mkdir -p "$TDM_TMP/www"
 head -c "$FILE_BYTES" /dev/urandom >"$TDM_TMP/www/file"
 want_sha=$(sha256sum "$TDM_TMP/www/file" | cut -d' ' -f1)
 
-# bytes_through DIRECTION: tandem_bytes_total{direction=DIRECTION} (IP bytes tandemd forwarded).
-bytes_through() { metric tandem_bytes_total "direction=\"$1\""; }
+# bytes_through DIRECTION: tandem_bytes_total{direction=DIRECTION} (IP bytes tandemd forwarded),
+# plus what its kernel fast path translated (TANDEM_FASTPATH=on; not split by direction, 0 off).
+bytes_through() {
+  echo $(( $(metric tandem_bytes_total "direction=\"$1\"") + $(metric tandem_fastpath_bytes_total) ))
+}
 
 # iperf3_run NAME DIRECTION ARGS...: one iperf3 client run from the client namespace; prints the
 # result. DIRECTION is the tandemd byte counter that must carry the transfer.

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "proxy/fastpath/fastpath_abi.h"
 #include "proxy/tandemd/config.h"
 
 namespace tandem {
@@ -80,6 +81,35 @@ TEST(RulesTest, SnatGoldenAndSharedRulesOnce) {
             "COMMIT\n");
 }
 
+// daemon.fastpath: packets the tc program translated (TANDEM_FP_MARK) leave the chain first,
+// untracked, before any NFQUEUE rule could match them.
+TEST(RulesTest, FastPathMarkSkipsConntrackAndQueue) {
+  EngineConfig c;
+  c.services.push_back(service("web", "10.10.1.100:80", {"10.10.2.2:8080"}));
+  EXPECT_EQ(buildIptablesRules(c, 3, true),
+            "# tandemd: steers its services into NFQUEUE 3; removed when tandemd stops\n"
+            "*raw\n"
+            ":TANDEM-Q3 - [0:0]\n"
+            "-A TANDEM-Q3 -m mark --mark 0x7464f001 -j CT --notrack\n"
+            "-A TANDEM-Q3 -m mark --mark 0x7464f001 -j RETURN\n"
+            "-A TANDEM-Q3 -d 10.10.1.100/32 -p tcp -m tcp --dport 80 -j CT --notrack\n"
+            "-A TANDEM-Q3 -d 10.10.1.100/32 -p tcp -m tcp --dport 80 -j NFQUEUE --queue-num 3\n"
+            "-A TANDEM-Q3 -s 10.10.2.2/32 -p tcp -m tcp --sport 8080 -m addrtype ! --dst-type LOCAL "
+            "-j CT --notrack\n"
+            "-A TANDEM-Q3 -s 10.10.2.2/32 -p tcp -m tcp --sport 8080 -m addrtype ! --dst-type LOCAL "
+            "-j NFQUEUE --queue-num 3\n"
+            "-I PREROUTING 1 -p tcp -j TANDEM-Q3\n"
+            "COMMIT\n");
+  // The ABI's mark, and nothing of it without the fast path.
+  EXPECT_EQ(TANDEM_FP_MARK, 0x7464f001u);
+  EXPECT_EQ(buildIptablesRules(c, 3).find("mark"), std::string::npos);
+  // The cleanup of such a chain is the same as of any other.
+  EXPECT_EQ(buildIptablesCleanup("*raw\n:TANDEM-Q3 - [0:0]\n-A PREROUTING -p tcp -j TANDEM-Q3\n"
+                                 "-A TANDEM-Q3 -m mark --mark 0x7464f001 -j RETURN\nCOMMIT\n",
+                                 3),
+            "*raw\n-D PREROUTING -p tcp -j TANDEM-Q3\n-F TANDEM-Q3\n-X TANDEM-Q3\nCOMMIT\n");
+}
+
 TEST(RulesTest, NeverFailsOpen) {
   EngineConfig c;
   c.services.push_back(service("web", "10.10.1.100:80", {"10.10.2.2:8080"}));
@@ -144,7 +174,7 @@ TEST(RulesTest, ShippedExampleMatchesTheGenerator) {
     if (!line.empty() && line[0] != '#') shipped += line + "\n";
   }
   std::string generated;
-  std::istringstream in(buildIptablesRules(c.engine, c.queue.queue));
+  std::istringstream in(buildIptablesRules(c.engine, c.queue.queue, c.fastpath.enabled));
   while (std::getline(in, line)) {
     if (!line.empty() && line[0] != '#') generated += line + "\n";
   }

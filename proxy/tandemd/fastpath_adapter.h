@@ -1,0 +1,68 @@
+#pragma once
+/// @file The daemon's side of the kernel fast path (docs/fastpath.md): FastPathPort over
+/// KernelFastPath, through which the engine writes and erases map entries; the close events the
+/// program reports, fed into Engine::fastPathClose from the event loop; the fast path's metrics.
+/// Thin: which flows go on the fast path is the engine's decision.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "proxy/core/engine.h"
+#include "proxy/core/fastpath_port.h"
+#include "proxy/fastpath/kernel_fastpath.h"
+#include "proxy/tandemd/config.h"
+
+struct event_base;
+struct event;
+
+namespace tandem {
+
+/// Names of the interfaces of the caller's network namespace that are up and not loopback.
+/// Throws std::runtime_error if they cannot be listed.
+std::vector<std::string> upNonLoopbackInterfaces();
+
+class FastPathAdapter final : public FastPathPort {
+ public:
+  /// Loads the program with `config.max_entries` entries and attaches it at tc ingress of
+  /// `config.interfaces` (empty: upNonLoopbackInterfaces()). Throws std::runtime_error naming
+  /// what failed; nothing stays attached then.
+  explicit FastPathAdapter(const FastPathConfig& config);
+  ~FastPathAdapter() override;
+  FastPathAdapter(const FastPathAdapter&) = delete;
+  FastPathAdapter& operator=(const FastPathAdapter&) = delete;
+
+  bool put(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept override;
+  bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept override;
+  bool erase(const tandem_fp_key& key) noexcept override;
+  void clear() noexcept override;
+
+  /// Watches the close-event ring in `base`: every wake-up drains it into `engine`, then calls
+  /// `after` (what the closes caused: the outbox, the pair's checkpoints). Throws on failure.
+  void watch(event_base* base, Engine& engine, std::function<void()> after);
+  /// Hands every waiting close event to the engine (stamped `now_ns`, CLOCK_MONOTONIC); returns
+  /// how many. Cheap when there are none: one read of the ring's positions.
+  size_t drain(uint64_t now_ns) noexcept;
+
+  const std::vector<std::string>& interfaces() const noexcept { return interfaces_; }
+  /// Prometheus text of the tandem_fastpath_* families (the program's statistics; entries from
+  /// the engine's counters).
+  std::string metricsText(const Counters& counters) const;
+
+ private:
+  static void onEvents(int fd, short what, void* self) noexcept;
+
+  KernelFastPath kernel_;
+  std::vector<std::string> interfaces_;
+  Engine* engine_ = nullptr;
+  event* event_ = nullptr;
+  std::function<void()> after_;
+  uint64_t put_failed_ = 0;
+};
+
+/// Prometheus text for a daemon without the fast path: tandem_fastpath_enabled 0.
+std::string fastPathDisabledMetricsText();
+
+}  // namespace tandem

@@ -1,0 +1,69 @@
+// daemon.fastpath*: off by default; interfaces, close and map size parsed; bad values named.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+
+#include "proxy/tandemd/config.h"
+
+namespace tandem {
+namespace {
+
+const char* const kService = R"([service.web]
+vip = 10.10.1.100:80
+backends = 10.10.2.2:8080
+mode = splice
+)";
+
+DaemonConfig parse(const std::vector<std::string>& overrides) {
+  std::istringstream in(kService);
+  return parseConfig(in, overrides);
+}
+
+TEST(ConfigFastPath, OffByDefault) {
+  const DaemonConfig c = parse({});
+  EXPECT_FALSE(c.fastpath.enabled);
+  EXPECT_TRUE(c.fastpath.close_fast);
+  EXPECT_TRUE(c.fastpath.interfaces.empty());
+  // 2 x max_flows (default 1,000,000), bounded: the map is preallocated.
+  EXPECT_EQ(c.fastpath.max_entries, FastPathConfig::kDefaultMaxEntries);
+  const std::string help = configKeysHelp();
+  for (const char* key : {"daemon.fastpath ", "daemon.fastpath_interfaces",
+                          "daemon.fastpath_close", "daemon.fastpath_max_entries"}) {
+    EXPECT_NE(help.find(key), std::string::npos) << key;
+  }
+}
+
+TEST(ConfigFastPath, Parsed) {
+  const DaemonConfig c =
+      parse({"--daemon.fastpath=on", "--daemon.fastpath_interfaces=front, back",
+             "--daemon.fastpath_close=off", "--daemon.max_flows=1000"});
+  EXPECT_TRUE(c.fastpath.enabled);
+  EXPECT_FALSE(c.fastpath.close_fast);
+  EXPECT_EQ(c.fastpath.interfaces, (std::vector<std::string>{"front", "back"}));
+  EXPECT_EQ(c.fastpath.max_entries, 2000u);  // two directions per flow
+  EXPECT_EQ(parse({"--daemon.fastpath_max_entries=64"}).fastpath.max_entries, 64u);
+}
+
+TEST(ConfigFastPath, BadValuesNameTheKey) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"--daemon.fastpath=maybe", "daemon.fastpath:"},
+      {"--daemon.fastpath_close=2", "daemon.fastpath_close:"},
+      {"--daemon.fastpath_interfaces=front,front", "daemon.fastpath_interfaces:"},
+      {"--daemon.fastpath_interfaces=averyveryverylongname", "daemon.fastpath_interfaces:"},
+      {"--daemon.fastpath_interfaces=\"\"", "daemon.fastpath_interfaces:"},
+      {"--daemon.fastpath_max_entries=1", "daemon.fastpath_max_entries:"},
+      {"--daemon.fastpath_max_entries=16777217", "daemon.fastpath_max_entries:"},
+  };
+  for (const auto& [arg, key] : bad) {
+    try {
+      parse({arg});
+      ADD_FAILURE() << arg << " accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(key, 0), 0u) << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem
