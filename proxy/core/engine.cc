@@ -227,6 +227,10 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   if (impl_->fp != nullptr && !f.fast_path &&
       !pkt.has(tcpflag::kSyn | tcpflag::kFin | tcpflag::kRst))
     impl_->fastPathMaybeInstall(hit.index);
+  if (f.fast_path) {
+    if (pkt.has(tcpflag::kFin) && !pkt.has(tcpflag::kRst)) impl_->fastPathAfterFin(hit.index, hit.dir);
+    impl_->fastPathAfterClose(hit.index);
+  }
   return {Verdict::kAccept, DropReason::kNone, true, len};
 }
 

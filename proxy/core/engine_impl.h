@@ -149,8 +149,14 @@ struct Engine::Impl {
   void fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexcept;
   /// Takes the flow off the fast path (entries erased, bit cleared); no-op for others.
   void fastPathErase(uint32_t index) noexcept;
-  /// A packet of a fast flow came through the engine: refresh, and leave on FIN/RST.
+  /// A packet of a fast flow came through the engine: refresh, and leave on a RST (and on a FIN
+  /// without close-fast; with it, the flow stays and fastPathAfterFin() tells the kernel).
   void fastPathSlowPacket(uint32_t index, uint8_t flags, uint64_t now_ns) noexcept;
+  /// Close-fast: a FIN of `dir` was tracked by the engine while the flow is on the fast path.
+  /// Rewrites the other direction's entry so the kernel reports the packet acknowledging it.
+  void fastPathAfterFin(uint32_t index, Direction dir) noexcept;
+  /// After the engine tracked a segment or an event of a fast flow: off once TIME_WAIT or CLOSE.
+  void fastPathAfterClose(uint32_t index) noexcept;
   /// Expiry of a fast flow: false if the kernel saw it recently enough to keep it.
   bool fastPathIdle(uint32_t index, uint64_t now_ns) noexcept;
   /// Every flow off the fast path, the port untouched (caller clears it if it should).

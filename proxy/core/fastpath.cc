@@ -18,9 +18,12 @@
 // checkRst), and a flow the endpoint reset would linger for the established timeout.
 //
 // Leaving: retired (expiry, reset, reopen), re-bound or moved, backend no longer UP, node
-// standby, a FIN or RST through NFQUEUE, or a close event that leaves it in LAST_ACK, TIME_WAIT
-// or CLOSE (its last packets are few, and a closed flow must not hold map entries for its
-// TIME_WAIT linger: at 10^5 connections/s that would be millions).
+// standby, a RST through NFQUEUE (a FIN too without close-fast), or a close event or packet
+// that leaves it in TIME_WAIT or CLOSE (a closed flow must not hold map entries for its
+// TIME_WAIT linger: at 10^5 connections/s that would be millions). With close-fast the kernel
+// reports each FIN and the first packet acknowledging each FIN (fastpath_abi.h), so a close
+// reaches TIME_WAIT without a packet through NFQUEUE; a FIN that did come through NFQUEUE is
+// passed on to the kernel (fastPathAfterFin) so that its acknowledgement is reported too.
 #include <algorithm>
 
 #include "common/bytes.h"
@@ -198,9 +201,43 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
 void Engine::Impl::fastPathSlowPacket(uint32_t index, uint8_t flags, uint64_t now_ns) noexcept {
   ++counters.fastpath_slow_packets;
   fastPathRefresh(index, now_ns, (flags & tcpflag::kRst) == 0);
-  // The close is the engine's from here on (without TANDEM_FP_CLOSE_FAST the kernel leaves
-  // every FIN and RST to NFQUEUE; with it, this one is a packet the program could not take).
-  if ((flags & (tcpflag::kFin | tcpflag::kRst)) != 0) fastPathErase(index);
+  // A RST is the engine's from here on (the kernel never takes one), and so is a FIN without
+  // TANDEM_FP_CLOSE_FAST. With it, a FIN through here (one held while the backend leg opened,
+  // typically: a short request and its FIN arrive together) leaves the flow on: the rest of the
+  // close runs in the kernel, which learns of this FIN in fastPathAfterFin().
+  if ((flags & tcpflag::kRst) != 0 || ((flags & tcpflag::kFin) != 0 && !fp_close_fast))
+    fastPathErase(index);
+}
+
+void Engine::Impl::fastPathAfterFin(uint32_t index, Direction dir) noexcept {
+  Flow& f = table.at(index);
+  const TcpWindow& w = f.win[dirIndex(dir)];
+  if (!f.fast_path || fp == nullptr || !w.fin_seen || w.fin_acked) return;
+  tandem_fp_key key[2];
+  tandem_fp_rewrite value[2];
+  for (size_t d = 0; d < 2; ++d)
+    if (!fastPathEntry(f, kDirs[d], key[d], value[d])) return;
+  // The FIN's end in the tracker's space (the backend leg's), then in the space the other
+  // direction's acks name: the backend acks client bytes in its own space, the client acks
+  // backend bytes after the backend direction's adjustment.
+  const size_t peer = dirIndex(other(dir));
+  tandem_fp_rewrite& v = value[peer];
+  v.flow_id = index;
+  v.generation = fp_generation[index];
+  v.flags |= TANDEM_FP_CLOSE_FAST;
+  v.fin_state = TANDEM_FP_PEER_FIN;
+  v.peer_fin_ack = dir == Direction::kFromClient
+                       ? w.fin_end
+                       : w.fin_end + ((value[dirIndex(dir)].flags & TANDEM_FP_SEQ) != 0
+                                          ? value[dirIndex(dir)].seq_add
+                                          : 0u);
+  if (!fp->put(key[peer], v)) fastPathErase(index);  // cannot tell the kernel: the close is ours
+}
+
+void Engine::Impl::fastPathAfterClose(uint32_t index) noexcept {
+  const Flow& f = table.at(index);
+  if (f.fast_path && (f.state == TcpState::kTimeWait || f.state == TcpState::kClose))
+    fastPathErase(index);
 }
 
 bool Engine::Impl::fastPathIdle(uint32_t index, uint64_t now_ns) noexcept {
@@ -259,8 +296,7 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
     ++m.backends[f.service][f.backend].rsts;  // passive health signal, as processParsed counts
   if (f.state != before) m.touch(index);
   if (rst && f.state != TcpState::kClose) relearnWindows(f);
-  if (f.state == TcpState::kLastAck || f.state == TcpState::kTimeWait ||
-      f.state == TcpState::kClose) {
+  if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) {
     // Leaving: what the kernel saw, the last ACK included if it forwarded it before this event
     // was read (the usual case: the ring is drained after the burst), then off.
     if (!rst) m.fastPathRefresh(index, now_ns, true);

@@ -253,9 +253,16 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
     return TC_ACT_OK;
   }
 
+  /* The first packet of this direction that acknowledges the other direction's FIN (the last
+   * ACK of a close, or the FIN+ACK of the second FIN) is reported too, once. */
+  const int acks_peer_fin =
+      (rflags & TANDEM_FP_CLOSE_FAST) && (tflags & TCPF_ACK) &&
+      (rw->fin_state & (TANDEM_FP_PEER_FIN | TANDEM_FP_PEER_FIN_ACKED)) == TANDEM_FP_PEER_FIN &&
+      (__s32)(ack - rw->peer_fin_ack) >= 0;
+
   /* A close is reported before it is translated: no room, no fast close. */
   struct tandem_fp_event* ev = 0;
-  if (closing) {
+  if (closing || acks_peer_fin) {
     ev = bpf_ringbuf_reserve(&tandem_fp_events, sizeof(*ev), 0);
     if (!ev) {
       count(TANDEM_FP_ST_EVENTS_FULL, 1);
@@ -282,6 +289,25 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
   if (tflags & TCPF_ACK) rw->ack = ack;
   rw->window = window;
   rw->tcp_flags = tflags;
+  if (acks_peer_fin) rw->fin_state |= TANDEM_FP_PEER_FIN_ACKED;
+  if (closing) {
+    /* The other direction's entry is keyed by this one's translated tuple, reversed. Its
+     * packets acknowledge this FIN in the space the receiver saw: after this direction's
+     * sequence adjustment. */
+    struct tandem_fp_key rkey;
+    rkey.saddr = rw->daddr;
+    rkey.daddr = rw->saddr;
+    rkey.sport = rw->dport;
+    rkey.dport = rw->sport;
+    struct tandem_fp_rewrite* peer = bpf_map_lookup_elem(&tandem_fp_flows, &rkey);
+    if (peer) {
+      const __u32 fin_end = rw->seq_end + ((rflags & TANDEM_FP_SEQ) ? rw->seq_add : 0);
+      if (!(peer->fin_state & TANDEM_FP_PEER_FIN) || peer->peer_fin_ack != fin_end) {
+        peer->peer_fin_ack = fin_end;
+        peer->fin_state = TANDEM_FP_PEER_FIN;
+      }
+    }
+  }
 
   if (ev) {
     ev->ns = now;

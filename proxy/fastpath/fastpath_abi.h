@@ -84,9 +84,18 @@ struct tandem_fp_rewrite {
   tfp_u32 ack;       /* its ack field, when ACK was set */
   tfp_u16 window;    /* its raw window field */
   tfp_u8 tcp_flags;  /* its flags */
-  tfp_u8 reserved1;
-  tfp_u32 reserved2;
+  /* Close tracking (TANDEM_FP_CLOSE_FAST): the other direction's FIN, which a packet of this
+   * direction acknowledges when its ack reaches peer_fin_ack (the FIN's end, in the space this
+   * direction's ack field names: as the FIN's receiver saw it). Set by the program when it
+   * translates that FIN, or by tandemd when the FIN came through NFQUEUE. The first packet that
+   * acknowledges it is reported in an event (the "last ACK" of a close), once. */
+  tfp_u8 fin_state;  /* TANDEM_FP_PEER_FIN* */
+  tfp_u32 peer_fin_ack;
 };
+
+/* rewrite.fin_state */
+#define TANDEM_FP_PEER_FIN 0x01u        /* the other direction sent a FIN ending at peer_fin_ack */
+#define TANDEM_FP_PEER_FIN_ACKED 0x02u  /* a packet of this direction acknowledged it (reported) */
 
 /* TANDEM_FP_STATS_MAP: a per-CPU array of tfp_u64, indexed by these. */
 enum tandem_fp_stat {
@@ -97,13 +106,14 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_PASS_CLOSE,       /* entry, RST, or FIN without TANDEM_FP_CLOSE_FAST */
   TANDEM_FP_ST_PASS_UNPARSED,    /* IPv4/TCP it could not parse (IP options, fragments, short) */
   TANDEM_FP_ST_PASS_FAILED,      /* a rewrite helper failed: left untouched to NFQUEUE */
-  TANDEM_FP_ST_EVENTS,           /* close events submitted */
+  TANDEM_FP_ST_EVENTS,           /* close events submitted (FINs and acks of FINs) */
   TANDEM_FP_ST_EVENTS_FULL,      /* ring full: the packet was left to NFQUEUE instead */
   TANDEM_FP_ST_COUNT
 };
 
-/* TANDEM_FP_EVENTS_MAP (a ring buffer): one record per FIN the program translated
- * (TANDEM_FP_CLOSE_FAST), so that tandemd's tracker sees every close. Wire values, before
+/* TANDEM_FP_EVENTS_MAP (a ring buffer): one record per FIN the program translated, and one for
+ * the first packet that acknowledged the other direction's FIN (TANDEM_FP_CLOSE_FAST), so that
+ * tandemd's tracker sees every close through to TIME_WAIT. Wire values, before
  * translation, host byte order. 32 bytes. */
 struct tandem_fp_event {
   tfp_u64 ns;          /* bpf_ktime_get_ns() */

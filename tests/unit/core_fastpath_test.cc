@@ -491,10 +491,10 @@ struct Pair {
 };
 
 TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
-  // The last ACK either reaches the engine (the flow left the fast path at LAST_ACK) or was
-  // forwarded by the kernel before the engine read the backend's FIN.
-  for (bool last_ack_in_kernel : {false, true}) {
-    SCOPED_TRACE(last_ack_in_kernel ? "last ACK in the kernel" : "last ACK through the engine");
+  // The kernel reports both FINs and the last ACK (it acknowledges the backend's FIN); or the
+  // event ring was full for the last ACK, which then reached the engine through NFQUEUE.
+  for (bool last_ack_event : {true, false}) {
+    SCOPED_TRACE(last_ack_event ? "last ACK reported by the kernel" : "last ACK through the engine");
     Pair p;
     const int gets = p.port.gets, erases = p.port.erases;
     p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1101, 5201, kFin | kAck), 3 * kSec);
@@ -504,26 +504,28 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
     EXPECT_EQ(p.port.map.size(), 2u);  // half-closed: the response direction stays fast
     EXPECT_EQ(p.port.gets, gets);      // and it cost no port call
 
-    const tandem_fp_event bfin = p.port.close(kBackendKey, 3 * kSec, 5201, 1102, kFin | kAck);
-    if (last_ack_in_kernel) p.port.forward(kClientKey, 3 * kSec, 1102, 5202, 0, kAck);
-    p.fast.fastPathClose(bfin, 3 * kSec);
-    EXPECT_EQ(p.port.gets, gets + 2);  // leaving: one read and one erase per direction
-    EXPECT_EQ(p.port.erases, erases + 2);
+    p.fast.fastPathClose(p.port.close(kBackendKey, 3 * kSec, 5201, 1102, kFin | kAck), 3 * kSec);
     ASSERT_EQ(p.s.backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
-    if (!last_ack_in_kernel) {
-      EXPECT_EQ(stateOf(p.fast), TcpState::kLastAck);
-      p.expectSame("backend FIN");
-      EXPECT_TRUE(p.port.map.empty());  // closing: off the fast path
+    EXPECT_EQ(stateOf(p.fast), TcpState::kLastAck);
+    p.expectSame("backend FIN");
+    EXPECT_EQ(p.port.map.size(), 2u);  // the last ACK is the kernel's to forward and report
+    EXPECT_EQ(p.port.gets, gets);
+    EXPECT_EQ(p.port.erases, erases);
+
+    if (last_ack_event) {
+      p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1102, 5202, kAck), 3 * kSec);
+    } else {
       ASSERT_EQ(p.f.client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);
     }
-    EXPECT_TRUE(p.port.map.empty());
     ASSERT_EQ(p.s.client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);
     EXPECT_EQ(stateOf(p.fast), TcpState::kTimeWait);
     p.expectSame("last ACK");
-    EXPECT_EQ(p.fast.counters().fastpath_events, 2u);
+    EXPECT_TRUE(p.port.map.empty());  // closed: off the fast path, one erase per direction
+    EXPECT_EQ(p.port.erases, erases + 2);
+    EXPECT_EQ(p.fast.counters().fastpath_events, last_ack_event ? 3u : 2u);
     EXPECT_EQ(p.fast.counters().fastpath_events_stale, 0u);
     // The events produced no verdict: only the handshake (and a last ACK through NFQUEUE).
-    EXPECT_EQ(p.fast.counters().packets[0], last_ack_in_kernel ? 2u : 3u);
+    EXPECT_EQ(p.fast.counters().packets[0], last_ack_event ? 2u : 3u);
     EXPECT_EQ(p.fast.counters().packets[1], 1u);
     // Both linger and go the same way, the same removal for the standby.
     p.fast.expire(200 * kSec);
@@ -532,6 +534,33 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
     p.expectSame("expired");
     EXPECT_EQ(p.fast.counters().flows_closed, 1u);
   }
+}
+
+TEST(FastPath, AFinThroughTheEngineStaysFastAndTellsTheKernelWhatAcksIt) {
+  // A short request and its FIN arrive together while the backend leg opens, so the FIN comes
+  // through the engine after the request put the flow on the fast path.
+  Pair p;
+  ASSERT_EQ(p.f.client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(p.s.client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(stateOf(p.fast), TcpState::kFinWait);
+  p.expectSame("client FIN through the engine");
+  ASSERT_EQ(p.port.map.size(), 2u);  // still on the fast path
+  // The backend's entry now carries the FIN's end as the backend acks it (passthrough: no
+  // sequence offset).
+  const tandem_fp_rewrite& b = p.port.map.at(kBackendKey);
+  EXPECT_EQ(b.fin_state, TANDEM_FP_PEER_FIN);
+  EXPECT_NE(b.flags & TANDEM_FP_CLOSE_FAST, 0u);
+  EXPECT_EQ(b.peer_fin_ack, 1102u);
+  EXPECT_EQ(p.port.map.at(kClientKey).fin_state, 0u);
+  // The rest of the close in the kernel: the backend's FIN (acking the client's) and the last
+  // ACK, reported.
+  p.fast.fastPathClose(p.port.close(kBackendKey, 3 * kSec, 5201, 1102, kFin | kAck), 3 * kSec);
+  ASSERT_EQ(p.s.backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+  p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1102, 5202, kAck), 3 * kSec);
+  ASSERT_EQ(p.s.client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(stateOf(p.fast), TcpState::kTimeWait);
+  p.expectSame("closed in the kernel");
+  EXPECT_TRUE(p.port.map.empty());
 }
 
 TEST(FastPath, ARstEventClosesTheFlowAsThePacketWould) {

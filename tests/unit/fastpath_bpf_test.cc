@@ -323,6 +323,69 @@ TEST_F(FastPathBpf, FinWithCloseFastIsTranslatedAndReportedRstNever) {
   EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u);
 }
 
+TEST_F(FastPathBpf, TheFirstAckOfTheOtherSidesFinIsReportedOnce) {
+  // Splice offsets on both legs: the backend acks the client's FIN in the backend leg's space
+  // (after the client direction's offset), the client acks the backend's in its own.
+  const Flow f = spliceFlow(7, 9, 11);
+  const tandem_fp_key ck = install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
+  const tandem_fp_key bk = install(f, Direction::kFromBackend, TANDEM_FP_CLOSE_FAST);
+  tandem_fp_rewrite cv{}, bv{};
+  ASSERT_TRUE(fp_->lookup(ck, cv));
+  ASSERT_TRUE(fp_->lookup(bk, bv));
+  // A backend ACK before any FIN: translated, no event.
+  auto p = from(Direction::kFromBackend, f).flags(kAck).seq(5000).ack(100).build();
+  uint32_t mark = 0;
+  EXPECT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+  EXPECT_EQ(mark, TANDEM_FP_MARK);
+  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u);
+
+  // The client's FIN (10 bytes of data with it) at seq 1000: it ends at 1011 on the client's
+  // wire, 1011 + the client offset as the backend sees it.
+  p = from(Direction::kFromClient, f).flags(kFin | kAck).seq(1000).ack(3).payloadSize(10).build();
+  mark = 0;
+  EXPECT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+  EXPECT_EQ(mark, TANDEM_FP_MARK);
+  ASSERT_TRUE(fp_->lookup(bk, bv));
+  EXPECT_EQ(bv.fin_state, TANDEM_FP_PEER_FIN);
+  EXPECT_EQ(bv.peer_fin_ack, 1011u + cv.seq_add);
+  ASSERT_TRUE(fp_->lookup(ck, cv));
+  EXPECT_EQ(cv.fin_state, 0u);  // nobody's FIN for the client to ack yet
+  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 1u);  // the FIN itself
+
+  // A backend ACK short of the FIN: no event. The one that covers it: one event. Later: none.
+  for (uint32_t ack : {1010u + cv.seq_add, 1011u + cv.seq_add, 1011u + cv.seq_add}) {
+    p = from(Direction::kFromBackend, f).flags(kAck).seq(5000).ack(ack).build();
+    mark = 0;
+    EXPECT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+    EXPECT_EQ(mark, TANDEM_FP_MARK);  // translated either way
+  }
+  std::vector<tandem_fp_event> evs;
+  EXPECT_EQ(fp_->drainEvents([&](const tandem_fp_event& e) { evs.push_back(e); }), 1u);
+  ASSERT_EQ(evs.size(), 1u);
+  EXPECT_EQ(evs[0].tcp_flags, kAck);
+  EXPECT_EQ(evs[0].ack, 1011u + cv.seq_add);
+  EXPECT_EQ(evs[0].dir, 1u);
+  ASSERT_TRUE(fp_->lookup(bk, bv));
+  EXPECT_EQ(bv.fin_state, TANDEM_FP_PEER_FIN | TANDEM_FP_PEER_FIN_ACKED);
+
+  // The backend's FIN at 5000: the client acks it at 5001 + the backend offset.
+  p = from(Direction::kFromBackend, f).flags(kFin | kAck).seq(5000).ack(1011u + cv.seq_add).build();
+  mark = 0;
+  EXPECT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+  ASSERT_TRUE(fp_->lookup(ck, cv));
+  EXPECT_EQ(cv.fin_state, TANDEM_FP_PEER_FIN);
+  EXPECT_EQ(cv.peer_fin_ack, 5001u + bv.seq_add);
+  p = from(Direction::kFromClient, f).flags(kAck).seq(1011).ack(5001u + bv.seq_add).build();
+  mark = 0;
+  EXPECT_EQ(fp_->testRun(p, &mark), TC_ACT_OK);
+  evs.clear();
+  EXPECT_EQ(fp_->drainEvents([&](const tandem_fp_event& e) { evs.push_back(e); }), 2u);
+  ASSERT_EQ(evs.size(), 2u);
+  EXPECT_EQ(evs[0].tcp_flags, kFin | kAck);  // the backend's FIN
+  EXPECT_EQ(evs[1].tcp_flags, kAck);         // the last ACK
+  EXPECT_EQ(evs[1].dir, 0u);
+}
+
 TEST_F(FastPathBpf, AFullEventRingLeavesTheCloseToNfqueue) {
   const Flow f = spliceFlow(7, 9, 11);
   install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
