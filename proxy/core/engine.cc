@@ -203,8 +203,11 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   const TcpState before = f.state;
   const DropReason r = trackSegment(f, hit.dir, pkt, opts, now_ns, counters_);
   if (f.state != before) impl_->touch(hit.index);
-  if (was_fast && pkt.has(tcpflag::kRst) && f.state != TcpState::kClose)
-    relearnWindows(f);  // judged on the kernel's edges (fastpath.cc); the flow lives on
+  // A RST of a fast flow was judged on the kernel's edges (fastpath.cc) and took the flow off
+  // the fast path: from here the engine sees every packet, so those edges stay (a liberal
+  // restart would let the next blind RST count as merely in-window).
+  if (was_fast && pkt.has(tcpflag::kRst) && f.state != TcpState::kClose && f.fast_path)
+    relearnWindows(f);
   if (r != DropReason::kNone) {
     if (created) {
       table.remove(hit.index);  // keep nothing from a refused opening segment
@@ -228,7 +231,8 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
       !pkt.has(tcpflag::kSyn | tcpflag::kFin | tcpflag::kRst))
     impl_->fastPathMaybeInstall(hit.index);
   if (f.fast_path) {
-    if (pkt.has(tcpflag::kFin) && !pkt.has(tcpflag::kRst)) impl_->fastPathAfterFin(hit.index, hit.dir);
+    if (pkt.has(tcpflag::kFin) && !pkt.has(tcpflag::kRst))
+      impl_->fastPathAfterFin(hit.index, hit.dir);
     impl_->fastPathAfterClose(hit.index);
   }
   return {Verdict::kAccept, DropReason::kNone, true, len};

@@ -184,8 +184,12 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
   /* A RST always goes to the engine, close-fast or not: only the engine judges it against the
    * receiver's window (RFC 5961 3.2), so a blind RST from an attacker never reaches the far end
    * through the kernel. RSTs are rare; closes are FINs. */
-  const int closing = (tflags & (TCPF_FIN | TCPF_RST)) != 0;
-  if (closing && (!(rflags & TANDEM_FP_CLOSE_FAST) || (tflags & TCPF_RST))) {
+  if (tflags & TCPF_RST) {
+    count(TANDEM_FP_ST_PASS_RST, 1);
+    return TC_ACT_OK;
+  }
+  const int closing = (tflags & TCPF_FIN) != 0;
+  if (closing && !(rflags & TANDEM_FP_CLOSE_FAST)) {
     count(TANDEM_FP_ST_PASS_CLOSE, 1);
     return TC_ACT_OK;
   }

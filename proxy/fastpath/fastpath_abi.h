@@ -103,11 +103,12 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_BYTES,            /* their IP bytes (GSO super-packets count whole) */
   TANDEM_FP_ST_PASS_NO_FLOW,     /* IPv4/TCP, no entry: left to NFQUEUE */
   TANDEM_FP_ST_PASS_SYN,         /* entry, SYN set: left to NFQUEUE */
-  TANDEM_FP_ST_PASS_CLOSE,       /* entry, RST, or FIN without TANDEM_FP_CLOSE_FAST */
+  TANDEM_FP_ST_PASS_CLOSE,       /* entry, FIN without TANDEM_FP_CLOSE_FAST */
   TANDEM_FP_ST_PASS_UNPARSED,    /* IPv4/TCP it could not parse (IP options, fragments, short) */
   TANDEM_FP_ST_PASS_FAILED,      /* a rewrite helper failed: left untouched to NFQUEUE */
   TANDEM_FP_ST_EVENTS,           /* close events submitted (FINs and acks of FINs) */
   TANDEM_FP_ST_EVENTS_FULL,      /* ring full: the packet was left to NFQUEUE instead */
+  TANDEM_FP_ST_PASS_RST,         /* entry, RST: always the engine's (RFC 5961 window check) */
   TANDEM_FP_ST_COUNT
 };
 

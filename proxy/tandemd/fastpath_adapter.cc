@@ -22,8 +22,8 @@ struct PassReason {
 };
 constexpr PassReason kPassReasons[] = {
     {TANDEM_FP_ST_PASS_NO_FLOW, "no_flow"},   {TANDEM_FP_ST_PASS_SYN, "syn"},
-    {TANDEM_FP_ST_PASS_CLOSE, "close"},       {TANDEM_FP_ST_PASS_UNPARSED, "unparsed"},
-    {TANDEM_FP_ST_PASS_FAILED, "failed"},
+    {TANDEM_FP_ST_PASS_CLOSE, "close"},       {TANDEM_FP_ST_PASS_RST, "rst"},
+    {TANDEM_FP_ST_PASS_UNPARSED, "unparsed"}, {TANDEM_FP_ST_PASS_FAILED, "failed"},
 };
 
 void family(std::string& out, const char* name, const char* type, const char* help) {

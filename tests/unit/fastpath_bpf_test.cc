@@ -285,7 +285,7 @@ TEST_F(FastPathBpf, FinWithoutCloseFastIsLeftToNfqueue) {
   install(f, Direction::kFromClient);
   expectUntouched(from(Direction::kFromClient, f).flags(kFin | kAck).ack(3).build(),
                   TANDEM_FP_ST_PASS_CLOSE, "fin");
-  expectUntouched(from(Direction::kFromClient, f).flags(kRst).build(), TANDEM_FP_ST_PASS_CLOSE,
+  expectUntouched(from(Direction::kFromClient, f).flags(kRst).build(), TANDEM_FP_ST_PASS_RST,
                   "rst");
   size_t n = fp_->drainEvents([](const tandem_fp_event&) {});
   EXPECT_EQ(n, 0u);
@@ -301,9 +301,9 @@ TEST_F(FastPathBpf, FinWithCloseFastIsTranslatedAndReportedRstNever) {
   // (RFC 5961 3.2), so a blind RST cannot pass through the kernel.
   install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
   expectUntouched(from(Direction::kFromClient, f).flags(kRst).seq(700).window(0).build(),
-                  TANDEM_FP_ST_PASS_CLOSE, "rst");
+                  TANDEM_FP_ST_PASS_RST, "rst");
   expectUntouched(from(Direction::kFromClient, f).flags(kRst | kAck).seq(700).ack(9).build(),
-                  TANDEM_FP_ST_PASS_CLOSE, "rst+ack");
+                  TANDEM_FP_ST_PASS_RST, "rst+ack");
   std::vector<tandem_fp_event> evs;
   EXPECT_GE(fp_->eventFd(), 0);
   EXPECT_EQ(fp_->drainEvents([&](const tandem_fp_event& e) { evs.push_back(e); }), 1u);
