@@ -280,8 +280,16 @@ run_case() {
     wait_for 2 grep -q 'standby node 2 is ready again' "$TDM_TMP/tandemd-a.log"
     resync_flows=$(sed -n 's/.*bulk resync complete (\([0-9]*\) flows).*/\1/p' \
       "$TDM_TMP/tandemd-b2.log" | head -n 1)
-    af=$(client_flows "$NS_PA")
-    bf=$(client_flows "$NS_PB")
+    # The two tables are read one after the other while the held clients' connections may still
+    # be opening: compare until they agree (a flow the standby lacks would never agree).
+    local tries=0
+    while :; do
+      af=$(client_flows "$NS_PA")
+      bf=$(client_flows "$NS_PB")
+      [ "$bf" -eq "$af" ] || [ "$tries" -ge 30 ] && break
+      tries=$((tries + 1))
+      sleep 0.1
+    done
     if [ "$(grep -c 'standby node 2 is not ready' "$TDM_TMP/tandemd-a.log")" -gt "$warn_before" ] &&
         [ "${resync_flows:-0}" -ge 101 ] && [ "$bf" -ge 101 ] && [ "$bf" -eq "$af" ]; then
       pass "$name (bulk of $resync_flows flows; A $af, B $bf client flows)"
