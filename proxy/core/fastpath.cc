@@ -104,6 +104,7 @@ void Engine::Impl::fastPathForgetAll() noexcept {
     Flow& f = table.at(i);
     if (!f.in_use || !f.fast_path) continue;
     f.fast_path = false;
+    f.fast_path_ever = false;  // a standby follows the active's checkpoints, not its old reports
     relearnWindows(f);  // the kernel moved them on
     ++counters.fastpath_removals;
   }
@@ -141,6 +142,7 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index) noexcept {
     return;
   }
   f.fast_path = true;
+  f.fast_path_ever = true;
   ++counters.fastpath_installs;
 }
 
@@ -252,7 +254,11 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   const uint32_t index = ev.flow_id;
   if (m.fp == nullptr || ev.dir > 1 || index >= m.table.highWater() ||
       index >= m.fp_generation.size() || !m.table.at(index).in_use ||
-      !m.table.at(index).fast_path || m.fp_generation[index] != ev.generation) {
+      !m.table.at(index).fast_path_ever || m.fp_generation[index] != ev.generation) {
+    // Not this incarnation's: the slot was freed (and maybe reused, or reinstalled at a newer
+    // generation) since. An event of a flow that merely left the fast path (a RST or a FIN
+    // through NFQUEUE took it off while the kernel's report was in the ring) still counts:
+    // the kernel did forward that packet.
     ++counters_.fastpath_events_stale;
     return;
   }
@@ -262,7 +268,9 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   // A RST is judged on the kernel's edges. A FIN needs none of them: tracking restarts liberal
   // and learns from it; the entries are read only if the flow then leaves (below), so a
   // half-close costs no syscall.
-  if (rst) {
+  if (!f.fast_path) {
+    // Off the fast path since: the engine has seen every packet after it, its edges are current.
+  } else if (rst) {
     m.fastPathRefresh(index, now_ns, false);
   } else {
     relearnWindows(f);
@@ -295,11 +303,11 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
       before != TcpState::kClose)
     ++m.backends[f.service][f.backend].rsts;  // passive health signal, as processParsed counts
   if (f.state != before) m.touch(index);
-  if (rst && f.state != TcpState::kClose) relearnWindows(f);
+  if (rst && f.state != TcpState::kClose && f.fast_path) relearnWindows(f);
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) {
     // Leaving: what the kernel saw, the last ACK included if it forwarded it before this event
     // was read (the usual case: the ring is drained after the burst), then off.
-    if (!rst) m.fastPathRefresh(index, now_ns, true);
+    if (!rst && f.fast_path) m.fastPathRefresh(index, now_ns, true);
     m.fastPathErase(index);
   }
 }

@@ -104,6 +104,10 @@ struct Flow {
   /// Kernel fast path (fastpath_port.h): both directions' entries are in the map, so the
   /// engine sees only what the kernel leaves to NFQUEUE and its edges go stale (fastpath.cc).
   bool fast_path : 1 = false;
+  /// This incarnation of the flow went on the fast path at fp_generation (engine_impl.h): the
+  /// kernel's close events of that generation still apply after it left (they describe packets
+  /// the kernel forwarded before the entries were erased).
+  bool fast_path_ever : 1 = false;
   /// Since when the client waits for the backend (units of 2^22 ns, about 4 ms, wrapping every
   /// 275 s): the backend's last packet, or the client data that started the wait. Client data
   /// while bytes are still unacknowledged long after is a stall, a passive health signal

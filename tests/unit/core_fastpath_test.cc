@@ -616,12 +616,38 @@ TEST(FastPath, StaleEventsAreIgnoredAndCounted) {
   e.fastPathClose(ev, 2 * kSec);
   EXPECT_EQ(stateOf(e), TcpState::kFinWait);
   EXPECT_EQ(e.counters().fastpath_events_stale, 3u);
-  // After the flow left the fast path (the backend's RST through the engine), its events are
-  // stale too, even from its own generation.
+  // After the flow left the fast path (the backend's RST through the engine), an event of its
+  // own generation still counts: the kernel forwarded that packet before the entries went.
   ASSERT_EQ(c.backend(kRst | kAck, 5001, 1002, 0, 2 * kSec).d.verdict, Verdict::kAccept);
   EXPECT_EQ(stateOf(e), TcpState::kClose);
-  e.fastPathClose(ev, 2 * kSec);
+  EXPECT_TRUE(port.map.empty());
+  const tandem_fp_event late = ev;
+  e.fastPathClose(late, 2 * kSec);
+  EXPECT_EQ(e.counters().fastpath_events_stale, 3u);
+  EXPECT_EQ(stateOf(e), TcpState::kClose);
+  // Once the flow is gone (its slot freed, maybe reused), nothing of its generation applies.
+  e.expire(500 * kSec);
+  EXPECT_EQ(e.activeFlows(), 0u);
+  e.fastPathClose(late, 500 * kSec);
   EXPECT_EQ(e.counters().fastpath_events_stale, 4u);
+}
+
+TEST(FastPath, AFinReportedAfterAQueuedPacketTookTheFlowOffStillMovesTheTracker) {
+  // The client's FIN went through the kernel and into the ring; before the ring was read, a
+  // RST-less packet through NFQUEUE... here: the backend leaving UP takes the flow off.
+  Engine e(config(Mode::kPassthrough));
+  FakeFastPathPort port;
+  e.setFastPath(&port, true);
+  Passthrough c{e};
+  c.open();
+  ASSERT_EQ(port.map.size(), 2u);
+  const tandem_fp_event fin = port.close(kClientKey, 2 * kSec, 1001, 5001, kFin | kAck);
+  e.setBackendState(0, 0, BackendState::kDraining, 2 * kSec);  // off the fast path, flow lives
+  ASSERT_TRUE(port.map.empty());
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+  e.fastPathClose(fin, 2 * kSec);
+  EXPECT_EQ(e.counters().fastpath_events_stale, 0u);
+  EXPECT_EQ(stateOf(e), TcpState::kFinWait);  // not stuck ESTABLISHED / CLOSE_WAIT
 }
 
 TEST(FastPath, ExpiryAsksTheKernelWhenTheFlowWasLastSeen) {
