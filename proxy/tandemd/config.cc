@@ -46,8 +46,9 @@ constexpr KeyHelp kGlobalKeys[] = {
                         "ingress eBPF), off NFQUEUE; start-up fails if the kernel refuses it"},
     {"daemon.fastpath_interfaces", "interfaces the fast path attaches to, comma list; default: "
                                    "every interface up and not loopback at start-up"},
-    {"daemon.fastpath_close", "on: FIN and RST of fast flows translated in the kernel too and "
-                              "reported to tandemd; off: they go through NFQUEUE"},
+    {"daemon.fastpath_close", "on: FINs of fast flows (and the ack of each FIN) translated in the "
+                              "kernel too and reported to tandemd; off: FINs go through NFQUEUE. "
+                              "RSTs always go through NFQUEUE (RFC 5961 check)"},
     {"daemon.fastpath_max_entries", "fast-path map size, flow directions (two per flow), "
                                     "2-16777216; default 2 x max_flows, at most 262144"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},

@@ -140,7 +140,8 @@ std::string FastPathAdapter::metricsText(const Counters& c) const {
   }
   // What the program submitted; what the engine received is tandem_fastpath_events_total.
   family(out, "tandem_fastpath_events_submitted_total", "counter",
-         "FIN/RST close events the program submitted to the ring (fastpath_close = on).");
+         "Close events the program submitted to the ring (FINs and the first ack of each FIN; "
+         "fastpath_close = on).");
   sample(out, "tandem_fastpath_events_submitted_total", stat(TANDEM_FP_ST_EVENTS));
   family(out, "tandem_fastpath_events_full_total", "counter",
          "Closes left to NFQUEUE because the event ring was full.");

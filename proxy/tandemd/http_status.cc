@@ -205,7 +205,7 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "Fast path installs the map refused (full); no half entry kept.",
            c.fastpath_install_failed);
   m.single("tandem_fastpath_events_total", "counter",
-           "Close events (FIN/RST translated by the kernel) received.", c.fastpath_events);
+           "Close events (FINs and acks of FINs the kernel translated) received.", c.fastpath_events);
   m.single("tandem_fastpath_events_stale_total", "counter",
            "Close events for no live fast flow of that generation (ignored).",
            c.fastpath_events_stale);
