@@ -216,6 +216,10 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   CLOSED_IP=$SHORT_CLIENT_IP queued_per_conn --conns 200 --bytes 64 --bind "$SHORT_CLIENT_IP"
   name="$a: 200 short connections (64 bytes each way), every byte verified"
   if [ "$TC_OK" = 200 ]; then pass "$name"; else fail "$name" "$TC_OUT"; fi
+  log "$a: RSTs so far: $(metric tandem_rst_accepted_total) accepted," \
+    "$(metric tandem_rst_challenged_total) challenged," \
+    "$(metric tandem_drops_total 'reason="rst_out_of_window"') out of window; flows open:" \
+    "$(lingering "$CLIENT_IP")"
   log "$a: short connections: $(dec "$PER100") packets through NFQUEUE per connection" \
     "(${BASE_SHORT:+$(dec "$BASE_SHORT")} without the fast path), $FAST in the kernel"
   name="$a: after the short connections no entry, at most $LINGER_MAX flows open (known issue)"
