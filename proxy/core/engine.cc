@@ -135,11 +135,10 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
 
   FlowTable& table = impl_->table;
   FlowTable::Hit hit = table.find(key, hash);
-  bool was_fast = false;  // the kernel fast path held the flow: its edges and idle time are stale
-  if (hit && table.at(hit.index).fast_path) {
-    was_fast = true;
+  // The kernel fast path held the flow: its edges and idle time are stale (a RST also takes it
+  // off the fast path, after which the refreshed edges stand).
+  if (hit && table.at(hit.index).fast_path)
     impl_->fastPathSlowPacket(hit.index, pkt.flags(), now_ns);
-  }
   if (hit) {
     const Flow& f = table.at(hit.index);
     if (!impl_->standby && flowExpired(f, config_.timeouts, now_ns)) {
@@ -203,11 +202,6 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   const TcpState before = f.state;
   const DropReason r = trackSegment(f, hit.dir, pkt, opts, now_ns, counters_);
   if (f.state != before) impl_->touch(hit.index);
-  // A RST of a fast flow was judged on the kernel's edges (fastpath.cc) and took the flow off
-  // the fast path: from here the engine sees every packet, so those edges stay (a liberal
-  // restart would let the next blind RST count as merely in-window).
-  if (was_fast && pkt.has(tcpflag::kRst) && f.state != TcpState::kClose && f.fast_path)
-    relearnWindows(f);
   if (r != DropReason::kNone) {
     if (created) {
       table.remove(hit.index);  // keep nothing from a refused opening segment

@@ -26,7 +26,6 @@
 // passed on to the kernel (fastPathAfterFin) so that its acknowledgement is reported too.
 #include <algorithm>
 
-#include "common/bytes.h"
 #include "common/segment_writer.h"
 #include "common/seq.h"
 #include "proxy/core/engine_impl.h"
@@ -39,17 +38,6 @@ namespace {
 
 /// Qualifying segments let by after a refused install before the next attempt.
 constexpr uint32_t kInstallRetryAfter = 256;
-
-/// The map key of one direction: its tuple as it arrives, network byte order.
-tandem_fp_key wireKey(const Flow& f, Direction dir) noexcept {
-  const bool c = dir == Direction::kFromClient;
-  tandem_fp_key k{};
-  store32(reinterpret_cast<uint8_t*>(&k.saddr), c ? f.client_addr.v4() : f.backend_addr.v4());
-  store32(reinterpret_cast<uint8_t*>(&k.daddr), c ? f.vip_addr.v4() : f.source_addr.v4());
-  store16(reinterpret_cast<uint8_t*>(&k.sport), c ? f.client_port : f.backend_port);
-  store16(reinterpret_cast<uint8_t*>(&k.dport), c ? f.vip_port : f.source_port);
-  return k;
-}
 
 /// A sequence number of direction `d` as it arrived, in the tracker's space (the backend leg's:
 /// client segments are translated before they are tracked, backend ones after).
@@ -152,7 +140,7 @@ void Engine::Impl::fastPathErase(uint32_t index) noexcept {
   f.fast_path = false;
   ++counters.fastpath_removals;
   if (fp == nullptr) return;
-  for (Direction d : kDirs) fp->erase(wireKey(f, d));
+  for (Direction d : kDirs) fp->erase(fastPathKey(f, d));
 }
 
 void Engine::Impl::fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexcept {
@@ -181,7 +169,7 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
       w.ack_seen = true;
     }
     tandem_fp_rewrite& r = seen.dir[d];
-    seen.found[d] = fp != nullptr && fp->get(wireKey(f, kDirs[d]), r) && r.last_ns != 0;
+    seen.found[d] = fp != nullptr && fp->get(fastPathKey(f, kDirs[d]), r) && r.last_ns != 0;
     if (!seen.found[d]) continue;
     any = true;
     // The kernel's clock may run ahead of the caller's now (read once per batch).

@@ -23,7 +23,24 @@ uint16_t wire16(uint16_t host) noexcept {
   return v;
 }
 
+/// A tuple as the map holds it.
+void setTuple(const Endpoint& src, const Endpoint& dst, uint32_t& saddr, uint32_t& daddr,
+              uint16_t& sport, uint16_t& dport) noexcept {
+  saddr = wire32(src.addr.v4());
+  daddr = wire32(dst.addr.v4());
+  sport = wire16(src.port);
+  dport = wire16(dst.port);
+}
+
 }  // namespace
+
+tandem_fp_key fastPathKey(const Flow& f, Direction dir) noexcept {
+  const bool from_client = dir == Direction::kFromClient;
+  tandem_fp_key key{};
+  setTuple(from_client ? f.client() : f.backendEp(), from_client ? f.vip() : f.source(),
+           key.saddr, key.daddr, key.sport, key.dport);
+  return key;
+}
 
 bool fastPathEntry(const Flow& f, Direction dir, tandem_fp_key& key,
                    tandem_fp_rewrite& value) noexcept {
@@ -36,22 +53,12 @@ bool fastPathEntry(const Flow& f, Direction dir, tandem_fp_key& key,
       (mine.offset_before != mine.offset_after || theirs.offset_before != theirs.offset_after))
     return false;
 
-  key = tandem_fp_key{};
-  value = tandem_fp_rewrite{};
   const bool from_client = dir == Direction::kFromClient;
-  // Arriving tuple, then the one translateSegment() writes.
-  const Endpoint in_src = from_client ? f.client() : f.backendEp();
-  const Endpoint in_dst = from_client ? f.vip() : f.source();
-  const Endpoint out_src = from_client ? f.source() : f.vip();
-  const Endpoint out_dst = from_client ? f.backendEp() : f.client();
-  key.saddr = wire32(in_src.addr.v4());
-  key.daddr = wire32(in_dst.addr.v4());
-  key.sport = wire16(in_src.port);
-  key.dport = wire16(in_dst.port);
-  value.saddr = wire32(out_src.addr.v4());
-  value.daddr = wire32(out_dst.addr.v4());
-  value.sport = wire16(out_src.port);
-  value.dport = wire16(out_dst.port);
+  // The arriving tuple, then the one translateSegment() writes.
+  key = fastPathKey(f, dir);
+  value = tandem_fp_rewrite{};
+  setTuple(from_client ? f.source() : f.vip(), from_client ? f.backendEp() : f.client(),
+           value.saddr, value.daddr, value.sport, value.dport);
 
   if (f.has_seqadj) {
     value.flags |= TANDEM_FP_SEQ;

@@ -19,4 +19,7 @@ namespace tandem {
 bool fastPathEntry(const Flow& f, Direction dir, tandem_fp_key& key,
                    tandem_fp_rewrite& value) noexcept;
 
+/// The map key alone: the tuple packets of `dir` arrive with (IPv4 flows).
+tandem_fp_key fastPathKey(const Flow& f, Direction dir) noexcept;
+
 }  // namespace tandem

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "proxy/io/log.h"
+#include "proxy/tandemd/prom_text.h"
 
 namespace tandem {
 namespace {
@@ -25,16 +26,6 @@ constexpr PassReason kPassReasons[] = {
     {TANDEM_FP_ST_PASS_CLOSE, "close"},       {TANDEM_FP_ST_PASS_RST, "rst"},
     {TANDEM_FP_ST_PASS_UNPARSED, "unparsed"}, {TANDEM_FP_ST_PASS_FAILED, "failed"},
 };
-
-void family(std::string& out, const char* name, const char* type, const char* help) {
-  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-}
-
-void sample(std::string& out, const char* name, uint64_t value, const char* labels = nullptr) {
-  out += name;
-  if (labels != nullptr) out += labels;
-  out += " " + std::to_string(value) + "\n";
-}
 
 std::vector<std::string> attachAll(KernelFastPath& kernel, const FastPathConfig& config) {
   std::vector<std::string> names =
@@ -122,47 +113,41 @@ void FastPathAdapter::onEvents(int, short, void* self) noexcept {
 std::string FastPathAdapter::metricsText(const Counters& c) const {
   const std::vector<uint64_t> st = kernel_.stats();
   auto stat = [&](tandem_fp_stat i) -> uint64_t { return i < st.size() ? st[i] : 0; };
-  std::string out;
-  family(out, "tandem_fastpath_enabled", "gauge",
-         "1: the kernel fast path is loaded and attached (daemon.fastpath = on).");
-  sample(out, "tandem_fastpath_enabled", 1);
-  family(out, "tandem_fastpath_packets_total", "counter",
-         "Packets translated and forwarded by the kernel fast path, off NFQUEUE.");
-  sample(out, "tandem_fastpath_packets_total", stat(TANDEM_FP_ST_TRANSLATED));
-  family(out, "tandem_fastpath_bytes_total", "counter",
-         "IP bytes of the packets the fast path translated (GSO packets whole).");
-  sample(out, "tandem_fastpath_bytes_total", stat(TANDEM_FP_ST_BYTES));
-  family(out, "tandem_fastpath_passed_total", "counter",
-         "IPv4/TCP packets the fast path left to NFQUEUE untouched, by reason.");
-  for (const PassReason& r : kPassReasons) {
-    sample(out, "tandem_fastpath_passed_total", stat(r.stat),
-           (std::string("{reason=\"") + r.reason + "\"}").c_str());
-  }
+  PromText m;
+  m.single("tandem_fastpath_enabled", "gauge",
+           "1: the kernel fast path is loaded and attached (daemon.fastpath = on).", 1);
+  m.single("tandem_fastpath_packets_total", "counter",
+           "Packets translated and forwarded by the kernel fast path, off NFQUEUE.",
+           stat(TANDEM_FP_ST_TRANSLATED));
+  m.single("tandem_fastpath_bytes_total", "counter",
+           "IP bytes of the packets the fast path translated (GSO packets whole).",
+           stat(TANDEM_FP_ST_BYTES));
+  m.family("tandem_fastpath_passed_total", "counter",
+           "IPv4/TCP packets the fast path left to NFQUEUE untouched, by reason.");
+  for (const PassReason& r : kPassReasons)
+    m.sample("tandem_fastpath_passed_total", stat(r.stat), "reason", r.reason);
   // What the program submitted; what the engine received is tandem_fastpath_events_total.
-  family(out, "tandem_fastpath_events_submitted_total", "counter",
-         "Close events the program submitted to the ring (FINs and the first ack of each FIN; "
-         "fastpath_close = on).");
-  sample(out, "tandem_fastpath_events_submitted_total", stat(TANDEM_FP_ST_EVENTS));
-  family(out, "tandem_fastpath_events_full_total", "counter",
-         "Closes left to NFQUEUE because the event ring was full.");
-  sample(out, "tandem_fastpath_events_full_total", stat(TANDEM_FP_ST_EVENTS_FULL));
-  family(out, "tandem_fastpath_entries", "gauge",
-         "Fast-path map entries (two per flow): installs minus removals, times two.");
+  m.single("tandem_fastpath_events_submitted_total", "counter",
+           "Close events the program submitted to the ring (FINs and the first ack of each FIN; "
+           "fastpath_close = on).",
+           stat(TANDEM_FP_ST_EVENTS));
+  m.single("tandem_fastpath_events_full_total", "counter",
+           "Closes left to NFQUEUE because the event ring was full.",
+           stat(TANDEM_FP_ST_EVENTS_FULL));
   const uint64_t live =
       c.fastpath_installs >= c.fastpath_removals ? c.fastpath_installs - c.fastpath_removals : 0;
-  sample(out, "tandem_fastpath_entries", 2 * live);
-  family(out, "tandem_fastpath_map_put_failed_total", "counter",
-         "Map writes the kernel refused (map full): those flows stay on NFQUEUE.");
-  sample(out, "tandem_fastpath_map_put_failed_total", put_failed_);
-  return out;
+  m.single("tandem_fastpath_entries", "gauge",
+           "Fast-path map entries (two per flow): installs minus removals, times two.", 2 * live);
+  m.single("tandem_fastpath_map_put_failed_total", "counter",
+           "Map writes the kernel refused (map full): those flows stay on NFQUEUE.", put_failed_);
+  return m.take();
 }
 
 std::string fastPathDisabledMetricsText() {
-  std::string out;
-  family(out, "tandem_fastpath_enabled", "gauge",
-         "1: the kernel fast path is loaded and attached (daemon.fastpath = on).");
-  sample(out, "tandem_fastpath_enabled", 0);
-  return out;
+  PromText m;
+  m.single("tandem_fastpath_enabled", "gauge",
+           "1: the kernel fast path is loaded and attached (daemon.fastpath = on).", 0);
+  return m.take();
 }
 
 }  // namespace tandem

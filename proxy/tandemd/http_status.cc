@@ -15,55 +15,10 @@
 #include "proxy/tandemd/pair.h"
 #include "proxy/tandemd/health.h"
 #include "proxy/tandemd/fastpath_adapter.h"
+#include "proxy/tandemd/prom_text.h"
 
 namespace tandem {
 namespace {
-
-/// Appends Prometheus text: "# HELP", "# TYPE" once per family, then its samples.
-class Metrics {
- public:
-  void family(const char* name, const char* type, const char* help) {
-    out_ += "# HELP ";
-    out_ += name;
-    out_ += ' ';
-    out_ += help;
-    out_ += "\n# TYPE ";
-    out_ += name;
-    out_ += ' ';
-    out_ += type;
-    out_ += '\n';
-  }
-  void sample(const char* name, uint64_t value, const char* label = nullptr,
-              const char* label_value = nullptr) {
-    out_ += name;
-    if (label != nullptr) {
-      out_ += '{';
-      out_ += label;
-      out_ += "=\"";
-      out_ += label_value;
-      out_ += "\"}";
-    }
-    out_ += ' ';
-    out_ += std::to_string(value);
-    out_ += '\n';
-  }
-  /// A sample with two labels.
-  void sample2(const char* name, uint64_t value, const char* label1, const char* value1,
-               const char* label2, const char* value2) {
-    out_ += name;
-    out_ += std::string("{") + label1 + "=\"" + value1 + "\"," + label2 + "=\"" + value2 + "\"} ";
-    out_ += std::to_string(value);
-    out_ += '\n';
-  }
-  void single(const char* name, const char* type, const char* help, uint64_t value) {
-    family(name, type, help);
-    sample(name, value);
-  }
-  std::string take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
 
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
@@ -103,7 +58,7 @@ std::string seconds(uint64_t ns) {
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   const Counters& c = s.engine->counters();
   const NfQueueCounters& q = s.queue->counters();
-  Metrics m;
+  PromText m;
 
   m.family("tandem_info", "gauge", "Version of the running tandemd.");
   m.sample("tandem_info", 1, "version", kVersion);

@@ -633,8 +633,8 @@ TEST(FastPath, StaleEventsAreIgnoredAndCounted) {
 }
 
 TEST(FastPath, AFinReportedAfterAQueuedPacketTookTheFlowOffStillMovesTheTracker) {
-  // The client's FIN went through the kernel and into the ring; before the ring was read, a
-  // RST-less packet through NFQUEUE... here: the backend leaving UP takes the flow off.
+  // The client's FIN went through the kernel and into the ring; before the ring was read, the
+  // flow left the fast path (here: its backend leaving UP).
   Engine e(config(Mode::kPassthrough));
   FakeFastPathPort port;
   e.setFastPath(&port, true);
