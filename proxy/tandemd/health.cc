@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "proxy/io/log.h"
+#include "proxy/tandemd/prom_text.h"
 
 namespace tandem {
 
@@ -458,19 +459,15 @@ void HealthChecker::handleRequest(evhttp_request* req) {
 }
 
 std::string HealthChecker::metricsText() const {
-  std::string out;
-  auto family = [&](const char* name, const char* type, const char* help) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-  };
-  auto labels = [](const Target& t) {
-    return "{service=\"" + t.svc->name + "\",backend=\"" + t.ep.toString() + "\"";
-  };
-  family("tandem_backend_state", "gauge", "Backend state: 1 for the current one.");
+  PromText m;
+  m.family("tandem_backend_state", "gauge", "Backend state: 1 for the current one.");
   for (const auto& t : targets_) {
+    const std::string backend = t->ep.toString();
     for (BackendState s : {BackendState::kUp, BackendState::kDown, BackendState::kDraining,
                            BackendState::kDisabled}) {
-      out += "tandem_backend_state" + labels(*t) + ",state=\"" + backendStateName(s) + "\"} " +
-             (t->applied == s ? "1" : "0") + "\n";
+      m.sample("tandem_backend_state",
+               {{"service", t->svc->name}, {"backend", backend}, {"state", backendStateName(s)}},
+               t->applied == s ? 1 : 0);
     }
   }
   struct Field {
@@ -495,13 +492,14 @@ std::string HealthChecker::metricsText() const {
        [](const Target&, const BackendStats& s) { return s.flows_reset; }},
   };
   for (const Field& f : fields) {
-    family(f.name, "counter", f.help);
+    m.family(f.name, "counter", f.help);
     for (const auto& t : targets_) {
       const BackendStats st = engine_.backendStats(t->service, t->backend);
-      out += f.name + labels(*t) + "} " + std::to_string(f.get(*t, st)) + "\n";
+      m.sample(f.name, {{"service", t->svc->name}, {"backend", t->ep.toString()}},
+               f.get(*t, st));
     }
   }
-  return out;
+  return m.take();
 }
 
 std::string HealthChecker::statusJson(size_t service) const {

@@ -700,77 +700,62 @@ const char* PairController::roleName() const noexcept {
 
 bool PairController::ready() const noexcept { return impl_->roles.ready(); }
 
-void PairController::Impl::pathMetrics(std::string& out) const {
-  const Impl& p = *this;
+void PairController::Impl::pathMetrics(PromText& m) const {
   static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
   const uint64_t now = monotonicNs();
-  out += "# HELP tandem_pair_path_alive 1 while the peer's heartbeats arrive on this path.\n"
-         "# TYPE tandem_pair_path_alive gauge\n";
+  m.family("tandem_pair_path_alive", "gauge",
+           "1 while the peer's heartbeats arrive on this path.");
   for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_path_alive{path=\"") + kNames[i] + "\"} " +
-           (p.roles.pathAlive(static_cast<sync::Path>(i), now) ? "1" : "0") + "\n";
+    m.sample("tandem_pair_path_alive", roles.pathAlive(static_cast<sync::Path>(i), now) ? 1 : 0,
+             "path", kNames[i]);
   }
-  out += "# HELP tandem_pair_heartbeats_received_total Authentic peer heartbeats, by path.\n"
-         "# TYPE tandem_pair_heartbeats_received_total counter\n";
+  m.family("tandem_pair_heartbeats_received_total", "counter",
+           "Authentic peer heartbeats, by path.");
   for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_heartbeats_received_total{path=\"") + kNames[i] + "\"} " +
-           std::to_string(p.heartbeats_rx[i]) + "\n";
+    m.sample("tandem_pair_heartbeats_received_total", heartbeats_rx[i], "path", kNames[i]);
   }
-  out += "# HELP tandem_pair_path_losses_total Times the peer's heartbeats stopped on a path.\n"
-         "# TYPE tandem_pair_path_losses_total counter\n";
+  m.family("tandem_pair_path_losses_total", "counter",
+           "Times the peer's heartbeats stopped on a path.");
   for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_path_losses_total{path=\"") + kNames[i] + "\"} " +
-           std::to_string(p.path_losses[i]) + "\n";
+    m.sample("tandem_pair_path_losses_total", path_losses[i], "path", kNames[i]);
   }
-  out += "# HELP tandem_front_rejected_total Received front heartbeat frames dropped, by reason.\n"
-         "# TYPE tandem_front_rejected_total counter\n";
+  m.family("tandem_front_rejected_total", "counter",
+           "Received front heartbeat frames dropped, by reason.");
   for (size_t i = 1; i < static_cast<size_t>(sync::Reject::kCount); ++i) {
-    out += std::string("tandem_front_rejected_total{reason=\"") +
-           sync::rejectName(static_cast<sync::Reject>(i)) + "\"} " +
-           std::to_string(p.front_verifier ? p.front_verifier->counters()[i] : 0) + "\n";
+    m.sample("tandem_front_rejected_total", front_verifier ? front_verifier->counters()[i] : 0,
+             "reason", sync::rejectName(static_cast<sync::Reject>(i)));
   }
 }
 
 std::string PairController::metricsText() const {
   const Impl& p = *impl_;
-  std::string out;
-  auto family = [&](const char* name, const char* type, const char* help) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-  };
-  auto sample = [&](const std::string& series, uint64_t v) {
-    out += series + " " + std::to_string(v) + "\n";
-  };
-  family("tandem_pair_role", "gauge", "1 for the role this node is in.");
+  PromText m;
+  m.family("tandem_pair_role", "gauge", "1 for the role this node is in.");
   for (sync::Role r : {sync::Role::kStandby, sync::Role::kActive, sync::Role::kFault}) {
-    sample(std::string("tandem_pair_role{role=\"") + sync::roleName(r) + "\"}",
-           p.roles.role() == r ? 1 : 0);
+    m.sample("tandem_pair_role", p.roles.role() == r ? 1 : 0, "role", sync::roleName(r));
   }
-  family("tandem_pair_ready", "gauge", "1 when this node holds the whole flow table.");
-  sample("tandem_pair_ready", p.roles.ready() ? 1 : 0);
-  family("tandem_pair_epoch", "gauge", "Takeover epoch.");
-  sample("tandem_pair_epoch", p.roles.epoch());
-  family("tandem_pair_addresses_held", "gauge", "1 while this node holds the address group.");
-  sample("tandem_pair_addresses_held", p.addresses_held ? 1 : 0);
-  p.pathMetrics(out);
-  family("tandem_pair_standby_ready", "gauge",
-         "On the active: 1 while a ready standby is heard (0: absent or still bulk-resyncing).");
-  sample("tandem_pair_standby_ready",
-         p.roles.role() == sync::Role::kActive &&
-                 p.standbyState(monotonicNs()) == Impl::StandbyState::kReady
-             ? 1
-             : 0);
-  family("tandem_pair_standby_warnings_total", "counter",
-         "Warnings logged by the active: standby absent or not ready.");
-  sample("tandem_pair_standby_warnings_total", p.standby_warnings);
-  family("tandem_pair_deferral", "gauge", "1 while new flows wait for the standby's ack.");
-  sample("tandem_pair_deferral", p.deferring ? 1 : 0);
-  family("tandem_pair_deferred_waiting", "gauge", "New flows waiting for the standby's ack.");
-  sample("tandem_pair_deferred_waiting", p.deferred.size());
-  family("tandem_sync_rejected_total", "counter", "Received sync frames dropped, by reason.");
+  m.single("tandem_pair_ready", "gauge", "1 when this node holds the whole flow table.",
+           p.roles.ready() ? 1 : 0);
+  m.single("tandem_pair_epoch", "gauge", "Takeover epoch.", p.roles.epoch());
+  m.single("tandem_pair_addresses_held", "gauge", "1 while this node holds the address group.",
+           p.addresses_held ? 1 : 0);
+  p.pathMetrics(m);
+  m.single("tandem_pair_standby_ready", "gauge",
+           "On the active: 1 while a ready standby is heard (0: absent or still bulk-resyncing).",
+           p.roles.role() == sync::Role::kActive &&
+                   p.standbyState(monotonicNs()) == Impl::StandbyState::kReady
+               ? 1
+               : 0);
+  m.single("tandem_pair_standby_warnings_total", "counter",
+           "Warnings logged by the active: standby absent or not ready.", p.standby_warnings);
+  m.single("tandem_pair_deferral", "gauge", "1 while new flows wait for the standby's ack.",
+           p.deferring ? 1 : 0);
+  m.single("tandem_pair_deferred_waiting", "gauge", "New flows waiting for the standby's ack.",
+           p.deferred.size());
+  m.family("tandem_sync_rejected_total", "counter", "Received sync frames dropped, by reason.");
   for (size_t i = 1; i < static_cast<size_t>(sync::Reject::kCount); ++i) {
-    sample(std::string("tandem_sync_rejected_total{reason=\"") +
-               sync::rejectName(static_cast<sync::Reject>(i)) + "\"}",
-           p.verifier.counters()[i]);
+    m.sample("tandem_sync_rejected_total", p.verifier.counters()[i], "reason",
+             sync::rejectName(static_cast<sync::Reject>(i)));
   }
   const PairCounters& c = p.counters;
   const sync::ReliableSender::Counters& s = p.sender.counters();
@@ -816,13 +801,12 @@ std::string PairController::metricsText() const {
       {"tandem_pair_stale_heartbeats_total", p.roles.staleHeartbeats()},
   };
   for (const auto& [name, value] : counters) {
-    family(name, "counter", "See proxy/tandemd/pair.h.");
-    sample(name, value);
+    m.single(name, "counter", "See proxy/tandemd/pair.h.", value);
   }
-  p.timingMetrics(out);
-  p.heartbeatThreadMetrics(out);
-  if (p.vmac) out += p.vmac->metricsText();
-  return out;
+  p.timingMetrics(m);
+  p.heartbeatThreadMetrics(m);
+  if (p.vmac) m.append(p.vmac->metricsText());
+  return m.take();
 }
 
 

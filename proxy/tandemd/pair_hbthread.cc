@@ -46,41 +46,31 @@ void PairController::Impl::startHeartbeatThread() {
   hb_thread->start();
 }
 
-void PairController::Impl::heartbeatThreadMetrics(std::string& out) const {
-  const auto us = [](uint64_t ns) { return std::to_string(ns / 1000); };
+void PairController::Impl::heartbeatThreadMetrics(PromText& m) const {
   const HeartbeatThread::Stats s = hb_thread ? hb_thread->stats() : HeartbeatThread::Stats{};
-  out +=
-      "# HELP tandem_pair_heartbeat_thread 1 while heartbeats leave from their own thread "
-      "(sync.heartbeat_thread).\n"
-      "# TYPE tandem_pair_heartbeat_thread gauge\n"
-      "tandem_pair_heartbeat_thread " + std::string(hb_thread ? "1" : "0") + "\n"
-      "# HELP tandem_pair_heartbeat_thread_priority The thread's SCHED_FIFO priority (0: "
-      "normal policy).\n"
-      "# TYPE tandem_pair_heartbeat_thread_priority gauge\n"
-      "tandem_pair_heartbeat_thread_priority " + std::to_string(s.priority) + "\n"
-      "# HELP tandem_pair_heartbeats_sent_total Heartbeat rounds the thread sent (one frame per "
-      "path), by cause.\n"
-      "# TYPE tandem_pair_heartbeats_sent_total counter\n"
-      "tandem_pair_heartbeats_sent_total{cause=\"timer\"} " + std::to_string(s.sent - s.immediate) +
-      "\n"
-      "tandem_pair_heartbeats_sent_total{cause=\"loop\"} " + std::to_string(s.immediate) + "\n"
-      "# HELP tandem_pair_heartbeats_withheld_total Heartbeat rounds withheld because the event "
-      "loop had not turned within the stall limit (a wedged loop lets the peer take over).\n"
-      "# TYPE tandem_pair_heartbeats_withheld_total counter\n"
-      "tandem_pair_heartbeats_withheld_total " + std::to_string(s.withheld) + "\n"
-      "# HELP tandem_pair_heartbeat_thread_send_errors_total Heartbeat sends that failed "
-      "(sendto or seal) on the thread.\n"
-      "# TYPE tandem_pair_heartbeat_thread_send_errors_total counter\n"
-      "tandem_pair_heartbeat_thread_send_errors_total " +
-      std::to_string(s.send_errors + s.seal_failures) + "\n"
-      "# HELP tandem_pair_heartbeat_thread_wake_late_max_microseconds How late the thread's "
-      "timer woke it at worst.\n"
-      "# TYPE tandem_pair_heartbeat_thread_wake_late_max_microseconds gauge\n"
-      "tandem_pair_heartbeat_thread_wake_late_max_microseconds " + us(s.wake_late_max_ns) + "\n"
-      "# HELP tandem_pair_heartbeat_thread_loop_age_max_microseconds The oldest loop stamp the "
-      "thread saw at a send (how long the loop went without turning).\n"
-      "# TYPE tandem_pair_heartbeat_thread_loop_age_max_microseconds gauge\n"
-      "tandem_pair_heartbeat_thread_loop_age_max_microseconds " + us(s.loop_age_max_ns) + "\n";
+  m.single("tandem_pair_heartbeat_thread", "gauge",
+           "1 while heartbeats leave from their own thread (sync.heartbeat_thread).",
+           hb_thread ? 1 : 0);
+  m.single("tandem_pair_heartbeat_thread_priority", "gauge",
+           "The thread's SCHED_FIFO priority (0: normal policy).",
+           static_cast<uint64_t>(s.priority));
+  m.family("tandem_pair_heartbeats_sent_total", "counter",
+           "Heartbeat rounds the thread sent (one frame per path), by cause.");
+  m.sample("tandem_pair_heartbeats_sent_total", s.sent - s.immediate, "cause", "timer");
+  m.sample("tandem_pair_heartbeats_sent_total", s.immediate, "cause", "loop");
+  m.single("tandem_pair_heartbeats_withheld_total", "counter",
+           "Heartbeat rounds withheld because the event loop had not turned within the stall "
+           "limit (a wedged loop lets the peer take over).",
+           s.withheld);
+  m.single("tandem_pair_heartbeat_thread_send_errors_total", "counter",
+           "Heartbeat sends that failed (sendto or seal) on the thread.",
+           s.send_errors + s.seal_failures);
+  m.single("tandem_pair_heartbeat_thread_wake_late_max_microseconds", "gauge",
+           "How late the thread's timer woke it at worst.", s.wake_late_max_ns / 1000);
+  m.single("tandem_pair_heartbeat_thread_loop_age_max_microseconds", "gauge",
+           "The oldest loop stamp the thread saw at a send (how long the loop went without "
+           "turning).",
+           s.loop_age_max_ns / 1000);
 }
 
 }  // namespace tandem

@@ -25,6 +25,7 @@
 #include "proxy/tandemd/deferral.h"
 #include "proxy/tandemd/flow_record.h"
 #include "proxy/tandemd/heartbeat_thread.h"
+#include "proxy/tandemd/prom_text.h"
 #include "proxy/io/log.h"
 #include "proxy/io/rx_barrier.h"
 #include "proxy/io/udp_channel.h"
@@ -175,7 +176,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   /// polls its sockets in between), never inside the heartbeat-priority read callback.
   void schedulePump() noexcept;
   void onPump() noexcept;
-  void timingMetrics(std::string& out) const;
+  void timingMetrics(PromText& m) const;
   /// `periodic`: the role timer's output; its heartbeat is the regular one (with the heartbeat
   /// thread, only published: the thread keeps its own cadence).
   void handleRole(const sync::RoleOutput& out, uint64_t now, bool periodic = false) noexcept;
@@ -191,7 +192,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void loopTurned(uint64_t now) noexcept {
     if (hb_thread) hb_thread->loopTurned(now);
   }
-  void heartbeatThreadMetrics(std::string& out) const;
+  void heartbeatThreadMetrics(PromText& m) const;
   void sendUpdates(uint64_t now, uint64_t budget_ns = pair_detail::kSendBudgetNs) noexcept;
   void sendAck() noexcept;
   void sendBulkRequest(const sync::BulkRequest& r) noexcept;
@@ -226,7 +227,7 @@ struct PairController::Impl : sync::UpdateSink, sync::FlowSource {
   void registerBarrier();
   void startBarrier(uint64_t now) noexcept;
   void onBarrierReadable() noexcept;
-  void pathMetrics(std::string& out) const;
+  void pathMetrics(PromText& m) const;
   /// /status members of deferral, paths and the standby (",\"name\":value..." form).
   std::string statusExtras() const;
   uint64_t garpFrames(bool errors) const noexcept {

@@ -232,16 +232,14 @@ void PairController::Impl::watchPaths(uint64_t now) noexcept {
   }
 }
 
-void PairController::Impl::timingMetrics(std::string& out) const {
+void PairController::Impl::timingMetrics(PromText& m) const {
   static constexpr const char* kNames[sync::kPathCount] = {"sync", "front"};
-  auto us = [](uint64_t ns) { return std::to_string(ns / 1000); };
-  // One family with a sample per path.
+  // One family with a sample per path (micros: the values are ns, shown in us).
   auto perPath = [&](const char* name, const char* type, const char* help,
                      const std::array<uint64_t, sync::kPathCount>& values, bool micros) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    m.family(name, type, help);
     for (size_t i = 0; i < sync::kPathCount; ++i) {
-      out += std::string(name) + "{path=\"" + kNames[i] + "\"} " +
-             (micros ? us(values[i]) : std::to_string(values[i])) + "\n";
+      m.sample(name, micros ? values[i] / 1000 : values[i], "path", kNames[i]);
     }
   };
   perPath("tandem_pair_heartbeat_rx_gap_max_microseconds", "gauge",
@@ -261,65 +259,50 @@ void PairController::Impl::timingMetrics(std::string& out) const {
           "Largest time from our kernel's receive timestamp of a peer heartbeat to its handling "
           "by the role machine.",
           timing.hb_loop_delay_max_ns, true);
-  out +=
-      "# HELP tandem_pair_heartbeat_rx_delayed_total Peer heartbeats delayed by more than one "
-      "interval, by where: kernel (send to our kernel's timestamp) or loop (timestamp to "
-      "handling).\n"
-      "# TYPE tandem_pair_heartbeat_rx_delayed_total counter\n";
+  m.family("tandem_pair_heartbeat_rx_delayed_total", "counter",
+           "Peer heartbeats delayed by more than one interval, by where: kernel (send to our "
+           "kernel's timestamp) or loop (timestamp to handling).");
   for (size_t i = 0; i < sync::kPathCount; ++i) {
-    out += std::string("tandem_pair_heartbeat_rx_delayed_total{path=\"") + kNames[i] +
-           "\",where=\"kernel\"} " + std::to_string(timing.hb_kernel_delay_over[i]) + "\n";
-    out += std::string("tandem_pair_heartbeat_rx_delayed_total{path=\"") + kNames[i] +
-           "\",where=\"loop\"} " + std::to_string(timing.hb_loop_delay_over[i]) + "\n";
+    m.sample("tandem_pair_heartbeat_rx_delayed_total",
+             {{"path", kNames[i]}, {"where", "kernel"}}, timing.hb_kernel_delay_over[i]);
+    m.sample("tandem_pair_heartbeat_rx_delayed_total", {{"path", kNames[i]}, {"where", "loop"}},
+             timing.hb_loop_delay_over[i]);
   }
-  out +=
-      "# HELP tandem_pair_heartbeat_tx_gap_max_microseconds Largest interval between two "
-      "heartbeats this node sent.\n"
-      "# TYPE tandem_pair_heartbeat_tx_gap_max_microseconds gauge\n"
-      "tandem_pair_heartbeat_tx_gap_max_microseconds " +
-      us(hb_thread ? hb_thread->stats().tx_gap_max_ns : timing.hb_tx_gap_max_ns) + "\n";
-  out +=
-      "# HELP tandem_pair_loop_lateness_max_microseconds How late the role timer ran at worst "
-      "(the event loop was busy, or the process was not scheduled).\n"
-      "# TYPE tandem_pair_loop_lateness_max_microseconds gauge\n"
-      "tandem_pair_loop_lateness_max_microseconds " + us(timing.role_tick_late_max_ns) + "\n";
-  out +=
-      "# HELP tandem_pair_callback_max_microseconds Longest run of the pair's loop callbacks.\n"
-      "# TYPE tandem_pair_callback_max_microseconds gauge\n"
-      "tandem_pair_callback_max_microseconds{callback=\"data_tick\"} " +
-      us(timing.data_tick_max_ns) + "\n"
-      "tandem_pair_callback_max_microseconds{callback=\"sync_read\"} " +
-      us(timing.read_max_ns) + "\n"
-      "tandem_pair_callback_max_microseconds{callback=\"pump\"} " +
-      us(timing.pump_max_ns) + "\n";
-  out +=
-      "# HELP tandem_pair_rx_barriers_total Receive-path barriers before a takeover, by outcome: "
-      "started, saved (the peer was heard before it completed: no takeover), timeout "
-      "(takeover without it completing).\n"
-      "# TYPE tandem_pair_rx_barriers_total counter\n"
-      "tandem_pair_rx_barriers_total{outcome=\"started\"} " +
-      std::to_string(barrier.counters().started) + "\n"
-      "tandem_pair_rx_barriers_total{outcome=\"completed\"} " +
-      std::to_string(barrier.counters().completed) + "\n"
-      "tandem_pair_rx_barriers_total{outcome=\"saved\"} " +
-      std::to_string(roles.barrierSaves()) + "\n"
-      "tandem_pair_rx_barriers_total{outcome=\"timeout\"} " +
-      std::to_string(roles.barrierTimeouts()) + "\n"
-      "# HELP tandem_pair_own_stalls_total Role ticks more than a heartbeat interval late: this "
-      "node was not running, so the peer's silence across the gap was not counted against it "
-      "(a standby then watches a whole dead interval from the late tick).\n"
-      "# TYPE tandem_pair_own_stalls_total counter\n"
-      "tandem_pair_own_stalls_total " + std::to_string(roles.selfStalls()) + "\n";
-  out +=
-      "# HELP tandem_pair_rx_barrier_wait_max_microseconds Longest time until a receive-path "
-      "barrier's probes all came back.\n"
-      "# TYPE tandem_pair_rx_barrier_wait_max_microseconds gauge\n"
-      "tandem_pair_rx_barrier_wait_max_microseconds " + us(barrier_wait_max_ns) + "\n";
-  out +=
-      "# HELP tandem_pair_verdict_reads_total Extra reads of the sync socket before the peer "
-      "could be declared dead (its frames were still waiting).\n"
-      "# TYPE tandem_pair_verdict_reads_total counter\n"
-      "tandem_pair_verdict_reads_total " + std::to_string(timing.verdict_reads) + "\n";
+  m.single("tandem_pair_heartbeat_tx_gap_max_microseconds", "gauge",
+           "Largest interval between two heartbeats this node sent.",
+           (hb_thread ? hb_thread->stats().tx_gap_max_ns : timing.hb_tx_gap_max_ns) / 1000);
+  m.single("tandem_pair_loop_lateness_max_microseconds", "gauge",
+           "How late the role timer ran at worst (the event loop was busy, or the process was "
+           "not scheduled).",
+           timing.role_tick_late_max_ns / 1000);
+  m.family("tandem_pair_callback_max_microseconds", "gauge",
+           "Longest run of the pair's loop callbacks.");
+  m.sample("tandem_pair_callback_max_microseconds", timing.data_tick_max_ns / 1000, "callback",
+           "data_tick");
+  m.sample("tandem_pair_callback_max_microseconds", timing.read_max_ns / 1000, "callback",
+           "sync_read");
+  m.sample("tandem_pair_callback_max_microseconds", timing.pump_max_ns / 1000, "callback",
+           "pump");
+  m.family("tandem_pair_rx_barriers_total", "counter",
+           "Receive-path barriers before a takeover, by outcome: started, saved (the peer was "
+           "heard before it completed: no takeover), timeout (takeover without it completing).");
+  m.sample("tandem_pair_rx_barriers_total", barrier.counters().started, "outcome", "started");
+  m.sample("tandem_pair_rx_barriers_total", barrier.counters().completed, "outcome",
+           "completed");
+  m.sample("tandem_pair_rx_barriers_total", roles.barrierSaves(), "outcome", "saved");
+  m.sample("tandem_pair_rx_barriers_total", roles.barrierTimeouts(), "outcome", "timeout");
+  m.single("tandem_pair_own_stalls_total", "counter",
+           "Role ticks more than a heartbeat interval late: this node was not running, so the "
+           "peer's silence across the gap was not counted against it (a standby then watches a "
+           "whole dead interval from the late tick).",
+           roles.selfStalls());
+  m.single("tandem_pair_rx_barrier_wait_max_microseconds", "gauge",
+           "Longest time until a receive-path barrier's probes all came back.",
+           barrier_wait_max_ns / 1000);
+  m.single("tandem_pair_verdict_reads_total", "counter",
+           "Extra reads of the sync socket before the peer could be declared dead (its frames "
+           "were still waiting).",
+           timing.verdict_reads);
 }
 
 }  // namespace tandem

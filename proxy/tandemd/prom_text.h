@@ -2,7 +2,10 @@
 /// @file Prometheus text exposition, appended family by family (the /metrics page's pieces).
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace tandem {
 
@@ -34,18 +37,36 @@ class PromText {
     out_ += std::to_string(value);
     out_ += '\n';
   }
+  /// A sample with any number of labels: {{"path", "sync"}, {"where", "kernel"}}.
+  void sample(const char* name,
+              std::initializer_list<std::pair<const char*, std::string_view>> labels,
+              uint64_t value) {
+    out_ += name;
+    char sep = '{';
+    for (const auto& [label, label_value] : labels) {
+      out_ += sep;
+      out_ += label;
+      out_ += "=\"";
+      out_ += label_value;
+      out_ += '"';
+      sep = ',';
+    }
+    if (labels.size() != 0) out_ += '}';
+    out_ += ' ';
+    out_ += std::to_string(value);
+    out_ += '\n';
+  }
   /// A sample with two labels.
   void sample2(const char* name, uint64_t value, const char* label1, const char* value1,
                const char* label2, const char* value2) {
-    out_ += name;
-    out_ += std::string("{") + label1 + "=\"" + value1 + "\"," + label2 + "=\"" + value2 + "\"} ";
-    out_ += std::to_string(value);
-    out_ += '\n';
+    sample(name, {{label1, value1}, {label2, value2}}, value);
   }
   void single(const char* name, const char* type, const char* help, uint64_t value) {
     family(name, type, help);
     sample(name, value);
   }
+  /// Text another part already formatted (whole families).
+  void append(const std::string& text) { out_ += text; }
   std::string take() { return std::move(out_); }
 
  private:

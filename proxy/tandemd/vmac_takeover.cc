@@ -22,6 +22,7 @@
 #include "proxy/io/raw_sender.h"
 #include "proxy/io/shadow.h"
 #include "proxy/io/vmac.h"
+#include "proxy/tandemd/prom_text.h"
 
 namespace tandem {
 namespace {
@@ -391,10 +392,9 @@ std::string VmacTakeover::metricsText() const {
   }
   const ShadowRingCounters& r = p.ring.counters();
   const VmacTakeoverCounters& c = p.counters;
-  std::string out;
+  PromText m;
   auto one = [&](const char* name, const char* type, const char* help, uint64_t v) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
-           name + " " + std::to_string(v) + "\n";
+    m.single(name, type, help, v);
   };
   one("tandem_vmac_links_up", "gauge", "1 while this node's macvlans (vMAC) are up.",
       p.links.up() ? 1 : 0);
@@ -423,28 +423,25 @@ std::string VmacTakeover::metricsText() const {
       c.replays);
   one("tandem_shadow_replayed_total", "counter", "Frames replayed (translated and sent).",
       c.replayed);
-  out += "# HELP tandem_shadow_replay_skipped_total Ring frames of the window not replayed.\n"
-         "# TYPE tandem_shadow_replay_skipped_total counter\n";
-  out += "tandem_shadow_replay_skipped_total{reason=\"closed_syn\"} " +
-         std::to_string(c.skipped_closed) + "\n";
-  out += "tandem_shadow_replay_skipped_total{reason=\"delivered\"} " +
-         std::to_string(c.skipped_delivered) + "\n";
-  out += "tandem_shadow_replay_skipped_total{reason=\"engine_drop\"} " +
-         std::to_string(c.engine_dropped) + "\n";
-  out += "tandem_shadow_replay_skipped_total{reason=\"not_tcp\"} " + std::to_string(c.not_tcp) +
-         "\n";
-  out += "tandem_shadow_replay_skipped_total{reason=\"send_error\"} " +
-         std::to_string(c.send_errors) + "\n";
+  m.family("tandem_shadow_replay_skipped_total", "counter",
+           "Ring frames of the window not replayed.");
+  const std::pair<const char*, uint64_t> skipped[] = {{"closed_syn", c.skipped_closed},
+                                                      {"delivered", c.skipped_delivered},
+                                                      {"engine_drop", c.engine_dropped},
+                                                      {"not_tcp", c.not_tcp},
+                                                      {"send_error", c.send_errors}};
+  for (const auto& [reason, value] : skipped) {
+    m.sample("tandem_shadow_replay_skipped_total", value, "reason", reason);
+  }
   one("tandem_shadow_replay_segmented_total", "counter",
       "Replayed super-packets (GRO/GSO) split into MTU-sized segments.", c.segmented);
   one("tandem_vmac_link_failures_total", "counter", "macvlan up/down requests that failed.",
       c.link_failures);
   const TakeoverTiming& t = p.timing;
-  out += "# HELP tandem_vmac_takeover_step_us The last takeover's steps, microseconds.\n"
-         "# TYPE tandem_vmac_takeover_step_us gauge\n";
+  m.family("tandem_vmac_takeover_step_us", "gauge",
+           "The last takeover's steps, microseconds.");
   auto step = [&](const char* name, uint64_t ns) {
-    out += std::string("tandem_vmac_takeover_step_us{step=\"") + name + "\"} " +
-           std::to_string(ns / 1000) + "\n";
+    m.sample("tandem_vmac_takeover_step_us", ns / 1000, "step", name);
   };
   step("detection", t.since_heartbeat_ns);
   step("to_take", t.decision_to_take_ns);
@@ -452,7 +449,7 @@ std::string VmacTakeover::metricsText() const {
   step("links_up", t.links_up_ns);
   step("replay", t.replay_ns);
   step("first_live", t.first_live_ns);
-  return out;
+  return m.take();
 }
 
 }  // namespace tandem
