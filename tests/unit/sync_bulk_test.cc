@@ -17,18 +17,6 @@ namespace {
 
 constexpr uint64_t kMs = 1'000'000;
 
-FlowRecord flow(uint32_t id, uint8_t state) {
-  FlowRecord f;
-  f.key.client_addr = IpAddr::fromV4(0x0a000000u + id);
-  f.key.vip_addr = IpAddr::fromV4(0xc0a80001u);
-  f.key.client_port = static_cast<uint16_t>(1024 + id % 60000);
-  f.key.vip_port = 443;
-  f.backend = static_cast<uint16_t>(id % 4);
-  f.tcp_state = state;
-  f.splice_fields = true;  // as every encoder of this revision sends it
-  return f;
-}
-
 /// The active's table, ordered by id; the cursor is the next id to visit.
 struct SourceTable : FlowSource {
   std::map<uint32_t, FlowRecord> flows;
@@ -65,7 +53,7 @@ TEST(SyncBulk, RequestsAreResentUntilTheEndAndRepeatsAreIgnored) {
 
 TEST(SyncBulk, StepsAreBoundedAndLeaveTheReserveFree) {
   SourceTable src;
-  for (uint32_t i = 0; i < 1000; ++i) src.flows[i] = flow(i, 3);
+  for (uint32_t i = 0; i < 1000; ++i) src.flows[i] = testFlow(i, 3);
   ReliableSender sender({300, 10 * kMs}, 1);
   BulkSender bulk(50);
   bulk.onRequest({1});
@@ -73,14 +61,14 @@ TEST(SyncBulk, StepsAreBoundedAndLeaveTheReserveFree) {
   EXPECT_EQ(bulk.step(src, sender, 1000), 149u);  // 300 - 50 reserve - 1 for BULK_END
   EXPECT_EQ(bulk.step(src, sender, 1000), 0u);
   EXPECT_FALSE(sender.resyncNeeded());
-  for (uint32_t i = 0; i < 50; ++i) EXPECT_TRUE(sender.upsert(flow(5000 + i, 1)));
+  for (uint32_t i = 0; i < 50; ++i) EXPECT_TRUE(sender.upsert(testFlow(5000 + i, 1)));
 }
 
 TEST(SyncBulk, StandbyConvergesWhileTheTableChangesUnderALossyLink) {
   for (uint32_t seed = 1; seed <= 3; ++seed) {
     std::mt19937 rng(seed);
     SourceTable src;
-    for (uint32_t i = 0; i < 5000; ++i) src.flows[i * 2] = flow(i * 2, 3);
+    for (uint32_t i = 0; i < 5000; ++i) src.flows[i * 2] = testFlow(i * 2, 3);
     // The reserve must hold the incremental updates of a few resend timeouts (here 2/ms).
     ReliableSender sender({1024, 20 * kMs}, 77);
     BulkSender bulk(256);
@@ -102,10 +90,10 @@ TEST(SyncBulk, StandbyConvergesWhileTheTableChangesUnderALossyLink) {
           const uint32_t id = static_cast<uint32_t>(rng() % 12000);
           if (rng() % 3 == 0) {
             if (src.flows.erase(id) != 0) {
-              ASSERT_TRUE(sender.remove(flow(id, 0).key));
+              ASSERT_TRUE(sender.remove(testFlow(id, 0).key));
             }
           } else {
-            src.flows[id] = flow(id, static_cast<uint8_t>(rng() % kTcpStateCount));
+            src.flows[id] = testFlow(id, static_cast<uint8_t>(rng() % kTcpStateCount));
             ASSERT_TRUE(sender.upsert(src.flows[id]));
           }
         }

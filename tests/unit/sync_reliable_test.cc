@@ -12,25 +12,12 @@
 #include <vector>
 
 #include "sync/auth.h"
+#include "tests/unit/sync_test_tables.h"
 
 namespace tandem::sync {
 namespace {
 
 constexpr uint64_t kMs = 1'000'000;
-
-FlowRecord flow(uint32_t id, uint8_t state = 3) {
-  FlowRecord f;
-  f.key.client_addr = IpAddr::fromV4(0x0a000000u + id);
-  f.key.vip_addr = IpAddr::fromV4(0xc0a80001u);
-  f.key.client_port = static_cast<uint16_t>(1024 + id % 60000);
-  f.key.vip_port = 80;
-  f.backend_addr = IpAddr::fromV4(0x0b000000u + id % 3);
-  f.backend_port = 8080;
-  f.backend = static_cast<uint16_t>(id % 3);
-  f.tcp_state = state;
-  f.splice_fields = true;  // as every encoder of this revision sends it
-  return f;
-}
 
 /// The mirrored table: idempotent upsert/delete by key, and a record of bulk ends.
 struct Table : UpdateSink {
@@ -49,10 +36,10 @@ struct Table : UpdateSink {
 
 TEST(SyncReliable, CoalescesUnsentUpdatesByKey) {
   ReliableSender s({}, 1);
-  EXPECT_TRUE(s.upsert(flow(1, 1)));
-  EXPECT_TRUE(s.upsert(flow(2, 1)));
-  EXPECT_TRUE(s.upsert(flow(1, 3)));  // replaces the pending upsert of flow 1
-  EXPECT_TRUE(s.remove(flow(2).key));  // replaces the pending upsert of flow 2
+  EXPECT_TRUE(s.upsert(testFlow(1, 1)));
+  EXPECT_TRUE(s.upsert(testFlow(2, 1)));
+  EXPECT_TRUE(s.upsert(testFlow(1, 3)));  // replaces the pending upsert of flow 1
+  EXPECT_TRUE(s.remove(testFlow(2).key));  // replaces the pending upsert of flow 2
   EXPECT_EQ(s.pending(), 2u);
   EXPECT_EQ(s.counters().coalesced, 2u);
   std::vector<Update> out;
@@ -64,13 +51,13 @@ TEST(SyncReliable, CoalescesUnsentUpdatesByKey) {
   EXPECT_EQ(out[1].seq, 2u);
   EXPECT_EQ(out[1].kind, UpdateKind::kDelete);
   // Sent messages are never altered: a new update of flow 1 is a new message.
-  EXPECT_TRUE(s.upsert(flow(1, 5)));
+  EXPECT_TRUE(s.upsert(testFlow(1, 5)));
   EXPECT_EQ(s.pending(), 3u);
 }
 
 TEST(SyncReliable, ResendsTheLostAtOnceTheTailAfterTheTimeoutAndSkipsSackedOnes) {
   ReliableSender s({16, 10 * kMs}, 7);
-  for (uint32_t i = 0; i < 4; ++i) s.upsert(flow(i));
+  for (uint32_t i = 0; i < 4; ++i) s.upsert(testFlow(i));
   std::vector<Update> out;
   EXPECT_EQ(s.poll(0, 100, out), 4u);
   out.clear();
@@ -101,7 +88,7 @@ TEST(SyncReliable, ResendsTheLostAtOnceTheTailAfterTheTimeoutAndSkipsSackedOnes)
   EXPECT_TRUE(s.idle());
   EXPECT_EQ(s.base(), (SeqBase{7, 5}));
   // Acks of another session, or of seqs never sent, are ignored and counted.
-  s.upsert(flow(9));
+  s.upsert(testFlow(9));
   s.onAck(Ack{8, 5, 0, {}});
   s.onAck(Ack{7, 5, 0, {}});
   EXPECT_EQ(s.pending(), 1u);
@@ -110,11 +97,11 @@ TEST(SyncReliable, ResendsTheLostAtOnceTheTailAfterTheTimeoutAndSkipsSackedOnes)
 
 TEST(SyncReliable, FullQueueRefusesAndSignalsResync) {
   ReliableSender s({3, kMs}, 1);
-  EXPECT_TRUE(s.upsert(flow(1)));
-  EXPECT_TRUE(s.upsert(flow(2)));
+  EXPECT_TRUE(s.upsert(testFlow(1)));
+  EXPECT_TRUE(s.upsert(testFlow(2)));
   EXPECT_TRUE(s.bulkEnd(1, 2));
-  EXPECT_FALSE(s.upsert(flow(3)));
-  EXPECT_TRUE(s.upsert(flow(2, 4)));  // coalescing still works when full
+  EXPECT_FALSE(s.upsert(testFlow(3)));
+  EXPECT_TRUE(s.upsert(testFlow(2, 4)));  // coalescing still works when full
   EXPECT_TRUE(s.resyncNeeded());
   EXPECT_EQ(s.counters().overflow, 1u);
   s.clearResyncNeeded();
@@ -127,7 +114,7 @@ TEST(SyncReliable, ReceiverDeliversInOrderAcksRangesAndDropsDuplicates) {
   auto up = [](uint64_t seq, uint32_t id) {
     Update u;
     u.seq = seq;
-    u.flow = flow(id);
+    u.flow = testFlow(id);
     return u;
   };
   std::vector<Update> f1 = {up(3, 3), up(5, 5), up(6, 6)};
@@ -294,7 +281,7 @@ TEST(SyncReliable, TablesConvergeOverALinkThatDropsDuplicatesAndReorders) {
     for (int tick = 0; tick < 3000; ++tick, now += kMs) {
       for (int k = 0; k < 3; ++k) {
         const uint32_t id = static_cast<uint32_t>(rng() % 400);
-        const FlowRecord f = flow(id, static_cast<uint8_t>(rng() % kTcpStateCount));
+        const FlowRecord f = testFlow(id, static_cast<uint8_t>(rng() % kTcpStateCount));
         const bool ok = rng() % 3 == 0 ? (truth.erase(f.key), p.sender.remove(f.key))
                                        : (truth[f.key] = f, p.sender.upsert(f));
         ASSERT_TRUE(ok) << "queue of 4096 overflowed: seed " << seed;
@@ -325,7 +312,7 @@ TEST(SyncReliable, AReceiverStartingLateFollowsTheBase) {
   // Messages 1..3 are acknowledged by nobody (the link is down): they stay queued and a fresh
   // receiver takes them from the base the sender announces.
   p.a_to_b.setFaults({1.0, 0, 0});
-  for (uint32_t i = 0; i < 3; ++i) p.sender.upsert(flow(i));
+  for (uint32_t i = 0; i < 3; ++i) p.sender.upsert(testFlow(i));
   p.step(0);
   p.a_to_b.setFaults({});
   for (uint64_t t = 1; t < 100 && !p.sender.idle(); ++t) p.step(t * kMs);
@@ -338,7 +325,7 @@ TEST(SyncReliable, AFollowedSessionNeedsNoResyncUnlessItStartedWithoutUs) {
   Table table;
   ReliableReceiver r(table);
   Update u;
-  u.flow = flow(1);
+  u.flow = testFlow(1);
   u.seq = 1;
   r.onFrame(SeqBase{100, 1}, std::span<const Update>(&u, 1));
   EXPECT_FALSE(r.resyncNeeded());
@@ -348,7 +335,7 @@ TEST(SyncReliable, AFollowedSessionNeedsNoResyncUnlessItStartedWithoutUs) {
   r.clearResyncNeeded();
   // After a clean handover: the new active's session is followed from its first message.
   r.followNextSession();
-  u.flow = flow(2);
+  u.flow = testFlow(2);
   r.onFrame(SeqBase{300, 1}, std::span<const Update>(&u, 1));
   EXPECT_FALSE(r.resyncNeeded());
   EXPECT_EQ(table.flows.size(), 2u);

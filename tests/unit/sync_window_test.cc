@@ -21,17 +21,6 @@ namespace {
 
 constexpr uint64_t kMs = 1'000'000;
 
-FlowRecord flow(uint32_t id, uint8_t state = 3) {
-  FlowRecord f;
-  f.key.client_addr = IpAddr::fromV4(0x0a000000u + id);
-  f.key.vip_addr = IpAddr::fromV4(0xc0a80001u);
-  f.key.client_port = static_cast<uint16_t>(1024 + id % 60000);
-  f.key.vip_port = 80;
-  f.tcp_state = state;
-  f.splice_fields = true;
-  return f;
-}
-
 std::vector<uint64_t> seqs(const std::vector<Update>& v) {
   std::vector<uint64_t> out;
   for (const Update& u : v) out.push_back(u.seq);
@@ -46,7 +35,7 @@ std::vector<uint64_t> range(uint64_t first, uint64_t last) {
 
 TEST(SyncWindow, AFullWindowSendsNothingAndAnAckOpensIt) {
   ReliableSender s({100, 10 * kMs, 4}, 1);
-  for (uint32_t i = 0; i < 10; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  for (uint32_t i = 0; i < 10; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));
   EXPECT_EQ(s.windowSpace(), 0u);
   std::vector<Update> out;
   EXPECT_EQ(s.poll(0, 100, out), 4u);
@@ -97,7 +86,7 @@ TEST(SyncWindow, ALossResendsExactlyTheLostMessages) {
   ReliableSender s({1000, 30 * kMs, 64}, 5);
   MirrorTable t;
   ReliableReceiver r(t, 64);
-  for (uint32_t i = 0; i < 40; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  for (uint32_t i = 0; i < 40; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));
   // Frames of 4 messages: frames 1 and 3 (seqs 5-8 and 13-16) are lost.
   std::vector<Update> sent;
   const Ack a = transfer(s, r, 0, 4, {1, 3}, &sent);
@@ -117,7 +106,7 @@ TEST(SyncWindow, ALossResendsExactlyTheLostMessages) {
   EXPECT_EQ(t.flows.size(), 40u);
   EXPECT_EQ(r.counters().duplicates, 0u);
   // A resend lost again is found by the next ack that covers a later transmission.
-  for (uint32_t i = 100; i < 110; ++i) ASSERT_TRUE(s.upsert(flow(i)));  // seqs 41-50
+  for (uint32_t i = 100; i < 110; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));  // seqs 41-50
   s.onAck(transfer(s, r, 2 * kMs, 5, {0}));  // 41-45 lost
   s.onAck(transfer(s, r, 3 * kMs, 5, {0}));  // their resend lost too
   EXPECT_FALSE(s.idle());
@@ -134,7 +123,7 @@ TEST(SyncWindow, ALostTailIsProbedAfterTheTimeoutThenResentWhole) {
   ReliableSender s({1000, 10 * kMs, 64}, 5);
   MirrorTable t;
   ReliableReceiver r(t, 64);
-  for (uint32_t i = 0; i < 30; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  for (uint32_t i = 0; i < 30; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));
   // Frames of 6: the last three frames (seqs 13-30, 18 messages) are lost. No later message
   // arrived, so nothing shows the loss until the timeout.
   s.onAck(transfer(s, r, 0, 6, {2, 3, 4}));
@@ -160,7 +149,7 @@ TEST(SyncWindow, ALostTailIsProbedAfterTheTimeoutThenResentWhole) {
 
 TEST(SyncWindow, AStalledPeerGetsBackedOffProbesNotTheWindowAgain) {
   ReliableSender s({10000, 10 * kMs, 4096}, 5);
-  for (uint32_t i = 0; i < 4096; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  for (uint32_t i = 0; i < 4096; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));
   std::vector<Update> out;
   EXPECT_EQ(s.poll(0, 10000, out), 4096u);
   // The peer reads nothing for 300 ms (not scheduled): probes at 10, 30, 70, 150 ms (the
@@ -186,14 +175,14 @@ TEST(SyncWindow, AStalledPeerGetsBackedOffProbesNotTheWindowAgain) {
   out.clear();
   EXPECT_EQ(s.poll(301 * kMs, 10000, out), 0u);
   EXPECT_TRUE(s.idle());
-  ASSERT_TRUE(s.upsert(flow(9999)));
+  ASSERT_TRUE(s.upsert(testFlow(9999)));
   EXPECT_EQ(s.poll(302 * kMs, 10000, out), 1u);
   EXPECT_EQ(s.nextResendNs(), 312 * kMs);
 }
 
 TEST(SyncWindow, AnAckOfAResentMessageCountsAsItsFirstCopyAndNothingCascades) {
   ReliableSender s({1000, 30 * kMs, 128}, 2);
-  for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));
   std::vector<Update> out;
   EXPECT_EQ(s.poll(0, 1000, out), 100u);
   // Seq 50 is acknowledged ahead of 1-49 (as if reordered): 1-49 are taken for lost.
@@ -214,7 +203,7 @@ TEST(SyncWindow, AnAckOfAResentMessageCountsAsItsFirstCopyAndNothingCascades) {
 
 TEST(SyncWindow, AnAckOlderThanTheProbeCostsOneBurstNotTheWindow) {
   ReliableSender s({1000, 30 * kMs, 128}, 4);
-  for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(s.upsert(flow(i)));
+  for (uint32_t i = 0; i < 100; ++i) ASSERT_TRUE(s.upsert(testFlow(i)));
   std::vector<Update> out;
   EXPECT_EQ(s.poll(0, 1000, out), 100u);
   out.clear();
@@ -240,7 +229,7 @@ TEST(SyncWindow, LiveUpdatesGoOutWhileTheBulkFillsTheWindow) {
     uint32_t n = 0;
     bool next(uint64_t& cursor, FlowRecord& out) noexcept override {
       if (cursor >= n) return false;
-      out = flow(static_cast<uint32_t>(cursor));
+      out = testFlow(static_cast<uint32_t>(cursor));
       ++cursor;
       return true;
     }
@@ -256,10 +245,10 @@ TEST(SyncWindow, LiveUpdatesGoOutWhileTheBulkFillsTheWindow) {
   EXPECT_EQ(s.poll(0, 1000, out), 56u);
   EXPECT_EQ(s.unsent(), 0u);
   // A live update queued now goes out at once, without waiting for an ack.
-  ASSERT_TRUE(s.upsert(flow(5000, 1)));
+  ASSERT_TRUE(s.upsert(testFlow(5000, 1)));
   out.clear();
   EXPECT_EQ(s.poll(0, 1000, out), 1u);
-  EXPECT_EQ(out[0].flow.key, flow(5000).key);
+  EXPECT_EQ(out[0].flow.key, testFlow(5000).key);
   EXPECT_EQ(bulk.step(src, s, 1000), 0u);
   // Acks move the bulk on; live updates queued between its steps keep going out in order.
   uint64_t acked = 0;
@@ -267,7 +256,7 @@ TEST(SyncWindow, LiveUpdatesGoOutWhileTheBulkFillsTheWindow) {
   for (uint32_t round = 0; round < 100 && bulk.active(); ++round) {
     acked += 20;
     s.onAck(Ack{1, acked, 0, {}});
-    ASSERT_TRUE(s.upsert(flow(6000 + round, 2)));
+    ASSERT_TRUE(s.upsert(testFlow(6000 + round, 2)));
     const size_t queued = bulk.step(src, s, 1000);
     EXPECT_LE(queued, 20u);
     out.clear();
@@ -275,7 +264,7 @@ TEST(SyncWindow, LiveUpdatesGoOutWhileTheBulkFillsTheWindow) {
     EXPECT_EQ(s.unsent(), 0u) << "round " << round;  // everything queued went out
     bool live_seen = false;
     for (const Update& u : out) {
-      if (u.flow.key == flow(6000 + round).key) {
+      if (u.flow.key == testFlow(6000 + round).key) {
         live_seen = true;
         live_seqs.push_back(u.seq);
       }
@@ -316,7 +305,7 @@ BulkRun runBulk(size_t window, uint32_t flows) {
     uint32_t n = 0;
     bool next(uint64_t& cursor, FlowRecord& out) noexcept override {
       if (cursor >= n) return false;
-      out = flow(static_cast<uint32_t>(cursor));
+      out = testFlow(static_cast<uint32_t>(cursor));
       ++cursor;
       return true;
     }
