@@ -2,7 +2,7 @@
 # RSTs at high connection rates through a splice service, captured on both legs of the proxy.
 #
 # tests/integration/lib.sh topology (client - proxy - backend), transparent addressing, one splice
-# service VIP:8085 -> backend:8085 (tandemd from the build, NFQUEUE only, no fast path), the
+# service VIP:8085 -> backend:8085 (tandemd from the build, NFQUEUE only unless FASTPATH=on), the
 # client's sysctls as in system_bench.sh (tcp_tw_reuse=1, ports 10000-65000). tcpdump runs in the
 # proxy namespace on `front` (the client leg, before tandem for client packets, after it for the
 # proxy's) and on `back` (the backend leg, likewise), then one `tcpcheck --connect-rate` run.
@@ -11,6 +11,7 @@
 #
 # Usage (root):  bench/rst_capture.sh
 # Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>
+#                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
 #                TANDEMD=... TCPCHECK=... (default: build/release binaries)
 # Output in OUT: front.pcap back.pcap (128-byte snaps), metrics before and after (m0.prom,
 # m1.prom), /flows after (flows.txt), the proxy's nfnetlink_queue line (nfq.txt), tcpcheck's
@@ -22,6 +23,7 @@ DURATION=${DURATION:-3}
 OUT=${OUT:-$ROOT/bench/out/rst-$(date +%Y%m%d-%H%M%S)}
 TANDEMD=${TANDEMD:-$ROOT/build/release/proxy/tandemd/tandemd}
 TCPCHECK=${TCPCHECK:-$ROOT/build/release/tests/tools/tcpcheck}
+FASTPATH=${FASTPATH:-off}
 PORT=8085
 
 if [ $# -gt 0 ]; then
@@ -34,6 +36,7 @@ die() {
 }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, iptables, NFQUEUE)"
 command -v tcpdump >/dev/null || die "tcpdump not installed"
+[[ $FASTPATH =~ ^(on|off)$ ]] || die "FASTPATH is on or off"
 for v in WORKERS DURATION; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number"
 done
@@ -66,6 +69,7 @@ conf=$OUT/tandemd.conf
   echo "rules = iptables"
   echo "metrics = $METRICS_ADDR"
   echo "max_flows = 1000000"
+  [ "$FASTPATH" = on ] && echo "fastpath = on"
   echo
   echo "[service.splice]"
   echo "vip = $VIP:$PORT"

@@ -8,7 +8,9 @@ leg (proxy/core/tcp_tracker.cc checkRst: exact at the client's highest ACK or th
 sequence number, or at its FIN's sequence number; in window; outside), names the segment that
 provoked it (the last client segment whose ack equals the RST's seq, RFC 9293 3.10.7.1) and tells
 whether both FINs were already acknowledged (the tracker's TIME_WAIT: `rst_after_close` when
-dropped, `rst_out_of_window` otherwise).
+dropped, `rst_out_of_window` otherwise), and whether the proxy passed it on (a RST of its own to
+the client follows) or dropped it. With FASTPATH=on the judgement is the wire's, which the
+engine's edges may lag (docs/fastpath.md): a RST exact on the wire and dropped is the proxy's.
 
 Usage: rst_classify.py DIR               a table: count, verdict, flags, provoking segment, state
        rst_classify.py DIR --show KIND N  the packets of N connections of verdict KIND (exact,
@@ -132,10 +134,22 @@ def main():
             by_port[leg][p["sp"] if p["src"] == client else p["dp"]].append(p)
     found = collections.defaultdict(list)
     for port, back in by_port["B"].items():
+        # Passed on: a RST of the proxy's to the client within 0.5 s at the same sequence number
+        # translated (the offset of the two SYN-ACKs of this incarnation).
+        front = by_port["F"][port]
+        to_client = [p for p in front if p["fl"] & 4 and p["src"] != client]
         for key, rst in classify(back, client):
-            found[key].append((port, rst))
+            cookie = [p["seq"] for p in front if p["fl"] & 18 == 18 and p["t"] < rst["t"]]
+            isn = [p["seq"] for p in back
+                   if p["fl"] & 18 == 18 and p["src"] != client and p["t"] < rst["t"]]
+            want = (rst["seq"] + cookie[-1] - isn[-1]) % M if cookie and isn else None
+            match = next((q for q in to_client
+                          if 0 <= q["t"] - rst["t"] < 0.5 and q["seq"] == want), None)
+            if match is not None:
+                to_client.remove(match)
+            found[key + ("passed" if match else "dropped",)].append((port, rst))
     if len(sys.argv) < 4:
-        print("count\tverdict\tflags\tprovoking segment\tstate at the RST")
+        print("count\tverdict\tflags\tprovoking segment\tstate at the RST\tby the proxy")
         for key, rsts in sorted(found.items(), key=lambda kv: -len(kv[1])):
             print("%d\t%s" % (len(rsts), "\t".join(key)))
         return
