@@ -74,8 +74,8 @@ else:
 # check_drops LABEL: tandemd dropped nothing but client data it could not hold while a backend
 # leg opened (splice_pending: TCP resends it), at most a few RSTs outside the window of a live
 # flow, and RSTs after a flow's close (rst_after_close: a closed end answering a stale duplicate,
-# which the receiver discards too; docs/splice.md). The counts are reported. The counters are cumulative per tandemd, so each
-# call covers everything since it started.
+# which the receiver discards too; docs/rst-after-close.md). The counts are reported. The
+# counters are cumulative per tandemd, so each call covers everything since it started.
 check_drops() {
   local label=$1 all pending rst closed
   all=$(metric tandem_drops_total)
