@@ -28,7 +28,11 @@ run_addressing() {
   local a=$1 name
   topo_up "$a" || { fail "$a: topology"; topo_down; return; }
   bg_start srv "$NS_BE1" "$TCPCHECK" server --listen "$BE1_IP:$PORT"
-  wait_listen "$NS_BE1" "$BE1_IP:$PORT" || { fail "$a: tcpcheck server listens"; topo_down; return; }
+  if ! wait_listen "$NS_BE1" "$BE1_IP:$PORT"; then
+    fail "$a: tcpcheck server listens"
+    topo_down
+    return
+  fi
   local snat=""
   if [ "$a" = snat ]; then
     snat="snat_address = $SNAT_IP
