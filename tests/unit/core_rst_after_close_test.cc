@@ -1,5 +1,5 @@
 // Golden case from a capture of `tcpcheck --connect-rate --conns 256` through a splice service
-// (both legs of the proxy, 2026-11-27; the report of branch wp5-rstrate has the packets). Every
+// (both legs of the proxy, 2026-11-27; docs/rst-after-close.md has the packets). Every
 // RST the proxy dropped there came after a complete close: the proxy held the client's request
 // and FIN while the backend leg opened, the client's loss probe resent its FIN carrying the ack
 // it had before the response (overtaken by its own later ACKs), and that stale FIN reached the
