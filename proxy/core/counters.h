@@ -38,7 +38,12 @@ namespace tandem {
   X(kStandbyPending, "standby_pending")     /* a standby's splice still opening: a backend \
                                                packet for it, left to reach the active (the \
                                                client's are passed to it, Engine::         \
-                                               setPassUnknownToActive, or dropped here) */
+                                               setPassUnknownToActive, or dropped here) */ \
+  X(kRstAfterClose, "rst_after_close")      /* RFC 5961 3.2: RST outside the window of a flow \
+                                               already closed (TIME_WAIT, CLOSE): a closed   \
+                                               end answering a stale duplicate (seq = its    \
+                                               ACK, RFC 9293 3.10.7.1); the peer discards it \
+                                               too. rst_out_of_window: on a live flow */
 
 /// Why a shadowed frame of the outage window was left out of a vmac takeover's replay
 /// (planReplay, proxy/core/shadow_ring.h). Counted per leg: Counters::replay_pruned.

@@ -261,7 +261,13 @@ DropReason trackSegment(Flow& f, Direction dir, const TcpPacket& pkt, const TcpO
 
   if (ev == TcpEvent::kRst) {
     switch (checkRst(f, dir, pkt)) {
-      case RstCheck::kDrop: return DropReason::kRstOutOfWindow;
+      case RstCheck::kDrop:
+        // Both FINs acknowledged (or a reset taken): typically the closed end's answer to a
+        // stale duplicate, seq = its SEG.ACK (RFC 9293 3.10.7.1), which the peer discards too.
+        // Named apart from a RST on a live flow (blind, or edges that lag).
+        return f.state == TcpState::kTimeWait || f.state == TcpState::kClose
+                   ? DropReason::kRstAfterClose
+                   : DropReason::kRstOutOfWindow;
       case RstCheck::kChallenge:
         // The endpoint will answer with a challenge ACK (RFC 5961 3.2); keep the flow.
         ++counters.rst_challenged;

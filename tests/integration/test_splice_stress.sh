@@ -72,17 +72,19 @@ else:
 }
 
 # check_drops LABEL: tandemd dropped nothing but client data it could not hold while a backend
-# leg opened (splice_pending: TCP resends it) and at most a few RSTs outside the window. Those
-# show up now and then in every mode, passthrough included, cause not established
-# (bench/RESULTS.md); the count is reported. The counters are cumulative per tandemd, so each
-# call covers everything since it started.
+# leg opened (splice_pending: TCP resends it), at most a few RSTs outside the window of a live
+# flow, and RSTs after a flow's close (rst_after_close: a closed end answering a stale duplicate,
+# which the receiver discards too; docs/rst-after-close.md). The counts are reported. The
+# counters are cumulative per tandemd, so each call covers everything since it started.
 check_drops() {
-  local label=$1 all pending rst
+  local label=$1 all pending rst closed
   all=$(metric tandem_drops_total)
   pending=$(metric tandem_drops_total 'reason="splice_pending"')
   rst=$(metric tandem_drops_total 'reason="rst_out_of_window"')
-  if [ $((all - pending - rst)) -eq 0 ] && [ "$rst" -le 3 ]; then
-    pass "$label: tandemd dropped nothing but splice_pending ($pending) and rst_out_of_window ($rst)"
+  closed=$(metric tandem_drops_total 'reason="rst_after_close"')  # discarded by its receiver too
+  if [ $((all - pending - rst - closed)) -eq 0 ] && [ "$rst" -le 3 ]; then
+    pass "$label: tandemd dropped nothing but splice_pending ($pending)," \
+      "rst_out_of_window ($rst) and rst_after_close ($closed)"
   else
     fail "$label: tandemd dropped nothing but splice_pending and at most 3 rst_out_of_window" \
       "$(http_get /metrics | grep '^tandem_drops_total' | awk '$NF != 0')"

@@ -410,10 +410,10 @@ TEST(Engine, RstAtTheSequenceOfAnAcknowledgedFinIsExact) {
                           .flags(kRst).seq(c.bseq + 1).build());
   EXPECT_EQ(again.d.verdict, Verdict::kAccept) << dropReasonName(again.d.reason);
   EXPECT_EQ(e.counters().dropped(DropReason::kRstOutOfWindow), 0u);
-  // One further below is out of the window: a blind RST, still refused.
+  // One further below is out of the window: still refused, named after the close it follows.
   auto blind = run(e, PacketBuilder().src(c.backend.toString()).dst(c.source.toString())
                           .flags(kRst).seq(c.bseq).build());
-  EXPECT_EQ(blind.d.reason, DropReason::kRstOutOfWindow);
+  EXPECT_EQ(blind.d.reason, DropReason::kRstAfterClose);
 }
 
 // Before the FIN, RCV.NXT - 1 is not acceptable (no FIN sits there): refused as before.

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# RSTs at high connection rates through a splice service, captured on both legs of the proxy.
+#
+# tests/integration/lib.sh topology (client - proxy - backend), transparent addressing, one splice
+# service VIP:8085 -> backend:8085 (tandemd from the build, NFQUEUE only unless FASTPATH=on), the
+# client's sysctls as in system_bench.sh (tcp_tw_reuse=1, ports 10000-65000). tcpdump runs in the
+# proxy namespace on `front` (the client leg, before tandem for client packets, after it for the
+# proxy's) and on `back` (the backend leg, likewise), then one `tcpcheck --connect-rate` run.
+# bench/rst_classify.py DIR reads the result: who sent each RST, what provoked it, and how the
+# tracker judged it (docs/rst-after-close.md).
+#
+# Usage (root):  bench/rst_capture.sh
+# Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>
+#                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
+#                TANDEMD=... TCPCHECK=... (default: build/release binaries)
+# Output in OUT: front.pcap back.pcap (128-byte snaps), metrics before and after (m0.prom,
+# m1.prom), /flows after (flows.txt), the proxy's nfnetlink_queue line (nfq.txt), tcpcheck's
+# line (cr.txt), load averages (load), the addresses (addrs) and tandemd's log.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORKERS=${WORKERS:-256}
+DURATION=${DURATION:-3}
+OUT=${OUT:-$ROOT/bench/out/rst-$(date +%Y%m%d-%H%M%S)}
+TANDEMD=${TANDEMD:-$ROOT/build/release/proxy/tandemd/tandemd}
+TCPCHECK=${TCPCHECK:-$ROOT/build/release/tests/tools/tcpcheck}
+FASTPATH=${FASTPATH:-off}
+PORT=8085
+
+if [ $# -gt 0 ]; then
+  sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 2
+fi
+die() {
+  echo "rst_capture: $*" >&2
+  exit 1
+}
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, iptables, NFQUEUE)"
+command -v tcpdump >/dev/null || die "tcpdump not installed"
+[[ $FASTPATH =~ ^(on|off)$ ]] || die "FASTPATH is on or off"
+for v in WORKERS DURATION; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number"
+done
+
+TDM_PREFIX=${TDM_PREFIX:-tdmrst}
+# shellcheck source-path=SCRIPTDIR source=../tests/integration/lib.sh
+source "$ROOT/tests/integration/lib.sh"
+require_env TANDEMD TCPCHECK
+on_exit() {
+  local rc=$?
+  [ -n "${TDM_TANDEMD_LOG:-}" ] && [ -f "$TDM_TANDEMD_LOG" ] && cp "$TDM_TANDEMD_LOG" "$OUT/"
+  cleanup
+  exit "$rc"
+}
+trap on_exit EXIT
+mkdir -p "$OUT" || die "cannot create $OUT"
+# The build tree is shared: run a copy.
+cp "$TANDEMD" "$TDM_TMP/tandemd" || die "cannot copy tandemd"
+TANDEMD=$TDM_TMP/tandemd
+
+topo_up transparent || die "topology"
+in_ns "$NS_CLI" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1 ||
+  die "client sysctls"
+bg_start tcpc "$NS_BE1" "$TCPCHECK" server --listen "$BE1_IP:$PORT"
+wait_listen "$NS_BE1" "$BE1_IP:$PORT" || die "tcpcheck server"
+conf=$OUT/tandemd.conf
+{
+  echo "[daemon]"
+  echo "queue = 0"
+  echo "rules = iptables"
+  echo "metrics = $METRICS_ADDR"
+  echo "max_flows = 1000000"
+  [ "$FASTPATH" = on ] && echo "fastpath = on"
+  echo
+  echo "[service.splice]"
+  echo "vip = $VIP:$PORT"
+  echo "backends = $BE1_IP:$PORT"
+  echo "mode = splice"
+  echo "addressing = transparent"
+} >"$conf"
+start_tandemd "$conf" || die "tandemd did not start"
+echo "VIP=$VIP CLIENT=$CLIENT_IP BE1=$BE1_IP" >"$OUT/addrs"
+chmod 777 "$OUT"  # tcpdump writes as its own user
+for dev in front back; do
+  bg_start "tcpdump-$dev" "$NS_PRX" tcpdump -i "$dev" -s 128 -B 65536 -U -w "$OUT/$dev.pcap" tcp
+done
+sleep 1
+
+http_get /metrics >"$OUT/m0.prom"
+uptime >"$OUT/load"
+in_ns "$NS_CLI" timeout $((DURATION + 60)) "$TCPCHECK" client --connect "$VIP:$PORT" \
+  --connect-rate --duration "$DURATION" --conns "$WORKERS" --bytes 64 >"$OUT/cr.txt" 2>&1
+echo "rc=$?" >>"$OUT/cr.txt"
+uptime >>"$OUT/load"
+sleep 1  # the last RSTs, and the captures flushed
+http_get /metrics >"$OUT/m1.prom"
+http_get '/flows?limit=1000000' >"$OUT/flows.txt"
+in_ns "$NS_PRX" cat /proc/net/netfilter/nfnetlink_queue >"$OUT/nfq.txt"
+
+echo "# $(tail -n 2 "$OUT/cr.txt" | head -n 1)"
+echo "# load: $(head -n 1 "$OUT/load" | sed 's/.*load average: //') ->" \
+  "$(tail -n 1 "$OUT/load" | sed 's/.*load average: //')"
+echo "# RST counters after the run:"
+grep -E '^tandem_(rst_|drops_total\{reason="rst)|^tandem_flows_reopened' "$OUT/m1.prom" |
+  sed 's/^/#   /'
+echo "# flows left, by state: $(awk '!/^#/ {print $6}' "$OUT/flows.txt" | sort | uniq -c |
+  awk '{printf "%s %s  ", $2, $1}')"
+echo "# captures in $OUT; classify: python3 $ROOT/bench/rst_classify.py $OUT"

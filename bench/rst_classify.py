@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Who sent each RST through a splice service, and what the tracker made of it.
+
+Reads the two captures bench/rst_capture.sh writes (front.pcap: the proxy's client side, back.pcap:
+its backend side, transparent addressing, so the client's port names a connection on both legs)
+and, for every RST the backend sent, re-derives the tracker's RFC 5961 judgement from the backend
+leg (proxy/core/tcp_tracker.cc checkRst: exact at the client's highest ACK or the backend's next
+sequence number, or at its FIN's sequence number; in window; outside), names the segment that
+provoked it (the last client segment whose ack equals the RST's seq, RFC 9293 3.10.7.1) and tells
+whether both FINs were already acknowledged (the tracker's TIME_WAIT: `rst_after_close` when
+dropped, `rst_out_of_window` otherwise), and whether the proxy passed it on (a RST of its own to
+the client follows) or dropped it. With FASTPATH=on the judgement is the wire's, which the
+engine's edges may lag (docs/fastpath.md): a RST exact on the wire and dropped is the proxy's.
+
+Usage: rst_classify.py DIR               a table: count, verdict, flags, provoking segment, state
+       rst_classify.py DIR --show KIND N  the packets of N connections of verdict KIND (exact,
+                                          in_window, out), both legs, from the client's SYN
+"""
+import collections
+import struct
+import sys
+
+M = 1 << 32
+
+
+def after(a, b):
+    d = (a - b) % M
+    return d != 0 and d < (1 << 31)
+
+
+def read_pcap(path, leg):
+    out = []
+    with open(path, "rb") as f:
+        gh = f.read(24)
+        nano = struct.unpack("<I", gh[:4])[0] == 0xA1B23C4D
+        link = struct.unpack("<I", gh[20:24])[0]
+        off = {1: 14, 113: 16}.get(link, 0)
+        while True:
+            h = f.read(16)
+            if len(h) < 16:
+                break
+            ts, frac, incl, _ = struct.unpack("<IIII", h)
+            ip = f.read(incl)[off:]
+            if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
+                continue
+            ihl = (ip[0] & 15) * 4
+            tcp = ip[ihl:]
+            if len(tcp) < 20:
+                continue
+            sp, dp, seq, ack, doff, fl, win = struct.unpack("!HHIIBBH", tcp[:16])
+            doff = (doff >> 4) * 4
+            tsv = tse = None
+            o, i = tcp[20:doff], 0
+            while i < len(o) and o[i] != 0:
+                if o[i] == 1:
+                    i += 1
+                    continue
+                if i + 1 >= len(o) or o[i + 1] < 2:
+                    break
+                if o[i] == 8 and o[i + 1] == 10 and i + 10 <= len(o):
+                    tsv, tse = struct.unpack("!II", o[i + 2:i + 10])
+                i += o[i + 1]
+            out.append(dict(t=ts + frac / (1e9 if nano else 1e6), leg=leg,
+                            src=".".join(map(str, ip[12:16])), sp=sp, dp=dp, seq=seq, ack=ack,
+                            fl=fl, win=win, len=struct.unpack("!H", ip[2:4])[0] - ihl - doff,
+                            tsv=tsv, tse=tse))
+    return out
+
+
+def flags(fl):
+    return "".join(c for b, c in ((1, "F"), (2, "S"), (4, "R"), (8, "P"), (16, "."))
+                   if fl & b)
+
+
+def classify(back, client):
+    """Yields (key, rst packet) for every backend RST in the back leg's packets of one port."""
+    be_end = cli_ack = be_fin = cli_fin = None
+    be_fin_acked = cli_fin_acked = False
+    for i, p in enumerate(back):
+        fl, from_client = p["fl"], p["src"] == client
+        if from_client and fl & 2:  # a new incarnation of the tuple
+            be_end = cli_ack = be_fin = cli_fin = None
+            be_fin_acked = cli_fin_acked = False
+            continue
+        if not fl & 4:
+            if from_client:
+                if fl & 16 and (cli_ack is None or after(p["ack"], cli_ack)):
+                    cli_ack = p["ack"]
+                if fl & 1:
+                    cli_fin = (p["seq"] + p["len"] + 1) % M
+                if be_fin is not None and fl & 16 and not after(be_fin, p["ack"]):
+                    be_fin_acked = True
+            else:
+                end = (p["seq"] + p["len"] + (1 if fl & 3 else 0)) % M
+                if be_end is None or after(end, be_end):
+                    be_end = end
+                if fl & 1:
+                    be_fin = end
+                if cli_fin is not None and fl & 16 and not after(cli_fin, p["ack"]):
+                    cli_fin_acked = True
+            continue
+        if from_client or be_end is None:
+            continue
+        seq = p["seq"]
+        rcv = cli_ack if cli_ack is not None else be_end
+        if seq in (rcv, be_end) or (be_fin is not None and seq == (be_fin - 1) % M):
+            verdict = "exact"
+        else:
+            lo = rcv if after(be_end, rcv) else be_end
+            verdict = "in_window" if not after(lo, seq) and not after(seq, be_end) else "out"
+        prov = next((q for q in reversed(back[max(0, i - 16):i])
+                     if q["src"] == client and q["fl"] & 16 and q["ack"] == seq), None)
+        if prov is None:
+            why = "provoked by ?"
+        else:
+            stale = cli_ack is not None and after(cli_ack, prov["ack"])
+            why = "provoked by " + flags(prov["fl"]) + (" with a stale ack" if stale else "")
+        state = ("both FINs acked" if be_fin_acked and cli_fin_acked else
+                 "backend FIN acked" if be_fin_acked else "open")
+        yield (verdict, flags(p["fl"]), why, state), p
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    d = sys.argv[1]
+    addrs = dict(kv.split("=") for kv in open(d + "/addrs").read().split())
+    client = addrs["CLIENT"]
+    who = {client: "cli", addrs["VIP"]: "vip", addrs["BE1"]: "be"}
+    legs = {"F": read_pcap(d + "/front.pcap", "F"), "B": read_pcap(d + "/back.pcap", "B")}
+    by_port = {leg: collections.defaultdict(list) for leg in legs}
+    for leg, pkts in legs.items():
+        for p in pkts:
+            by_port[leg][p["sp"] if p["src"] == client else p["dp"]].append(p)
+    found = collections.defaultdict(list)
+    for port, back in by_port["B"].items():
+        # Passed on: a RST of the proxy's to the client within 0.5 s at the same sequence number
+        # translated (the offset of the two SYN-ACKs of this incarnation).
+        front = by_port["F"][port]
+        to_client = [p for p in front if p["fl"] & 4 and p["src"] != client]
+        for key, rst in classify(back, client):
+            cookie = [p["seq"] for p in front if p["fl"] & 18 == 18 and p["t"] < rst["t"]]
+            isn = [p["seq"] for p in back
+                   if p["fl"] & 18 == 18 and p["src"] != client and p["t"] < rst["t"]]
+            want = (rst["seq"] + cookie[-1] - isn[-1]) % M if cookie and isn else None
+            match = next((q for q in to_client
+                          if 0 <= q["t"] - rst["t"] < 0.5 and q["seq"] == want), None)
+            if match is not None:
+                to_client.remove(match)
+            found[key + ("passed" if match else "dropped",)].append((port, rst))
+    if len(sys.argv) < 4:
+        print("count\tverdict\tflags\tprovoking segment\tstate at the RST\tby the proxy")
+        for key, rsts in sorted(found.items(), key=lambda kv: -len(kv[1])):
+            print("%d\t%s" % (len(rsts), "\t".join(key)))
+        return
+    kind, n = sys.argv[3], int(sys.argv[4])
+    t0 = min(p["t"] for pkts in legs.values() for p in pkts)
+    shown = [(k, x) for k, v in found.items() if k[0] == kind for x in v][:n]
+    for key, (port, rst) in shown:
+        both = sorted(by_port["F"][port] + by_port["B"][port], key=lambda p: p["t"])
+        end = both.index(rst)
+        start = max(j for j in range(end + 1)
+                    if both[j]["fl"] & 2 and both[j]["leg"] == "F" and both[j]["src"] == client)
+        print("--- port %d: %s" % (port, ", ".join(key)))
+        for q in both[start:end + 2]:
+            print("%s%9.6f %s %-3s %-4s seq=%10d ack=%10d len=%-3d ts=%s/%s" % (
+                ">>" if q is rst else "  ", q["t"] - t0, q["leg"], who.get(q["src"], q["src"]),
+                flags(q["fl"]), q["seq"], q["ack"], q["len"], q["tsv"], q["tse"]))
+
+
+if __name__ == "__main__":
+    main()
