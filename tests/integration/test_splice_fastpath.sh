@@ -78,6 +78,7 @@ wait_until() {
 }
 # Short connections come from an address of their own, so each phase finds its own flows.
 SHORT_CLIENT_IP=10.$TDM_NET.1.6
+RST_CLIENT_IP=10.$TDM_NET.1.7
 CLOSED_IP=$CLIENT_IP  # whose flows closed_down looks at
 closed_down() {
   [ "$(lingering "$CLOSED_IP")" -le "$LINGER_MAX" ] && [ "$(metric tandem_fastpath_entries)" -eq 0 ]
@@ -130,6 +131,7 @@ run_addressing() {
   local a=$1 close=$2
   topo_up "$a" || { fail "$a: topology"; topo_down; return; }
   ip -n "$NS_CLI" addr add "$SHORT_CLIENT_IP/24" dev eth0
+  ip -n "$NS_CLI" addr add "$RST_CLIENT_IP/24" dev eth0
   tcpcheck_servers || fail "$a: tcpcheck servers listen"
   bg_start http1 "$NS_BE1" "$PYTHON" -m http.server 8000 --bind "$BE1_IP" --directory "$TDM_TMP/www"
   bg_start http2 "$NS_BE2" "$PYTHON" -m http.server 8000 --bind "$BE2_IP" --directory "$TDM_TMP/www"
@@ -229,6 +231,29 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
     fail "$name" "tandem_fastpath_entries $(metric tandem_fastpath_entries)," \
       "flows of $SHORT_CLIENT_IP still open: $(lingering "$SHORT_CLIENT_IP")" \
       "$(flows_matching "$SHORT_CLIENT_IP:" | awk '$6 != "TIME_WAIT" && $6 != "CLOSE"' | head -n 5)"
+  fi
+
+  # (b2) Closing RSTs: 200 connections, 64 KiB each way, that the client aborts (SO_LINGER 0)
+  # once the server acknowledged everything. Each RST reaches the engine (the kernel never
+  # takes one) and is judged on the edges read back from the map: it names the client's next
+  # sequence number exactly, so it must be accepted (RFC 5961 3.2), not merely challenged, and
+  # never dropped as out of window; the flows end in CLOSE.
+  local acc0 chal0 oow0 acc chal oowr
+  acc0=$(metric tandem_rst_accepted_total)
+  chal0=$(metric tandem_rst_challenged_total)
+  oow0=$(metric tandem_drops_total 'reason="rst_out_of_window"')
+  CLOSED_IP=$RST_CLIENT_IP queued_per_conn --conns 200 --bytes 65536 --rst --bind "$RST_CLIENT_IP"
+  acc=$(( $(metric tandem_rst_accepted_total) - acc0 ))
+  chal=$(( $(metric tandem_rst_challenged_total) - chal0 ))
+  oowr=$(( $(metric tandem_drops_total 'reason="rst_out_of_window"') - oow0 ))
+  name="$a: 200 connections closed by a client RST: verified, every RST accepted (none challenged or out of window), no entry left"
+  if [ "$TC_OK" = 200 ] && [ "$acc" -ge 200 ] && [ "$chal" -eq 0 ] && [ "$oowr" -eq 0 ] &&
+     CLOSED_IP=$RST_CLIENT_IP closed_down; then
+    pass "$name ($acc accepted)"
+  else
+    fail "$name" "$TC_OUT" "accepted $acc, challenged $chal, out of window $oowr," \
+      "tandem_fastpath_entries $(metric tandem_fastpath_entries)," \
+      "flows of $RST_CLIENT_IP still open: $(lingering "$RST_CLIENT_IP")"
   fi
 
   # (c) iperf3
