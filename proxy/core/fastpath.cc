@@ -302,7 +302,7 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   // it anyway, and the tracker changes nothing, as for the same packet through the engine.
   trackSegment(f, dir, pkt, opts, now_ns, counters_);
   if (dir == Direction::kFromBackend && rst && f.state == TcpState::kClose &&
-      before != TcpState::kClose)
+      before != TcpState::kClose && before != TcpState::kTimeWait)
     ++m.backends[f.service][f.backend].rsts;  // passive health signal, as processParsed counts
   if (f.state != before) m.touch(index);
   if (rst && f.state != TcpState::kClose && f.fast_path) relearnWindows(f);

@@ -564,6 +564,27 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
   }
 }
 
+TEST(FastPath, ABackendRstAfterTheCloseIsNoPassiveHealthSignal) {
+  // After a close the backend's socket is gone; a duplicate of the close reaching it (a FIN
+  // it retransmitted, acknowledged twice by the client in TIME_WAIT: common with the fast path
+  // and fastpath_close = off, where the FIN waits in NFQUEUE while the backend's RTT estimate
+  // is the kernel's microseconds) draws a RST naming the end of its stream. The tracker accepts
+  // it (TIME_WAIT to CLOSE, as the client does), but it says nothing about the backend's health.
+  Pair p;
+  for (Passthrough* c : {&p.f, &p.s}) {
+    ASSERT_EQ(c->client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(c->backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(c->client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(c->client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);  // again
+    ASSERT_EQ(stateOf(c->e), TcpState::kTimeWait);
+    ASSERT_EQ(c->backend(kRst, 5202, 0, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    EXPECT_EQ(stateOf(c->e), TcpState::kClose);
+    EXPECT_EQ(c->e.counters().rst_accepted, 1u);
+    EXPECT_EQ(c->e.backendStats(0, 0).rsts, 0u);
+  }
+  EXPECT_TRUE(p.port.map.empty());
+}
+
 TEST(FastPath, AFinThroughTheEngineStaysFastAndTellsTheKernelWhatAcksIt) {
   // A short request and its FIN arrive together while the backend leg opens, so the FIN comes
   // through the engine after the request put the flow on the fast path.
