@@ -237,6 +237,16 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
       "$(flows_matching "$SHORT_CLIENT_IP:" | awk '$6 != "TIME_WAIT" && $6 != "CLOSE"' | head -n 5)"
   fi
 
+  # The backends closed every connection cleanly: no RST of theirs may count against their
+  # health (tandem_backend_rsts_total, a passive signal), not even one answering a duplicate of
+  # a close (docs/health.md).
+  name="$a: no backend RST counted as a passive health signal after 400 clean closes"
+  if [ "$(metric tandem_backend_rsts_total)" -eq 0 ]; then
+    pass "$name"
+  else
+    fail "$name" "tandem_backend_rsts_total $(metric tandem_backend_rsts_total)"
+  fi
+
   # (b2) Closing RSTs: 200 connections, 64 KiB each way, that the client aborts (SO_LINGER 0)
   # once the server acknowledged everything. Each RST reaches the engine (the kernel never
   # takes one) and is judged on the edges read back from the map: it names the client's next
