@@ -20,7 +20,7 @@
 #     or out of window, the flows in CLOSE;
 #   - iperf3 3 s each way: the fast path carried at least 90 % of the bytes;
 #   - no drop but splice_pending (and, with fastpath_close = off, a few rst_out_of_window: see
-#     LINGER_MAX below), no packet the program failed to rewrite, no full event ring;
+#     RST_OOW_MAX below), no packet the program failed to rewrite, no full event ring;
 #     closes reported as events (close on) or passed to NFQUEUE (close off);
 #   - SIGKILL of tandemd (transparent) and SIGTERM (snat: exit 0, rules removed): the program is
 #     detached from every interface (tcx links die with the process), checked with
