@@ -210,8 +210,12 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
     return drop(r);
   }
   if (!from_client) {
-    if (pkt.has(tcpflag::kRst) && f.state == TcpState::kClose && before != TcpState::kClose)
-      ++impl_->backends[f.service][f.backend].rsts;  // passive health signal
+    // Passive health signal. Not after the close (TIME_WAIT): a closed socket's RST answering
+    // a duplicate of the close (RFC 9293 3.10.7.1) is no sign of a sick backend, and with the
+    // kernel fast path (FINs through NFQUEUE) such duplicates are common.
+    if (pkt.has(tcpflag::kRst) && f.state == TcpState::kClose && before != TcpState::kClose &&
+        before != TcpState::kTimeWait)
+      ++impl_->backends[f.service][f.backend].rsts;
     translateSegment(f, hit.dir, pkt, opts, meta, counters_);
     impl_->noteToClient(f, opts);
   }

@@ -182,6 +182,20 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
       w.ack_seen = true;
     }
   }
+  // The right edge of what each side may send is what the other side last advertised
+  // (RCV.NXT + RCV.WND, RFC 9293 3.3.2): a RST up to there draws a challenge at its receiver
+  // (RFC 5961 3.2), so it is not out of window here either. The engine's own td_maxend is as
+  // old as the flow's install (maybe more than 2^31 behind: replaced, not compared).
+  for (size_t d = 0; d < 2 && !liberal; ++d) {
+    const size_t o = 1 - d;
+    if (!seen.found[o] || (seen.dir[o].tcp_flags & tcpflag::kAck) == 0) continue;
+    TcpWindow& sender = f.win[d];
+    TcpWindow& receiver = f.win[o];
+    const uint32_t wnd = uint32_t{seen.dir[o].window} << receiver.td_scale;
+    if (receiver.td_maxwin < wnd) receiver.td_maxwin = wnd;
+    const uint32_t right = receiver.last_ack + wnd;
+    sender.td_maxend = seqAfter(right, sender.td_end) ? right : sender.td_end;
+  }
   if (any) {
     fastPathApplyAcks(index, seen);
     if (liberal) relearnWindows(f);
@@ -288,7 +302,7 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   // it anyway, and the tracker changes nothing, as for the same packet through the engine.
   trackSegment(f, dir, pkt, opts, now_ns, counters_);
   if (dir == Direction::kFromBackend && rst && f.state == TcpState::kClose &&
-      before != TcpState::kClose)
+      before != TcpState::kClose && before != TcpState::kTimeWait)
     ++m.backends[f.service][f.backend].rsts;  // passive health signal, as processParsed counts
   if (f.state != before) m.touch(index);
   if (rst && f.state != TcpState::kClose && f.fast_path) relearnWindows(f);

@@ -207,6 +207,11 @@ void NfQueue::onReadable(Engine& engine) noexcept {
     }
     if (n == 0) break;
     ++counters_.reads;
+    // Close events the kernel reported while this batch waited: before its packets (a RST
+    // answering the last ACK of a close must meet the flow in TIME_WAIT, as it would have
+    // without the fast path). Before taking now: the events are stamped with their own, and no
+    // flow may have been seen after the batch's now (idle times are unsigned differences).
+    if (before_batch_) before_batch_();
     const uint64_t now_ns = monotonicNs();
     for (int i = 0; i < n; ++i) {
       mmsghdr& m = msgs_[static_cast<size_t>(i)];

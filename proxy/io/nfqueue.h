@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -99,6 +100,10 @@ class NfQueue {
   /// through `engine` and sends the verdicts. Call when fd() is readable.
   void onReadable(Engine& engine) noexcept;
 
+  /// Called after each read of a batch, before the engine sees it: the kernel fast path's close
+  /// events (which may be older than packets of the batch) go to the engine first.
+  void setBeforeBatch(std::function<void()> fn) { before_batch_ = std::move(fn); }
+
   /// Drops held packets older than kHoldTimeoutNs (TCP then resends them). Call periodically.
   void tick(uint64_t now_ns) noexcept;
   /// Offers every held packet to `engine` again and sends the verdicts of those it lets go.
@@ -126,6 +131,7 @@ class NfQueue {
   void setBufferSize(int option, uint32_t size, const char* name);
 
   NfQueueOptions options_;
+  std::function<void()> before_batch_;
   mnl_socket* nl_ = nullptr;
   int fd_ = -1;
   uint32_t seq_ = 0;

@@ -121,8 +121,7 @@ void drainFastPath(Loop& loop) {
 
 void onQueueReadable(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
-  drainFastPath(*loop);
-  loop->queue->onReadable(*loop->engine);
+  loop->queue->onReadable(*loop->engine);  // drains the fast path before each batch
   if (loop->pair != nullptr) loop->pair->afterPackets();
   sendOutbox(*loop);  // what the packets caused: splice and re-splice SYNs, resets
 }
@@ -346,6 +345,7 @@ int run(const DaemonConfig& config, Engine& engine) {
   loop.engine = &engine;
   loop.queue = &queue;
   loop.fastpath = fastpath ? &*fastpath : nullptr;
+  queue.setBeforeBatch([&loop] { drainFastPath(loop); });  // loop.fastpath null: nothing
   if (auto k = readNfQueueKernelStats(config.queue.queue)) loop.kernel_seen = *k;
 
   // Everything that can fail is set up before the rules go in, so a failed start leaves the host

@@ -447,6 +447,34 @@ TEST(FastPath, ARstThroughTheEngineIsJudgedOnTheKernelsEdges) {
   }
 }
 
+TEST(FastPath, ARstAheadOfTheKernelsLastSegmentButInsideTheReceiversWindowIsChallenged) {
+  // The kernel carried 50 MB of response; its last backend segment ends at 7001 + 50 MB. A RST
+  // 1000 bytes beyond (the backend's SND.NXT after segments still in flight) lies inside what
+  // the client advertised (RCV.NXT + RCV.WND): its receiver answers with a challenge ACK (RFC
+  // 5961 3.2), so the engine must pass it, not drop it on edges as old as the install.
+  constexpr uint32_t kMoved = 50'000'000u;
+  Engine e(config(Mode::kSplice));
+  FakeFastPathPort port;
+  e.setFastPath(&port, false);
+  Splice s{e, 0, 0, {}};
+  s.open();
+  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
+  ASSERT_EQ(s.data(1001, 18).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(port.map.size(), 2u);
+  const tandem_fp_key backend_key = keyOf(kBackend, s.source.toString());
+  port.forward(backend_key, 20 * kSec, 7001 + kMoved - 1000, 1019, 1000, kAck);
+  port.forward(kClientKey, 20 * kSec, 1019, s.cookie + 1 + kMoved, 0, kAck, 1000);
+  Out rst = run(e, PacketBuilder().src(kBackend).dst(s.source.toString()).flags(kRst | kAck)
+                       .seq(7001 + kMoved + 1000).ack(1019).build(), 21 * kSec);
+  ASSERT_EQ(rst.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(e.counters().rst_challenged, 1u);
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+  // Beyond the window (1000 << 6 bytes past the client's ack): out of window.
+  Out far = run(e, PacketBuilder().src(kBackend).dst(s.source.toString()).flags(kRst | kAck)
+                       .seq(7001 + kMoved + (1000u << 6) + 1).ack(1019).build(), 21 * kSec);
+  EXPECT_EQ(far.d.reason, DropReason::kRstOutOfWindow);
+}
+
 /// Two engines, one with the fast path and one without, given the same connection: the first
 /// through the fake kernel and close events, the second packet by packet.
 struct Pair {
@@ -534,6 +562,27 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
     p.expectSame("expired");
     EXPECT_EQ(p.fast.counters().flows_closed, 1u);
   }
+}
+
+TEST(FastPath, ABackendRstAfterTheCloseIsNoPassiveHealthSignal) {
+  // After a close the backend's socket is gone; a duplicate of the close reaching it (a FIN
+  // it retransmitted, acknowledged twice by the client in TIME_WAIT: common with the fast path
+  // and fastpath_close = off, where the FIN waits in NFQUEUE while the backend's RTT estimate
+  // is the kernel's microseconds) draws a RST naming the end of its stream. The tracker accepts
+  // it (TIME_WAIT to CLOSE, as the client does), but it says nothing about the backend's health.
+  Pair p;
+  for (Passthrough* c : {&p.f, &p.s}) {
+    ASSERT_EQ(c->client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(c->backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(c->client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(c->client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);  // again
+    ASSERT_EQ(stateOf(c->e), TcpState::kTimeWait);
+    ASSERT_EQ(c->backend(kRst, 5202, 0, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    EXPECT_EQ(stateOf(c->e), TcpState::kClose);
+    EXPECT_EQ(c->e.counters().rst_accepted, 1u);
+    EXPECT_EQ(c->e.backendStats(0, 0).rsts, 0u);
+  }
+  EXPECT_TRUE(p.port.map.empty());
 }
 
 TEST(FastPath, AFinThroughTheEngineStaysFastAndTellsTheKernelWhatAcksIt) {
