@@ -12,9 +12,9 @@
 // of the flow still came through NFQUEUE, a RST event, a FIN event after which the flow leaves,
 // idle expiry, the backend leaving) it takes the kernel's last_ns as the flow's idle time, its
 // seq_end/ack as td_end/last_ack (unless a little behind: newer()) and an ack of a FIN as that
-// FIN acknowledged; then, for anything but a RST,
-// window tracking restarts liberal (as after a checkpoint install). A RST is judged against
-// the refreshed edges instead: liberal edges would only ever draw a challenge (tcp_tracker.cc
+// FIN acknowledged; then, for anything but a RST or a close event after which the flow leaves,
+// window tracking restarts liberal (as after a checkpoint install). A RST (and a flow leaving
+// at TIME_WAIT or CLOSE) is judged against the refreshed edges instead: liberal edges would only ever draw a challenge (tcp_tracker.cc
 // checkRst), and a flow the endpoint reset would linger for the established timeout.
 //
 // Leaving: retired (expiry, reset, reopen), re-bound or moved, backend no longer UP, node
@@ -308,8 +308,11 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   if (rst && f.state != TcpState::kClose && f.fast_path) relearnWindows(f);
   if (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) {
     // Leaving: what the kernel saw, the last ACK included if it forwarded it before this event
-    // was read (the usual case: the ring is drained after the burst), then off.
-    if (!rst && f.fast_path) m.fastPathRefresh(index, now_ns, true);
+    // was read (the usual case: the ring is drained after the burst), then off. Its edges are
+    // taken as exact (both sides' FINs are known), not restarted liberal: a RST after the close
+    // is judged as without the fast path (exact: CLOSE; a closed socket's answer to a late
+    // duplicate: dropped as rst_after_close), not passed as a challenge.
+    if (!rst && f.fast_path) m.fastPathRefresh(index, now_ns, false);
     m.fastPathErase(index);
   }
 }

@@ -564,6 +564,39 @@ TEST(FastPath, CloseEventsMoveTheTrackerAsThePacketsWould) {
   }
 }
 
+TEST(FastPath, AfterAFastCloseRstsAreJudgedOnExactEdgesAsWithoutIt) {
+  // A flow that reaches TIME_WAIT on close events leaves the fast path with the kernel's edges
+  // taken as exact, not with a liberal restart: the backend's RST at the end of its stream
+  // closes the flow, and one at a stale seq (a closed socket answering a late duplicate) is
+  // dropped as after the close, as on the engine that saw every packet. With a liberal
+  // restart both drew a challenge and the flow lingered in TIME_WAIT.
+  for (bool stale : {false, true}) {
+    SCOPED_TRACE(stale ? "RST at the backend's ISN + 1" : "RST at the backend's FIN + 1");
+    Pair p;
+    p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1101, 5201, kFin | kAck), 3 * kSec);
+    ASSERT_EQ(p.s.client(kFin | kAck, 1101, 5201, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    p.fast.fastPathClose(p.port.close(kBackendKey, 3 * kSec, 5201, 1102, kFin | kAck), 3 * kSec);
+    ASSERT_EQ(p.s.backend(kFin | kAck, 5201, 1102, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    p.fast.fastPathClose(p.port.close(kClientKey, 3 * kSec, 1102, 5202, kAck), 3 * kSec);
+    ASSERT_EQ(p.s.client(kAck, 1102, 5202, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+    ASSERT_EQ(stateOf(p.fast), TcpState::kTimeWait);
+    ASSERT_TRUE(p.port.map.empty());
+    const uint32_t seq = stale ? 5001 : 5202;
+    for (Passthrough* c : {&p.f, &p.s}) {
+      const Out rst = c->backend(kRst, seq, 0, 0, 3 * kSec);
+      if (stale) {
+        EXPECT_EQ(rst.d.verdict, Verdict::kDrop);
+        EXPECT_EQ(rst.d.reason, DropReason::kRstAfterClose);
+      } else {
+        EXPECT_EQ(rst.d.verdict, Verdict::kAccept);
+      }
+      EXPECT_EQ(c->e.counters().rst_challenged, 0u);
+    }
+    EXPECT_EQ(stateOf(p.fast), stale ? TcpState::kTimeWait : TcpState::kClose);
+    p.expectSame("after the RST");
+  }
+}
+
 TEST(FastPath, ABackendRstAfterTheCloseIsNoPassiveHealthSignal) {
   // After a close the backend's socket is gone; a duplicate of the close reaching it (a FIN
   // it retransmitted, acknowledged twice by the client in TIME_WAIT: common with the fast path
