@@ -14,8 +14,9 @@
 // seq_end/ack as td_end/last_ack (unless a little behind: newer()) and an ack of a FIN as that
 // FIN acknowledged; then, for anything but a RST or a close event after which the flow leaves,
 // window tracking restarts liberal (as after a checkpoint install). A RST (and a flow leaving
-// at TIME_WAIT or CLOSE) is judged against the refreshed edges instead: liberal edges would only ever draw a challenge (tcp_tracker.cc
-// checkRst), and a flow the endpoint reset would linger for the established timeout.
+// at TIME_WAIT or CLOSE) is judged against the refreshed edges instead: liberal edges would
+// only ever draw a challenge (tcp_tracker.cc checkRst), and a flow the endpoint reset would
+// linger for the established timeout.
 //
 // Leaving: retired (expiry, reset, reopen), re-bound or moved, backend no longer UP, node
 // standby, a RST through NFQUEUE (a FIN too without close-fast), or a close event or packet
