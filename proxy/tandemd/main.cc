@@ -29,6 +29,7 @@
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
 #include "proxy/tandemd/fastpath_adapter.h"
+#include "proxy/tandemd/syn_answer_adapter.h"
 #include "proxy/tandemd/health.h"
 #include "proxy/tandemd/http_status.h"
 #include "proxy/tandemd/pair.h"
@@ -100,6 +101,7 @@ struct Loop {
   PairController* pair = nullptr;  ///< the proxy pair, when configured
   RawSender* raw = nullptr;  ///< sends what the engine originates (Engine::drainOutbox)
   FastPathAdapter* fastpath = nullptr;  ///< the kernel fast path, with daemon.fastpath = on
+  SynAnswerAdapter* syn = nullptr;  ///< kernel SYN answers, with daemon.fastpath_syn = on
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
@@ -171,6 +173,7 @@ int64_t wallClockOffsetNs() {
 void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->engine->setCookieClockOffset(wallClockOffsetNs());
+  if (loop->syn != nullptr) loop->syn->tick(monotonicNs());  // keys ahead of the rotation
   drainFastPath(*loop);  // a close the ring holds is not an idle flow
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
@@ -409,6 +412,23 @@ int run(const DaemonConfig& config, Engine& engine) {
     engine.setFastPath(&*fastpath, config.fastpath.close_fast);
   }
 
+  // After the pair controller (which starts the engine as a standby): the kernel answers splice
+  // SYNs only while the engine is active (Engine::setSynAnswer).
+  std::optional<SynAnswerAdapter> syn;
+  if (fastpath && config.fastpath.syn &&
+      std::any_of(config.engine.services.begin(), config.engine.services.end(),
+                  [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
+    try {
+      syn.emplace(engine, fastpath->interfaces(), monotonicNs());
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "daemon.fastpath_syn = on, but: %s", e.what());
+      return kExitRuntime;
+    }
+    engine.setSynAnswer(&*syn);
+    loop.syn = &*syn;
+    logf(LogLevel::kInfo, "splice SYNs answered in the kernel while active (tc ingress, first)");
+  }
+
   std::optional<HealthChecker> health;
   try {
     health.emplace(loop.base, engine, config, [&loop] { sendOutbox(loop); });
@@ -423,7 +443,7 @@ int run(const DaemonConfig& config, Engine& engine) {
       status.emplace(loop.base,
                      StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
                                    raw ? &*raw : nullptr, &*health, pair ? &*pair : nullptr,
-                                   fastpath ? &*fastpath : nullptr});
+                                   fastpath ? &*fastpath : nullptr, syn ? &*syn : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());
@@ -465,6 +485,11 @@ int run(const DaemonConfig& config, Engine& engine) {
   int rc = loop.signal != 0 ? 0 : kExitRuntime;
   // Off the fast path first: the flows' packets come to the queue again, whose last batch is
   // read below, and nothing is translated any more once the rules are gone.
+  if (syn) {  // SYNs to NFQUEUE again, while the engine still reads it
+    engine.setSynAnswer(nullptr);
+    loop.syn = nullptr;
+    syn.reset();
+  }
   if (fastpath) {
     drainFastPath(loop);
     engine.setFastPath(nullptr, config.fastpath.close_fast);
