@@ -66,7 +66,7 @@ struct KernelSynCookie::Impl {
   }
 };
 
-KernelSynCookie::KernelSynCookie() : impl_(std::make_unique<Impl>()) {
+KernelSynCookie::KernelSynCookie(int fp_flows_fd) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   std::string log(256 * 1024, '\0');
   bpf_object_open_opts open_opts{};
@@ -84,8 +84,13 @@ KernelSynCookie::KernelSynCookie() : impl_(std::make_unique<Impl>()) {
   bpf_map* keys = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_KEYS_MAP);
   bpf_map* services = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_SERVICES_MAP);
   bpf_map* stats = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_STATS_MAP);
-  if (!prog || !config || !keys || !services || !stats)
+  bpf_map* fp_flows = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_FP_FLOWS_MAP);
+  if (!prog || !config || !keys || !services || !stats || !fp_flows)
     throw std::runtime_error("syn cookies: the BPF object lacks a map or the program");
+  if (fp_flows_fd >= 0) {
+    if (int err = bpf_map__reuse_fd(fp_flows, fp_flows_fd); err)
+      throw std::runtime_error("syn cookies: sharing the fast path's flow map: " + errnoText(err));
+  }
   if (int err = bpf_object__load(m.obj); err) {
     std::string msg = "syn cookies: loading the BPF program: " + errnoText(err);
     std::string s = log.substr(0, log.find('\0'));

@@ -18,8 +18,10 @@ namespace tandem {
 class KernelSynCookie {
  public:
   /// Loads the program and creates its maps (the config says "not active" until written).
-  /// Throws std::runtime_error naming what failed.
-  KernelSynCookie();
+  /// `fp_flows_fd`: the fast path's flow map (KernelFastPath::flowsMapFd()), shared so that a
+  /// SYN on a fast flow's tuple goes to the engine; -1: none. Throws std::runtime_error naming
+  /// what failed.
+  explicit KernelSynCookie(int fp_flows_fd = -1);
   ~KernelSynCookie();  ///< detaches everywhere, closes the maps
   KernelSynCookie(const KernelSynCookie&) = delete;
   KernelSynCookie& operator=(const KernelSynCookie&) = delete;

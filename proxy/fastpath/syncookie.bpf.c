@@ -24,6 +24,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "proxy/fastpath/fastpath_abi.h"
 #include "proxy/fastpath/siphash.bpf.h"
 #include "proxy/fastpath/syncookie_abi.h"
 
@@ -53,6 +54,14 @@ struct {
   __type(key, struct tandem_syn_service);
   __type(value, __u8);
 } tandem_syn_services SEC(".maps");
+
+/* The fast path's map, reused by the loader (bpf_map__reuse_fd); a private empty one without. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1);
+  __type(key, struct tandem_fp_key);
+  __type(value, struct tandem_fp_rewrite);
+} tandem_fp_flows SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -203,6 +212,17 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   __builtin_memcpy(&svc.port, &th[2], 2);
   if (!bpf_map_lookup_elem(&tandem_syn_services, &svc)) {
     count(TANDEM_SYN_ST_PASS_NO_SERVICE);
+    return PASS;
+  }
+  /* A SYN on an established fast flow: the engine's, as before this program (it passes it on
+   * as a packet of that flow; the backend's challenge ACK sorts it out, RFC 5961 4). */
+  struct tandem_fp_key fk;
+  __builtin_memcpy(&fk.saddr, &ip[12], 4);
+  __builtin_memcpy(&fk.daddr, &ip[16], 4);
+  __builtin_memcpy(&fk.sport, &th[0], 2);
+  __builtin_memcpy(&fk.dport, &th[2], 2);
+  if (bpf_map_lookup_elem(&tandem_fp_flows, &fk)) {
+    count(TANDEM_SYN_ST_PASS_FAST_FLOW);
     return PASS;
   }
   __u32 zero = 0;

@@ -32,6 +32,9 @@ typedef __u64 tsc_u64;
 #define TANDEM_SYN_SERVICES_MAP "tandem_syn_services"
 #define TANDEM_SYN_STATS_MAP "tandem_syn_stats"
 #define TANDEM_SYN_PROG "tandem_syn_ingress"
+/* The fast path's flow map (fastpath_abi.h), shared: a SYN on the tuple of a flow that is on the
+ * fast path (established) goes to the engine, which handles it as a packet of that flow. */
+#define TANDEM_SYN_FP_FLOWS_MAP "tandem_fp_flows"
 
 /* config.enable: what the SYN-ACK may negotiate (SynCookieConfig's local enables). */
 #define TANDEM_SYN_EN_TS 0x01u
@@ -81,6 +84,7 @@ enum tandem_syn_stat {
   TANDEM_SYN_ST_PASS_ODD,       /* payload (TFO), other flags, unknown or SACK options */
   TANDEM_SYN_ST_PASS_UNPARSED,  /* IP options, fragment, bad checksum or option lengths */
   TANDEM_SYN_ST_FAILED,         /* a helper failed after the first write: dropped (client resends) */
+  TANDEM_SYN_ST_PASS_FAST_FLOW, /* the tuple is a flow on the fast path: the engine's (as before) */
   TANDEM_SYN_ST_COUNT
 };
 

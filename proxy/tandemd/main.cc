@@ -419,7 +419,7 @@ int run(const DaemonConfig& config, Engine& engine) {
       std::any_of(config.engine.services.begin(), config.engine.services.end(),
                   [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
     try {
-      syn.emplace(engine, fastpath->interfaces(), monotonicNs());
+      syn.emplace(engine, fastpath->interfaces(), fastpath->flowsMapFd(), monotonicNs());
     } catch (const std::exception& e) {
       logf(LogLevel::kError, "daemon.fastpath_syn = on, but: %s", e.what());
       return kExitRuntime;

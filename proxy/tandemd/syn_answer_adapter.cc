@@ -20,14 +20,15 @@ struct PassReason {
 constexpr PassReason kPassReasons[] = {
     {TANDEM_SYN_ST_PASS_NO_SERVICE, "no_service"}, {TANDEM_SYN_ST_PASS_STANDBY, "standby"},
     {TANDEM_SYN_ST_PASS_NO_KEY, "no_key"},         {TANDEM_SYN_ST_PASS_ODD, "odd"},
-    {TANDEM_SYN_ST_PASS_UNPARSED, "unparsed"},
+    {TANDEM_SYN_ST_PASS_UNPARSED, "unparsed"},     {TANDEM_SYN_ST_PASS_FAST_FLOW, "fast_flow"},
 };
 
 }  // namespace
 
 SynAnswerAdapter::SynAnswerAdapter(const Engine& engine,
-                                   const std::vector<std::string>& interfaces, uint64_t now_ns)
-    : engine_(engine) {
+                                   const std::vector<std::string>& interfaces,
+                                   int fp_flows_fd, uint64_t now_ns)
+    : engine_(engine), kernel_(fp_flows_fd) {
   for (const Endpoint& vip : engine_.spliceVips()) {
     tandem_syn_service s{};
     const auto& b = vip.addr.bytes();

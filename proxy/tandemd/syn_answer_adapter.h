@@ -20,8 +20,9 @@ class SynAnswerAdapter final : public SynAnswerPort {
   /// Loads the program, writes the services, the config (not active yet) and the keys at
   /// now_ns, and attaches it at tc ingress of `interfaces` (first in the chain). Throws
   /// std::runtime_error naming what failed; nothing stays attached then.
+  /// `fp_flows_fd`: KernelFastPath::flowsMapFd() (SYNs on fast flows stay the engine's).
   SynAnswerAdapter(const Engine& engine, const std::vector<std::string>& interfaces,
-                   uint64_t now_ns);
+                   int fp_flows_fd, uint64_t now_ns);
 
   void setActive(bool active) noexcept override;
   /// From the daemon's timer (at least once a second): the cookie clock offset (the engine's,

@@ -29,6 +29,7 @@
 #include "common/packet.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
+#include "proxy/fastpath/kernel_fastpath.h"
 #include "proxy/fastpath/kernel_syncookie.h"
 #include "tests/unit/packet_builder.h"
 
@@ -111,7 +112,8 @@ class SynCookieBpf : public ::testing::TestWithParam<Addressing> {
     if (geteuid() != 0)
       GTEST_SKIP() << "SKIPPED LOUDLY: the BPF SYN answerer tests need root (CI runs them as root)";
     try {
-      k_ = std::make_unique<KernelSynCookie>();
+      fp_ = std::make_unique<KernelFastPath>(64);
+      k_ = std::make_unique<KernelSynCookie>(fp_->flowsMapFd());
     } catch (const std::runtime_error& e) {
       if (errno == EPERM || errno == ENOSYS)
         GTEST_SKIP() << "SKIPPED LOUDLY: this kernel refuses BPF: " << e.what();
@@ -177,6 +179,7 @@ class SynCookieBpf : public ::testing::TestWithParam<Addressing> {
     return PacketBuilder().src("10.0.0.2:40000").dst(kVip).flags(kSyn).seq(isn);
   }
 
+  std::unique_ptr<KernelFastPath> fp_;
   std::unique_ptr<KernelSynCookie> k_;
   std::unique_ptr<Engine> engine_;
   tandem_syn_config cfg_{};
@@ -279,6 +282,17 @@ TEST_P(SynCookieBpf, WhatItLeavesToNfqueue) {
     p[10] = p[11] = 0;
     store16(&p[10], ipv4HeaderChecksum(p.data(), 20));
     expectPassed(frame(p), TANDEM_SYN_ST_PASS_UNPARSED, "fragment");
+  }
+  // The tuple of a flow on the fast path (the map shared with it): the engine's.
+  {
+    tandem_fp_key key{};
+    key.saddr = htonl(0x0a000002);
+    key.daddr = htonl(0x0a000064);
+    key.sport = htons(40000);
+    key.dport = htons(80);
+    ASSERT_TRUE(fp_->update(key, tandem_fp_rewrite{}));
+    expectPassed(frame(plain), TANDEM_SYN_ST_PASS_FAST_FLOW, "SYN on a fast flow");
+    ASSERT_TRUE(fp_->erase(key));
   }
   // Standby: never answers, whatever else.
   cfg_.active = 0;
