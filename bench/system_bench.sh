@@ -38,6 +38,8 @@
 #                 PATHS="kernel dnat tandem-tr tandem-snat tandem-splice" OUT=bench/out
 #                 (tandem-splice-fp too, on request: PATHS="dnat tandem-splice tandem-splice-fp")
 #                 FLOOD=1 FLOOD_RATE=0 (spoofed SYNs per second; 0: as fast as the attacker can)
+#                 FP_SYN=on|off (tandem-splice-fp: daemon.fastpath_syn, SYNs answered in the
+#                 kernel; unset: tandemd's default, on)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 #                 CR_SWEEP="4 16 64 256" (after the rounds: a connection-rate sweep over these
 #                 numbers of concurrent workers, every path at every N, interleaved in a rotated
@@ -287,6 +289,7 @@ setup_paths() {
     echo "metrics = $FP_METRICS"
     echo "max_flows = 1000000"
     echo "fastpath = on"
+    [ -n "${FP_SYN:-}" ] && echo "fastpath_syn = $FP_SYN"
     for p in "$((IPERF_BASE + 6))" "$((TCPC_BASE + 6))"; do
       echo
       echo "[service.splicefp-$p]"

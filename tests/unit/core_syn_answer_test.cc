@@ -119,6 +119,35 @@ TEST(SynAnswer, CookieAckOfAKernelAnsweredSynRetiresTheClosedFlowAndOpensTheNewO
   EXPECT_EQ(e.counters().syncookies_sent, 1u);  // only the first connection's SYN
 }
 
+// docs/fastpath.md: a SYN on an established flow that is not on the fast path is answered by
+// the kernel; the client's cookie ACK then meets the established flow and does not replace it
+// (only TIME_WAIT and CLOSE flows are retired for a cookie ACK).
+TEST(SynAnswer, CookieAckOnAnEstablishedFlowDoesNotReplaceIt) {
+  Engine e(spliceConfig());
+  auto sa0 = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kSyn).seq(1000).mss(1460)
+                        .timestamp(100, 0).build());
+  auto syn0 = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(1001)
+                         .ack(sa0.pkt.seq() + 1).timestamp(101, sa0.opts.ts_val).build());
+  ASSERT_EQ(syn0.pkt.flags(), kSyn);
+  ASSERT_EQ(run(e, PacketBuilder().src("10.1.0.2:8080").dst(syn0.pkt.src().toString())
+                       .flags(kSyn | kAck).seq(777).ack(1001).mss(1460).timestamp(5000, 101)
+                       .build()).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(stateOf(e), TcpState::kEstablished);
+  Engine kernel_like(spliceConfig());
+  auto sa = run(kernel_like, PacketBuilder().src(kClient).dst(kVip).flags(kSyn).seq(90000)
+                                 .mss(1460).timestamp(200, 0).build());
+  auto ack = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(90001)
+                        .ack(sa.pkt.seq() + 1).timestamp(201, sa.opts.ts_val).build());
+  // Forwarded to the backend as a segment of the old connection (which answers it with an ACK
+  // of its own sequence space, not a new connection's).
+  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+  EXPECT_EQ(ack.pkt.flags(), kAck);
+  EXPECT_EQ(ack.pkt.dst().toString(), "10.1.0.2:8080");
+  EXPECT_EQ(e.counters().flows_reopened, 0u);
+  EXPECT_EQ(e.activeFlows(), 1u);
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+}
+
 TEST(SynAnswer, KeysAreTheOnesTheEngineMakesCookiesWith) {
   Engine e(spliceConfig());
   e.setCookieClockOffset(1'700'000'000'000'000'000ll);
