@@ -1087,8 +1087,9 @@ def render_flood(run):
                f"**{fmt(m('cr'), 0)}** | **{fmt(m('ratio'), 2)}** | "
                f"{fmt(m('held_per_conn'), 2)} / {fmt(m('pending_per_conn'), 2)} | | | | |")
     out.append("")
-    out.append("Absorbed: `tandem_syncookies_sent_total` (plus `tandem_fastpath_syn_answered_total`, the kernel's answers) minus the flows created (the legitimate "
-               "connections' SYNs), per second, while the legitimate clients ran. Lost before "
+    out.append("Absorbed: `tandem_syncookies_sent_total` (plus "
+               "`tandem_fastpath_syn_answered_total`, the kernel's answers) minus the flows "
+               "created (the legitimate connections' SYNs), per second, while the legitimate clients ran. Lost before "
                "tandem: `tandem_nfq_kernel_dropped_total` (NFQUEUE full) per second. Spoofed SYNs "
                "answered: cookies for spoofed SYNs ÷ SYNs the attacker sent, over the whole "
                "flood. Flows: the flood creates none; growth of `tandem_flows_active` is the "
