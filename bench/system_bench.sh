@@ -1020,7 +1020,8 @@ def flood_round(run, r, ph):
         atk = link_delta(run, r, "flood", 2, 3, "atk").get("eth0")
         res["wire_pps"] = atk[4] / (t3 - t2) if atk else None
         res["absorbed_pps"] = (d.get("tandem_syncookies_sent_total", 0) +
-                               d.get("tandem_fastpath_syn_answered_total", 0) - legit) / (t3 - t2)
+                               d.get("tandem_fastpath_syn_answered_total", 0) +
+                               d.get("tandem_fastpath_syn_unroutable_total", 0) - legit) / (t3 - t2)
         res["qdrop_pps"] = sum(v for k, v in d.items()
                                if k.startswith("tandem_nfq_kernel_dropped")) / (t3 - t2)
         u0, s0 = load(run)[2].get((r, "flood", "2"), (0, 0))
@@ -1031,7 +1032,8 @@ def flood_round(run, r, ph):
     # Over the whole flood: cookies for spoofed SYNs ÷ SYNs sent; state held for them.
     d14 = delta(run, r, "flood", 1, 4)
     spoofed = (d14.get("tandem_syncookies_sent_total", 0) +
-               d14.get("tandem_fastpath_syn_answered_total", 0) -
+               d14.get("tandem_fastpath_syn_answered_total", 0) +
+               d14.get("tandem_fastpath_syn_unroutable_total", 0) -
                d14.get("tandem_flows_created_total", 0))
     res["answered"] = spoofed / res["sent"] if res["sent"] else None
     res["unanswered"] = res["sent"] - spoofed if res["sent"] else None
@@ -1087,8 +1089,9 @@ def render_flood(run):
                f"**{fmt(m('cr'), 0)}** | **{fmt(m('ratio'), 2)}** | "
                f"{fmt(m('held_per_conn'), 2)} / {fmt(m('pending_per_conn'), 2)} | | | | |")
     out.append("")
-    out.append("Absorbed: `tandem_syncookies_sent_total` (plus "
-               "`tandem_fastpath_syn_answered_total`, the kernel's answers) minus the flows "
+    out.append("Absorbed: `tandem_syncookies_sent_total` (plus the kernel's answers and "
+               "its drops of blackholed sources, `tandem_fastpath_syn_answered_total` and "
+               "`tandem_fastpath_syn_unroutable_total`) minus the flows "
                "created (the legitimate connections' SYNs), per second, while the legitimate clients ran. Lost before "
                "tandem: `tandem_nfq_kernel_dropped_total` (NFQUEUE full) per second. Spoofed SYNs "
                "answered: cookies for spoofed SYNs ÷ SYNs the attacker sent, over the whole "

@@ -7,7 +7,8 @@
  * What is answered: a pure SYN (SYN, optionally ECE+CWR; no payload; only the options MSS,
  * window scale, SACK-permitted, timestamps, NOP, EOL) of IPv4 without options, addressed to this
  * host, to a VIP:port in the services map, while the node is active and the key of the current
- * period is in the keys map. Anything else goes on untouched (TC_ACT_UNSPEC: the next program,
+ * period is in the keys map. The SYN-ACK goes where the routing table sends traffic to the
+ * client (bpf_fib_lookup), as the engine's would. Anything else goes on untouched (TC_ACT_UNSPEC: the next program,
  * then the iptables rules and NFQUEUE, where the engine handles it as before).
  *
  * Checksums: the IPv4 header is written whole with its checksum computed here. The TCP
@@ -69,6 +70,19 @@ struct {
   __type(key, __u32);
   __type(value, __u64);
 } tandem_syn_stats SEC(".maps");
+
+/* Scratch space for the MAC message and the new TCP header (the stack holds 512 bytes). */
+struct syn_scratch {
+  __u8 msg[64];
+  __u8 nh[64];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct syn_scratch);
+} tandem_syn_scratch SEC(".maps");
 
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
@@ -277,6 +291,39 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
     return PASS;
   }
 
+  /* Where the SYN-ACK goes: where the kernel would route the engine's (bpf_fib_lookup, as a
+   * forwarded packet from the VIP to the client). A blackholed, unreachable or prohibited client
+   * gets nothing, as from the engine; a route the program cannot follow alone (no neighbour entry
+   * yet, a local or non-unicast destination, forwarding off) is the engine's and the stack's. */
+  __u32 out_ifindex = skb->ifindex;
+  __u8 out_dmac[6], out_smac[6];
+  __builtin_memcpy(out_dmac, &eth[6], 6);
+  __builtin_memcpy(out_smac, &eth[0], 6);
+  if (!cfg->test_no_route) {
+    struct bpf_fib_lookup fib = {};
+    fib.family = 2; /* AF_INET */
+    fib.l4_protocol = IPPROTO_TCP;
+    __builtin_memcpy(&fib.sport, &th[2], 2);
+    __builtin_memcpy(&fib.dport, &th[0], 2);
+    fib.tot_len = 60;
+    fib.ifindex = skb->ifindex;
+    __builtin_memcpy(&fib.ipv4_src, &ip[16], 4);
+    __builtin_memcpy(&fib.ipv4_dst, &ip[12], 4);
+    const long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
+    if (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE ||
+        rc == BPF_FIB_LKUP_RET_PROHIBIT) {
+      count(TANDEM_SYN_ST_DROP_UNROUTABLE);
+      return TC_ACT_SHOT;
+    }
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+      count(TANDEM_SYN_ST_PASS_ROUTE);
+      return PASS;
+    }
+    out_ifindex = fib.ifindex;
+    __builtin_memcpy(out_dmac, fib.dmac, 6);
+    __builtin_memcpy(out_smac, fib.smac, 6);
+  }
+
   /* The cookie clock and its key. */
   const __u64 now = cfg->test_now_ns ? cfg->test_now_ns
                                      : bpf_ktime_get_ns() + cfg->clock_offset_ns;
@@ -304,7 +351,13 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   if (sack_ok) ts_bits |= TS_SACK;
   if (ecn_ok) ts_bits |= TS_ECN;
 
-  __u8 msg[TANDEM_SIPHASH_MAX] = {};
+  struct syn_scratch* scratch = bpf_map_lookup_elem(&tandem_syn_scratch, &zero);
+  if (!scratch) {
+    count(TANDEM_SYN_ST_PASS_UNPARSED);
+    return PASS;
+  }
+  __u8* msg = scratch->msg;
+  __builtin_memset(msg, 0, sizeof scratch->msg);
   msg[10] = 0xff; /* v4-mapped addresses (IpAddr::fromV4) */
   msg[11] = 0xff;
   __builtin_memcpy(&msg[12], &ip[12], 4); /* client */
@@ -329,7 +382,8 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
 
   /* buildSynAck(): options MSS, [SACK-permitted or NOP NOP, timestamps], [NOP, window scale]
    * (common/tcp_options.cc buildSynOptions; without timestamps neither SACK nor scaling). */
-  __u8 nh[HDR_BUF] = {};
+  __u8* nh = scratch->nh;
+  __builtin_memset(nh, 0, sizeof scratch->nh);
   __u32 o = 20;
   nh[o++] = OPT_MSS;
   nh[o++] = 4;
@@ -369,8 +423,8 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
 
   const __u32 ntot = 20 + nthl;
   __u8 frame[ETH_HLEN + 20];
-  __builtin_memcpy(&frame[0], &eth[6], 6);
-  __builtin_memcpy(&frame[6], &eth[0], 6);
+  __builtin_memcpy(&frame[0], out_dmac, 6);
+  __builtin_memcpy(&frame[6], out_smac, 6);
   frame[12] = 0x08;
   frame[13] = 0x00;
   __u8* nip = &frame[ETH_HLEN];
@@ -420,5 +474,5 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
     return TC_ACT_SHOT;
   }
   count(TANDEM_SYN_ST_ANSWERED);
-  return bpf_redirect(skb->ifindex, 0);
+  return bpf_redirect(out_ifindex, 0);
 }

@@ -4,8 +4,8 @@
  * fast path (tcx, first in the chain). For a pure SYN to a splice service's VIP:port on an
  * active node, it computes the SYN cookie exactly as tandem::SynCookie::make() does (same
  * SipHash-2-4 key of the period, same message, same option bits in TSval), turns the SYN into the
- * SYN-ACK tandem::buildSynAck() would write, and sends it back out of the interface it came in
- * on. Everything else goes on to the next program (the fast path) and the iptables rules
+ * SYN-ACK tandem::buildSynAck() would write, and sends it where the routing table sends
+ * traffic to the client (bpf_fib_lookup: interface and MAC addresses). Everything else goes on to the next program (the fast path) and the iptables rules
  * untouched; the SYNs it leaves are counted by reason. docs/fastpath.md, "SYN cookies in the
  * kernel".
  */
@@ -56,7 +56,9 @@ struct tandem_syn_config {
   tsc_u8 mss_table_size;    /* 1..4 */
   tsc_u8 enable;            /* TANDEM_SYN_EN_* */
   tsc_u8 active;            /* 1: this node answers; 0 (a standby, or not yet told): it does not */
-  tsc_u8 reserved[7];
+  tsc_u8 test_no_route;     /* tests only: when not 0, no route lookup: the SYN-ACK leaves by the
+                               interface the SYN came in on, to the SYN's source MAC */
+  tsc_u8 reserved[6];
 };
 
 /* TANDEM_SYN_KEYS_MAP: hash, key = the period count (tsc_u64, now / period_ns), value = the
@@ -85,6 +87,11 @@ enum tandem_syn_stat {
   TANDEM_SYN_ST_PASS_UNPARSED,  /* IP options, fragment, bad checksum or option lengths */
   TANDEM_SYN_ST_FAILED,         /* a helper failed after the first write: dropped (client resends) */
   TANDEM_SYN_ST_PASS_FAST_FLOW, /* the tuple is a flow on the fast path: the engine's (as before) */
+  TANDEM_SYN_ST_PASS_ROUTE,     /* the route to the client needs the stack (no neighbour entry yet,
+                                   not forwarded, forwarding off): the engine answers, the kernel
+                                   routes its SYN-ACK */
+  TANDEM_SYN_ST_DROP_UNROUTABLE, /* the client's address is blackholed, unreachable or prohibited:
+                                    the SYN is dropped (the engine's SYN-ACK would be) */
   TANDEM_SYN_ST_COUNT
 };
 

@@ -21,6 +21,7 @@ constexpr PassReason kPassReasons[] = {
     {TANDEM_SYN_ST_PASS_NO_SERVICE, "no_service"}, {TANDEM_SYN_ST_PASS_STANDBY, "standby"},
     {TANDEM_SYN_ST_PASS_NO_KEY, "no_key"},         {TANDEM_SYN_ST_PASS_ODD, "odd"},
     {TANDEM_SYN_ST_PASS_UNPARSED, "unparsed"},     {TANDEM_SYN_ST_PASS_FAST_FLOW, "fast_flow"},
+    {TANDEM_SYN_ST_PASS_ROUTE, "route"},
 };
 
 }  // namespace
@@ -101,6 +102,10 @@ std::string SynAnswerAdapter::metricsText() const {
            "SYNs the kernel left to NFQUEUE untouched, by reason.");
   for (const PassReason& r : kPassReasons)
     m.sample("tandem_fastpath_syn_passed_total", stat(r.stat), "reason", r.reason);
+  m.single("tandem_fastpath_syn_unroutable_total", "counter",
+           "SYNs dropped in the kernel because the client's address is blackholed, unreachable "
+           "or prohibited (the engine's SYN-ACK would have been dropped by routing).",
+           stat(TANDEM_SYN_ST_DROP_UNROUTABLE));
   m.single("tandem_fastpath_syn_failed_total", "counter",
            "SYNs dropped because a rewrite failed half-way (the client resends).",
            stat(TANDEM_SYN_ST_FAILED));

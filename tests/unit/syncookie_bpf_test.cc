@@ -127,6 +127,7 @@ class SynCookieBpf : public ::testing::TestWithParam<Addressing> {
     ASSERT_TRUE(k_->putService(s));
     ASSERT_TRUE(engine_->synKernelConfig(cfg_));
     cfg_.test_now_ns = kNow + static_cast<uint64_t>(kOffset);
+    cfg_.test_no_route = 1;  // this process's routing table is not the test's topology
     ASSERT_TRUE(k_->setConfig(cfg_));
     const uint64_t count = engine_->cookieCount(kNow);
     ASSERT_EQ(count, cfg_.test_now_ns / cfg_.period_ns);
