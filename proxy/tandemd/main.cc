@@ -412,8 +412,8 @@ int run(const DaemonConfig& config, Engine& engine) {
     engine.setFastPath(&*fastpath, config.fastpath.close_fast);
   }
 
-  // After the pair controller (which starts the engine as a standby): the kernel answers splice
-  // SYNs only while the engine is active (Engine::setSynAnswer).
+  // Loaded and attached here, not yet answering: Engine::setSynAnswer (after the rules, below)
+  // lets it answer while the engine is active (the pair controller starts it as a standby).
   std::optional<SynAnswerAdapter> syn;
   if (fastpath && config.fastpath.syn &&
       std::any_of(config.engine.services.begin(), config.engine.services.end(),
@@ -424,9 +424,7 @@ int run(const DaemonConfig& config, Engine& engine) {
       logf(LogLevel::kError, "daemon.fastpath_syn = on, but: %s", e.what());
       return kExitRuntime;
     }
-    engine.setSynAnswer(&*syn);
     loop.syn = &*syn;
-    logf(LogLevel::kInfo, "splice SYNs answered in the kernel while active (tc ingress, first)");
   }
 
   std::optional<HealthChecker> health;
@@ -473,6 +471,11 @@ int run(const DaemonConfig& config, Engine& engine) {
          config.queue.queue);
   }
 
+  // The cookie ACKs of the kernel's SYN-ACKs must find the rules in place.
+  if (syn) {
+    engine.setSynAnswer(&*syn);
+    logf(LogLevel::kInfo, "splice SYNs answered in the kernel while active (tc ingress, first)");
+  }
   if (event_add(queue_ev.get(), nullptr) != 0 || event_add(timer_ev.get(), &kExpireInterval) != 0) {
     logf(LogLevel::kError, "cannot add events to the loop");
   } else {
