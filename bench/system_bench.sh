@@ -38,6 +38,10 @@
 #                 PATHS="kernel dnat tandem-tr tandem-snat tandem-splice" OUT=bench/out
 #                 (tandem-splice-fp too, on request: PATHS="dnat tandem-splice tandem-splice-fp")
 #                 FLOOD=1 FLOOD_RATE=0 (spoofed SYNs per second; 0: as fast as the attacker can)
+#                 FLOOD_PATH=tandem-splice (or tandem-splice-fp: the flood on the fast-path
+#                 tandemd, whose SYNs the kernel answers with fastpath_syn on)
+#                 FP_SYN=on|off (tandem-splice-fp: daemon.fastpath_syn, SYNs answered in the
+#                 kernel; unset: tandemd's default, on)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 #                 CR_SWEEP="4 16 64 256" (after the rounds: a connection-rate sweep over these
 #                 numbers of concurrent workers, every path at every N, interleaved in a rotated
@@ -61,6 +65,7 @@ QUIET_MAX=${QUIET_MAX:-5}
 PATHS=${PATHS:-kernel dnat tandem-tr tandem-snat tandem-splice}
 FLOOD=${FLOOD:-1}
 FLOOD_RATE=${FLOOD_RATE:-0}
+FLOOD_PATH=${FLOOD_PATH:-tandem-splice}
 OUT=${OUT:-$ROOT/bench/out}
 TANDEMD=${TANDEMD:-$ROOT/build/release/proxy/tandemd/tandemd}
 TCPCHECK=${TCPCHECK:-$ROOT/build/release/tests/tools/tcpcheck}
@@ -113,7 +118,8 @@ for p in "${PATH_LIST[@]}"; do
   esac
 done
 if [ "$FLOOD" -ne 0 ]; then
-  [[ " ${PATH_LIST[*]} " == *" tandem-splice "* ]] || die "FLOOD=1 needs tandem-splice in PATHS"
+  case "$FLOOD_PATH" in tandem-splice|tandem-splice-fp) ;; *) die "FLOOD_PATH: tandem-splice or tandem-splice-fp" ;; esac
+  [[ " ${PATH_LIST[*]} " == *" $FLOOD_PATH "* ]] || die "FLOOD=1 needs $FLOOD_PATH in PATHS"
   require_env TCPINJECT
 fi
 
@@ -287,6 +293,7 @@ setup_paths() {
     echo "metrics = $FP_METRICS"
     echo "max_flows = 1000000"
     echo "fastpath = on"
+    [ -n "${FP_SYN:-}" ] && echo "fastpath_syn = $FP_SYN"
     for p in "$((IPERF_BASE + 6))" "$((TCPC_BASE + 6))"; do
       echo
       echo "[service.splicefp-$p]"
@@ -308,11 +315,12 @@ CPU_TSV=$RUN_DIR/cpu.tsv    # round path snapshot utime stime (clock ticks)
 # snapshot ROUND PATH K: tandemd's /metrics and CPU time, and the interface counters of every
 # namespace on the path (packet sizes seen by the receivers, drops on the veths).
 snapshot() {
-  local f=$RUN_DIR/snap/$1-$2-$3 stat ns
+  local f=$RUN_DIR/snap/$1-$2-$3 stat ns mp=$2
+  [ "$2" = flood ] && mp=$FLOOD_PATH
   # The metrics describe a moment between the request and the answer (tandemd answers from its
   # packet loop, late when busy): record both times.
   date +%s.%N >"$f.time"
-  path_metrics "$2" >"$f.prom"
+  path_metrics "$mp" >"$f.prom"
   date +%s.%N >>"$f.time"
   for ns in cli prx be1 sw atk; do
     case "$ns" in
@@ -324,7 +332,7 @@ snapshot() {
     esac
   done
   # Fields 14 and 15 of /proc/PID/stat (the command name, field 2, has no blanks: "tandemd").
-  read -r -a stat <"/proc/$(path_pid "$2")/stat"
+  read -r -a stat <"/proc/$(path_pid "$mp")/stat"
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${stat[13]}" "${stat[14]}" >>"$CPU_TSV"
 }
 
@@ -518,7 +526,11 @@ PYEOF
 # 2 once the flood runs, 3 after the legitimate run under the flood, 4 after the flood.
 run_flood() {
   local r=$1 addr port f rc
-  read -r addr port <<<"$(path_dst tandem-splice tcpc)"
+  read -r addr port <<<"$(path_dst "$FLOOD_PATH" tcpc)"
+  if [ "$FLOOD_PATH" = tandem-splice-fp ] && ! fp_up; then
+    echo "system_bench: the fast-path tandemd did not start (flood round $r)" >&2
+    return
+  fi
   printf '%s\t%s\t%s\t%s\n' "$r" bg "$(wait_quiet)" - >>"$FLOOD_TSV"
   snapshot "$r" flood 0
   f=$RUN_DIR/tcpcheck/$r-flood-base.txt
@@ -547,6 +559,7 @@ run_flood() {
   # Let the queue drain and the SYN-ACKs die before the next snapshot.
   sleep 0.5
   snapshot "$r" flood 4
+  [ "$FLOOD_PATH" = tandem-splice-fp ] && fp_down
   "$PY" "$RUN_DIR/analyze.py" --progress-flood "$RUN_DIR" "$r" >&2
 }
 
@@ -1006,7 +1019,9 @@ def flood_round(run, r, ph):
         # What the attacker put on its wire in the same window (its veth's tx counter).
         atk = link_delta(run, r, "flood", 2, 3, "atk").get("eth0")
         res["wire_pps"] = atk[4] / (t3 - t2) if atk else None
-        res["absorbed_pps"] = (d.get("tandem_syncookies_sent_total", 0) - legit) / (t3 - t2)
+        res["absorbed_pps"] = (d.get("tandem_syncookies_sent_total", 0) +
+                               d.get("tandem_fastpath_syn_answered_total", 0) +
+                               d.get("tandem_fastpath_syn_unroutable_total", 0) - legit) / (t3 - t2)
         res["qdrop_pps"] = sum(v for k, v in d.items()
                                if k.startswith("tandem_nfq_kernel_dropped")) / (t3 - t2)
         u0, s0 = load(run)[2].get((r, "flood", "2"), (0, 0))
@@ -1016,7 +1031,10 @@ def flood_round(run, r, ph):
     res["held_per_conn"] = d.get("tandem_nfq_held_total", 0) / legit if legit else None
     # Over the whole flood: cookies for spoofed SYNs ÷ SYNs sent; state held for them.
     d14 = delta(run, r, "flood", 1, 4)
-    spoofed = d14.get("tandem_syncookies_sent_total", 0) - d14.get("tandem_flows_created_total", 0)
+    spoofed = (d14.get("tandem_syncookies_sent_total", 0) +
+               d14.get("tandem_fastpath_syn_answered_total", 0) +
+               d14.get("tandem_fastpath_syn_unroutable_total", 0) -
+               d14.get("tandem_flows_created_total", 0))
     res["answered"] = spoofed / res["sent"] if res["sent"] else None
     res["unanswered"] = res["sent"] - spoofed if res["sent"] else None
     a1 = prom(os.path.join(run, "snap", f"{r}-flood-1.prom"))
@@ -1035,7 +1053,10 @@ def render_flood(run):
     meta = load(run)[0]
     rate = int(meta.get("flood_rate", "0"))
     speed = f"paced at {rate} per second" if rate else "at full speed"
-    out = ["SYN flood on the splice path (tandem splice, transparent): the attacker namespace "
+    fp = meta.get("flood_path", "tandem-splice") == "tandem-splice-fp"
+    where = ("tandem splice + fast path, transparent; SYNs answered by tandemd or, with "
+             "fastpath_syn, by the kernel" if fp else "tandem splice, transparent")
+    out = [f"SYN flood on the splice path ({where}): the attacker namespace "
            f"sends spoofed SYNs {speed} (`tcpinject --flood`, random sources) while "
            "legitimate clients run `tcpcheck --connect-rate`; the same measurement without the "
            "flood just before:", "",
@@ -1068,8 +1089,10 @@ def render_flood(run):
                f"**{fmt(m('cr'), 0)}** | **{fmt(m('ratio'), 2)}** | "
                f"{fmt(m('held_per_conn'), 2)} / {fmt(m('pending_per_conn'), 2)} | | | | |")
     out.append("")
-    out.append("Absorbed: `tandem_syncookies_sent_total` minus the flows created (the legitimate "
-               "connections' SYNs), per second, while the legitimate clients ran. Lost before "
+    out.append("Absorbed: `tandem_syncookies_sent_total` (plus the kernel's answers and "
+               "its drops of blackholed sources, `tandem_fastpath_syn_answered_total` and "
+               "`tandem_fastpath_syn_unroutable_total`) minus the flows "
+               "created (the legitimate connections' SYNs), per second, while the legitimate clients ran. Lost before "
                "tandem: `tandem_nfq_kernel_dropped_total` (NFQUEUE full) per second. Spoofed SYNs "
                "answered: cookies for spoofed SYNs ÷ SYNs the attacker sent, over the whole "
                "flood. Flows: the flood creates none; growth of `tandem_flows_active` is the "
@@ -1183,6 +1206,7 @@ write_meta() {
     echo "paths=${PATH_LIST[*]}"
     echo "flood=$FLOOD"
     echo "flood_rate=$FLOOD_RATE"
+    echo "flood_path=$FLOOD_PATH"
     echo "spoof_net=$SPOOF_NET"
     echo "kernel=$(uname -r)"
     echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"

@@ -144,9 +144,11 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
     if (!impl_->standby && flowExpired(f, config_.timeouts, now_ns)) {
       impl_->retire(hit.index);
       hit = {};
-    } else if (hit.dir == Direction::kFromClient && isOpeningSyn(pkt.flags()) &&
-               (f.state == TcpState::kTimeWait || f.state == TcpState::kClose)) {
-      // A new incarnation of the tuple: forget the old flow, choose a backend afresh.
+    } else if (hit.dir == Direction::kFromClient &&
+               (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) &&
+               (isOpeningSyn(pkt.flags()) || impl_->isCookieAck(key, pkt, opts, now_ns))) {
+      // A new incarnation of the tuple: forget the old flow, choose a backend afresh. (With
+      // the kernel answering SYNs, the engine first sees the new incarnation's cookie ACK.)
       impl_->retire(hit.index);
       ++counters_.flows_reopened;
       hit = {};
@@ -521,6 +523,7 @@ void Engine::setStandby(bool standby, uint64_t now_ns) noexcept {
     impl_->fastPathForgetAll();
   }
   impl_->standby = standby;
+  if (impl_->syn_port != nullptr) impl_->syn_port->setActive(!standby);
 }
 
 void Engine::expire(uint64_t now_ns) noexcept {

@@ -16,11 +16,13 @@
 #include "proxy/core/engine_config.h"
 #include "proxy/core/flow.h"
 #include "proxy/fastpath/fastpath_abi.h"
+#include "proxy/fastpath/syncookie_abi.h"
 
 namespace tandem {
 
 class TcpPacket;
 class FastPathPort;
+class SynAnswerPort;
 class ShadowRing;
 struct ReplayPlanStats;
 
@@ -197,6 +199,21 @@ class Engine {
   /// as if the engine had forwarded it); no verdict, no outbox packet. Events for no live fast
   /// flow of that generation are counted (Counters::fastpath_events_stale) and ignored.
   void fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept;
+
+  // Kernel SYN answerer (proxy/core/syn_answer.cc; docs/fastpath.md "SYN cookies in the kernel").
+
+  /// Tells `port` (not owned; nullptr: none) whether this node may answer SYNs in the kernel:
+  /// now, and on every setStandby(). A standby never answers.
+  void setSynAnswer(SynAnswerPort* port) noexcept;
+  /// What the kernel needs to answer a SYN exactly as the engine would (cookie period, MSS
+  /// table, SYN-ACK parameters, the cookie clock offset, active). False without a splice service.
+  bool synKernelConfig(tandem_syn_config& out) const noexcept;
+  /// The SipHash key of cookie period `count` (SynCookie::periodKeyBytes).
+  bool synKernelKey(uint64_t count, tandem_syn_key& out) const noexcept;
+  /// The cookie period count at monotonic now_ns (with the cookie clock offset); 0 without one.
+  uint64_t cookieCount(uint64_t now_ns) const noexcept;
+  /// The VIP:port of every splice service.
+  std::vector<Endpoint> spliceVips() const;
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out)

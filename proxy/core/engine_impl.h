@@ -9,6 +9,7 @@
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "proxy/core/fastpath_port.h"
+#include "proxy/core/syn_answer_port.h"
 #include "proxy/core/flow_table.h"
 #include "proxy/core/outbox.h"
 #include "proxy/core/syn_cookie.h"
@@ -130,6 +131,10 @@ struct Engine::Impl {
   uint64_t passed_to_active = 0;
 
   // Kernel fast path (fastpath.cc; the contract is in fastpath_port.h).
+  SynAnswerPort* syn_port = nullptr;   // Engine::setSynAnswer (syn_answer.cc)
+  /// A valid cookie ACK from the client of a splice service (syn_answer.cc).
+  bool isCookieAck(const FlowKey& key, const TcpPacket& pkt, const TcpOptions& opts,
+                   uint64_t now_ns) noexcept;
   FastPathPort* fp = nullptr;          // Engine::setFastPath; nullptr: off
   bool fp_close_fast = false;          // entries carry TANDEM_FP_CLOSE_FAST
   uint32_t fp_retry_wait = 0;          // qualifying segments to let by after a refused install

@@ -89,9 +89,10 @@ evp_mac_ctx_st* newKeyedContext(std::span<const uint8_t> secret) {
   return ctx;
 }
 
-/// The key of one period of the schedule; nullptr on failure. Allocation-free apart from
-/// OpenSSL's own contexts, and noexcept: it may run on the packet path.
-evp_mac_ctx_st* newPeriodContext(std::span<const uint8_t> secret, uint64_t count) noexcept {
+/// The SipHash key of one period of the schedule: SHA-256 over a label, the secret and the
+/// count. False on failure.
+bool derivePeriodKey(std::span<const uint8_t> secret, uint64_t count,
+                     uint8_t (&key)[kSipHashKeyLen]) noexcept {
   static constexpr char kPeriodLabel[] = "tandem syn-cookie period key v1";
   uint8_t be_count[8];
   for (int i = 0; i < 8; ++i) be_count[i] = static_cast<uint8_t>(count >> (56 - 8 * i));
@@ -105,14 +106,24 @@ evp_mac_ctx_st* newPeriodContext(std::span<const uint8_t> secret, uint64_t count
       EVP_DigestUpdate(md, be_count, sizeof be_count) == 1 &&
       EVP_DigestFinal_ex(md, digest, &digest_len) == 1 && digest_len >= kSipHashKeyLen;
   EVP_MD_CTX_free(md);
-  EVP_MAC* mac = digest_ok ? EVP_MAC_fetch(nullptr, "SIPHASH", nullptr) : nullptr;
+  if (digest_ok) std::copy(digest, digest + kSipHashKeyLen, key);
+  OPENSSL_cleanse(digest, sizeof digest);
+  return digest_ok;
+}
+
+/// The key of one period of the schedule; nullptr on failure. Allocation-free apart from
+/// OpenSSL's own contexts, and noexcept: it may run on the packet path.
+evp_mac_ctx_st* newPeriodContext(std::span<const uint8_t> secret, uint64_t count) noexcept {
+  uint8_t key[kSipHashKeyLen];
+  const bool key_ok = derivePeriodKey(secret, count, key);
+  EVP_MAC* mac = key_ok ? EVP_MAC_fetch(nullptr, "SIPHASH", nullptr) : nullptr;
   EVP_MAC_CTX* ctx = mac != nullptr ? EVP_MAC_CTX_new(mac) : nullptr;
   EVP_MAC_free(mac);
   size_t out_len = kMacOutLen;
   const OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &out_len),
                                OSSL_PARAM_construct_end()};
-  const bool ok = ctx != nullptr && EVP_MAC_init(ctx, digest, kSipHashKeyLen, params) == 1;
-  OPENSSL_cleanse(digest, sizeof digest);
+  const bool ok = ctx != nullptr && EVP_MAC_init(ctx, key, kSipHashKeyLen, params) == 1;
+  OPENSSL_cleanse(key, sizeof key);
   if (!ok) {
     EVP_MAC_CTX_free(ctx);
     return nullptr;
@@ -219,6 +230,11 @@ void SynCookie::advance(uint64_t now_ns) noexcept {
     slot.reset(newPeriodContext(master_.bytes, c));
     ring_count_[c & 3] = c;
   }
+}
+
+bool SynCookie::periodKeyBytes(uint64_t count, uint8_t (&out)[16]) const noexcept {
+  static_assert(sizeof out == kSipHashKeyLen);
+  return scheduled() && derivePeriodKey(master_.bytes, count, out);
 }
 
 evp_mac_ctx_st* SynCookie::periodKey(uint64_t count) const noexcept {

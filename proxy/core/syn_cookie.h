@@ -199,6 +199,12 @@ class SynCookie {
   void advance(uint64_t now_ns) noexcept;
   bool scheduled() const noexcept { return !master_.bytes.empty(); }
 
+  /// Key schedule mode: the 16-byte SipHash key of period `count` (the key make() uses for a
+  /// cookie of that period), for a MAC computed elsewhere with the same message: the kernel's
+  /// SYN answerer (proxy/fastpath/syncookie.bpf.c). False without a schedule or if SHA-256
+  /// fails. The caller keeps it secret (cleanses its copy).
+  bool periodKeyBytes(uint64_t count, uint8_t (&out)[16]) const noexcept;
+
   /// The cookie for a client SYN at now_ns. TSval, when used, is a 1 ms clock with a keyed
   /// per-connection offset (RFC 7323 section 5.4; Linux's tsoff), its low 6 bits replaced by the
   /// options and kept at or below that clock (Linux cookie_init_timestamp).

@@ -223,6 +223,8 @@ size_t KernelFastPath::clear() noexcept {
   return n;
 }
 
+int KernelFastPath::flowsMapFd() const noexcept { return impl_->flows_fd; }
+
 std::vector<uint64_t> KernelFastPath::stats() const noexcept {
   std::vector<uint64_t> out;
   try {

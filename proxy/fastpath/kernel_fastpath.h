@@ -36,6 +36,9 @@ class KernelFastPath {
   /// Removes every entry (a node that stops being active).
   size_t clear() noexcept;
 
+  /// The fd of TANDEM_FP_FLOWS_MAP, for another program to share it (the SYN answerer).
+  int flowsMapFd() const noexcept;
+
   /// Sum over CPUs of TANDEM_FP_STATS_MAP.
   std::vector<uint64_t> stats() const noexcept;
 

@@ -49,6 +49,9 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"daemon.fastpath_close", "on: FINs of fast flows (and the ack of each FIN) translated in the "
                               "kernel too and reported to tandemd; off: FINs go through NFQUEUE. "
                               "RSTs always go through NFQUEUE (RFC 5961 check)"},
+    {"daemon.fastpath_syn", "on (default with fastpath = on): splice services' SYNs answered "
+                            "with the engine's SYN cookie by a tc program in the kernel, off "
+                            "NFQUEUE, while this node is active; off: through NFQUEUE"},
     {"daemon.fastpath_max_entries", "fast-path map size, flow directions (two per flow), "
                                     "2-16777216; default 2 x max_flows, at most 262144"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
@@ -595,6 +598,9 @@ void parseFastPath(const Values& values, DaemonConfig& c) {
   if (const Value* v = values.find("daemon.fastpath_close")) {
     f.close_fast = parseBool("daemon.fastpath_close", *v);
   }
+  if (const Value* v = values.find("daemon.fastpath_syn")) {
+    f.syn = parseBool("daemon.fastpath_syn", *v);
+  }
   if (const Value* v = values.find("daemon.fastpath_interfaces")) {
     for (const std::string& name : splitList(v->text)) {
       // IFNAMSIZ - 1 characters, none of which `ip link` refuses.
@@ -834,6 +840,7 @@ std::string configKeysHelp() {
       {"daemon.cookie_period", std::to_string(d.engine.splice.cookie_period_ns / kNsPerSec)},
       {"daemon.fastpath", d.fastpath.enabled ? "on" : "off"},
       {"daemon.fastpath_close", d.fastpath.close_fast ? "on" : "off"},
+      {"daemon.fastpath_syn", d.fastpath.syn ? "on" : "off"},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -88,6 +88,8 @@ struct FastPathConfig {
   /// Interfaces to attach to; empty: every interface that is up and not loopback at start-up.
   std::vector<std::string> interfaces;
   bool close_fast = true;  ///< FIN and RST translated in the kernel too (TANDEM_FP_CLOSE_FAST)
+  /// Splice SYNs answered in the kernel (syncookie.bpf.c) while active; only with `enabled`.
+  bool syn = true;
   /// Map entries (one per flow direction); parseConfig() sets the default from max_flows.
   uint32_t max_entries = 0;
   /// The default: two per flow of daemon.max_flows, at most this many (the map is preallocated).

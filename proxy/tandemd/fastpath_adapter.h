@@ -47,6 +47,8 @@ class FastPathAdapter final : public FastPathPort {
   size_t drain(uint64_t now_ns) noexcept;
 
   const std::vector<std::string>& interfaces() const noexcept { return interfaces_; }
+  /// The program's flow map, shared with the SYN answerer (SynAnswerAdapter).
+  int flowsMapFd() const noexcept { return kernel_.flowsMapFd(); }
   /// Prometheus text of the tandem_fastpath_* families (the program's statistics; entries from
   /// the engine's counters).
   std::string metricsText(const Counters& counters) const;

@@ -15,6 +15,7 @@
 #include "proxy/tandemd/pair.h"
 #include "proxy/tandemd/health.h"
 #include "proxy/tandemd/fastpath_adapter.h"
+#include "proxy/tandemd/syn_answer_adapter.h"
 #include "proxy/tandemd/prom_text.h"
 
 namespace tandem {
@@ -214,6 +215,7 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   }
   std::string health = s.health != nullptr ? s.health->metricsText() : std::string();
   health += s.fastpath != nullptr ? s.fastpath->metricsText(c) : fastPathDisabledMetricsText();
+  health += s.syn != nullptr ? s.syn->metricsText() : synAnswerDisabledMetricsText();
   if (s.pair != nullptr) {
     return m.take() + s.pair->metricsText() + s.pair->controlMetricsText() + health;
   }

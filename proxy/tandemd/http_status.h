@@ -26,6 +26,7 @@ class PairController;
 class RawSender;
 class HealthChecker;
 class FastPathAdapter;
+class SynAnswerAdapter;
 
 /// Everything the pages show; the daemon owns all of it.
 struct StatusSources {
@@ -38,6 +39,7 @@ struct StatusSources {
   HealthChecker* health = nullptr;  ///< backend states and their commands (POST /backend)
   PairController* control = nullptr;     ///< the same, for POST /switchover
   const FastPathAdapter* fastpath = nullptr;  ///< the kernel fast path, when daemon.fastpath = on
+  const SynAnswerAdapter* syn = nullptr;  ///< kernel SYN answers, when daemon.fastpath_syn = on
 };
 
 std::string formatMetrics(const StatusSources& s, uint64_t now_ns);

@@ -29,6 +29,7 @@
 #include "proxy/io/sysctl.h"
 #include "proxy/tandemd/config.h"
 #include "proxy/tandemd/fastpath_adapter.h"
+#include "proxy/tandemd/syn_answer_adapter.h"
 #include "proxy/tandemd/health.h"
 #include "proxy/tandemd/http_status.h"
 #include "proxy/tandemd/pair.h"
@@ -100,6 +101,7 @@ struct Loop {
   PairController* pair = nullptr;  ///< the proxy pair, when configured
   RawSender* raw = nullptr;  ///< sends what the engine originates (Engine::drainOutbox)
   FastPathAdapter* fastpath = nullptr;  ///< the kernel fast path, with daemon.fastpath = on
+  SynAnswerAdapter* syn = nullptr;  ///< kernel SYN answers, with daemon.fastpath_syn = on
   int signal = 0;
   unsigned ticks = 0;
   NfQueueKernelStats kernel_seen;
@@ -170,6 +172,7 @@ int64_t wallClockOffsetNs() {
 void onExpireTimer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->engine->setCookieClockOffset(wallClockOffsetNs());
+  if (loop->syn != nullptr) loop->syn->tick(monotonicNs());  // keys ahead of the rotation
   drainFastPath(*loop);  // a close the ring holds is not an idle flow
   const uint64_t now = monotonicNs();
   loop->engine->expire(now);
@@ -409,6 +412,21 @@ int run(const DaemonConfig& config, Engine& engine) {
     engine.setFastPath(&*fastpath, config.fastpath.close_fast);
   }
 
+  // Loaded and attached here, not yet answering: Engine::setSynAnswer (after the rules, below)
+  // lets it answer while the engine is active (the pair controller starts it as a standby).
+  std::optional<SynAnswerAdapter> syn;
+  if (fastpath && config.fastpath.syn &&
+      std::any_of(config.engine.services.begin(), config.engine.services.end(),
+                  [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
+    try {
+      syn.emplace(engine, fastpath->interfaces(), fastpath->flowsMapFd(), monotonicNs());
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "daemon.fastpath_syn = on, but: %s", e.what());
+      return kExitRuntime;
+    }
+    loop.syn = &*syn;
+  }
+
   std::optional<HealthChecker> health;
   try {
     health.emplace(loop.base, engine, config, [&loop] { sendOutbox(loop); });
@@ -423,7 +441,7 @@ int run(const DaemonConfig& config, Engine& engine) {
       status.emplace(loop.base,
                      StatusSources{&engine, &queue, &config, start_ns, pair ? &*pair : nullptr,
                                    raw ? &*raw : nullptr, &*health, pair ? &*pair : nullptr,
-                                   fastpath ? &*fastpath : nullptr});
+                                   fastpath ? &*fastpath : nullptr, syn ? &*syn : nullptr});
       status->bind(*config.metrics);
       logf(LogLevel::kInfo, "status server on http://%s (/metrics /flows /status)",
            config.metrics->toString().c_str());
@@ -453,6 +471,11 @@ int run(const DaemonConfig& config, Engine& engine) {
          config.queue.queue);
   }
 
+  // The cookie ACKs of the kernel's SYN-ACKs must find the rules in place.
+  if (syn) {
+    engine.setSynAnswer(&*syn);
+    logf(LogLevel::kInfo, "splice SYNs answered in the kernel while active (tc ingress, first)");
+  }
   if (event_add(queue_ev.get(), nullptr) != 0 || event_add(timer_ev.get(), &kExpireInterval) != 0) {
     logf(LogLevel::kError, "cannot add events to the loop");
   } else {
@@ -465,6 +488,11 @@ int run(const DaemonConfig& config, Engine& engine) {
   int rc = loop.signal != 0 ? 0 : kExitRuntime;
   // Off the fast path first: the flows' packets come to the queue again, whose last batch is
   // read below, and nothing is translated any more once the rules are gone.
+  if (syn) {  // SYNs to NFQUEUE again, while the engine still reads it
+    engine.setSynAnswer(nullptr);
+    loop.syn = nullptr;
+    syn.reset();
+  }
   if (fastpath) {
     drainFastPath(loop);
     engine.setFastPath(nullptr, config.fastpath.close_fast);

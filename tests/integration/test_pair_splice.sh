@@ -11,6 +11,8 @@
 #     B holds their flows and none of its checkpoints was refused;
 #   - A is killed (SIGKILL) and its links taken down: B becomes active, every connection
 #     verifies every byte through B; new spliced connections through B work too.
+# With TANDEM_FASTPATH=on: A's kernel answered the SYNs, B's (the standby's) none, and B's
+# answers new SYNs once it is active.
 TDM_PREFIX=${TDM_PREFIX:-tpsp}
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pair_lib.sh"
@@ -87,6 +89,21 @@ run_case() {
     fail "$name" "B reports $b_entries entries"
   fi
 
+  # With it, A answered the SYNs in its kernel (daemon.fastpath_syn, on by default); B, the
+  # standby, never answers: its program is told so (tandem_fastpath_syn_active 0).
+  local fp=${TANDEM_FASTPATH:-off} a_syn b_syn b_active
+  a_syn=$(metric_in "$NS_PA" tandem_fastpath_syn_answered_total)
+  b_syn=$(metric_in "$NS_PB" tandem_fastpath_syn_answered_total)
+  b_active=$(metric_in "$NS_PB" tandem_fastpath_syn_active)
+  name="$a: SYNs answered in A's kernel ($fp), none by B, the standby (inactive)"
+  if [ "$b_syn" -eq 0 ] && [ "$b_active" -eq 0 ] &&
+     { [ "$fp" != on ] || [ "$a_syn" -ge $((CONNS + 1)) ]; } &&
+     { [ "$fp" = on ] || [ "$a_syn" -eq 0 ]; }; then
+    pass "$name (A answered $a_syn)"
+  else
+    fail "$name" "A answered $a_syn, B answered $b_syn, B active $b_active"
+  fi
+
   crash_a_check_b "$a" "$a_pid"
 
   check_survivors "$a: after the crash" "$CONNS" "$conns_pid" "$stream_pid" \
@@ -100,6 +117,15 @@ run_case() {
     pass "$name"
   else
     fail "$name" "$out"
+  fi
+  if [ "${TANDEM_FASTPATH:-off}" = on ]; then
+    name="$a: B, now active, answers new SYNs in its kernel"
+    b_syn=$(metric_in "$NS_PB" tandem_fastpath_syn_answered_total)
+    if [ "$(metric_in "$NS_PB" tandem_fastpath_syn_active)" -eq 1 ] && [ "$b_syn" -ge 20 ]; then
+      pass "$name ($b_syn answered)"
+    else
+      fail "$name" "B answered $b_syn, active $(metric_in "$NS_PB" tandem_fastpath_syn_active)"
+    fi
   fi
   log "$a: B: $(http_in "$NS_PB" /metrics | grep -E '^tandem_(pair_(takeovers|flows_installed|install_failures)|sync_updates_delivered|splices_completed)' | tr '\n' ' ')"
   topo_down

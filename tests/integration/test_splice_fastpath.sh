@@ -22,6 +22,9 @@
 #   - no drop but splice_pending (and, with fastpath_close = off, a few rst_out_of_window: see
 #     RST_OOW_MAX below), no packet the program failed to rewrite, no full event ring;
 #     closes reported as events (close on) or passed to NFQUEUE (close off);
+#   - SYNs answered in the kernel (daemon.fastpath_syn, on by default with the fast path): over
+#     the 400 tcpcheck connections the program's answered counter rises by at least one per
+#     connection and tandemd itself sends no SYN cookie (tandem_syncookies_sent_total);
 #   - SIGKILL of tandemd (transparent) and SIGTERM (snat: exit 0, rules removed): the program is
 #     detached from every interface (tcx links die with the process), checked with
 #     BPF_PROG_QUERY (tcx_query.py) and tc.
@@ -197,6 +200,10 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   done
 
   # (b) 200 concurrent connections, 64 KiB each way, then 200 short ones.
+  local syn0 cookies0 created0
+  syn0=$(metric tandem_fastpath_syn_answered_total)
+  cookies0=$(metric tandem_syncookies_sent_total)
+  created0=$(metric tandem_flows_created_total)
   queued_per_conn --conns 200 --bytes 65536
   name="$a: 200 concurrent connections, 64 KiB each way, every byte verified both ways"
   if [ "$TC_OK" = 200 ]; then pass "$name"; else fail "$name" "$TC_OUT"; fi
@@ -240,6 +247,19 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
     fail "$name" "tandem_fastpath_entries $(metric tandem_fastpath_entries)," \
       "flows of $SHORT_CLIENT_IP still open: $(lingering "$SHORT_CLIENT_IP")" \
       "$(flows_matching "$SHORT_CLIENT_IP:" | awk '$6 != "TIME_WAIT" && $6 != "CLOSE"' | head -n 5)"
+  fi
+
+  local syn_n cookies_n conns
+  syn_n=$(( $(metric tandem_fastpath_syn_answered_total) - syn0 ))
+  cookies_n=$(( $(metric tandem_syncookies_sent_total) - cookies0 ))
+  conns=$(( $(metric tandem_flows_created_total) - created0 ))
+  name="$a: the kernel answered the SYNs of the $conns connections, tandemd sent no SYN cookie"
+  if [ "$conns" -ge 400 ] && [ "$syn_n" -ge "$conns" ] && [ "$cookies_n" -eq 0 ] &&
+     [ "$(metric tandem_fastpath_syn_active)" = 1 ]; then
+    pass "$name ($syn_n SYN-ACKs from the kernel)"
+  else
+    fail "$name" "kernel answered $syn_n, tandemd sent $cookies_n cookies, flows $conns," \
+      "passed: $(http_get /metrics | grep '^tandem_fastpath_syn_passed_total' | tr '\n' ' ')"
   fi
 
   # The backends closed every connection cleanly: no RST of theirs may count against their

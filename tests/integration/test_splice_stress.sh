@@ -94,10 +94,17 @@ check_drops() {
 # -------------------------------------------------------------------------------------------
 # a. SYN flood
 
+# SYN cookies sent: by tandemd, and with TANDEM_FASTPATH=on by the kernel (daemon.fastpath_syn),
+# which drops the SYNs of blackholed sources instead of answering into the blackhole.
+cookies_sent() {
+  echo $(( $(metric tandem_syncookies_sent_total) + $(metric tandem_fastpath_syn_answered_total) +
+           $(metric tandem_fastpath_syn_unroutable_total) ))
+}
+
 syn_flood() {
   local a=$1
   local cookies0 created0 active0 syns0 spoofed0 atk0 front0 pend0 kdrop0 held0
-  cookies0=$(metric tandem_syncookies_sent_total)
+  cookies0=$(cookies_sent)
   created0=$(metric tandem_flows_created_total)
   active0=$(metric tandem_flows_active)
   pend0=$(metric tandem_drops_total 'reason="splice_pending"')
@@ -162,7 +169,7 @@ syn_flood() {
   fi
 
   local real=$((100 + ${loop_ok:-0} + ${loop_failed:-0}))
-  local cookies=$(( $(metric tandem_syncookies_sent_total) - cookies0 ))
+  local cookies=$(( $(cookies_sent) - cookies0 ))
   local created=$(( $(metric tandem_flows_created_total) - created0 ))
   local kdrop=$(( $(metric tandem_nfq_kernel_dropped_total) - kdrop0 ))
   local pend=$(( $(metric tandem_drops_total 'reason="splice_pending"') - pend0 ))

@@ -65,5 +65,17 @@ TEST(ConfigFastPath, BadValuesNameTheKey) {
   }
 }
 
+TEST(ConfigFastPath, SynAnswersOnByDefaultOffOnRequest) {
+  EXPECT_TRUE(parse({"--daemon.fastpath=on"}).fastpath.syn);
+  EXPECT_FALSE(parse({"--daemon.fastpath=on", "--daemon.fastpath_syn=off"}).fastpath.syn);
+  EXPECT_NE(configKeysHelp().find("daemon.fastpath_syn"), std::string::npos);
+  try {
+    parse({"--daemon.fastpath_syn=sometimes"});
+    ADD_FAILURE() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("daemon.fastpath_syn:", 0), 0u) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace tandem

@@ -1,0 +1,79 @@
+// The engine's side of the kernel SYN answerer (proxy/fastpath/syncookie.bpf.c,
+// docs/fastpath.md "SYN cookies in the kernel"): what the kernel needs to answer a SYN exactly as
+// spliceOpen() would, the active flag, and the cookie ACK of a SYN the engine never saw arriving
+// on a tuple whose previous incarnation is still in the table.
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "proxy/core/engine_impl.h"
+#include "proxy/core/syn_answer_port.h"
+
+namespace tandem {
+
+void Engine::setSynAnswer(SynAnswerPort* port) noexcept {
+  impl_->syn_port = port;
+  if (port != nullptr) port->setActive(!impl_->standby);
+}
+
+bool Engine::synKernelConfig(tandem_syn_config& out) const noexcept {
+  out = tandem_syn_config{};
+  if (impl_->cookie == nullptr || !impl_->cookie->scheduled()) return false;
+  const SynCookieConfig& cc = impl_->cookie->config();
+  const SpliceConfig& sc = config_.splice;
+  out.period_ns = cc.period_ns;
+  out.clock_offset_ns = static_cast<uint64_t>(impl_->cookie_clock_offset_ns);
+  const size_t n = std::min<size_t>(cc.mss_table.size(), 4);
+  for (size_t i = 0; i < n; ++i) out.mss_table[i] = cc.mss_table[i];
+  out.mss_table_size = static_cast<uint8_t>(n);
+  // The SynAckParams spliceOpen() passes to buildSynAck().
+  out.mss = sc.mss;
+  out.window = sc.window;
+  out.wscale = sc.wscale;
+  out.ttl = 64;
+  out.enable = static_cast<uint8_t>((cc.timestamps ? TANDEM_SYN_EN_TS : 0) |
+                                    (cc.window_scaling ? TANDEM_SYN_EN_WSCALE : 0) |
+                                    (cc.sack ? TANDEM_SYN_EN_SACK : 0) |
+                                    (cc.ecn ? TANDEM_SYN_EN_ECN : 0));
+  out.active = impl_->standby ? 0 : 1;
+  return true;
+}
+
+bool Engine::synKernelKey(uint64_t count, tandem_syn_key& out) const noexcept {
+  if (impl_->cookie == nullptr) return false;
+  uint8_t key[16];
+  const bool ok = impl_->cookie->periodKeyBytes(count, key);
+  if (ok) std::memcpy(out.bytes, key, sizeof key);
+  OPENSSL_cleanse(key, sizeof key);
+  return ok;
+}
+
+uint64_t Engine::cookieCount(uint64_t now_ns) const noexcept {
+  if (impl_->cookie == nullptr) return 0;
+  const int64_t t = static_cast<int64_t>(now_ns) + impl_->cookie_clock_offset_ns;
+  return static_cast<uint64_t>(t) / impl_->cookie->config().period_ns;
+}
+
+std::vector<Endpoint> Engine::spliceVips() const {
+  std::vector<Endpoint> out;
+  for (const ServiceConfig& s : config_.services)
+    if (s.mode == Mode::kSplice) out.push_back(s.vip);
+  return out;
+}
+
+bool Engine::Impl::isCookieAck(const FlowKey& key, const TcpPacket& pkt, const TcpOptions& opts,
+                               uint64_t now_ns) noexcept {
+  if (cookie == nullptr ||
+      (pkt.flags() & (tcpflag::kSyn | tcpflag::kRst | tcpflag::kFin | tcpflag::kAck)) !=
+          tcpflag::kAck)
+    return false;
+  const int svc = findService(key.daddr, key.dport);
+  if (svc < 0 || config.services[static_cast<size_t>(svc)].mode != Mode::kSplice) return false;
+  return cookie
+      ->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr, opts.has_timestamp,
+              now_ns + cookie_clock_offset_ns)
+      .ok;
+}
+
+}  // namespace tandem
