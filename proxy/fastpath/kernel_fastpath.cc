@@ -10,6 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "proxy/fastpath/bpf_util.h"
 #include "proxy/io/log.h"
 
 namespace tandem {
@@ -19,68 +20,27 @@ extern const size_t kFastPathBpfObjectSize;
 
 namespace {
 
-// enum bpf_attach_type in the kernel's uapi since 6.6 (libbpf 1.1's headers predate tcx):
-// ..., BPF_STRUCT_OPS = 44, BPF_NETFILTER = 45, BPF_TCX_INGRESS = 46, BPF_TCX_EGRESS = 47.
-constexpr int kBpfTcxIngress = 46;
+// Handle and priority of the classic cls_bpf filter (the fallback without tcx).
+constexpr uint32_t kTcHandle = 0x7464;  // "td"
 
-// Priority and handle of the classic cls_bpf filter (the fallback without tcx).
-constexpr uint32_t kTcPriority = 0x7464;  // "td"
-constexpr uint32_t kTcHandle = 0x7464;
-
-std::string errnoText(int err) { return std::string(std::strerror(err < 0 ? -err : err)); }
-
-/// The end of a verifier log: its last lines say why.
-std::string logExcerpt(const std::string& log) {
-  constexpr size_t kMax = 3000;
-  std::string s = log.substr(0, log.find('\0'));
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  if (s.size() > kMax) s = "..." + s.substr(s.size() - kMax);
-  return s;
-}
+using bpfutil::errnoText;
 
 }  // namespace
 
 struct KernelFastPath::Impl {
-  struct Attachment {
-    std::string ifname;
-    int ifindex = 0;
-    int link_fd = -1;        // tcx link: detaches when closed
-    bool tc_filter = false;  // fallback: a cls_bpf filter we must delete
-  };
-
   bpf_object* obj = nullptr;
   int prog_fd = -1;
   int flows_fd = -1;
   int stats_fd = -1;
   ring_buffer* events = nullptr;
   const std::function<void(const tandem_fp_event&)>* sink = nullptr;
-  std::vector<Attachment> attachments;
+  std::vector<bpfutil::TcIngress> attachments;
   std::string log;
 
   ~Impl() {
-    for (auto& a : attachments) detach(a);
+    for (auto& a : attachments) bpfutil::detachTcIngress(a, "fast path");
     if (events) ring_buffer__free(events);
     if (obj) bpf_object__close(obj);
-  }
-
-  static void detach(Attachment& a) noexcept {
-    if (a.link_fd >= 0) close(a.link_fd);
-    a.link_fd = -1;
-    if (a.tc_filter) {
-      bpf_tc_hook hook{};
-      hook.sz = sizeof hook;
-      hook.ifindex = a.ifindex;
-      hook.attach_point = BPF_TC_INGRESS;
-      bpf_tc_opts opts{};
-      opts.sz = sizeof opts;
-      opts.handle = kTcHandle;
-      opts.priority = kTcPriority;
-      const int err = bpf_tc_detach(&hook, &opts);
-      if (err && err != -ENOENT)
-        logf(LogLevel::kWarn, "fast path: removing the tc filter on %s: %s", a.ifname.c_str(),
-             errnoText(err).c_str());
-      a.tc_filter = false;
-    }
   }
 
   static int onEvent(void* ctx, void* data, size_t size) {
@@ -115,13 +75,8 @@ KernelFastPath::KernelFastPath(uint32_t max_entries) : impl_(std::make_unique<Im
     throw std::runtime_error("fast path: the BPF object lacks a map or the program");
   if (int err = bpf_map__set_max_entries(flows, max_entries); err)
     throw std::runtime_error("fast path: sizing " TANDEM_FP_FLOWS_MAP ": " + errnoText(err));
-  if (int err = bpf_object__load(m.obj); err) {
-    std::string msg = "fast path: loading the BPF program: " + errnoText(err);
-    const std::string excerpt = logExcerpt(m.log);
-    if (!excerpt.empty()) msg += "\nverifier log (end):\n" + excerpt;
-    errno = err < 0 ? -err : err;  // the caller tells "no permission" from "refused"
-    throw std::runtime_error(msg);
-  }
+  if (int err = bpf_object__load(m.obj); err)
+    throw std::runtime_error(bpfutil::loadError("fast path", err, m.log));
   m.log.clear();
   m.log.shrink_to_fit();
   m.prog_fd = bpf_program__fd(prog);
@@ -141,48 +96,9 @@ void KernelFastPath::attach(const std::string& ifname) {
   for (const auto& a : m.attachments)
     if (a.ifname == ifname)
       throw std::runtime_error("fast path: already attached to " + ifname);
-  Impl::Attachment a;
-  a.ifname = ifname;
-  a.ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
-  if (a.ifindex == 0) {
-    const int err = errno;
-    throw std::runtime_error("fast path: interface " + ifname + ": " + errnoText(err));
-  }
   // tcx (Linux 6.6+): the link lives as long as its fd, so a dead tandemd stops translating.
-  a.link_fd = bpf_link_create(m.prog_fd, a.ifindex, static_cast<bpf_attach_type>(kBpfTcxIngress),
-                              nullptr);
-  if (a.link_fd < 0) {
-    const int err = -a.link_fd;
-    if (err != EINVAL && err != EOPNOTSUPP)
-      throw std::runtime_error("fast path: tcx attach to " + ifname + ": " + errnoText(err));
-    // A kernel without tcx (before 6.6): a classic clsact + cls_bpf filter, removed by the
-    // destructor. A SIGKILLed tandemd leaves it behind, translating with a frozen map, until the
-    // next attach on that interface replaces it (same handle and priority, BPF_TC_F_REPLACE).
-    a.link_fd = -1;
-    bpf_tc_hook hook{};
-    hook.sz = sizeof hook;
-    hook.ifindex = a.ifindex;
-    hook.attach_point = BPF_TC_INGRESS;
-    int rc = bpf_tc_hook_create(&hook);
-    if (rc && rc != -EEXIST)
-      throw std::runtime_error("fast path: clsact qdisc on " + ifname + ": " + errnoText(rc));
-    bpf_tc_opts opts{};
-    opts.sz = sizeof opts;
-    opts.prog_fd = m.prog_fd;
-    opts.flags = BPF_TC_F_REPLACE;
-    opts.handle = kTcHandle;
-    opts.priority = kTcPriority;
-    rc = bpf_tc_attach(&hook, &opts);
-    if (rc)
-      throw std::runtime_error("fast path: tc filter on " + ifname + ": " + errnoText(rc) +
-                               " (tcx: " + errnoText(err) + ")");
-    a.tc_filter = true;
-    logf(LogLevel::kWarn,
-         "fast path: no tcx on %s (%s): attached as a tc cls_bpf filter instead, which stays "
-         "behind if tandemd is killed",
-         ifname.c_str(), errnoText(err).c_str());
-  }
-  m.attachments.push_back(std::move(a));
+  m.attachments.push_back(
+      bpfutil::attachTcIngress(m.prog_fd, ifname, /*first=*/false, kTcHandle, "fast path"));
 }
 
 std::vector<std::string> KernelFastPath::attached() const {
@@ -226,19 +142,7 @@ size_t KernelFastPath::clear() noexcept {
 int KernelFastPath::flowsMapFd() const noexcept { return impl_->flows_fd; }
 
 std::vector<uint64_t> KernelFastPath::stats() const noexcept {
-  std::vector<uint64_t> out;
-  try {
-    out.assign(TANDEM_FP_ST_COUNT, 0);
-    const int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) return out;
-    std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
-    for (uint32_t i = 0; i < TANDEM_FP_ST_COUNT; ++i) {
-      if (bpf_map_lookup_elem(impl_->stats_fd, &i, per_cpu.data()) != 0) continue;
-      for (uint64_t v : per_cpu) out[i] += v;
-    }
-  } catch (const std::bad_alloc&) {
-  }
-  return out;
+  return bpfutil::sumPerCpu(impl_->stats_fd, TANDEM_FP_ST_COUNT);
 }
 
 int KernelFastPath::eventFd() const noexcept { return ring_buffer__epoll_fd(impl_->events); }
@@ -253,30 +157,18 @@ size_t KernelFastPath::drainEvents(
 
 int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out) noexcept {
   try {
-    std::vector<uint8_t> in(ETH_HLEN + pkt.size());
+    std::vector<uint8_t> frame(ETH_HLEN + pkt.size());
     // dst 02:00:00:00:00:02, src 02:00:00:00:00:01, IPv4.
     const uint8_t eth[ETH_HLEN] = {2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00};
-    std::memcpy(in.data(), eth, ETH_HLEN);
-    if (!pkt.empty()) std::memcpy(in.data() + ETH_HLEN, pkt.data(), pkt.size());
-    std::vector<uint8_t> out(in.size() + 256);
-    __sk_buff ctx_in{}, ctx_out{};
-    if (mark_out) ctx_in.mark = *mark_out;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = in.data();
-    opts.data_out = out.data();
-    opts.data_size_in = static_cast<uint32_t>(in.size());
-    opts.data_size_out = static_cast<uint32_t>(out.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = 1;
-    if (bpf_prog_test_run_opts(impl_->prog_fd, &opts) != 0) return -1;
-    if (opts.data_size_out < ETH_HLEN) return -1;
-    pkt.assign(out.begin() + ETH_HLEN, out.begin() + opts.data_size_out);
-    if (mark_out) *mark_out = ctx_out.mark;
-    return static_cast<int>(opts.retval);
+    std::memcpy(frame.data(), eth, ETH_HLEN);
+    if (!pkt.empty()) std::memcpy(frame.data() + ETH_HLEN, pkt.data(), pkt.size());
+    __sk_buff ctx{};
+    if (mark_out) ctx.mark = *mark_out;
+    const int rc = bpfutil::testRun(impl_->prog_fd, frame, &ctx);
+    if (rc < 0 || frame.size() < ETH_HLEN) return -1;
+    pkt.assign(frame.begin() + ETH_HLEN, frame.end());
+    if (mark_out) *mark_out = ctx.mark;
+    return rc;
   } catch (const std::bad_alloc&) {
     return -1;
   }

@@ -13,6 +13,7 @@
 #include "common/packet.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
+#include "tests/unit/engine_run.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -46,32 +47,11 @@ EngineConfig config() {
   return c;
 }
 
-struct Seen {
-  Decision d;
-  std::vector<uint8_t> bytes;
-  TcpPacket pkt;
-  TcpOptions opts;
-};
+using test::Seen;
 
-Seen run(Engine& e, std::vector<uint8_t> p) {
-  Seen s;
-  const size_t len = p.size();
-  p.resize(256);
-  s.d = e.process(p.data(), len, p.size(), {}, kNow);
-  if (s.d.verdict == Verdict::kAccept) {
-    p.resize(s.d.len);
-    s.bytes = p;
-    EXPECT_EQ(parseTcpPacket(s.bytes.data(), s.bytes.size(), s.pkt), ParseError::kNone);
-    EXPECT_EQ(parseTcpOptions(s.pkt.options(), s.pkt.optionsLen(), s.opts), OptionError::kNone);
-  }
-  return s;
-}
+Seen run(Engine& e, std::vector<uint8_t> p) { return test::runPacket(e, std::move(p), kNow); }
 
-TcpState stateOf(Engine& e) {
-  TcpState st = TcpState::kNone;
-  e.forEachFlow([&](const FlowInfo& f) { st = f.state; }, kNow);
-  return st;
-}
+TcpState stateOf(Engine& e) { return test::flowState(e, kNow); }
 
 /// The captured connection up to its response: cookie handshake, backend leg, the client's 96
 /// bytes, the backend's 64. Returns the cookie (the client leg's server ISN).

@@ -9,6 +9,7 @@
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
 #include "proxy/core/syn_answer_port.h"
+#include "tests/unit/engine_run.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -41,32 +42,13 @@ EngineConfig spliceConfig() {
   return c;
 }
 
-struct Seen {
-  Decision d;
-  TcpPacket pkt;
-  TcpOptions opts;
-  std::vector<uint8_t> bytes;
-};
+using test::Seen;
 
 Seen run(Engine& e, std::vector<uint8_t> p, uint64_t now = kNow) {
-  Seen s;
-  const size_t len = p.size();
-  p.resize(256);
-  s.d = e.process(p.data(), len, p.size(), {}, now);
-  if (s.d.verdict == Verdict::kAccept) {
-    p.resize(s.d.len);
-    s.bytes = p;
-    EXPECT_EQ(parseTcpPacket(s.bytes.data(), s.bytes.size(), s.pkt), ParseError::kNone);
-    EXPECT_EQ(parseTcpOptions(s.pkt.options(), s.pkt.optionsLen(), s.opts), OptionError::kNone);
-  }
-  return s;
+  return test::runPacket(e, std::move(p), now);
 }
 
-TcpState stateOf(Engine& e) {
-  TcpState st = TcpState::kNone;
-  e.forEachFlow([&](const FlowInfo& f) { st = f.state; }, kNow);
-  return st;
-}
+TcpState stateOf(Engine& e) { return test::flowState(e, kNow); }
 
 /// A splice connection from kClient with client ISN `isn`, established on both legs, then reset
 /// by the client: its flow stays in CLOSE.
