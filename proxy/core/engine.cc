@@ -152,6 +152,13 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
       impl_->retire(hit.index);
       ++counters_.flows_reopened;
       hit = {};
+    } else if (hit.dir == Direction::kFromClient && impl_->syn_port != nullptr &&
+               impl_->ackForeignTo(f, pkt) && impl_->isCookieAck(key, pkt, opts, now_ns)) {
+      // The kernel answered a SYN on this live flow's tuple (it cannot tell a flow off its fast
+      // path from none): the client started over, its old connection is gone.
+      impl_->retireForNewIncarnation(hit.index);
+      ++counters_.flows_reopened;
+      hit = {};
     }
   }
 

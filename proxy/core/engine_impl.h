@@ -135,6 +135,14 @@ struct Engine::Impl {
   /// A valid cookie ACK from the client of a splice service (syn_answer.cc).
   bool isCookieAck(const FlowKey& key, const TcpPacket& pkt, const TcpOptions& opts,
                    uint64_t now_ns) noexcept;
+  /// Whether a client segment's ack names nothing the live flow's server side sent lately
+  /// (outside [SND.NXT - the client's largest window, SND.NXT] in the client's view; while the
+  /// splice opens, anything but the cookie ISN + 1): a new incarnation's cookie ACK, maybe.
+  bool ackForeignTo(const Flow& f, const TcpPacket& pkt) const noexcept;
+  /// The kernel answered a SYN on a live flow's tuple and the client's cookie ACK came: the
+  /// client started over. Resets the old backend connection (as the client's RST would have,
+  /// after the challenge ACK the engine answers a SYN with) and retires the flow.
+  void retireForNewIncarnation(uint32_t index) noexcept;
   FastPathPort* fp = nullptr;          // Engine::setFastPath; nullptr: off
   bool fp_close_fast = false;          // entries carry TANDEM_FP_CLOSE_FAST
   uint32_t fp_retry_wait = 0;          // qualifying segments to let by after a refused install

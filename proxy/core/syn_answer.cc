@@ -7,8 +7,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/segment_writer.h"
+#include "common/seq.h"
 #include "proxy/core/engine_impl.h"
+#include "proxy/core/resplice.h"
 #include "proxy/core/syn_answer_port.h"
+#include "proxy/core/translator.h"
 
 namespace tandem {
 
@@ -74,6 +78,27 @@ bool Engine::Impl::isCookieAck(const FlowKey& key, const TcpPacket& pkt, const T
       ->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr, opts.has_timestamp,
               now_ns + cookie_clock_offset_ns)
       .ok;
+}
+
+bool Engine::Impl::ackForeignTo(const Flow& f, const TcpPacket& pkt) const noexcept {
+  if ((pkt.flags() & tcpflag::kAck) == 0) return false;
+  const TcpWindow& b = f.win[dirIndex(Direction::kFromBackend)];
+  const TcpWindow& c = f.win[dirIndex(Direction::kFromClient)];
+  if (!b.seen) return pkt.ack() != f.proxy_isn + 1;
+  const uint32_t nxt = seqForward(f.adj[dirIndex(Direction::kFromBackend)], b.td_end);
+  const uint32_t span = std::max<uint32_t>(c.td_maxwin, 1u << 16);
+  return seqAfter(pkt.ack(), nxt) || seqBefore(pkt.ack(), nxt - span);
+}
+
+void Engine::Impl::retireForNewIncarnation(uint32_t index) noexcept {
+  const Flow& f = table.at(index);
+  if (f.win[dirIndex(Direction::kFromBackend)].seen) {
+    SegmentSpec rst[4];
+    const size_t n = buildFlowResets(f, rst);
+    for (size_t i = 0; i < n; ++i)
+      if (rst[i].daddr == f.backend_addr.v4() && rst[i].dport == f.backend_port) emitOut(rst[i]);
+  }
+  retire(index);
 }
 
 }  // namespace tandem

@@ -101,30 +101,102 @@ TEST(SynAnswer, CookieAckOfAKernelAnsweredSynRetiresTheClosedFlowAndOpensTheNewO
   EXPECT_EQ(e.counters().syncookies_sent, 1u);  // only the first connection's SYN
 }
 
-// docs/fastpath.md: a SYN on an established flow that is not on the fast path is answered by
-// the kernel; the client's cookie ACK then meets the established flow and does not replace it
-// (only TIME_WAIT and CLOSE flows are retired for a cookie ACK).
-TEST(SynAnswer, CookieAckOnAnEstablishedFlowDoesNotReplaceIt) {
-  Engine e(spliceConfig());
+struct RecordingPort : SynAnswerPort {
+  std::vector<bool> calls;
+  void setActive(bool active) noexcept override { calls.push_back(active); }
+};
+
+struct Opened {
+  std::string source;   ///< the backend leg's source (the SNAT address and port)
+  uint32_t cookie = 0;  ///< the client leg's server ISN
+};
+
+/// A splice connection from kClient (ISN 1000) established on both legs (backend ISN 777).
+Opened openEstablished(Engine& e) {
   auto sa0 = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kSyn).seq(1000).mss(1460)
                         .timestamp(100, 0).build());
   auto syn0 = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(1001)
                          .ack(sa0.pkt.seq() + 1).timestamp(101, sa0.opts.ts_val).build());
-  ASSERT_EQ(syn0.pkt.flags(), kSyn);
-  ASSERT_EQ(run(e, PacketBuilder().src("10.1.0.2:8080").dst(syn0.pkt.src().toString())
-                       .flags(kSyn | kAck).seq(777).ack(1001).mss(1460).timestamp(5000, 101)
-                       .build()).d.verdict, Verdict::kAccept);
-  ASSERT_EQ(stateOf(e), TcpState::kEstablished);
-  Engine kernel_like(spliceConfig());
-  auto sa = run(kernel_like, PacketBuilder().src(kClient).dst(kVip).flags(kSyn).seq(90000)
-                                 .mss(1460).timestamp(200, 0).build());
-  auto ack = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(90001)
-                        .ack(sa.pkt.seq() + 1).timestamp(201, sa.opts.ts_val).build());
-  // Forwarded to the backend as a segment of the old connection (which answers it with an ACK
-  // of its own sequence space, not a new connection's).
-  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
-  EXPECT_EQ(ack.pkt.flags(), kAck);
-  EXPECT_EQ(ack.pkt.dst().toString(), "10.1.0.2:8080");
+  EXPECT_EQ(syn0.pkt.flags(), kSyn);
+  const std::string source = syn0.pkt.src().toString();
+  EXPECT_EQ(run(e, PacketBuilder().src("10.1.0.2:8080").dst(source).flags(kSyn | kAck).seq(777)
+                       .ack(1001).mss(1460).timestamp(5000, 101).build()).d.verdict,
+            Verdict::kAccept);
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+  return {source, sa0.pkt.seq()};
+}
+
+// docs/fastpath.md: a SYN on an established flow that is not on the fast path is answered by
+// the kernel (it cannot tell such a flow from none), and the engine first sees the client's
+// cookie ACK. With the kernel answering (a SynAnswerPort set), a cookie ACK whose ack names
+// nothing the old connection's server side sent replaces the flow: the old backend connection
+// is reset (as the client's RST after a challenge ACK would have reset it) and the new one
+// opens. Without it the engine saw the SYN first (challenge ACK): a cookie ACK alone is a
+// segment of the old connection.
+TEST(SynAnswer, CookieAckOnAnEstablishedFlowReplacesItWhenTheKernelAnswersSyns) {
+  for (bool kernel_answers : {false, true}) {
+    SCOPED_TRACE(kernel_answers ? "kernel answers SYNs" : "engine answers SYNs");
+    Engine e(spliceConfig());
+    RecordingPort port;
+    if (kernel_answers) e.setSynAnswer(&port);
+    const std::string source = openEstablished(e).source;
+    Engine kernel_like(spliceConfig());
+    auto sa = run(kernel_like, PacketBuilder().src(kClient).dst(kVip).flags(kSyn).seq(90000)
+                                   .mss(1460).timestamp(200, 0).build());
+    // A forged cookie ACK never replaces the flow.
+    auto forged = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(90001)
+                             .ack(sa.pkt.seq() + 2).timestamp(201, sa.opts.ts_val).build());
+    EXPECT_NE(forged.pkt.flags(), kSyn);
+    EXPECT_EQ(e.counters().flows_reopened, 0u);
+    e.drainOutbox([](const uint8_t*, size_t) {});
+
+    auto ack = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(90001)
+                          .ack(sa.pkt.seq() + 1).timestamp(201, sa.opts.ts_val).build());
+    ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+    EXPECT_EQ(ack.pkt.dst().toString(), "10.1.0.2:8080");
+    std::vector<std::vector<uint8_t>> out;
+    e.drainOutbox([&](const uint8_t* p, size_t n) { out.emplace_back(p, p + n); });
+    if (!kernel_answers) {
+      // Forwarded to the backend as a segment of the old connection.
+      EXPECT_EQ(ack.pkt.flags(), kAck);
+      EXPECT_EQ(e.counters().flows_reopened, 0u);
+      EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+      EXPECT_TRUE(out.empty());
+      continue;
+    }
+    EXPECT_EQ(ack.pkt.flags(), kSyn);  // the new connection's backend leg
+    EXPECT_EQ(ack.pkt.seq(), 90000u);
+    EXPECT_EQ(e.counters().flows_reopened, 1u);
+    EXPECT_EQ(e.activeFlows(), 1u);
+    EXPECT_EQ(stateOf(e), TcpState::kSynSent);
+    // The old backend connection is reset, and nothing goes to the client.
+    ASSERT_FALSE(out.empty());
+    for (auto& bytes : out) {
+      TcpPacket rst;
+      ASSERT_EQ(parseTcpPacket(bytes.data(), bytes.size(), rst), ParseError::kNone);
+      EXPECT_EQ(rst.dst().toString(), "10.1.0.2:8080");
+      EXPECT_EQ(rst.src().toString(), source);
+      EXPECT_NE(rst.flags() & kRst, 0);
+      EXPECT_EQ(rst.seq(), 1001u);  // the old client stream's end, in the backend leg's space
+    }
+  }
+}
+
+// Segments of the live flow are never taken for a new incarnation's cookie ACK, whatever they
+// acknowledge within the window: they are forwarded to the backend as they are.
+TEST(SynAnswer, SegmentsOfTheLiveFlowAreNotNewIncarnations) {
+  Engine e(spliceConfig());
+  RecordingPort port;
+  e.setSynAnswer(&port);
+  const Opened o = openEstablished(e);
+  // Request data acknowledging the SYN-ACK, then a pure ACK, then an old duplicate ACK.
+  for (uint32_t ack : {o.cookie + 1, o.cookie + 1, o.cookie - 1000}) {
+    auto s = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck).seq(1001).ack(ack)
+                        .timestamp(300, 5000).build());
+    EXPECT_EQ(s.d.verdict, Verdict::kAccept);
+    EXPECT_EQ(s.pkt.flags(), kAck);
+    EXPECT_EQ(s.pkt.dst().toString(), "10.1.0.2:8080");
+  }
   EXPECT_EQ(e.counters().flows_reopened, 0u);
   EXPECT_EQ(e.activeFlows(), 1u);
   EXPECT_EQ(stateOf(e), TcpState::kEstablished);
@@ -153,11 +225,6 @@ TEST(SynAnswer, KeysAreTheOnesTheEngineMakesCookiesWith) {
   ASSERT_EQ(vips.size(), 1u);  // the passthrough service is not answered in the kernel
   EXPECT_EQ(vips[0].toString(), kVip);
 }
-
-struct RecordingPort : SynAnswerPort {
-  std::vector<bool> calls;
-  void setActive(bool active) noexcept override { calls.push_back(active); }
-};
 
 TEST(SynAnswer, PortFollowsStandby) {
   Engine e(spliceConfig());
