@@ -42,8 +42,9 @@ constexpr KeyHelp kGlobalKeys[] = {
                              "lives 1-2 periods; same on both nodes of a pair"},
     {"daemon.realtime_priority", "SCHED_FIFO priority 1-99 for tandemd (fast heartbeats on a "
                                  "loaded host); 0: normal scheduling"},
-    {"daemon.fastpath", "on: established splice flows are translated in the kernel (tc "
-                        "ingress eBPF), off NFQUEUE; start-up fails if the kernel refuses it"},
+    {"daemon.fastpath", "on: established flows (splice and passthrough) are translated in the "
+                        "kernel (tc ingress eBPF), off NFQUEUE; start-up fails if the kernel "
+                        "refuses it"},
     {"daemon.fastpath_interfaces", "interfaces the fast path attaches to, comma list; default: "
                                    "every interface up and not loopback at start-up"},
     {"daemon.fastpath_close", "on: FINs of fast flows (and the ack of each FIN) translated in the "
