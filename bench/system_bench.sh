@@ -713,7 +713,9 @@ def collect(run):
             for k, v in d.items():
                 c[k] = c.get(k, 0) + v
             if p in TANDEM and ph == "bulk":
-                gb = sum(v for k, v in d.items() if k.startswith("tandem_bytes_total")) / 1e9
+                # Bytes tandemd forwarded plus those its fast path translated in the kernel.
+                gb = sum(v for k, v in d.items()
+                         if k.startswith(("tandem_bytes_total", "tandem_fastpath_bytes_total"))) / 1e9
                 if gb > 0:
                     add(p, "cpu_per_gb", (d["cpu_user_s"] + d["cpu_sys_s"]) / gb)
             if p in TANDEM and ph == "cr":
