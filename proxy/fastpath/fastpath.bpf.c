@@ -23,6 +23,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "proxy/fastpath/fastpath_abi.h"
+#include "proxy/fastpath/tcp_hdr.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -50,36 +51,9 @@ struct {
   __uint(max_entries, 256 * 1024);
 } tandem_fp_events SEC(".maps");
 
-#define TCPF_FIN 0x01
-#define TCPF_SYN 0x02
-#define TCPF_RST 0x04
-#define TCPF_ACK 0x10
-
-#define OPT_EOL 0
-#define OPT_NOP 1
-#define OPT_SACK 5
-#define OPT_TS 8
-
-/* The TCP header copy: 20 fixed bytes and up to 40 of options; 64 so that an index masked with
- * 63 always stays inside (the verifier's view of every variable access). */
-#define HDR_BUF 64
-#define HDR_MASK 63
-
 static __always_inline void count(__u32 idx, __u64 n) {
   __u64* v = bpf_map_lookup_elem(&tandem_fp_stats, &idx);
   if (v) *v += n;
-}
-
-static __always_inline __u32 get32(const __u8* b, __u32 off) {
-  return ((__u32)b[off & HDR_MASK] << 24) | ((__u32)b[(off + 1) & HDR_MASK] << 16) |
-         ((__u32)b[(off + 2) & HDR_MASK] << 8) | (__u32)b[(off + 3) & HDR_MASK];
-}
-
-static __always_inline void put32(__u8* b, __u32 off, __u32 v) {
-  b[off & HDR_MASK] = (__u8)(v >> 24);
-  b[(off + 1) & HDR_MASK] = (__u8)(v >> 16);
-  b[(off + 2) & HDR_MASK] = (__u8)(v >> 8);
-  b[(off + 3) & HDR_MASK] = (__u8)v;
 }
 
 /* The TCP header copy being parsed, and where the options the translation touches sit (offsets

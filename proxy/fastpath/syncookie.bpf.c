@@ -27,6 +27,7 @@
 
 #include "proxy/fastpath/fastpath_abi.h"
 #include "proxy/fastpath/siphash.bpf.h"
+#include "proxy/fastpath/tcp_hdr.bpf.h"
 #include "proxy/fastpath/syncookie_abi.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -84,19 +85,6 @@ struct {
   __type(value, struct syn_scratch);
 } tandem_syn_scratch SEC(".maps");
 
-#define TCPF_FIN 0x01
-#define TCPF_SYN 0x02
-#define TCPF_RST 0x04
-#define TCPF_ACK 0x10
-#define TCPF_ECE 0x40
-#define TCPF_CWR 0x80
-
-#define OPT_EOL 0
-#define OPT_NOP 1
-#define OPT_MSS 2
-#define OPT_WSCALE 3
-#define OPT_SACK_PERM 4
-#define OPT_TS 8
 #define MAX_WSCALE 14 /* RFC 7323 2.3 */
 
 /* Linux's cookie_init_timestamp bits (SynCookie::kTs*). */
@@ -106,8 +94,6 @@ struct {
 #define TS_ECN (1u << 5)
 #define OPT_BYTE_TS 0x80
 
-#define HDR_BUF 64
-#define HDR_MASK 63
 #define MSG_LEN 50 /* syn_cookie.cc kMsgLen */
 
 /* Continue: the next tcx program (the fast path), then the stack. */
@@ -116,23 +102,6 @@ struct {
 static __always_inline void count(__u32 idx) {
   __u64* v = bpf_map_lookup_elem(&tandem_syn_stats, &idx);
   if (v) *v += 1;
-}
-
-static __always_inline void put16(__u8* b, __u32 off, __u16 v) {
-  b[off & HDR_MASK] = (__u8)(v >> 8);
-  b[(off + 1) & HDR_MASK] = (__u8)v;
-}
-
-static __always_inline void put32(__u8* b, __u32 off, __u32 v) {
-  b[off & HDR_MASK] = (__u8)(v >> 24);
-  b[(off + 1) & HDR_MASK] = (__u8)(v >> 16);
-  b[(off + 2) & HDR_MASK] = (__u8)(v >> 8);
-  b[(off + 3) & HDR_MASK] = (__u8)v;
-}
-
-static __always_inline __u32 get32(const __u8* b, __u32 off) {
-  return ((__u32)b[off & HDR_MASK] << 24) | ((__u32)b[(off + 1) & HDR_MASK] << 16) |
-         ((__u32)b[(off + 2) & HDR_MASK] << 8) | (__u32)b[(off + 3) & HDR_MASK];
 }
 
 static __always_inline __u16 fold(__u64 sum) {

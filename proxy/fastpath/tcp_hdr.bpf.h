@@ -1,0 +1,46 @@
+/* What tandem's BPF programs (fastpath.bpf.c, syncookie.bpf.c) share to read and write a TCP
+ * header they copied into a buffer: flag and option numbers, the buffer's size, and big-endian
+ * access at offsets the verifier can bound. */
+#ifndef TANDEM_TCP_HDR_BPF_H
+#define TANDEM_TCP_HDR_BPF_H
+
+#include <linux/types.h>
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+#define TCPF_ECE 0x40
+#define TCPF_CWR 0x80
+
+#define OPT_EOL 0
+#define OPT_NOP 1
+#define OPT_MSS 2
+#define OPT_WSCALE 3
+#define OPT_SACK_PERM 4
+#define OPT_SACK 5
+#define OPT_TS 8
+
+/* The TCP header copy: 20 fixed bytes and up to 40 of options; 64 so that an index masked with
+ * 63 always stays inside (the verifier's view of every variable access). */
+#define HDR_BUF 64
+#define HDR_MASK 63
+
+static __always_inline __u32 get32(const __u8* b, __u32 off) {
+  return ((__u32)b[off & HDR_MASK] << 24) | ((__u32)b[(off + 1) & HDR_MASK] << 16) |
+         ((__u32)b[(off + 2) & HDR_MASK] << 8) | (__u32)b[(off + 3) & HDR_MASK];
+}
+
+static __always_inline void put16(__u8* b, __u32 off, __u16 v) {
+  b[off & HDR_MASK] = (__u8)(v >> 8);
+  b[(off + 1) & HDR_MASK] = (__u8)v;
+}
+
+static __always_inline void put32(__u8* b, __u32 off, __u32 v) {
+  b[off & HDR_MASK] = (__u8)(v >> 24);
+  b[(off + 1) & HDR_MASK] = (__u8)(v >> 16);
+  b[(off + 2) & HDR_MASK] = (__u8)(v >> 8);
+  b[(off + 3) & HDR_MASK] = (__u8)v;
+}
+
+#endif /* TANDEM_TCP_HDR_BPF_H */
