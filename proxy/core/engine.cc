@@ -144,21 +144,25 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
     if (!impl_->standby && flowExpired(f, config_.timeouts, now_ns)) {
       impl_->retire(hit.index);
       hit = {};
-    } else if (hit.dir == Direction::kFromClient &&
-               (f.state == TcpState::kTimeWait || f.state == TcpState::kClose) &&
-               (isOpeningSyn(pkt.flags()) || impl_->isCookieAck(key, pkt, opts, now_ns))) {
-      // A new incarnation of the tuple: forget the old flow, choose a backend afresh. (With
-      // the kernel answering SYNs, the engine first sees the new incarnation's cookie ACK.)
-      impl_->retire(hit.index);
-      ++counters_.flows_reopened;
-      hit = {};
-    } else if (hit.dir == Direction::kFromClient && impl_->syn_port != nullptr &&
-               impl_->ackForeignTo(f, pkt) && impl_->isCookieAck(key, pkt, opts, now_ns)) {
-      // The kernel answered a SYN on this live flow's tuple (it cannot tell a flow off its fast
-      // path from none): the client started over, its old connection is gone.
-      impl_->retireForNewIncarnation(hit.index);
-      ++counters_.flows_reopened;
-      hit = {};
+    } else if (hit.dir == Direction::kFromClient) {
+      // A new incarnation of the tuple: forget the old flow, choose a backend afresh. With the
+      // kernel answering SYNs the engine first sees the new incarnation's cookie ACK, on a live
+      // flow's tuple too (the kernel cannot tell a flow off its fast path from none): the
+      // client started over, its old connection is gone, and the backend's is reset.
+      const bool closed = f.state == TcpState::kTimeWait || f.state == TcpState::kClose;
+      const bool reopen =
+          closed ? isOpeningSyn(pkt.flags()) || impl_->isCookieAck(key, pkt, opts, now_ns)
+                 : impl_->syn_port != nullptr && impl_->ackForeignTo(f, pkt) &&
+                       impl_->isCookieAck(key, pkt, opts, now_ns);
+      if (reopen) {
+        if (closed) {
+          impl_->retire(hit.index);
+        } else {
+          impl_->retireForNewIncarnation(hit.index);
+        }
+        ++counters_.flows_reopened;
+        hit = {};
+      }
     }
   }
 

@@ -16,6 +16,9 @@
 namespace tandem {
 namespace {
 
+constexpr const char* kEnabledHelp =
+    "1: the kernel fast path is loaded and attached (daemon.fastpath = on).";
+
 /// The program's statistics as they appear in /metrics: passed{reason=...} and the rest.
 struct PassReason {
   tandem_fp_stat stat;
@@ -114,8 +117,7 @@ std::string FastPathAdapter::metricsText(const Counters& c) const {
   const std::vector<uint64_t> st = kernel_.stats();
   auto stat = [&](tandem_fp_stat i) -> uint64_t { return i < st.size() ? st[i] : 0; };
   PromText m;
-  m.single("tandem_fastpath_enabled", "gauge",
-           "1: the kernel fast path is loaded and attached (daemon.fastpath = on).", 1);
+  m.single("tandem_fastpath_enabled", "gauge", kEnabledHelp, 1);
   m.single("tandem_fastpath_packets_total", "counter",
            "Packets translated and forwarded by the kernel fast path, off NFQUEUE.",
            stat(TANDEM_FP_ST_TRANSLATED));
@@ -145,8 +147,7 @@ std::string FastPathAdapter::metricsText(const Counters& c) const {
 
 std::string fastPathDisabledMetricsText() {
   PromText m;
-  m.single("tandem_fastpath_enabled", "gauge",
-           "1: the kernel fast path is loaded and attached (daemon.fastpath = on).", 0);
+  m.single("tandem_fastpath_enabled", "gauge", kEnabledHelp, 0);
   return m.take();
 }
 

@@ -142,8 +142,9 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "vmac takeover: shadowed frames left out of the replay, by reason and leg.");
   for (size_t r = 0; r < kReplayPruneCount; ++r) {
     for (size_t leg = 0; leg < 2; ++leg) {
-      m.sample2("tandem_shadow_replay_pruned_total", c.replay_pruned[r][leg], "reason",
-                replayPruneName(static_cast<ReplayPrune>(r)), "leg", kLegNames[leg]);
+      m.sample("tandem_shadow_replay_pruned_total",
+               {{"reason", replayPruneName(static_cast<ReplayPrune>(r))}, {"leg", kLegNames[leg]}},
+               c.replay_pruned[r][leg]);
     }
   }
   m.family("tandem_shadow_replay_offset_unknown_total", "counter",

@@ -56,11 +56,6 @@ class PromText {
     out_ += std::to_string(value);
     out_ += '\n';
   }
-  /// A sample with two labels.
-  void sample2(const char* name, uint64_t value, const char* label1, const char* value1,
-               const char* label2, const char* value2) {
-    sample(name, {{label1, value1}, {label2, value2}}, value);
-  }
   void single(const char* name, const char* type, const char* help, uint64_t value) {
     family(name, type, help);
     sample(name, value);

@@ -13,6 +13,9 @@
 namespace tandem {
 namespace {
 
+constexpr const char* kEnabledHelp =
+    "1: splice SYNs can be answered in the kernel (daemon.fastpath_syn = on).";
+
 struct PassReason {
   tandem_syn_stat stat;
   const char* reason;
@@ -90,8 +93,7 @@ std::string SynAnswerAdapter::metricsText() const {
   const std::vector<uint64_t> st = kernel_.stats();
   auto stat = [&](tandem_syn_stat i) -> uint64_t { return i < st.size() ? st[i] : 0; };
   PromText m;
-  m.single("tandem_fastpath_syn_enabled", "gauge",
-           "1: splice SYNs can be answered in the kernel (daemon.fastpath_syn = on).", 1);
+  m.single("tandem_fastpath_syn_enabled", "gauge", kEnabledHelp, 1);
   m.single("tandem_fastpath_syn_active", "gauge",
            "1: this node is active and the kernel answers; 0: a standby (it never answers).",
            active_ ? 1 : 0);
@@ -119,8 +121,7 @@ std::string SynAnswerAdapter::metricsText() const {
 
 std::string synAnswerDisabledMetricsText() {
   PromText m;
-  m.single("tandem_fastpath_syn_enabled", "gauge",
-           "1: splice SYNs can be answered in the kernel (daemon.fastpath_syn = on).", 0);
+  m.single("tandem_fastpath_syn_enabled", "gauge", kEnabledHelp, 0);
   return m.take();
 }
 

@@ -393,36 +393,33 @@ std::string VmacTakeover::metricsText() const {
   const ShadowRingCounters& r = p.ring.counters();
   const VmacTakeoverCounters& c = p.counters;
   PromText m;
-  auto one = [&](const char* name, const char* type, const char* help, uint64_t v) {
-    m.single(name, type, help, v);
-  };
-  one("tandem_vmac_links_up", "gauge", "1 while this node's macvlans (vMAC) are up.",
-      p.links.up() ? 1 : 0);
-  one("tandem_vmac_arp_replies_total", "counter", "ARP requests answered with the vMAC.",
-      arp_replies);
-  one("tandem_vmac_announcements_total", "counter", "Gratuitous ARPs announcing the vMAC.",
-      announcements);
-  one("tandem_vmac_arp_send_errors_total", "counter", "ARP frames the kernel refused.",
-      arp_errors);
-  one("tandem_shadow_frames_total", "counter", "Frames to the vMAC shadowed into the ring.",
-      r.stored);
-  one("tandem_shadow_ring_dropped_total", "counter",
-      "Frames dropped from a full shadow ring inside its window.", r.dropped_full + r.too_big);
-  one("tandem_shadow_ring_expired_total", "counter", "Frames that aged out of the window.",
-      r.expired);
-  one("tandem_shadow_ring_frames", "gauge", "Frames in the shadow ring.", p.ring.size());
-  one("tandem_shadow_ring_bytes", "gauge", "Bytes in the shadow ring.", p.ring.bytesUsed());
-  one("tandem_shadow_capture_kernel_drops_total", "counter",
-      "Frames the kernel dropped from a full capture ring.", cap.kernel_drops);
-  one("tandem_shadow_capture_truncated_total", "counter",
-      "Captured frames longer than the snapshot length or malformed.",
-      cap.truncated + cap.malformed);
-  one("tandem_shadow_windows_learnt_total", "counter",
-      "Shadowed frames whose flow's window edges the standby learnt from.", c.windows_learnt);
-  one("tandem_shadow_replays_total", "counter", "Takeovers that replayed the outage window.",
-      c.replays);
-  one("tandem_shadow_replayed_total", "counter", "Frames replayed (translated and sent).",
-      c.replayed);
+  m.single("tandem_vmac_links_up", "gauge", "1 while this node's macvlans (vMAC) are up.",
+           p.links.up() ? 1 : 0);
+  m.single("tandem_vmac_arp_replies_total", "counter", "ARP requests answered with the vMAC.",
+           arp_replies);
+  m.single("tandem_vmac_announcements_total", "counter", "Gratuitous ARPs announcing the vMAC.",
+           announcements);
+  m.single("tandem_vmac_arp_send_errors_total", "counter", "ARP frames the kernel refused.",
+           arp_errors);
+  m.single("tandem_shadow_frames_total", "counter", "Frames to the vMAC shadowed into the ring.",
+           r.stored);
+  m.single("tandem_shadow_ring_dropped_total", "counter",
+           "Frames dropped from a full shadow ring inside its window.", r.dropped_full + r.too_big);
+  m.single("tandem_shadow_ring_expired_total", "counter", "Frames that aged out of the window.",
+           r.expired);
+  m.single("tandem_shadow_ring_frames", "gauge", "Frames in the shadow ring.", p.ring.size());
+  m.single("tandem_shadow_ring_bytes", "gauge", "Bytes in the shadow ring.", p.ring.bytesUsed());
+  m.single("tandem_shadow_capture_kernel_drops_total", "counter",
+           "Frames the kernel dropped from a full capture ring.", cap.kernel_drops);
+  m.single("tandem_shadow_capture_truncated_total", "counter",
+           "Captured frames longer than the snapshot length or malformed.",
+           cap.truncated + cap.malformed);
+  m.single("tandem_shadow_windows_learnt_total", "counter",
+           "Shadowed frames whose flow's window edges the standby learnt from.", c.windows_learnt);
+  m.single("tandem_shadow_replays_total", "counter", "Takeovers that replayed the outage window.",
+           c.replays);
+  m.single("tandem_shadow_replayed_total", "counter", "Frames replayed (translated and sent).",
+           c.replayed);
   m.family("tandem_shadow_replay_skipped_total", "counter",
            "Ring frames of the window not replayed.");
   const std::pair<const char*, uint64_t> skipped[] = {{"closed_syn", c.skipped_closed},
@@ -433,10 +430,10 @@ std::string VmacTakeover::metricsText() const {
   for (const auto& [reason, value] : skipped) {
     m.sample("tandem_shadow_replay_skipped_total", value, "reason", reason);
   }
-  one("tandem_shadow_replay_segmented_total", "counter",
-      "Replayed super-packets (GRO/GSO) split into MTU-sized segments.", c.segmented);
-  one("tandem_vmac_link_failures_total", "counter", "macvlan up/down requests that failed.",
-      c.link_failures);
+  m.single("tandem_shadow_replay_segmented_total", "counter",
+           "Replayed super-packets (GRO/GSO) split into MTU-sized segments.", c.segmented);
+  m.single("tandem_vmac_link_failures_total", "counter", "macvlan up/down requests that failed.",
+           c.link_failures);
   const TakeoverTiming& t = p.timing;
   m.family("tandem_vmac_takeover_step_us", "gauge",
            "The last takeover's steps, microseconds.");

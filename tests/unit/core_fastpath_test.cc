@@ -212,6 +212,18 @@ void expectEntries(const Engine& e, const FakeFastPathPort& port, uint32_t gener
   EXPECT_EQ(port.map.count(kClientKey), 1u);
 }
 
+/// An engine on the fake port with one passthrough connection open (on the fast path).
+class OpenPassthrough : public ::testing::Test {
+ protected:
+  void open(bool close_fast) {
+    e.setFastPath(&port, close_fast);
+    c.open();
+  }
+  Engine e{config(Mode::kPassthrough)};
+  FakeFastPathPort port;
+  Passthrough c{e};
+};
+
 TEST(FastPath, PassthroughInstallsAtTheFirstOrdinarySegmentOnceEstablished) {
   for (bool close_fast : {false, true}) {
     Engine e(config(Mode::kPassthrough));
@@ -238,12 +250,8 @@ TEST(FastPath, PassthroughInstallsAtTheFirstOrdinarySegmentOnceEstablished) {
   }
 }
 
-TEST(FastPath, NotWithoutAPortAndNotAfterItIsTurnedOff) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, false);
-  Passthrough c{e};
-  c.open();
+TEST_F(OpenPassthrough, NotWithoutAPortAndNotAfterItIsTurnedOff) {
+  open(/*close_fast=*/false);
   ASSERT_EQ(port.map.size(), 2u);
   e.setFastPath(nullptr, false);  // flows forget the port, which is not touched
   EXPECT_EQ(e.counters().fastpath_removals, 1u);
@@ -279,6 +287,17 @@ struct Splice {
   Out data(uint32_t seq = 1001, size_t len = 18) {
     return run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(seq)
                       .ack(cookie + 1).timestamp(114, proxy_ts).payloadSize(len).build());
+  }
+  /// open(), the backend's SYN-ACK and an 18-byte request, which puts the flow on.
+  void openFast() {
+    open();
+    ASSERT_EQ(synack().d.verdict, Verdict::kAccept);
+    ASSERT_EQ(data(1001, 18).d.verdict, Verdict::kAccept);
+  }
+  /// A RST of the backend at `seq` (acknowledging the request).
+  Out backendRst(uint32_t seq, uint64_t now) {
+    return run(e, PacketBuilder().src(kBackend).dst(source.toString()).flags(kRst | kAck)
+                      .seq(seq).ack(1019).build(), now);
   }
 };
 
@@ -327,12 +346,8 @@ TEST(FastPath, NotWhileDeferredUntilTheStandbyKnowsTheFlow) {
   EXPECT_EQ(port.map.size(), 2u);
 }
 
-TEST(FastPath, StandbyClearsThePortInstallsNothingAndResumesLazily) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, true);
-  Passthrough c{e};
-  c.open();
+TEST_F(OpenPassthrough, StandbyClearsThePortInstallsNothingAndResumesLazily) {
+  open(/*close_fast=*/true);
   ASSERT_EQ(port.map.size(), 2u);
   e.setStandby(true, 2 * kSec);
   EXPECT_EQ(port.clears, 1);
@@ -381,12 +396,8 @@ TEST(FastPath, ARefusedPutCountsLeavesNoHalfEntryAndIsNotRetriedAtOnce) {
   }
 }
 
-TEST(FastPath, AFinThroughTheEngineErasesTheEntriesAfterTheKernelMovedTheEdges) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, false);
-  Passthrough c{e};
-  c.open();
+TEST_F(OpenPassthrough, AFinThroughTheEngineErasesTheEntriesAfterTheKernelMovedTheEdges) {
+  open(/*close_fast=*/false);
   // The kernel carried 100 MB each way: far past every edge the engine knows.
   constexpr uint32_t kMoved = 100'000'000;
   port.forward(kClientKey, 50 * kSec, 1001 + kMoved - 1000, 5001 + kMoved, 1000, kAck);
@@ -420,17 +431,14 @@ TEST(FastPath, ARstThroughTheEngineIsJudgedOnTheKernelsEdges) {
     FakeFastPathPort port;
     e.setFastPath(&port, false);
     Splice s{e, 0, 0, {}};
-    s.open();
-    ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
-    ASSERT_EQ(s.data(1001, 18).d.verdict, Verdict::kAccept);
+    s.openFast();
     ASSERT_EQ(port.map.size(), 2u);
     const tandem_fp_key backend_key = keyOf(kBackend, s.source.toString());
     if (kernel_saw) {  // the kernel carried 50 MB of response, all acknowledged
       port.forward(backend_key, 20 * kSec, 7001 + kMoved - 1000, 1019, 1000, kAck);
       port.forward(kClientKey, 20 * kSec, 1019, s.cookie + 1 + kMoved, 0, kAck);
     }
-    Out rst = run(e, PacketBuilder().src(kBackend).dst(s.source.toString()).flags(kRst | kAck)
-                         .seq(7001 + kMoved).ack(1019).build(), 21 * kSec);
+    Out rst = s.backendRst(7001 + kMoved, 21 * kSec);
     if (!kernel_saw) {
       // The control: the same RST against the engine's own (stale) edges is out of window.
       EXPECT_EQ(rst.d.reason, DropReason::kRstOutOfWindow);
@@ -457,21 +465,17 @@ TEST(FastPath, ARstAheadOfTheKernelsLastSegmentButInsideTheReceiversWindowIsChal
   FakeFastPathPort port;
   e.setFastPath(&port, false);
   Splice s{e, 0, 0, {}};
-  s.open();
-  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
-  ASSERT_EQ(s.data(1001, 18).d.verdict, Verdict::kAccept);
+  s.openFast();
   ASSERT_EQ(port.map.size(), 2u);
   const tandem_fp_key backend_key = keyOf(kBackend, s.source.toString());
   port.forward(backend_key, 20 * kSec, 7001 + kMoved - 1000, 1019, 1000, kAck);
   port.forward(kClientKey, 20 * kSec, 1019, s.cookie + 1 + kMoved, 0, kAck, 1000);
-  Out rst = run(e, PacketBuilder().src(kBackend).dst(s.source.toString()).flags(kRst | kAck)
-                       .seq(7001 + kMoved + 1000).ack(1019).build(), 21 * kSec);
+  Out rst = s.backendRst(7001 + kMoved + 1000, 21 * kSec);
   ASSERT_EQ(rst.d.verdict, Verdict::kAccept);
   EXPECT_EQ(e.counters().rst_challenged, 1u);
   EXPECT_EQ(stateOf(e), TcpState::kEstablished);
   // Beyond the window (1000 << 6 bytes past the client's ack): out of window.
-  Out far = run(e, PacketBuilder().src(kBackend).dst(s.source.toString()).flags(kRst | kAck)
-                       .seq(7001 + kMoved + (1000u << 6) + 1).ack(1019).build(), 21 * kSec);
+  Out far = s.backendRst(7001 + kMoved + (1000u << 6) + 1, 21 * kSec);
   EXPECT_EQ(far.d.reason, DropReason::kRstOutOfWindow);
 }
 
@@ -676,12 +680,8 @@ TEST(FastPath, AFinEventWithPayloadEndsWhereThePacketsFinEnds) {
   p.expectSame("FIN acknowledged");
 }
 
-TEST(FastPath, StaleEventsAreIgnoredAndCounted) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, true);
-  Passthrough c{e};
-  c.open();
+TEST_F(OpenPassthrough, StaleEventsAreIgnoredAndCounted) {
+  open(/*close_fast=*/true);
   tandem_fp_event ev = port.close(kClientKey, 2 * kSec, 1001, 5001, kFin | kAck);
   tandem_fp_event old = ev;
   old.generation = ev.generation + 1;  // not this install
@@ -732,12 +732,9 @@ TEST(FastPath, AFinReportedAfterAQueuedPacketTookTheFlowOffStillMovesTheTracker)
   EXPECT_EQ(stateOf(e), TcpState::kFinWait);  // not stuck ESTABLISHED / CLOSE_WAIT
 }
 
-TEST(FastPath, ExpiryAsksTheKernelWhenTheFlowWasLastSeen) {
-  Engine e(config(Mode::kPassthrough));  // established flows expire after 100 s idle
-  FakeFastPathPort port;
-  e.setFastPath(&port, false);
-  Passthrough c{e};
-  c.open(kSec);
+TEST_F(OpenPassthrough, ExpiryAsksTheKernelWhenTheFlowWasLastSeen) {
+  // Established flows expire after 100 s idle (config()).
+  open(/*close_fast=*/false);
   port.forward(kClientKey, 90 * kSec, 1001, 5001, 100, kAck);
   e.expire(102 * kSec);  // idle 101 s by the engine's clock, 12 s by the kernel's
   EXPECT_EQ(e.activeFlows(), 1u);
@@ -756,12 +753,8 @@ TEST(FastPath, ExpiryAsksTheKernelWhenTheFlowWasLastSeen) {
   EXPECT_EQ(e.counters().flows_expired, 1u);
 }
 
-TEST(FastPath, APacketAfterLongKernelActivityDoesNotExpireTheFlow) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, false);
-  Passthrough c{e};
-  c.open(kSec);
+TEST_F(OpenPassthrough, APacketAfterLongKernelActivityDoesNotExpireTheFlow) {
+  open(/*close_fast=*/false);
   port.forward(kClientKey, 150 * kSec, 1001, 5001, 100, kAck);
   ASSERT_EQ(c.client(kAck | kPsh, 1101, 5001, 10, 160 * kSec).d.verdict, Verdict::kAccept);
   EXPECT_EQ(e.counters().flows_expired, 0u);
@@ -769,12 +762,8 @@ TEST(FastPath, APacketAfterLongKernelActivityDoesNotExpireTheFlow) {
   EXPECT_EQ(port.map.size(), 2u);
 }
 
-TEST(FastPath, BackendDownResetsWithTheKernelsEdgesAndErases) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, false);
-  Passthrough c{e};
-  c.open();
+TEST_F(OpenPassthrough, BackendDownResetsWithTheKernelsEdgesAndErases) {
+  open(/*close_fast=*/false);
   // The kernel carried 3000 response bytes and 40 request bytes, all acknowledged.
   port.forward(kBackendKey, 5 * kSec, 5001, 1041, 3000, kAck);
   port.forward(kClientKey, 5 * kSec, 1001, 8001, 40, kAck);
@@ -794,12 +783,8 @@ TEST(FastPath, BackendDownResetsWithTheKernelsEdgesAndErases) {
                                                                   {kBackend, 1041}}));
 }
 
-TEST(FastPath, ADrainingBackendsFlowLeavesAndStaysOffUntilItIsUpAgain) {
-  Engine e(config(Mode::kPassthrough));
-  FakeFastPathPort port;
-  e.setFastPath(&port, false);
-  Passthrough c{e};
-  c.open();
+TEST_F(OpenPassthrough, ADrainingBackendsFlowLeavesAndStaysOffUntilItIsUpAgain) {
+  open(/*close_fast=*/false);
   port.forward(kClientKey, 5 * kSec, 1001, 5001, 40, kAck);
   e.setBackendState(0, 0, BackendState::kDraining, 6 * kSec);
   EXPECT_EQ(e.activeFlows(), 1u);  // busy, with nowhere to go: carries on through the engine
