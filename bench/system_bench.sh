@@ -43,6 +43,9 @@
 #                 FP_SYN=on|off (tandem-splice-fp: daemon.fastpath_syn, SYNs answered in the
 #                 kernel; unset: tandemd's default, on)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
+#                 PERF=1 (sweep only: perf record -a -g, the whole machine, around every sweep
+#                 measurement, into $OUT/system-<date>/perf/ROUND-CONNS-PATH.data; the perf
+#                 tool must be installed)
 #                 CR_SWEEP="4 16 64 256" (after the rounds: a connection-rate sweep over these
 #                 numbers of concurrent workers, every path at every N, interleaved in a rotated
 #                 path order, CR_SWEEP_ROUNDS=3 rounds; medians, ratio to dnat and tandemd CPU per
@@ -64,6 +67,7 @@ QUIET_BUSY=${QUIET_BUSY:-25}
 QUIET_MAX=${QUIET_MAX:-5}
 PATHS=${PATHS:-kernel dnat tandem-tr tandem-snat tandem-splice}
 FLOOD=${FLOOD:-1}
+PERF=${PERF:-0}
 FLOOD_RATE=${FLOOD_RATE:-0}
 FLOOD_PATH=${FLOOD_PATH:-tandem-splice}
 OUT=${OUT:-$ROOT/bench/out}
@@ -99,7 +103,7 @@ done
 [ -x "$PY" ] || die "$PY not installed"
 require_env TANDEMD TCPCHECK
 for v in ROUNDS DURATION OMIT RR_COUNT CR_DURATION CR_CONNS QUIET_BUSY QUIET_MAX FLOOD \
-    FLOOD_RATE; do
+    FLOOD_RATE PERF; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 CR_SWEEP=${CR_SWEEP:-}
@@ -117,6 +121,9 @@ for p in "${PATH_LIST[@]}"; do
     *) die "unknown path '$p' in PATHS" ;;
   esac
 done
+if [ "$PERF" -ne 0 ]; then
+  command -v perf >/dev/null || die "PERF=1 needs perf (apt-get install linux-perf)"
+fi
 if [ "$FLOOD" -ne 0 ]; then
   case "$FLOOD_PATH" in tandem-splice|tandem-splice-fp) ;; *) die "FLOOD_PATH: tandem-splice or tandem-splice-fp" ;; esac
   [[ " ${PATH_LIST[*]} " == *" $FLOOD_PATH "* ]] || die "FLOOD=1 needs $FLOOD_PATH in PATHS"
@@ -418,6 +425,13 @@ tandem_cpu_drops() {
   printf '%s\t%s\t%s' "${stat[13]}" "${stat[14]}" "${drops:-0}"
 }
 
+# tcp_mibs PREFIX: the TCP counters (retransmissions, timeouts, loss probes...) of the client's
+# and the backend's namespace, in PREFIX.cli.mib and PREFIX.be1.mib.
+tcp_mibs() {
+  in_ns "$NS_CLI" cat /proc/net/snmp /proc/net/netstat >"$1.cli.mib"
+  in_ns "$NS_BE1" cat /proc/net/snmp /proc/net/netstat >"$1.be1.mib"
+}
+
 # run_sweep_one ROUND CONNS PATH: tcpcheck --connect-rate with CONNS concurrent workers, the
 # same command for every path; tandemd's CPU time and drops around it.
 run_sweep_one() {
@@ -429,11 +443,19 @@ run_sweep_one() {
     echo "system_bench: the fast-path tandemd did not start (sweep round $r)" >&2
     return
   fi
+  tcp_mibs "$f.0"
   a=$(tandem_cpu_drops "$f.0.prom" "$path")
-  in_ns "$NS_CLI" timeout $((CR_DURATION + 60)) "$TCPCHECK" client --connect "$addr:$port" \
-    --connect-rate --duration "$CR_DURATION" --conns "$n" --bytes 64 >"$f" 2>&1
+  local perf=()
+  if [ "$PERF" -ne 0 ]; then
+    mkdir -p "$RUN_DIR/perf"
+    perf=(perf record -q -a -g -F 1999 -o "$RUN_DIR/perf/$r-$n-$path.data" --)
+  fi
+  "${perf[@]}" ip netns exec "$NS_CLI" timeout $((CR_DURATION + 60)) "$TCPCHECK" client \
+    --connect "$addr:$port" --connect-rate --duration "$CR_DURATION" --conns "$n" --bytes 64 \
+    >"$f" 2>&1
   rc=$?
   b=$(tandem_cpu_drops "$f.1.prom" "$path")
+  tcp_mibs "$f.1"
   [ "$path" = tandem-splice-fp ] && fp_down
   IFS=$'\t' read -r -a a <<<"$a"
   IFS=$'\t' read -r -a b <<<"$b"
@@ -516,6 +538,48 @@ for (n, p), v in sorted(res.items()):
     print(f"- {p} at {n} workers, per round: " + ", ".join(f"{x:.0f}" for x in v) +
           (f"; tandem drops {sum(drops.get((n, p), []))}" if p.startswith("tandem") else "") +
           (f" ({w})" if w else ""))
+# The endpoints' TCP counters around each measurement (tcp_mibs): what a path costs them in
+# retransmissions and reordering, per 1000 connections, summed over rounds.
+def mib(path):
+    out = {}
+    try:
+        lines = open(os.path.join(run, path)).read().split("\n")
+    except OSError:
+        return None
+    for head, vals in zip(lines[0::2], lines[1::2]):
+        h, v = head.split(), vals.split()
+        if h and v and h[0] == v[0]:
+            for k, x in zip(h[1:], v[1:]):
+                if x.lstrip("-").isdigit():
+                    out[h[0] + k] = int(x)
+    return out
+MIBS = [("client retransmitted segments", "cli", "Tcp:RetransSegs"),
+        ("client loss probes", "cli", "TcpExt:TCPLossProbes"),
+        ("backend segments queued out of order", "be1", "TcpExt:TCPOFOQueue"),
+        ("backend duplicate segments (DSACK sent)", "be1", "TcpExt:TCPDSACKOldSent"),
+        ("backend RSTs sent", "be1", "Tcp:OutRsts")]
+tcp, conns = {}, {}
+for r, n, p, rc, f, *_ in rows:
+    if (r, int(n), p) not in rate:
+        continue
+    text = open(os.path.join(run, f)).read()
+    m = re.search(r"\bok=(\d+)", text)
+    conns[(int(n), p)] = conns.get((int(n), p), 0) + (int(m.group(1)) if m else 0)
+    for label, ns_, key in MIBS:
+        a, b = mib(f + ".0." + ns_ + ".mib"), mib(f + ".1." + ns_ + ".mib")
+        if a is None or b is None or key not in a or key not in b:
+            continue
+        tcp.setdefault((int(n), p), {}).setdefault(label, 0)
+        tcp[(int(n), p)][label] += b[key] - a[key]
+if tcp:
+    print()
+    print("TCP counters of the client and backend namespaces, per 1000 connections (all rounds):\n")
+    print("| workers | path | " + " | ".join(label for label, _, _ in MIBS) + " |")
+    print("|---:|---|" + "---:|" * len(MIBS))
+    for (n, p) in sorted(tcp, key=lambda k: (k[0], paths.index(k[1]) if k[1] in paths else 9)):
+        c = conns.get((n, p), 0)
+        cells = [f"{1000 * tcp[(n, p)].get(label, 0) / c:.1f}" if c else "–" for label, _, _ in MIBS]
+        print(f"| {n} | {p} | " + " | ".join(cells) + " |")
 for b in bad:
     print(f"- FAILED: {b}")
 PYEOF

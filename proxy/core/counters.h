@@ -43,7 +43,11 @@ namespace tandem {
                                                already closed (TIME_WAIT, CLOSE): a closed   \
                                                end answering a stale duplicate (seq = its    \
                                                ACK, RFC 9293 3.10.7.1); the peer discards it \
-                                               too. rst_out_of_window: on a live flow */
+                                               too. rst_out_of_window: on a live flow */ \
+  X(kAckOvertaken, "ack_overtaken")         /* a bare ACK older than one its sender's side  \
+                                               already sent through the kernel fast path,   \
+                                               which overtook it: its receiver ignores it,  \
+                                               or answers with a RST once closed */
 
 /// Why a shadowed frame of the outage window was left out of a vmac takeover's replay
 /// (planReplay, proxy/core/shadow_ring.h). Counted per leg: Counters::replay_pruned.

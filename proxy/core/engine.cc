@@ -111,6 +111,7 @@ Engine::~Engine() = default;
 
 size_t Engine::activeFlows() const noexcept { return impl_->table.size(); }
 uint64_t Engine::spliceGeneration() const noexcept { return impl_->splice_generation; }
+uint64_t Engine::fastPathKeptInstalls() const noexcept { return impl_->fp_kept_installs; }
 size_t Engine::maxFlows() const noexcept { return impl_->table.capacity(); }
 
 Decision Engine::process(uint8_t* data, size_t len, size_t cap, const PacketMeta& meta,
@@ -174,7 +175,7 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
       return {Verdict::kAccept, DropReason::kNone, false, len};
     }
     if (svc >= 0 && config_.services[static_cast<size_t>(svc)].mode == Mode::kSplice)
-      return impl_->spliceOpen(static_cast<size_t>(svc), key, pkt, opts, data, cap, now_ns);
+      return impl_->spliceOpen(static_cast<size_t>(svc), key, pkt, opts, data, cap, meta, now_ns);
     if (!isOpeningSyn(pkt.flags())) {
       return drop(svc >= 0 || impl_->isBackendLeg(key) ? DropReason::kNoFlow
                                                        : DropReason::kNoService);
@@ -200,6 +201,7 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
     return impl_->splicePending(hit.index, hit.dir, pkt, opts, data, cap, meta, now_ns);
   if (impl_->holdForSync(f, hit.dir, pkt.flags(), meta))
     return {Verdict::kHold, DropReason::kNone, false, 0};
+  if (impl_->fastPathOvertakenAck(f, hit.dir, pkt)) return drop(DropReason::kAckOvertaken);
 
   // The tracker works in the backend leg's sequence space: a client segment is translated
   // first (its ack and SACK edges move into the backend's space), a backend one after.
@@ -240,7 +242,7 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   if (meta.gso) ++counters_.gso_packets;
   if (impl_->fp != nullptr && !f.fast_path &&
       !pkt.has(tcpflag::kSyn | tcpflag::kFin | tcpflag::kRst))
-    impl_->fastPathMaybeInstall(hit.index);
+    impl_->fastPathMaybeInstall(hit.index, hit.dir, pkt.payloadLen() > 0);
   if (f.fast_path) {
     if (pkt.has(tcpflag::kFin) && !pkt.has(tcpflag::kRst))
       impl_->fastPathAfterFin(hit.index, hit.dir);
@@ -377,7 +379,7 @@ void Engine::Impl::retire(uint32_t index) noexcept {
   table.remove(index);
 }
 
-void Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept {
+size_t Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept {
   constexpr size_t kStride = 32;
   const FlowTable& table = impl_->table;
   // Each packet is parsed and hashed once: the lookup pass keeps what processParsed() needs.
@@ -398,13 +400,18 @@ void Engine::processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept
     }
     for (size_t i = 0; i < m; ++i)
       if (valid[i]) table.prefetchFlow(hashes[i]);
+    const uint64_t generation = impl_->splice_generation;
+    const uint64_t kept = impl_->fp_kept_installs;
     for (size_t i = 0; i < m; ++i) {
       PacketSlot& s = slots[base + i];
       s.decision = valid[i] ? processParsed(s.data, s.len, s.cap, s.meta, now_ns, pkts[i],
                                             keys[i], hashes[i])
                             : process(s.data, s.len, s.cap, s.meta, now_ns);  // counts the drop
+      if (impl_->splice_generation != generation || impl_->fp_kept_installs != kept)
+        return base + i + 1;
     }
   }
+  return n;
 }
 
 void Engine::enableChangeTracking() {

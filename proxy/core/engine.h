@@ -93,7 +93,12 @@ class Engine {
   /// process() on each slot in order, with the flow lookups of the batch overlapped (their
   /// buckets and flows prefetched first), so that a table far larger than the caches costs
   /// little more per packet than a small one. Results are identical to calling process().
-  void processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept;
+  /// Stops after a packet that moved spliceGeneration() (a splice completed: packets held for
+  /// it must go before the slots after this one, which may belong to the same flow) or
+  /// fastPathKeptInstalls() (its flow went on the fast path with an entry the port may keep
+  /// until this packet's verdict is sent: sent at once, the entry follows it closely) and
+  /// returns how many slots it processed; n when none did.
+  size_t processBatch(PacketSlot* slots, size_t n, uint64_t now_ns) noexcept;
 
   /// Expires idle flows incrementally (a slice of the table per call); call every ~100 ms.
   /// Also drives splice mode's timers (backend SYNs sent again), which fill the outbox.
@@ -199,6 +204,12 @@ class Engine {
   /// as if the engine had forwarded it); no verdict, no outbox packet. Events for no live fast
   /// flow of that generation are counted (Counters::fastpath_events_stale) and ignored.
   void fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept;
+  /// An entry the port accepted from install() but could not write into the kernel later (a
+  /// port that defers those writes, FastPathAdapter: the map was full by then). `flow_id` and
+  /// `generation` are the entry's. If that install is still the flow's, the flow leaves the fast
+  /// path (both entries erased, counted as fastpath_install_failed) and installs pause as after a
+  /// refused put(); otherwise nothing happens.
+  void fastPathInstallLost(uint32_t flow_id, uint32_t generation, uint64_t now_ns) noexcept;
 
   // Kernel SYN answerer (proxy/core/syn_answer.cc; docs/fastpath.md "SYN cookies in the kernel").
 
@@ -220,6 +231,9 @@ class Engine {
   /// or a deferred flow is released (markSynced, setSyncDeferral(false)): the moment to offer
   /// held packets (Verdict::kHold) again.
   uint64_t spliceGeneration() const noexcept;
+  /// How many fast-path entries went through FastPathPort::install (kept by the port until the
+  /// verdict of the packet that caused them is sent); processBatch() stops after each.
+  uint64_t fastPathKeptInstalls() const noexcept;
   size_t activeFlows() const noexcept;
   /// Read-only: the flow a tuple belongs to (its slot, stable while the flow lives), the side the
   /// tuple comes from, and whether the flow's sequence space differs between its legs (splice).

@@ -31,7 +31,8 @@ struct Engine::Impl {
   int findService(const IpAddr& daddr, uint16_t dport) const noexcept;
   // Splice mode (splice.cc).
   Decision spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt, const TcpOptions& opts,
-                      uint8_t* data, size_t cap, uint64_t now_ns) noexcept;
+                      uint8_t* data, size_t cap, const PacketMeta& meta,
+                      uint64_t now_ns) noexcept;
   Decision splicePending(uint32_t index, Direction dir, TcpPacket& pkt, TcpOptions& opts,
                          uint8_t* data, size_t cap, const PacketMeta& meta,
                          uint64_t now_ns) noexcept;
@@ -108,6 +109,7 @@ struct Engine::Impl {
   // Change tracking for checkpointing (Engine::enableChangeTracking).
   static constexpr size_t kMaxRemovedLog = 1u << 16;
   uint64_t splice_generation = 0;  // bumped whenever a pending splice resolves
+  uint64_t fp_kept_installs = 0;   // FastPathPort::install calls (entries a port may keep)
   bool standby = false;            // expiry paused (Engine::setStandby)
   bool tracking = false;
   bool defer = false;              // Engine::setSyncDeferral
@@ -152,8 +154,15 @@ struct Engine::Impl {
     tandem_fp_rewrite dir[2]{};
     bool found[2] = {false, false};
   };
+  /// A bare ACK (no data, SYN, FIN or RST) of a flow that has been on the fast path, older
+  /// than the last ack its direction sent: a segment that waited in NFQUEUE while a newer one
+  /// crossed the kernel. Forwarding it tells the receiver nothing (RFC 9293 3.10.7.4 ignores an
+  /// ACK below SND.UNA), and a receiver that closed meanwhile answers it with a RST.
+  bool fastPathOvertakenAck(const Flow& f, Direction dir, const TcpPacket& pkt) const noexcept;
   /// After a forwarded ordinary segment: puts the flow on the fast path if it qualifies.
-  void fastPathMaybeInstall(uint32_t index) noexcept;
+  /// `trigger`: the segment's direction; `after_it`: its entry must not overtake it (it
+  /// carries data), so it goes through FastPathPort::install.
+  void fastPathMaybeInstall(uint32_t index, Direction trigger, bool after_it) noexcept;
   /// Reads a fast flow's entries and takes what the kernel saw: idle time (clamped to now_ns),
   /// td_end / last_ack (the kernel's if newer), FINs acknowledged. With `liberal`, if the kernel
   /// translated anything, window tracking restarts liberal (the engine's edges are stale).

@@ -99,7 +99,8 @@ void Engine::Impl::fastPathForgetAll() noexcept {
   }
 }
 
-void Engine::Impl::fastPathMaybeInstall(uint32_t index) noexcept {
+void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
+                                         bool after_it) noexcept {
   Flow& f = table.at(index);
   if (standby || f.fast_path || !qualifies(f) ||
       (f.splice && config.services[f.service].resplice) ||
@@ -119,13 +120,23 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index) noexcept {
     value[d].generation = generation;
     if (fp_close_fast) value[d].flags |= TANDEM_FP_CLOSE_FAST;
   }
-  if (!fp->put(key[0], value[0])) {
+  // A segment with data (a splice flow's request, released after the backend's SYN-ACK): its
+  // direction's entry only after it (install: the port may keep it until that segment's
+  // verdict is sent), or the request's next segments, through the kernel, would overtake it.
+  // The other direction at once: its next segments answer what this batch forwards, and may
+  // reach the kernel before the batch's last verdict is sent. A bare ACK (a passthrough flow's
+  // handshake ACK) may be overtaken: the segments after it carry its ack too; keeping its
+  // direction's entry back would only queue the data the client sends right after it behind
+  // the batch, to be overtaken in turn once the entry is written.
+  const size_t t = dirIndex(trigger);
+  if (after_it) ++fp_kept_installs;
+  if (!(after_it ? fp->install(key[t], value[t]) : fp->put(key[t], value[t]))) {
     ++counters.fastpath_install_failed;
     fp_retry_wait = kInstallRetryAfter;
     return;
   }
-  if (!fp->put(key[1], value[1])) {
-    fp->erase(key[0]);  // never half a flow in the kernel
+  if (!fp->put(key[1 - t], value[1 - t])) {
+    fp->erase(key[t]);  // never half a flow in the kernel
     ++counters.fastpath_install_failed;
     fp_retry_wait = kInstallRetryAfter;
     return;
@@ -133,6 +144,17 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index) noexcept {
   f.fast_path = true;
   f.fast_path_ever = true;
   ++counters.fastpath_installs;
+}
+
+bool Engine::Impl::fastPathOvertakenAck(const Flow& f, Direction dir,
+                                        const TcpPacket& pkt) const noexcept {
+  if (!f.fast_path_ever || pkt.payloadLen() != 0 || !pkt.has(tcpflag::kAck) ||
+      pkt.has(tcpflag::kSyn | tcpflag::kFin | tcpflag::kRst))
+    return false;
+  // last_ack holds since the install (both sides were seen then), refreshed from the kernel
+  // just before (fastPathSlowPacket) while the flow is on the fast path: ack_seen may be false
+  // after a liberal restart, the value is still the newest known.
+  return seqBefore(trackerAck(f, dir, pkt.ack()), f.win[dirIndex(dir)].last_ack);
 }
 
 void Engine::Impl::fastPathErase(uint32_t index) noexcept {
@@ -249,6 +271,20 @@ bool Engine::Impl::fastPathIdle(uint32_t index, uint64_t now_ns) noexcept {
   if (!table.at(index).fast_path) return true;
   fastPathRefresh(index, now_ns, false);
   return flowExpired(table.at(index), config.timeouts, now_ns);
+}
+
+void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,
+                                 uint64_t now_ns) noexcept {
+  Impl& m = *impl_;
+  if (m.fp == nullptr || flow_id >= m.table.highWater() || flow_id >= m.fp_generation.size() ||
+      !m.table.at(flow_id).in_use || !m.table.at(flow_id).fast_path ||
+      m.fp_generation[flow_id] != generation)
+    return;  // that install is gone already (erased, or the slot reused since)
+  // The other direction may have been written and used meanwhile: what it saw counts.
+  m.fastPathRefresh(flow_id, now_ns, true);
+  m.fastPathErase(flow_id);
+  ++counters_.fastpath_install_failed;
+  m.fp_retry_wait = kInstallRetryAfter;
 }
 
 void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept {

@@ -28,8 +28,19 @@ namespace tandem {
 class FastPathPort {
  public:
   virtual ~FastPathPort() = default;
-  /// Writes (or replaces) one direction's entry; false when the map refused it (full).
+  /// Writes (or replaces) one direction's entry now; false when the map refused it (full).
+  /// For an entry already written whose change must be in place before the packet the engine
+  /// is handling goes on (the FIN state of fastPathAfterFin: the answer to that FIN may reach
+  /// the kernel before the engine's next call returns).
   virtual bool put(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept = 0;
+  /// Writes a new entry of a flow going on the fast path. A port may write it only once the
+  /// packet being handled (and the others handled with it) are on their way, so that the
+  /// flow's next packets, translated by the kernel, cannot overtake them; put() and erase()
+  /// of the same key before then apply to the kept entry, get() returns it. A port that defers
+  /// reports a write that fails later through Engine::fastPathInstallLost. By default: put().
+  virtual bool install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
+    return put(key, value);
+  }
   /// Reads one direction's entry (with what the kernel saw); false if absent.
   virtual bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept = 0;
   /// Erases one direction's entry; false if absent.

@@ -114,7 +114,7 @@ void Engine::setCookieClockOffset(int64_t offset_ns) noexcept {
 
 Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt,
                                   const TcpOptions& opts, uint8_t* data, size_t cap,
-                                  uint64_t now_ns) noexcept {
+                                  const PacketMeta& meta, uint64_t now_ns) noexcept {
   const uint8_t flags = pkt.flags();
   if (!validTcpFlags(flags)) return dropped(DropReason::kBadFlags);
   const SpliceConfig& sc = config.splice;
@@ -135,8 +135,11 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
     return {Verdict::kAccept, DropReason::kNone, true, n};
   }
 
-  // Anything else without a flow must be the ACK that returns a cookie (possibly with data,
-  // which is not acknowledged and so will be sent again once the backend leg is up).
+  // Anything else without a flow must be the ACK that returns a cookie, possibly with data: the
+  // client's first request can reach the queue before its bare ACK (the two leave the client
+  // from different CPUs), and then opens the splice itself. A caller that can hold it keeps it
+  // for the backend leg and the SYN goes out on its own; otherwise the segment becomes the SYN
+  // and the client, whose data nobody acknowledged, sends it again.
   if ((flags & (tcpflag::kSyn | tcpflag::kRst | tcpflag::kFin)) != 0 || !(flags & tcpflag::kAck))
     return dropped(DropReason::kNoFlow);
   const CookieCheck check = cookie->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr,
@@ -193,6 +196,26 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
     f.splice_await_data = true;
     armSynTimer(hit.index);  // a client that never speaks first is bound by the timer
     return dropped(DropReason::kSpliceBindWait);  // the ACK completed the client's handshake
+  }
+  if (pkt.payloadLen() > 0 && meta.can_hold) {
+    uint8_t syn[60];
+    const size_t n = writeTcpSegment(spec, syn, sizeof syn);
+    TcpPacket out;
+    TcpOptions out_opts;
+    if (n != 0 && view(syn, n, out, out_opts) &&
+        trackSegment(f, Direction::kFromClient, out, out_opts, now_ns, counters) ==
+            DropReason::kNone &&
+        outbox.push(syn, n)) {
+      armSynTimer(hit.index);
+      ++counters.packets[0];
+      counters.bytes[0] += pkt.totalLen();
+      ++counters.splice_held;
+      return {Verdict::kHold, DropReason::kNone, false, 0};
+    }
+    table.remove(hit.index);
+    --counters.flows_created;
+    if (n != 0) ++counters.outbox_dropped;
+    return dropped(DropReason::kNoRoom);
   }
   const Decision d = emit(spec, data, cap, counters);
   TcpPacket out;

@@ -46,9 +46,13 @@ struct {
   __type(value, __u64);
 } tandem_fp_stats SEC(".maps");
 
+#define TANDEM_FP_RING_BYTES (256 * 1024)
+/* Unread bytes in the ring from which a submission wakes tandemd (see the submit below). */
+#define TANDEM_FP_RING_WAKE_BYTES (TANDEM_FP_RING_BYTES / 4)
+
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 256 * 1024);
+  __uint(max_entries, TANDEM_FP_RING_BYTES);
 } tandem_fp_events SEC(".maps");
 
 static __always_inline void count(__u32 idx, __u64 n) {
@@ -167,6 +171,24 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
     count(TANDEM_FP_ST_PASS_CLOSE, 1);
     return TC_ACT_OK;
   }
+  /* A FIN taken here arms the other direction's entry to report the FIN's acknowledgement
+   * (below). That entry may not be in the map yet: tandemd writes a flow's two entries at
+   * different moments (the direction of the segment that put it on the fast path only once
+   * that segment's verdict is sent). Without it the acknowledgement would pass unreported and
+   * the engine's flow would wait in LAST_ACK: the FIN goes to NFQUEUE instead. */
+  struct tandem_fp_rewrite* peer = 0;
+  if (closing) {
+    struct tandem_fp_key rkey;
+    rkey.saddr = rw->daddr;
+    rkey.daddr = rw->saddr;
+    rkey.sport = rw->dport;
+    rkey.dport = rw->sport;
+    peer = bpf_map_lookup_elem(&tandem_fp_flows, &rkey);
+    if (!peer) {
+      count(TANDEM_FP_ST_PASS_NO_PEER, 1);
+      return TC_ACT_OK;
+    }
+  }
 
   /* The options (40 bytes at most: thl <= 60). */
   __u32 optlen = (thl - 20) & 0x3f;
@@ -268,22 +290,14 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
   rw->window = window;
   rw->tcp_flags = tflags;
   if (acks_peer_fin) rw->fin_state |= TANDEM_FP_PEER_FIN_ACKED;
-  if (closing) {
-    /* The other direction's entry is keyed by this one's translated tuple, reversed. Its
+  if (peer) {
+    /* The other direction's entry (keyed by this one's translated tuple, reversed). Its
      * packets acknowledge this FIN in the space the receiver saw: after this direction's
      * sequence adjustment. */
-    struct tandem_fp_key rkey;
-    rkey.saddr = rw->daddr;
-    rkey.daddr = rw->saddr;
-    rkey.sport = rw->dport;
-    rkey.dport = rw->sport;
-    struct tandem_fp_rewrite* peer = bpf_map_lookup_elem(&tandem_fp_flows, &rkey);
-    if (peer) {
-      const __u32 fin_end = rw->seq_end + ((rflags & TANDEM_FP_SEQ) ? rw->seq_add : 0);
-      if (!(peer->fin_state & TANDEM_FP_PEER_FIN) || peer->peer_fin_ack != fin_end) {
-        peer->peer_fin_ack = fin_end;
-        peer->fin_state = TANDEM_FP_PEER_FIN;
-      }
+    const __u32 fin_end = rw->seq_end + ((rflags & TANDEM_FP_SEQ) ? rw->seq_add : 0);
+    if (!(peer->fin_state & TANDEM_FP_PEER_FIN) || peer->peer_fin_ack != fin_end) {
+      peer->peer_fin_ack = fin_end;
+      peer->fin_state = TANDEM_FP_PEER_FIN;
     }
   }
 
@@ -298,7 +312,13 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
     ev->tcp_flags = tflags;
     ev->dir = rw->dir;
     ev->reserved = 0;
-    bpf_ringbuf_submit(ev, 0);
+    /* No wake-up per event: a wake-up is an interrupt raised on this CPU (irq_work), which in
+     * a VM traps to the hypervisor and cost 18 us per connection on the benchmark's veths
+     * (perf, bench/RESULTS.md). tandemd reads the ring before every NFQUEUE batch and on a
+     * short timer (docs/fastpath.md); a ring a quarter full wakes it at once. */
+    const __u64 unread = bpf_ringbuf_query(&tandem_fp_events, BPF_RB_AVAIL_DATA);
+    bpf_ringbuf_submit(ev, unread >= TANDEM_FP_RING_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP
+                                                               : BPF_RB_NO_WAKEUP);
     count(TANDEM_FP_ST_EVENTS, 1);
   }
 

@@ -109,6 +109,7 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_EVENTS,           /* close events submitted (FINs and acks of FINs) */
   TANDEM_FP_ST_EVENTS_FULL,      /* ring full: the packet was left to NFQUEUE instead */
   TANDEM_FP_ST_PASS_RST,         /* entry, RST: always the engine's (RFC 5961 window check) */
+  TANDEM_FP_ST_PASS_NO_PEER,     /* entry, FIN, the other direction's entry not written yet */
   TANDEM_FP_ST_COUNT
 };
 

@@ -111,6 +111,15 @@ bool KernelFastPath::update(const tandem_fp_key& key, const tandem_fp_rewrite& v
   return bpf_map_update_elem(impl_->flows_fd, &key, &value, BPF_ANY) == 0;
 }
 
+size_t KernelFastPath::updateBatch(const tandem_fp_key* keys, const tandem_fp_rewrite* values,
+                                   size_t n) noexcept {
+  if (n == 0) return 0;
+  auto count = static_cast<__u32>(n);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+  if (bpf_map_update_batch(impl_->flows_fd, keys, values, &count, &opts) == 0) return n;
+  return count < n ? count : n - 1;  // count: the entries written before the failing one
+}
+
 bool KernelFastPath::lookup(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept {
   return bpf_map_lookup_elem(impl_->flows_fd, &key, &value) == 0;
 }

@@ -31,6 +31,10 @@ class KernelFastPath {
 
   /// Map operations; noexcept, false on failure (errno kept).
   bool update(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
+  /// Writes `n` entries in order with one system call (BPF_MAP_UPDATE_BATCH); returns how many
+  /// were written before the first that failed (errno kept), n when all were.
+  size_t updateBatch(const tandem_fp_key* keys, const tandem_fp_rewrite* values,
+                     size_t n) noexcept;
   bool lookup(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept;
   bool erase(const tandem_fp_key& key) noexcept;
   /// Removes every entry (a node that stops being active).

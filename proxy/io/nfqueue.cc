@@ -233,8 +233,11 @@ void NfQueue::onReadable(Engine& engine) noexcept {
     processPending(engine, now_ns);
     // The verdicts point into the receive buffers: send them before the next read reuses them.
     flush();
+    if (after_verdicts_) after_verdicts_();
     compactHeld();  // released held packets' bytes were referenced by the verdicts just sent
-    if (static_cast<unsigned>(n) < batch) break;
+    // No break on a short read: the answers to the verdicts just sent (a backend's SYN-ACK to
+    // the SYN among them) were queued while they were sent; reading again takes them now
+    // rather than after a trip through the event loop.
   }
 }
 
@@ -325,30 +328,45 @@ void NfQueue::handlePacket(nlmsghdr* nlh, Engine* engine) noexcept {
 }
 
 void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
-  if (pending_.empty()) return;
-  const uint64_t splices_before = engine.spliceGeneration();
-  engine.processBatch(pending_.data(), pending_.size(), now_ns);
-  for (size_t i = 0; i < pending_.size(); ++i) {
-    const PacketSlot& s = pending_[i];
-    switch (s.decision.verdict) {
-      case Verdict::kAccept:
-        queueVerdict(pending_ids_[i], NF_ACCEPT, s.decision.modified ? s.data : nullptr,
-                     s.decision.len);
-        break;
-      case Verdict::kHold:
-        hold(pending_ids_[i], s, now_ns);
-        break;
-      case Verdict::kDrop:
-        queueVerdict(pending_ids_[i], NF_DROP, nullptr, 0);
-        break;
+  size_t done = 0;
+  while (done < pending_.size()) {
+    const uint64_t splices_before = engine.spliceGeneration();
+    const uint64_t kept_before = engine.fastPathKeptInstalls();
+    // Up to and including the first packet that completes a splice (Engine::processBatch).
+    const size_t k = engine.processBatch(pending_.data() + done, pending_.size() - done, now_ns);
+    for (size_t i = done; i < done + k; ++i) {
+      const PacketSlot& s = pending_[i];
+      switch (s.decision.verdict) {
+        case Verdict::kAccept:
+          queueVerdict(pending_ids_[i], NF_ACCEPT, s.decision.modified ? s.data : nullptr,
+                       s.decision.len);
+          break;
+        case Verdict::kHold:
+          hold(pending_ids_[i], s, now_ns);
+          break;
+        case Verdict::kDrop:
+          queueVerdict(pending_ids_[i], NF_DROP, nullptr, 0);
+          break;
+      }
+    }
+    done += k;
+    // A backend SYN-ACK just became the proxy's ACK, queued above: the data held for its flow
+    // goes right after it, before the rest of the batch, which may hold that flow's later
+    // segments (its FIN, typically: a short request and its FIN arrive together).
+    const bool released = !held_.empty() && engine.spliceGeneration() != splices_before;
+    if (released) releaseHeld(engine, now_ns);
+    if (released || engine.fastPathKeptInstalls() != kept_before) {
+      // A flow went on the fast path with an entry the port keeps until the segment that put
+      // it on is sent: send it now and write the entry right after, rather than once the whole
+      // batch is handled and sent. Meanwhile the flow's next segments queue here, to be
+      // overtaken by the ones after them through the kernel (the client's acknowledgement of
+      // the backend's answer, a bulk sender's next segments).
+      flush();
+      if (after_verdicts_) after_verdicts_();
     }
   }
   pending_.clear();
   pending_ids_.clear();
-  // The backend SYN-ACKs of this batch became the proxy's ACKs, queued above: the held data
-  // queued after them reaches the backend after its handshake completes.
-  if (!held_.empty() && engine.spliceGeneration() != splices_before)
-    releaseHeld(engine, now_ns);
 }
 
 void NfQueue::hold(uint32_t id, const PacketSlot& slot, uint64_t now_ns) noexcept {
@@ -396,6 +414,7 @@ void NfQueue::offerHeld(Engine& engine, uint64_t now_ns) noexcept {
   if (held_.empty()) return;
   releaseHeld(engine, now_ns);
   flush();
+  if (after_verdicts_) after_verdicts_();
   compactHeld();
 }
 

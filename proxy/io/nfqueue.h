@@ -103,6 +103,10 @@ class NfQueue {
   /// Called after each read of a batch, before the engine sees it: the kernel fast path's close
   /// events (which may be older than packets of the batch) go to the engine first.
   void setBeforeBatch(std::function<void()> fn) { before_batch_ = std::move(fn); }
+  /// Called once the verdicts of a batch (or of held packets released outside one) are sent:
+  /// what must not take effect before those packets are on their way (the fast path's new
+  /// entries, FastPathAdapter::commit).
+  void setAfterVerdicts(std::function<void()> fn) { after_verdicts_ = std::move(fn); }
 
   /// Drops held packets older than kHoldTimeoutNs (TCP then resends them). Call periodically.
   void tick(uint64_t now_ns) noexcept;
@@ -132,6 +136,7 @@ class NfQueue {
 
   NfQueueOptions options_;
   std::function<void()> before_batch_;
+  std::function<void()> after_verdicts_;
   mnl_socket* nl_ = nullptr;
   int fd_ = -1;
   uint32_t seq_ = 0;

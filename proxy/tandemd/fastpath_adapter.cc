@@ -16,6 +16,13 @@
 namespace tandem {
 namespace {
 
+// Entries one NFQUEUE batch writes, usually: two per flow that goes on the fast path.
+constexpr size_t kPendingReserve = 512;
+
+// How often the close-event ring is read when no NFQUEUE batch does it: a close reported by the
+// kernel reaches the engine at most this late.
+constexpr suseconds_t kEventPollUs = 2000;
+
 constexpr const char* kEnabledHelp =
     "1: the kernel fast path is loaded and attached (daemon.fastpath = on).";
 
@@ -28,6 +35,7 @@ constexpr PassReason kPassReasons[] = {
     {TANDEM_FP_ST_PASS_NO_FLOW, "no_flow"},   {TANDEM_FP_ST_PASS_SYN, "syn"},
     {TANDEM_FP_ST_PASS_CLOSE, "close"},       {TANDEM_FP_ST_PASS_RST, "rst"},
     {TANDEM_FP_ST_PASS_UNPARSED, "unparsed"}, {TANDEM_FP_ST_PASS_FAILED, "failed"},
+    {TANDEM_FP_ST_PASS_NO_PEER, "no_peer"},
 };
 
 std::vector<std::string> attachAll(KernelFastPath& kernel, const FastPathConfig& config) {
@@ -69,27 +77,107 @@ std::vector<std::string> upNonLoopbackInterfaces() {
 }
 
 FastPathAdapter::FastPathAdapter(const FastPathConfig& config)
-    : kernel_(config.max_entries), interfaces_(attachAll(kernel_, config)) {}
+    : kernel_(config.max_entries), interfaces_(attachAll(kernel_, config)) {
+  pending_keys_.reserve(kPendingReserve);
+  pending_values_.reserve(kPendingReserve);
+  lost_.reserve(kPendingReserve);
+}
 
 FastPathAdapter::~FastPathAdapter() {
   if (event_ != nullptr) event_free(event_);
+  if (poll_ != nullptr) event_free(poll_);
+}
+
+namespace {
+bool sameKey(const tandem_fp_key& a, const tandem_fp_key& b) noexcept {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+}  // namespace
+
+bool FastPathAdapter::install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
+  if (!replaceKept(key, value)) {
+    pending_keys_.push_back(key);
+    pending_values_.push_back(value);
+  }
+  return true;
 }
 
 bool FastPathAdapter::put(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
+  if (replaceKept(key, value)) return true;  // not in the kernel yet: written with its install
   if (kernel_.update(key, value)) return true;
   ++put_failed_;
   return false;
 }
 
+bool FastPathAdapter::replaceKept(const tandem_fp_key& key,
+                                  const tandem_fp_rewrite& value) noexcept {
+  // A batch installs a few flows at most: a linear search is the cheapest (no allocation).
+  for (size_t i = 0; i < pending_keys_.size(); ++i) {
+    if (sameKey(pending_keys_[i], key)) {
+      pending_values_[i] = value;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool FastPathAdapter::get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept {
+  for (size_t i = 0; i < pending_keys_.size(); ++i) {
+    if (sameKey(pending_keys_[i], key)) {
+      value = pending_values_[i];  // the kernel has not seen a packet of it yet: last_ns 0
+      return true;
+    }
+  }
   return kernel_.lookup(key, value);
 }
 
-bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept { return kernel_.erase(key); }
+bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept {
+  for (size_t i = 0; i < pending_keys_.size(); ++i) {
+    if (sameKey(pending_keys_[i], key)) {
+      pending_keys_.erase(pending_keys_.begin() + static_cast<std::ptrdiff_t>(i));
+      pending_values_.erase(pending_values_.begin() + static_cast<std::ptrdiff_t>(i));
+      kernel_.erase(key);  // an older entry of the same key may be in the kernel
+      return true;
+    }
+  }
+  return kernel_.erase(key);
+}
 
 void FastPathAdapter::clear() noexcept {
+  pending_keys_.clear();
+  pending_values_.clear();
   const size_t n = kernel_.clear();
   if (n > 0) logf(LogLevel::kInfo, "fast path: %zu map entries cleared", n);
+}
+
+void FastPathAdapter::commit() noexcept {
+  const size_t n = pending_keys_.size();
+  size_t done = 0;
+  while (done < n) {
+    done += kernel_.updateBatch(pending_keys_.data() + done, pending_values_.data() + done,
+                                n - done);
+    if (done == n) break;
+    // Entry `done` was refused: its flow stays on NFQUEUE; the rest still go in.
+    const int err = errno;
+    ++put_failed_;
+    const tandem_fp_rewrite lost = pending_values_[done];
+    ++done;
+    if (put_failed_ == 1 || err != E2BIG) {
+      logf(LogLevel::kWarn, "fast path: map write refused: %s (flow stays on NFQUEUE)",
+           std::strerror(err));
+    }
+    // After the loop: the engine erases the flow's entries, which may be among the rest.
+    lost_.push_back({lost.flow_id, lost.generation});
+  }
+  pending_keys_.clear();
+  pending_values_.clear();
+  if (lost_.empty() || engine_ == nullptr) {
+    lost_.clear();
+    return;
+  }
+  const uint64_t now_ns = monotonicNs();
+  for (const Lost& l : lost_) engine_->fastPathInstallLost(l.flow_id, l.generation, now_ns);
+  lost_.clear();
 }
 
 void FastPathAdapter::watch(event_base* base, Engine& engine, std::function<void()> after) {
@@ -99,6 +187,13 @@ void FastPathAdapter::watch(event_base* base, Engine& engine, std::function<void
                      this);
   if (event_ == nullptr || event_add(event_, nullptr) != 0) {
     throw std::runtime_error("fast path: cannot watch the close-event ring");
+  }
+  // The program wakes the ring's reader only once it is a quarter full (fastpath.bpf.c): the
+  // NFQUEUE loop reads it before every batch, and this timer when no packet comes.
+  poll_ = event_new(base, -1, EV_PERSIST, &FastPathAdapter::onEvents, this);
+  const timeval every{0, kEventPollUs};
+  if (poll_ == nullptr || event_add(poll_, &every) != 0) {
+    throw std::runtime_error("fast path: cannot start the close-event poll timer");
   }
 }
 

@@ -3,6 +3,12 @@
 /// KernelFastPath, through which the engine writes and erases map entries; the close events the
 /// program reports, fed into Engine::fastPathClose from the event loop; the fast path's metrics.
 /// Thin: which flows go on the fast path is the engine's decision.
+///
+/// Entries the engine writes through install() are kept until commit(), which the daemon calls
+/// once the verdicts that preceded them are sent (NfQueue::setAfterVerdicts). A flow goes on the
+/// fast path while the engine handles one of its segments; written at once, the entry would let
+/// the flow's next segments, translated by the kernel, overtake that very segment, still waiting
+/// for its verdict (docs/fastpath.md, "Reordering at install").
 
 #include <cstddef>
 #include <cstdint>
@@ -34,13 +40,25 @@ class FastPathAdapter final : public FastPathPort {
   FastPathAdapter(const FastPathAdapter&) = delete;
   FastPathAdapter& operator=(const FastPathAdapter&) = delete;
 
+  /// Writes at once, unless the key's install is still kept: then it replaces the kept entry.
   bool put(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept override;
+  /// Keeps the entry for commit() (replacing one kept for the same key); true. get() and erase()
+  /// see kept entries.
+  bool install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept override;
   bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept override;
   bool erase(const tandem_fp_key& key) noexcept override;
   void clear() noexcept override;
 
-  /// Watches the close-event ring in `base`: every wake-up drains it into `engine`, then calls
-  /// `after` (what the closes caused: the outbox, the pair's checkpoints). Throws on failure.
+  /// Writes the entries put() kept, in order, with one system call. An entry the kernel refuses
+  /// (map full) is counted (tandem_fastpath_map_put_failed_total) and reported to the engine
+  /// (Engine::fastPathInstallLost), which takes its flow off the fast path.
+  void commit() noexcept;
+  /// Entries install() kept that commit() has not written yet.
+  size_t uncommitted() const noexcept { return pending_keys_.size(); }
+
+  /// Watches the close-event ring in `base`: every wake-up (the ring a quarter full, or a 2 ms
+  /// timer) drains it into `engine`, then calls `after` (what the closes caused: the outbox,
+  /// the pair's checkpoints). Throws on failure.
   void watch(event_base* base, Engine& engine, std::function<void()> after);
   /// Hands every waiting close event to the engine (stamped `now_ns`, CLOCK_MONOTONIC); returns
   /// how many. Cheap when there are none: one read of the ring's positions.
@@ -55,13 +73,24 @@ class FastPathAdapter final : public FastPathPort {
 
  private:
   static void onEvents(int fd, short what, void* self) noexcept;
+  /// Replaces the kept entry of `key`; false if none is kept.
+  bool replaceKept(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
 
   KernelFastPath kernel_;
   std::vector<std::string> interfaces_;
   Engine* engine_ = nullptr;
   event* event_ = nullptr;
+  event* poll_ = nullptr;  ///< the ring read on a timer (the program rarely wakes the reader)
   std::function<void()> after_;
   uint64_t put_failed_ = 0;
+  // Kept by install() for commit(): parallel arrays, as BPF_MAP_UPDATE_BATCH takes them.
+  std::vector<tandem_fp_key> pending_keys_;
+  std::vector<tandem_fp_rewrite> pending_values_;
+  struct Lost {
+    uint32_t flow_id;
+    uint32_t generation;
+  };
+  std::vector<Lost> lost_;
 };
 
 /// Prometheus text for a daemon without the fast path: tandem_fastpath_enabled 0.

@@ -349,6 +349,11 @@ int run(const DaemonConfig& config, Engine& engine) {
   loop.queue = &queue;
   loop.fastpath = fastpath ? &*fastpath : nullptr;
   queue.setBeforeBatch([&loop] { drainFastPath(loop); });  // loop.fastpath null: nothing
+  // A new fast-path entry for the direction of the packet that made its flow qualify goes into
+  // the kernel once that packet's verdict is sent (FastPathPort::install).
+  queue.setAfterVerdicts([&loop] {
+    if (loop.fastpath != nullptr) loop.fastpath->commit();
+  });
   if (auto k = readNfQueueKernelStats(config.queue.queue)) loop.kernel_seen = *k;
 
   // Everything that can fail is set up before the rules go in, so a failed start leaves the host

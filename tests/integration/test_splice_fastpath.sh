@@ -44,7 +44,8 @@ want_sha=$(sha256sum "$TDM_TMP/www/file" | cut -d' ' -f1)
 unexpected_drops() {
   echo $(( $(metric tandem_drops_total) - $(metric tandem_drops_total 'reason="splice_pending"') -
            $(metric tandem_drops_total 'reason="rst_out_of_window"') -
-           $(metric tandem_drops_total 'reason="rst_after_close"') ))
+           $(metric tandem_drops_total 'reason="rst_after_close"') -
+           $(metric tandem_drops_total 'reason="ack_overtaken"') ))
 }
 
 # Every flow reaches TIME_WAIT or CLOSE after its close (LINGER_MAX). RSTs judged out of

@@ -58,6 +58,10 @@ class FakeFastPathPort : public FastPathPort {
     value = it->second;
     return true;
   }
+  bool install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept override {
+    installed.push_back(key);  // a deferring port would write it after the verdict
+    return put(key, value);
+  }
   bool erase(const tandem_fp_key& key) noexcept override {
     ++erases;
     return map.erase(key) > 0;
@@ -101,6 +105,7 @@ class FakeFastPathPort : public FastPathPort {
 
   std::map<tandem_fp_key, tandem_fp_rewrite, KeyLess> map;
   size_t capacity = SIZE_MAX;
+  std::vector<tandem_fp_key> installed;  ///< keys written through install() (also in puts)
   int puts = 0, erases = 0, clears = 0;
   mutable int gets = 0;
 };
@@ -371,6 +376,59 @@ TEST_F(OpenPassthrough, StandbyClearsThePortInstallsNothingAndResumesLazily) {
   ASSERT_EQ(c.backend(kAck, 5001, 1011, 0, 3 * kSec).d.verdict, Verdict::kAccept);
   EXPECT_EQ(port.puts, 4);
   expectEntries(e, port, 2, true);  // a new generation
+}
+
+// When the segment that puts the flow on carries data, its direction's entry goes through
+// install() (the daemon's port writes it once that segment's verdict is sent, so the flow's next
+// segments, translated by the kernel, cannot overtake it) and the other direction's at once,
+// through put(). A bare ACK may be overtaken (the segments after it carry its ack): both at once.
+TEST(FastPath, TheTriggersDirectionIsInstalledAfterItsSegmentTheOtherAtOnce) {
+  {
+    Engine e(config(Mode::kPassthrough));
+    FakeFastPathPort port;
+    e.setFastPath(&port, true);
+    Passthrough c{e};
+    c.open();  // the client's bare handshake ACK puts it on
+    EXPECT_TRUE(port.installed.empty());
+    EXPECT_EQ(port.puts, 2);
+    EXPECT_EQ(port.map.size(), 2u);
+  }
+  {
+    Engine e(config(Mode::kSplice));
+    FakeFastPathPort port;
+    e.setFastPath(&port, true);
+    Splice s{e, 0, 0, {}};
+    s.openFast();  // the client's first request puts it on
+    ASSERT_EQ(port.installed.size(), 1u);
+    EXPECT_EQ(std::memcmp(&port.installed[0], &kClientKey, sizeof kClientKey), 0);
+    EXPECT_EQ(port.map.size(), 2u);
+  }
+}
+
+// A deferring port reports an install the kernel refused later: the flow leaves the fast path
+// (both entries erased), counted as a failed install; a report naming another install (an
+// older generation, a slot reused) changes nothing.
+TEST_F(OpenPassthrough, AnInstallLostLaterTakesTheFlowOffAndPausesInstalls) {
+  open(/*close_fast=*/true);
+  ASSERT_EQ(port.map.size(), 2u);
+  const uint32_t slot = slotOf(e);
+  const uint32_t generation = port.map.at(kClientKey).generation;
+  e.fastPathInstallLost(slot, generation + 1, 2 * kSec);  // not this install
+  e.fastPathInstallLost(slot + 1, generation, 2 * kSec);  // no such flow
+  EXPECT_EQ(port.map.size(), 2u);
+  EXPECT_EQ(e.counters().fastpath_install_failed, 0u);
+  port.map.erase(kClientKey);  // what the kernel refused
+  e.fastPathInstallLost(slot, generation, 2 * kSec);
+  EXPECT_TRUE(port.map.empty());
+  EXPECT_EQ(e.counters().fastpath_install_failed, 1u);
+  EXPECT_EQ(e.counters().fastpath_removals, 1u);
+  bool listed_fast = true;
+  e.forEachFlow([&](const FlowInfo& f) { listed_fast = f.fast_path; }, 2 * kSec);
+  EXPECT_FALSE(listed_fast);
+  // The flow goes on through NFQUEUE; installs pause as after a refused put.
+  ASSERT_EQ(c.client(kAck | kPsh, 1001, 5001, 10).d.verdict, Verdict::kAccept);
+  EXPECT_TRUE(port.map.empty());
+  EXPECT_EQ(e.counters().fastpath_installs, 1u);
 }
 
 TEST(FastPath, ARefusedPutCountsLeavesNoHalfEntryAndIsNotRetriedAtOnce) {
@@ -730,6 +788,32 @@ TEST(FastPath, AFinReportedAfterAQueuedPacketTookTheFlowOffStillMovesTheTracker)
   e.fastPathClose(fin, 2 * kSec);
   EXPECT_EQ(e.counters().fastpath_events_stale, 0u);
   EXPECT_EQ(stateOf(e), TcpState::kFinWait);  // not stuck ESTABLISHED / CLOSE_WAIT
+}
+
+// A bare ACK that waited in NFQUEUE while a newer one of the same side crossed the kernel is
+// dropped (ack_overtaken): its receiver would ignore it, or answer with a RST once closed. A
+// duplicate of the newest ack, data, and a flow never on the fast path are not affected.
+TEST_F(OpenPassthrough, ABareAckOvertakenThroughTheKernelIsDropped) {
+  open(/*close_fast=*/true);
+  // The backend sent 300 bytes; the client's ACK of all of them crossed the kernel.
+  port.forward(kBackendKey, 2 * kSec, 5001, 1001, 300, kAck | kPsh);
+  port.forward(kClientKey, 2 * kSec, 1001, 5301, 0, kAck);
+  // Its older ACK of the first 100, queued for tandemd meanwhile: dropped.
+  Out stale = c.client(kAck, 1001, 5101, 0, 3 * kSec);
+  EXPECT_EQ(stale.d.verdict, Verdict::kDrop);
+  EXPECT_EQ(stale.d.reason, DropReason::kAckOvertaken);
+  EXPECT_EQ(e.counters().drops[static_cast<size_t>(DropReason::kAckOvertaken)], 1u);
+  // A duplicate of the newest ack (a duplicate ACK means something) and data with an old ack
+  // go on.
+  EXPECT_EQ(c.client(kAck, 1001, 5301, 0, 3 * kSec).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(c.client(kAck | kPsh, 1001, 5101, 10, 3 * kSec).d.verdict, Verdict::kAccept);
+  // Without the fast path an old ACK is the receiver's business, as before.
+  Engine plain(config(Mode::kPassthrough));
+  Passthrough p{plain};
+  p.open();
+  ASSERT_EQ(p.backend(kAck | kPsh, 5001, 1001, 300).d.verdict, Verdict::kAccept);
+  ASSERT_EQ(p.client(kAck, 1001, 5301).d.verdict, Verdict::kAccept);
+  EXPECT_EQ(p.client(kAck, 1001, 5101).d.verdict, Verdict::kAccept);
 }
 
 TEST_F(OpenPassthrough, ExpiryAsksTheKernelWhenTheFlowWasLastSeen) {

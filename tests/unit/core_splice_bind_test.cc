@@ -224,26 +224,39 @@ TEST_P(BindData, HostHeaderRoutesAndMissFallsBackToTheScheduler) {
 }
 
 TEST_P(BindData, CookieAckCarryingDataIsRoutedAtOnce) {
-  // Data on the cookie ACK itself: the backend is chosen from it right away and the segment
-  // becomes the backend SYN (its data, never acknowledged, is sent again by the client).
-  Engine e(bindDataConfig(GetParam()));
-  const std::string client = "10.0.0.2:41005", vip = "10.0.0.100:443";
-  Out sa;
-  ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(8000).mss(1460)
-                       .timestamp(100, 0).build(), kNow, false, &sa).verdict, Verdict::kAccept);
-  const auto hello = clientHello("b.example");
-  Out syn;
-  ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(8001)
-                       .ack(sa.pkt.seq() + 1).timestamp(101, sa.opts.ts_val)
-                       .payload(std::string(hello.begin(), hello.end())).build(), kNow, true,
-                &syn).verdict, Verdict::kAccept);
-  EXPECT_EQ(syn.pkt.flags(), kSyn);
-  EXPECT_EQ(syn.pkt.seq(), 8000u);
-  EXPECT_EQ(syn.pkt.payloadLen(), 0u);
-  EXPECT_EQ(syn.pkt.dst().toString(), "10.1.0.3:8443");
-  EXPECT_TRUE(checksumsValid(syn.bytes));
-  EXPECT_EQ(e.counters().splice_routed, 1u);
-  EXPECT_TRUE(drain(e).empty());
+  // Data on the cookie ACK itself (the bare ACK came later, or never): the backend is chosen
+  // from it right away. A caller that can hold the segment keeps it for the backend leg and
+  // the SYN goes out through the outbox; otherwise the segment becomes the backend SYN (its
+  // data, never acknowledged, is sent again by the client).
+  for (bool can_hold : {true, false}) {
+    Engine e(bindDataConfig(GetParam()));
+    const std::string client = "10.0.0.2:41005", vip = "10.0.0.100:443";
+    Out sa;
+    ASSERT_EQ(run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(8000).mss(1460)
+                         .timestamp(100, 0).build(), kNow, false, &sa).verdict, Verdict::kAccept);
+    const auto hello = clientHello("b.example");
+    Out syn;
+    const Decision d = run(e, PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(8001)
+                                  .ack(sa.pkt.seq() + 1).timestamp(101, sa.opts.ts_val)
+                                  .payload(std::string(hello.begin(), hello.end())).build(),
+                           kNow, can_hold, &syn);
+    if (can_hold) {
+      ASSERT_EQ(d.verdict, Verdict::kHold);
+      const auto out = drain(e);
+      ASSERT_EQ(out.size(), 1u);
+      syn = out[0];
+      EXPECT_EQ(e.counters().splice_held, 1u);
+    } else {
+      ASSERT_EQ(d.verdict, Verdict::kAccept);
+      EXPECT_TRUE(drain(e).empty());
+    }
+    EXPECT_EQ(syn.pkt.flags(), kSyn);
+    EXPECT_EQ(syn.pkt.seq(), 8000u);
+    EXPECT_EQ(syn.pkt.payloadLen(), 0u);
+    EXPECT_EQ(syn.pkt.dst().toString(), "10.1.0.3:8443");
+    EXPECT_TRUE(checksumsValid(syn.bytes));
+    EXPECT_EQ(e.counters().splice_routed, 1u);
+  }
 }
 
 TEST_P(BindData, ClientRstWhileWaitingClosesTheFlow) {

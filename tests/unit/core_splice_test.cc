@@ -197,6 +197,99 @@ TEST_P(Splice, EarlyClientDataIsHeldAndForwardedOnceTheBackendAnswers) {
   EXPECT_TRUE(checksumsValid(held));
 }
 
+// The client's first request reached the queue before its bare cookie ACK (they leave the client
+// from different CPUs): the request opens the splice, and a caller that can hold it keeps it;
+// the backend SYN goes out on its own (outbox). The late bare ACK waits too, and once the
+// backend answers the request goes through with its bytes (it used to become the SYN, and the
+// client had to send it again after its loss-probe timeout).
+TEST_P(Splice, ARequestAheadOfItsCookieAckIsHeldNotTurnedIntoTheSyn) {
+  Engine e(spliceConfig(GetParam()));
+  const std::string client = "10.0.0.2:40005", vip = "10.0.0.100:80";
+  auto sa = run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(500).mss(1460).build());
+  const uint32_t cookie = sa.pkt.seq();
+  const auto request = PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(501)
+                           .ack(cookie + 1).payload("GET / HTTP/1.0\r\n\r\n").build();
+  std::vector<uint8_t> held = request;
+  held.resize(256);
+  PacketMeta meta;
+  meta.can_hold = true;
+  ASSERT_EQ(e.process(held.data(), request.size(), held.size(), meta, kNow).verdict,
+            Verdict::kHold);
+  std::vector<std::vector<uint8_t>> out;
+  e.drainOutbox([&](const uint8_t* p, size_t n) { out.emplace_back(p, p + n); });
+  ASSERT_EQ(out.size(), 1u);
+  TcpPacket syn;
+  ASSERT_EQ(parseTcpPacket(out[0].data(), out[0].size(), syn), ParseError::kNone);
+  EXPECT_EQ(syn.flags(), kSyn);
+  EXPECT_EQ(syn.seq(), 500u);
+  EXPECT_EQ(syn.dst().toString(), "10.1.0.2:8080");
+  EXPECT_TRUE(checksumsValid(out[0]));
+  // The bare ACK, late: the leg is opening, it waits too.
+  auto bare = PacketBuilder().src(client).dst(vip).flags(kAck).seq(501).ack(cookie + 1).build();
+  std::vector<uint8_t> bare_buf = bare;
+  bare_buf.resize(256);
+  EXPECT_EQ(e.process(bare_buf.data(), bare.size(), bare_buf.size(), meta, kNow).verdict,
+            Verdict::kHold);
+  auto ack = run(e, PacketBuilder().src("10.1.0.2:8080").dst(syn.src().toString())
+                        .flags(kSyn | kAck).seq(9000).ack(501).mss(1460).build());
+  ASSERT_EQ(ack.d.verdict, Verdict::kAccept);
+  std::copy(request.begin(), request.end(), held.begin());
+  const Decision d = e.process(held.data(), request.size(), held.size(), meta, kNow);
+  ASSERT_EQ(d.verdict, Verdict::kAccept);
+  held.resize(d.len);
+  TcpPacket fwd;
+  ASSERT_EQ(parseTcpPacket(held.data(), held.size(), fwd), ParseError::kNone);
+  EXPECT_EQ(fwd.dst().toString(), "10.1.0.2:8080");
+  EXPECT_EQ(fwd.seq(), 501u);
+  EXPECT_EQ(fwd.payloadLen(), 18u);
+  EXPECT_TRUE(checksumsValid(held));
+  EXPECT_EQ(e.counters().totalDrops(), 0u);
+}
+
+// A batch with the backend's SYN-ACK and, behind it, the client's FIN: processBatch stops after
+// the SYN-ACK, so that the I/O layer sends the request it held before the FIN (which the engine
+// would otherwise accept at once, ahead of the request: the backend would see them reordered).
+TEST_P(Splice, ProcessBatchStopsAfterTheSegmentThatCompletesASplice) {
+  Engine e(spliceConfig(GetParam()));
+  const std::string client = "10.0.0.2:40004", vip = "10.0.0.100:80";
+  auto sa = run(e, PacketBuilder().src(client).dst(vip).flags(kSyn).seq(500).mss(1460).build());
+  const uint32_t cookie = sa.pkt.seq();
+  auto syn = run(e, PacketBuilder().src(client).dst(vip).flags(kAck).seq(501).ack(cookie + 1)
+                        .build());
+  ASSERT_EQ(syn.d.verdict, Verdict::kAccept);
+  const std::vector<std::vector<uint8_t>> packets = {
+      PacketBuilder().src(client).dst(vip).flags(kAck | kPsh).seq(501).ack(cookie + 1)
+          .payload("GET / HTTP/1.0\r\n\r\n").build(),  // held: the backend leg is opening
+      PacketBuilder().src("10.1.0.2:8080").dst(syn.pkt.src().toString()).flags(kSyn | kAck)
+          .seq(9000).ack(501).mss(1460).build(),
+      PacketBuilder().src(client).dst(vip).flags(kAck | tcpflag::kFin).seq(519).ack(cookie + 1).build(),
+  };
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<PacketSlot> slots(packets.size());
+  for (size_t i = 0; i < packets.size(); ++i) {
+    bufs.push_back(packets[i]);
+    bufs.back().resize(256);
+    slots[i].data = bufs.back().data();
+    slots[i].len = packets[i].size();
+    slots[i].cap = bufs.back().size();
+    slots[i].meta.can_hold = true;
+  }
+  const uint64_t generation = e.spliceGeneration();
+  ASSERT_EQ(e.processBatch(slots.data(), slots.size(), kNow), 2u);
+  EXPECT_EQ(slots[0].decision.verdict, Verdict::kHold);
+  EXPECT_EQ(slots[1].decision.verdict, Verdict::kAccept);  // became the proxy's ACK
+  EXPECT_NE(e.spliceGeneration(), generation);
+  // The held request goes next, then the rest of the batch: nothing stops it early.
+  std::copy(packets[0].begin(), packets[0].end(), bufs[0].begin());
+  PacketMeta meta;
+  meta.can_hold = true;
+  EXPECT_EQ(e.process(bufs[0].data(), packets[0].size(), bufs[0].size(), meta, kNow).verdict,
+            Verdict::kAccept);
+  EXPECT_EQ(e.processBatch(slots.data() + 2, 1, kNow), 1u);
+  EXPECT_EQ(slots[2].decision.verdict, Verdict::kAccept);
+  EXPECT_EQ(e.counters().totalDrops(), 0u);
+}
+
 TEST_P(Splice, SilentBackendGetsTheClientReset) {
   Engine e(spliceConfig(GetParam()));
   const std::string client = "10.0.0.2:40003", vip = "10.0.0.100:80";

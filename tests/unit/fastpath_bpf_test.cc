@@ -293,6 +293,7 @@ TEST_F(FastPathBpf, FinWithoutCloseFastIsLeftToNfqueue) {
 
 TEST_F(FastPathBpf, FinWithCloseFastIsTranslatedAndReportedRstNever) {
   const Flow f = spliceFlow(7, 9, 11);
+  install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);  // the FIN arms its ack's report
   expectSame(f, Direction::kFromBackend,
              from(Direction::kFromBackend, f).flags(kFin | kAck).seq(500).ack(600).window(321)
                  .payloadSize(20).build(),
@@ -321,6 +322,29 @@ TEST_F(FastPathBpf, FinWithCloseFastIsTranslatedAndReportedRstNever) {
   EXPECT_EQ(st[TANDEM_FP_ST_EVENTS], 1u);
   EXPECT_EQ(st[TANDEM_FP_ST_EVENTS_FULL], 0u);
   EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u);
+}
+
+// tandemd writes a flow's two entries at different moments (FastPathPort::install): a FIN that
+// finds only its own cannot arm the other's report of its acknowledgement, so it is not taken.
+TEST_F(FastPathBpf, AFinWhoseOtherDirectionIsNotInTheMapIsLeftToNfqueue) {
+  const Flow f = spliceFlow(7, 9, 11);
+  install(f, Direction::kFromBackend, TANDEM_FP_CLOSE_FAST);
+  const auto fin = from(Direction::kFromBackend, f).flags(kFin | kAck).seq(500).ack(600).build();
+  expectUntouched(fin, TANDEM_FP_ST_PASS_NO_PEER, "fin, no peer entry");
+  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u);
+  // Data of the same direction is translated: only the close needs both entries.
+  auto data = from(Direction::kFromBackend, f).flags(kAck | kPsh).seq(400).ack(600)
+                  .payloadSize(10).build();
+  uint32_t mark = 0;
+  EXPECT_EQ(fp_->testRun(data, &mark), TC_ACT_OK);
+  EXPECT_EQ(mark, TANDEM_FP_MARK);
+  // Once the other entry is written, the same FIN is taken and reported.
+  install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
+  auto again = fin;
+  mark = 0;
+  EXPECT_EQ(fp_->testRun(again, &mark), TC_ACT_OK);
+  EXPECT_EQ(mark, TANDEM_FP_MARK);
+  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 1u);
 }
 
 TEST_F(FastPathBpf, TheFirstAckOfTheOtherSidesFinIsReportedOnce) {
@@ -389,6 +413,7 @@ TEST_F(FastPathBpf, TheFirstAckOfTheOtherSidesFinIsReportedOnce) {
 TEST_F(FastPathBpf, AFullEventRingLeavesTheCloseToNfqueue) {
   const Flow f = spliceFlow(7, 9, 11);
   install(f, Direction::kFromClient, TANDEM_FP_CLOSE_FAST);
+  install(f, Direction::kFromBackend, TANDEM_FP_CLOSE_FAST);
   const auto fin = from(Direction::kFromClient, f).flags(kFin | kAck).seq(5).ack(6).build();
   // 256 KiB of 40-byte records (8-byte header + 32): about 6550 fit.
   int translated = 0;
@@ -477,6 +502,7 @@ TEST_F(FastPathBpf, WhatItLeavesAlone) {
 TEST_F(FastPathBpf, SeenFieldsAfterATranslatedPacket) {
   const Flow f = spliceFlow(7, 9, 11);
   const tandem_fp_key k = install(f, Direction::kFromClient);
+  install(f, Direction::kFromBackend);  // for the FIN below
   tandem_fp_rewrite v{};
   ASSERT_TRUE(fp_->lookup(k, v));
   EXPECT_EQ(v.last_ns, 0u);
