@@ -7,7 +7,8 @@
 # proxy namespace on `front` (the client leg, before tandem for client packets, after it for the
 # proxy's) and on `back` (the backend leg, likewise), then one `tcpcheck --connect-rate` run.
 # bench/rst_classify.py DIR reads the result: who sent each RST, what provoked it, and how the
-# tracker judged it (docs/rst-after-close.md).
+# tracker judged it (docs/rst-after-close.md); with --order, how many connections the proxy sent
+# out of order on either leg (docs/fastpath.md, "Reordering at install").
 #
 # Usage (root):  bench/rst_capture.sh
 # Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>

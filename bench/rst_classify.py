@@ -15,6 +15,10 @@ engine's edges may lag (docs/fastpath.md): a RST exact on the wire and dropped i
 Usage: rst_classify.py DIR               a table: count, verdict, flags, provoking segment, state
        rst_classify.py DIR --show KIND N  the packets of N connections of verdict KIND (exact,
                                           in_window, out), both legs, from the client's SYN
+       rst_classify.py DIR --order        connections whose segments the proxy sent out of order:
+                                          client segments on the backend leg, server segments on
+                                          the client leg (data or FIN starting below the highest
+                                          end already sent that way), and the backend's RSTs
 """
 import collections
 import struct
@@ -120,6 +124,34 @@ def classify(back, client):
         yield (verdict, flags(p["fl"]), why, state), p
 
 
+def out_of_order(pkts):
+    """True if a data segment or FIN in `pkts` (one direction, in send order) starts below the
+    end of one sent before it; a SYN starts a new incarnation."""
+    top = None
+    for p in pkts:
+        if p["fl"] & 2:
+            top = None
+            continue
+        if p["fl"] & 4 or not (p["len"] or p["fl"] & 1):
+            continue
+        if top is not None and after(top, p["seq"]):
+            return True
+        end = (p["seq"] + p["len"] + (p["fl"] & 1)) % M
+        top = end if top is None or after(end, top) else top
+    return False
+
+
+def order(by_port, client):
+    to_backend = to_client = rsts = 0
+    for port, back in by_port["B"].items():
+        to_backend += out_of_order([p for p in back if p["src"] == client])
+        to_client += out_of_order([p for p in by_port["F"][port] if p["src"] != client])
+        rsts += any(p["fl"] & 4 for p in back if p["src"] != client)
+    print("connections\tclient segments out of order to the backend\t"
+          "server segments out of order to the client\twith a backend RST")
+    print("%d\t%d\t%d\t%d" % (len(by_port["B"]), to_backend, to_client, rsts))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -132,6 +164,9 @@ def main():
     for leg, pkts in legs.items():
         for p in pkts:
             by_port[leg][p["sp"] if p["src"] == client else p["dp"]].append(p)
+    if sys.argv[2:3] == ["--order"]:
+        order(by_port, client)
+        return
     found = collections.defaultdict(list)
     for port, back in by_port["B"].items():
         # Passed on: a RST of the proxy's to the client within 0.5 s at the same sequence number

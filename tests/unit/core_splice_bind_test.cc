@@ -244,7 +244,8 @@ TEST_P(BindData, CookieAckCarryingDataIsRoutedAtOnce) {
       ASSERT_EQ(d.verdict, Verdict::kHold);
       const auto out = drain(e);
       ASSERT_EQ(out.size(), 1u);
-      syn = out[0];
+      syn.bytes = out[0].bytes;  // out[0].pkt views out[0]'s buffer, freed with `out`
+      ASSERT_EQ(parseTcpPacket(syn.bytes.data(), syn.bytes.size(), syn.pkt), ParseError::kNone);
       EXPECT_EQ(e.counters().splice_held, 1u);
     } else {
       ASSERT_EQ(d.verdict, Verdict::kAccept);
