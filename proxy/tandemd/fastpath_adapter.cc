@@ -88,12 +88,6 @@ FastPathAdapter::~FastPathAdapter() {
   if (poll_ != nullptr) event_free(poll_);
 }
 
-namespace {
-bool sameKey(const tandem_fp_key& a, const tandem_fp_key& b) noexcept {
-  return std::memcmp(&a, &b, sizeof(a)) == 0;
-}
-}  // namespace
-
 bool FastPathAdapter::install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
   if (!replaceKept(key, value)) {
     pending_keys_.push_back(key);
@@ -109,38 +103,35 @@ bool FastPathAdapter::put(const tandem_fp_key& key, const tandem_fp_rewrite& val
   return false;
 }
 
+size_t FastPathAdapter::keptIndex(const tandem_fp_key& key) const noexcept {
+  // A batch installs a few flows at most: a linear search is the cheapest (no allocation).
+  for (size_t i = 0; i < pending_keys_.size(); ++i)
+    if (std::memcmp(&pending_keys_[i], &key, sizeof key) == 0) return i;
+  return pending_keys_.size();
+}
+
 bool FastPathAdapter::replaceKept(const tandem_fp_key& key,
                                   const tandem_fp_rewrite& value) noexcept {
-  // A batch installs a few flows at most: a linear search is the cheapest (no allocation).
-  for (size_t i = 0; i < pending_keys_.size(); ++i) {
-    if (sameKey(pending_keys_[i], key)) {
-      pending_values_[i] = value;
-      return true;
-    }
-  }
-  return false;
+  const size_t i = keptIndex(key);
+  if (i == pending_keys_.size()) return false;
+  pending_values_[i] = value;
+  return true;
 }
 
 bool FastPathAdapter::get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept {
-  for (size_t i = 0; i < pending_keys_.size(); ++i) {
-    if (sameKey(pending_keys_[i], key)) {
-      value = pending_values_[i];  // the kernel has not seen a packet of it yet: last_ns 0
-      return true;
-    }
-  }
-  return kernel_.lookup(key, value);
+  const size_t i = keptIndex(key);
+  if (i == pending_keys_.size()) return kernel_.lookup(key, value);
+  value = pending_values_[i];  // the kernel has not seen a packet of it yet: last_ns 0
+  return true;
 }
 
 bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept {
-  for (size_t i = 0; i < pending_keys_.size(); ++i) {
-    if (sameKey(pending_keys_[i], key)) {
-      pending_keys_.erase(pending_keys_.begin() + static_cast<std::ptrdiff_t>(i));
-      pending_values_.erase(pending_values_.begin() + static_cast<std::ptrdiff_t>(i));
-      kernel_.erase(key);  // an older entry of the same key may be in the kernel
-      return true;
-    }
-  }
-  return kernel_.erase(key);
+  const size_t i = keptIndex(key);
+  if (i == pending_keys_.size()) return kernel_.erase(key);
+  pending_keys_.erase(pending_keys_.begin() + static_cast<std::ptrdiff_t>(i));
+  pending_values_.erase(pending_values_.begin() + static_cast<std::ptrdiff_t>(i));
+  kernel_.erase(key);  // an older entry of the same key may be in the kernel
+  return true;
 }
 
 void FastPathAdapter::clear() noexcept {

@@ -73,6 +73,8 @@ class FastPathAdapter final : public FastPathPort {
 
  private:
   static void onEvents(int fd, short what, void* self) noexcept;
+  /// Where `key`'s kept entry is in pending_keys_; its size if none is kept.
+  size_t keptIndex(const tandem_fp_key& key) const noexcept;
   /// Replaces the kept entry of `key`; false if none is kept.
   bool replaceKept(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
 
