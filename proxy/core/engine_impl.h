@@ -159,6 +159,9 @@ struct Engine::Impl {
   /// crossed the kernel. Forwarding it tells the receiver nothing (RFC 9293 3.10.7.4 ignores an
   /// ACK below SND.UNA), and a receiver that closed meanwhile answers it with a RST.
   bool fastPathOvertakenAck(const Flow& f, Direction dir, const TcpPacket& pkt) const noexcept;
+  /// Slot `index` holds a live flow whose current install is `generation` (what an entry, a
+  /// close event or a lost write names): not a freed or reused slot, not an older install.
+  bool fastPathIsInstall(uint32_t index, uint32_t generation) const noexcept;
   /// After a forwarded ordinary segment: puts the flow on the fast path if it qualifies.
   /// `trigger`: the segment's direction; `after_it`: its entry must not overtake it (it
   /// carries data), so it goes through FastPathPort::install.

@@ -146,6 +146,11 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
   ++counters.fastpath_installs;
 }
 
+bool Engine::Impl::fastPathIsInstall(uint32_t index, uint32_t generation) const noexcept {
+  return fp != nullptr && index < table.highWater() && index < fp_generation.size() &&
+         table.at(index).in_use && fp_generation[index] == generation;
+}
+
 bool Engine::Impl::fastPathOvertakenAck(const Flow& f, Direction dir,
                                         const TcpPacket& pkt) const noexcept {
   if (!f.fast_path_ever || pkt.payloadLen() != 0 || !pkt.has(tcpflag::kAck) ||
@@ -276,9 +281,7 @@ bool Engine::Impl::fastPathIdle(uint32_t index, uint64_t now_ns) noexcept {
 void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,
                                  uint64_t now_ns) noexcept {
   Impl& m = *impl_;
-  if (m.fp == nullptr || flow_id >= m.table.highWater() || flow_id >= m.fp_generation.size() ||
-      !m.table.at(flow_id).in_use || !m.table.at(flow_id).fast_path ||
-      m.fp_generation[flow_id] != generation)
+  if (!m.fastPathIsInstall(flow_id, generation) || !m.table.at(flow_id).fast_path)
     return;  // that install is gone already (erased, or the slot reused since)
   // The other direction may have been written and used meanwhile: what it saw counts.
   m.fastPathRefresh(flow_id, now_ns, true);
@@ -291,9 +294,8 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
   Impl& m = *impl_;
   ++counters_.fastpath_events;
   const uint32_t index = ev.flow_id;
-  if (m.fp == nullptr || ev.dir > 1 || index >= m.table.highWater() ||
-      index >= m.fp_generation.size() || !m.table.at(index).in_use ||
-      !m.table.at(index).fast_path_ever || m.fp_generation[index] != ev.generation) {
+  if (ev.dir > 1 || !m.fastPathIsInstall(index, ev.generation) ||
+      !m.table.at(index).fast_path_ever) {
     // Not this incarnation's: the slot was freed (and maybe reused, or reinstalled at a newer
     // generation) since. An event of a flow that merely left the fast path (a RST or a FIN
     // through NFQUEUE took it off while the kernel's report was in the ring) still counts:

@@ -146,8 +146,8 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
                                           opts.has_timestamp, now_ns + cookie_clock_offset_ns);
   if (!check.ok) return dropped(DropReason::kBadCookie);
 
-  // bind = data: a cookie ACK that already carries data picks the backend now (the data itself
-  // becomes the backend SYN and is sent again by the client); a bare one waits for the data.
+  // bind = data: a cookie ACK that already carries data picks the backend now; a bare one waits
+  // for the data.
   const ServiceConfig& s = config.services[svc];
   const bool await_data = s.bind == BindOn::kData && pkt.payloadLen() == 0;
   int route = -1;
@@ -179,43 +179,34 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   const SegmentSpec spec = backendSyn(f, pkt.seq() - 1, o.wscale_ok, o.wscale, o.ts_ok,
                                       opts.ts_val, static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff)),
                                       optbuf);
-  if (await_data) {
-    // The backend leg opens on the first data segment; track the SYN it will send now, so the
-    // client leg's window and options are in place, but send nothing yet.
-    uint8_t scratch[60];
-    const size_t n = writeTcpSegment(spec, scratch, sizeof scratch);
-    TcpPacket out;
-    TcpOptions out_opts;
-    if (n == 0 || !view(scratch, n, out, out_opts) ||
-        trackSegment(f, Direction::kFromClient, out, out_opts, now_ns, counters) !=
-            DropReason::kNone) {
-      table.remove(hit.index);
-      --counters.flows_created;
-      return dropped(DropReason::kNoRoom);
-    }
-    f.splice_await_data = true;
-    armSynTimer(hit.index);  // a client that never speaks first is bound by the timer
-    return dropped(DropReason::kSpliceBindWait);  // the ACK completed the client's handshake
-  }
-  if (pkt.payloadLen() > 0 && meta.can_hold) {
+  // The SYN is not this segment when the leg opens on the first data segment (await_data: sent
+  // then) or when this segment is data the caller holds (hold: sent now, through the outbox).
+  // Either way it is tracked now, so the client leg's window and options are in place.
+  const bool hold = !await_data && pkt.payloadLen() > 0 && meta.can_hold;
+  if (await_data || hold) {
     uint8_t syn[60];
     const size_t n = writeTcpSegment(spec, syn, sizeof syn);
     TcpPacket out;
     TcpOptions out_opts;
-    if (n != 0 && view(syn, n, out, out_opts) &&
-        trackSegment(f, Direction::kFromClient, out, out_opts, now_ns, counters) ==
-            DropReason::kNone &&
-        outbox.push(syn, n)) {
-      armSynTimer(hit.index);
-      ++counters.packets[0];
-      counters.bytes[0] += pkt.totalLen();
-      ++counters.splice_held;
-      return {Verdict::kHold, DropReason::kNone, false, 0};
+    const bool tracked = n != 0 && view(syn, n, out, out_opts) &&
+                         trackSegment(f, Direction::kFromClient, out, out_opts, now_ns,
+                                      counters) == DropReason::kNone;
+    const bool sent = tracked && (!hold || outbox.push(syn, n));
+    if (tracked && !sent) ++counters.outbox_dropped;
+    if (!sent) {
+      table.remove(hit.index);
+      --counters.flows_created;
+      return dropped(DropReason::kNoRoom);
     }
-    table.remove(hit.index);
-    --counters.flows_created;
-    if (n != 0) ++counters.outbox_dropped;
-    return dropped(DropReason::kNoRoom);
+    armSynTimer(hit.index);  // await_data: a client that never speaks first is bound by it
+    if (await_data) {
+      f.splice_await_data = true;
+      return dropped(DropReason::kSpliceBindWait);  // the ACK completed the client's handshake
+    }
+    ++counters.packets[0];
+    counters.bytes[0] += pkt.totalLen();
+    ++counters.splice_held;
+    return {Verdict::kHold, DropReason::kNone, false, 0};
   }
   const Decision d = emit(spec, data, cap, counters);
   TcpPacket out;

@@ -232,8 +232,7 @@ void NfQueue::onReadable(Engine& engine) noexcept {
     // One engine call per read: the batch's flow lookups overlap their cache misses.
     processPending(engine, now_ns);
     // The verdicts point into the receive buffers: send them before the next read reuses them.
-    flush();
-    if (after_verdicts_) after_verdicts_();
+    sendVerdicts();
     compactHeld();  // released held packets' bytes were referenced by the verdicts just sent
     // No break on a short read: the answers to the verdicts just sent (a backend's SYN-ACK to
     // the SYN among them) were queued while they were sent; reading again takes them now
@@ -332,7 +331,8 @@ void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
   while (done < pending_.size()) {
     const uint64_t splices_before = engine.spliceGeneration();
     const uint64_t kept_before = engine.fastPathKeptInstalls();
-    // Up to and including the first packet that completes a splice (Engine::processBatch).
+    // Up to and including the first packet that completes a splice or puts its flow on the fast
+    // path with a kept entry (Engine::processBatch).
     const size_t k = engine.processBatch(pending_.data() + done, pending_.size() - done, now_ns);
     for (size_t i = done; i < done + k; ++i) {
       const PacketSlot& s = pending_[i];
@@ -361,8 +361,7 @@ void NfQueue::processPending(Engine& engine, uint64_t now_ns) noexcept {
       // batch is handled and sent. Meanwhile the flow's next segments queue here, to be
       // overtaken by the ones after them through the kernel (the client's acknowledgement of
       // the backend's answer, a bulk sender's next segments).
-      flush();
-      if (after_verdicts_) after_verdicts_();
+      sendVerdicts();
     }
   }
   pending_.clear();
@@ -413,8 +412,7 @@ void NfQueue::compactHeld() noexcept {
 void NfQueue::offerHeld(Engine& engine, uint64_t now_ns) noexcept {
   if (held_.empty()) return;
   releaseHeld(engine, now_ns);
-  flush();
-  if (after_verdicts_) after_verdicts_();
+  sendVerdicts();
   compactHeld();
 }
 
@@ -448,6 +446,11 @@ void NfQueue::queueVerdict(uint32_t id, uint32_t verdict, const uint8_t* payload
   } else {
     ++counters_.dropped;
   }
+}
+
+void NfQueue::sendVerdicts() noexcept {
+  flush();
+  if (after_verdicts_) after_verdicts_();
 }
 
 void NfQueue::flush() noexcept {

@@ -129,6 +129,8 @@ class NfQueue {
   void handleError(const nlmsghdr* nlh) noexcept;
   void queueVerdict(uint32_t id, uint32_t verdict, const uint8_t* payload, size_t len) noexcept;
   void flush() noexcept;
+  /// flush(), then after_verdicts_ (the fast path's kept entries go in after their packets).
+  void sendVerdicts() noexcept;
   /// Per-packet warnings share one limit: the counters carry the numbers.
   void warnLimited(const char* what, int err) noexcept;
   void sendConfig(nlmsghdr* nlh, const char* step);
