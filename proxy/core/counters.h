@@ -107,6 +107,10 @@ struct Counters {
                                       ///< opened (each time one was offered and held again)
   uint64_t sync_deferred = 0;         ///< pair: backend SYN-ACKs held until the standby knew
                                       ///< the flow (each time one was offered and held again)
+  uint64_t splice_windows_opened = 0;  ///< splice, zero-window handshake: ACKs that opened the
+                                       ///< client's window once the backend leg was up
+  uint64_t splice_opened_by_probe = 0;  ///< splice: flows opened by a zero-window probe (its
+                                        ///< cookie ACK never reached this node)
   uint64_t splice_routed = 0;         ///< splice, bind = data: backends chosen by a route rule
   uint64_t splice_route_misses = 0;   ///< splice, bind = data: no rule matched, scheduler chose
   // Backend health and re-splicing (resplice.cc).

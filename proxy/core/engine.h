@@ -71,6 +71,12 @@ struct PacketSlot {
   Decision decision;  ///< filled in by processBatch()
 };
 
+/// A splice service as the kernel's SYN answerer needs it (Engine::spliceVips).
+struct SpliceVip {
+  Endpoint vip;
+  bool zero_window = false;  ///< ServiceConfig::zero_window_handshake
+};
+
 class Engine {
  public:
   /// Throws std::invalid_argument on a configuration the core cannot run (startup only).
@@ -223,8 +229,8 @@ class Engine {
   bool synKernelKey(uint64_t count, tandem_syn_key& out) const noexcept;
   /// The cookie period count at monotonic now_ns (with the cookie clock offset); 0 without one.
   uint64_t cookieCount(uint64_t now_ns) const noexcept;
-  /// The VIP:port of every splice service.
-  std::vector<Endpoint> spliceVips() const;
+  /// The VIP:port of every splice service, and whether its SYN-ACK offers a zero window.
+  std::vector<SpliceVip> spliceVips() const;
 
   const Counters& counters() const noexcept { return counters_; }
   /// Moves whenever a flow leaves the splice handshake (completed, refused, reset, timed out)

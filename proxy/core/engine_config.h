@@ -44,6 +44,12 @@ struct ServiceConfig {
   /// (resplice.cc). Only safe for protocols whose requests do not depend on the connection's
   /// history (HTTP/1.1 keep-alive, memcached text); off by default.
   bool resplice = false;
+  /// Splice mode: the proxy's SYN-ACK offers a zero window, so the client sends nothing until
+  /// the backend leg is up; the proxy then opens the window with the backend's (an ACK to the
+  /// client) and puts the flow on the fast path at once. Nothing waits in NFQUEUE. Off: the
+  /// SYN-ACK offers SpliceConfig::window and data sent early is held until the leg is up.
+  /// tandemd turns it on for bind = ack (handshake_window = zero); bind = data needs it off.
+  bool zero_window_handshake = false;
 };
 
 /// Idle timeouts per TCP state, as Linux conntrack names them (nf_conntrack_proto_tcp.c).

@@ -39,6 +39,9 @@ struct Engine::Impl {
   Decision spliceBindOnData(uint32_t index, TcpPacket& pkt, const TcpOptions& opts,
                             uint8_t* data, size_t cap, const PacketMeta& meta,
                             uint64_t now_ns) noexcept;
+  /// Zero-window handshake: the backend leg is up; puts the flow on the fast path (unless client
+  /// segments wait for it) and sends the client the ACK that opens its window.
+  void spliceOpenWindow(uint32_t index, uint32_t client_ack, uint16_t synack_window) noexcept;
   /// Moves a flow to another backend of its service (bind = data); returns its new index.
   uint32_t spliceRebind(uint32_t index, uint16_t backend) noexcept;
   /// Timer work of splice mode, from expire(): backend SYNs sent again on their own clock.

@@ -101,6 +101,9 @@ struct Flow {
   bool quiet_seen : 1 = false;          ///< quiet_client is valid
   bool client_waiting : 1 = false;  ///< client bytes await the backend's ack (wait_since_ms)
   bool stall_noted : 1 = false;  ///< this wait for the backend was counted as a stall
+  /// A client segment with data or a FIN waits (Verdict::kHold) for this splice's backend leg:
+  /// the segments released then put the flow on the fast path, not the leg's completion.
+  bool client_held : 1 = false;
   /// Kernel fast path (fastpath_port.h): both directions' entries are in the map, so the
   /// engine sees only what the kernel leaves to NFQUEUE and its edges go stale (fastpath.cc).
   bool fast_path : 1 = false;

@@ -92,9 +92,9 @@ SegmentSpec backendSynAgain(const Flow& f, bool has_ts, uint32_t tsval,
                     has_ts ? tsval : f.client_tsval, f.client_window, optbuf);
 }
 
-/// The RST that tells the client its connection failed: seq exactly the proxy's next sequence
-/// number, which is what the client expects from its server (RFC 5961 3.2).
-SegmentSpec clientRst(const Flow& f, uint32_t ack) noexcept {
+/// A segment from the proxy's side of the client leg before any byte of the backend's reached
+/// the client: seq the proxy's next sequence number.
+SegmentSpec toClient(const Flow& f, uint32_t ack, uint8_t flags) noexcept {
   SegmentSpec spec;
   spec.saddr = f.vip_addr.v4();
   spec.daddr = f.client_addr.v4();
@@ -102,8 +102,14 @@ SegmentSpec clientRst(const Flow& f, uint32_t ack) noexcept {
   spec.dport = f.client_port;
   spec.seq = f.proxy_isn + 1;
   spec.ack = ack;
-  spec.flags = tcpflag::kRst | tcpflag::kAck;
+  spec.flags = flags;
   return spec;
+}
+
+/// The RST that tells the client its connection failed: seq exactly the proxy's next sequence
+/// number, which is what the client expects from its server (RFC 5961 3.2).
+SegmentSpec clientRst(const Flow& f, uint32_t ack) noexcept {
+  return toClient(f, ack, tcpflag::kRst | tcpflag::kAck);
 }
 
 }  // namespace
@@ -124,7 +130,8 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
     const CookieIssue issue =
         cookie->make(cookieInputFromSyn(pkt, opts), now_ns + cookie_clock_offset_ns);
     uint8_t tmp[kMaxSynAckLen];
-    const size_t n = buildSynAck(pkt, opts, issue, {sc.mss, sc.wscale, sc.window, 64}, tmp,
+    const uint16_t window = config.services[svc].zero_window_handshake ? 0 : sc.window;
+    const size_t n = buildSynAck(pkt, opts, issue, {sc.mss, sc.wscale, window, 64}, tmp,
                                  sizeof tmp);
     if (n == 0) return dropped(DropReason::kBadCookie);
     if (n > cap) return dropped(DropReason::kNoRoom);
@@ -142,13 +149,23 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   // and the client, whose data nobody acknowledged, sends it again.
   if ((flags & (tcpflag::kSyn | tcpflag::kRst | tcpflag::kFin)) != 0 || !(flags & tcpflag::kAck))
     return dropped(DropReason::kNoFlow);
-  const CookieCheck check = cookie->check(cookieInputFromAck(pkt), pkt.ack() - 1, opts.ts_ecr,
-                                          opts.has_timestamp, now_ns + cookie_clock_offset_ns);
+  const ServiceConfig& s = config.services[svc];
+  CookieInput input = cookieInputFromAck(pkt);
+  CookieCheck check = cookie->check(input, pkt.ack() - 1, opts.ts_ecr, opts.has_timestamp,
+                                    now_ns + cookie_clock_offset_ns);
+  if (!check.ok && s.zero_window_handshake && pkt.payloadLen() == 0) {
+    // A zero-window probe (RFC 9293 3.8.6.1: sequence number SND.UNA - 1, the client's ISN): the
+    // client still waits for the window the SYN-ACK withheld, and its cookie ACK never opened a
+    // flow here (lost, or taken by a peer that died since). The probe opens the splice instead.
+    input.client_isn = pkt.seq();
+    check = cookie->check(input, pkt.ack() - 1, opts.ts_ecr, opts.has_timestamp,
+                          now_ns + cookie_clock_offset_ns);
+    if (check.ok) ++counters.splice_opened_by_probe;
+  }
   if (!check.ok) return dropped(DropReason::kBadCookie);
 
   // bind = data: a cookie ACK that already carries data picks the backend now; a bare one waits
   // for the data.
-  const ServiceConfig& s = config.services[svc];
   const bool await_data = s.bind == BindOn::kData && pkt.payloadLen() == 0;
   int route = -1;
   if (s.bind == BindOn::kData && !await_data) {
@@ -176,7 +193,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   f.syn_ecn = o.ecn_ok;
   uint8_t optbuf[40];
   const uint64_t win = uint64_t{pkt.window()} << (o.wscale_ok ? o.wscale : 0);
-  const SegmentSpec spec = backendSyn(f, pkt.seq() - 1, o.wscale_ok, o.wscale, o.ts_ok,
+  const SegmentSpec spec = backendSyn(f, input.client_isn, o.wscale_ok, o.wscale, o.ts_ok,
                                       opts.ts_val, static_cast<uint16_t>(std::min<uint64_t>(win, 0xffff)),
                                       optbuf);
   // The SYN is not this segment when the leg opens on the first data segment (await_data: sent
@@ -206,6 +223,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
     ++counters.packets[0];
     counters.bytes[0] += pkt.totalLen();
     ++counters.splice_held;
+    f.client_held = true;
     return {Verdict::kHold, DropReason::kNone, false, 0};
   }
   const Decision d = emit(spec, data, cap, counters);
@@ -278,6 +296,7 @@ Decision Engine::Impl::spliceBindOnData(uint32_t index, TcpPacket& pkt, const Tc
     // The segment waits (held by the caller) for the backend leg it chose.
     armSynTimer(index);
     ++counters.splice_held;
+    f->client_held = true;
     return {Verdict::kHold, DropReason::kNone, false, 0};
   }
   // Nobody can hold it: it becomes the SYN, and the client sends its data again (unacknowledged).
@@ -384,6 +403,9 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
       }
       if (meta.can_hold) {
         ++counters.splice_held;
+        // A bare ACK (a zero-window probe) may be overtaken by what follows it through the
+        // kernel; data and a FIN may not.
+        if (pkt.payloadLen() > 0 || pkt.has(tcpflag::kFin)) f.client_held = true;
         return {Verdict::kHold, DropReason::kNone, false, 0};
       }
       return dropped(DropReason::kSplicePending);
@@ -407,26 +429,18 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   ++counters.packets[1];
   counters.bytes[1] += pkt.totalLen();
 
-  SegmentSpec spec;
   if (rst) {
-    // The backend refused: tell the client with a RST it will accept (RFC 5961 3.2: seq exactly
-    // the proxy's next sequence number, which is what the client expects from its server).
-    spec.saddr = f.vip_addr.v4();
-    spec.daddr = f.client_addr.v4();
-    spec.sport = f.vip_port;
-    spec.dport = f.client_port;
-    spec.seq = f.proxy_isn + 1;
-    spec.ack = f.win[0].td_end;
-    spec.flags = tcpflag::kRst | tcpflag::kAck;
+    // The backend refused: tell the client with a RST it will accept.
     f.splice_pending = false;
     ++splice_generation;
     touch(index);
-    return emit(spec, data, cap, counters);
+    return emit(clientRst(f, f.win[0].td_end), data, cap, counters);
   }
 
   // Splice the legs: backend bytes shift into the cookie's sequence space, backend timestamps
   // into the clock the client saw, backend windows into the scale the proxy offered.
   const uint32_t backend_isn = pkt.seq();
+  const uint16_t synack_window = pkt.window();  // unscaled in a SYN-ACK (RFC 7323 2.2)
   const int32_t off = static_cast<int32_t>(f.proxy_isn - backend_isn);
   f.adj[dirIndex(Direction::kFromBackend)] = {backend_isn, off, off};
   f.has_seqadj = true;
@@ -442,6 +456,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   uint8_t optbuf[12] = {tcpopt::kNop, tcpopt::kNop, tcpopt::kTimestamp, 10};
   store32(optbuf + 4, f.client_tsval);
   store32(optbuf + 8, opts.ts_val);
+  SegmentSpec spec;
   spec.saddr = pkt.daddr();
   spec.daddr = pkt.saddr();
   spec.sport = pkt.dport();
@@ -463,9 +478,34 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   if (f.moving) {  // a re-splice (resplice.cc) completed
     f.moving = false;
     ++counters.resplices_completed;
+  } else if (d.verdict == Verdict::kAccept && config.services[f.service].zero_window_handshake) {
+    spliceOpenWindow(index, spec.seq, synack_window);
   }
   touch(index);  // the binding (offsets, scales) is hard state
   return d;
+}
+
+void Engine::Impl::spliceOpenWindow(uint32_t index, uint32_t client_ack,
+                                    uint16_t synack_window) noexcept {
+  Flow& f = table.at(index);
+  // The flow goes on the fast path first, both directions at once: the client's first data
+  // answers this ACK and, with nothing of it held here, nothing of it can be overtaken. The ACK
+  // itself leaves through the outbox, after this batch's verdicts.
+  if (fp != nullptr && !f.client_held) fastPathMaybeInstall(index, Direction::kFromBackend, false);
+  // The backend's window in the scale the client applies to the proxy's windows; never more
+  // than the backend offered, and not zero unless the backend's is.
+  uint32_t window = synack_window >> f.client_view_wscale;
+  if (window == 0 && synack_window != 0) window = 1;
+  uint8_t optbuf[12] = {tcpopt::kNop, tcpopt::kNop, tcpopt::kTimestamp, 10};
+  store32(optbuf + 4, f.proxy_tsval);  // the backend's SYN-ACK TSval, in the client's clock
+  store32(optbuf + 8, f.client_tsval);
+  const bool ts = f.proxy_tsval != 0;  // the client leg negotiated timestamps
+  // ack: what the backend acknowledged, the client's SYN and nothing more.
+  SegmentSpec spec = toClient(f, client_ack, tcpflag::kAck);
+  spec.window = static_cast<uint16_t>(std::min<uint32_t>(window, 0xffff));
+  spec.options = ts ? optbuf : nullptr;
+  spec.options_len = ts ? sizeof optbuf : 0;
+  if (emitOut(spec)) ++counters.splice_windows_opened;
 }
 
 }  // namespace tandem

@@ -59,10 +59,10 @@ uint64_t Engine::cookieCount(uint64_t now_ns) const noexcept {
   return static_cast<uint64_t>(t) / impl_->cookie->config().period_ns;
 }
 
-std::vector<Endpoint> Engine::spliceVips() const {
-  std::vector<Endpoint> out;
+std::vector<SpliceVip> Engine::spliceVips() const {
+  std::vector<SpliceVip> out;
   for (const ServiceConfig& s : config_.services)
-    if (s.mode == Mode::kSplice) out.push_back(s.vip);
+    if (s.mode == Mode::kSplice) out.push_back({s.vip, s.zero_window_handshake});
   return out;
 }
 

@@ -115,9 +115,8 @@ std::vector<uint64_t> KernelSynCookie::keyCounts() const {
   return out;
 }
 
-bool KernelSynCookie::putService(const tandem_syn_service& service) noexcept {
-  const uint8_t one = 1;
-  return bpf_map_update_elem(impl_->services_fd, &service, &one, BPF_ANY) == 0;
+bool KernelSynCookie::putService(const tandem_syn_service& service, uint8_t flags) noexcept {
+  return bpf_map_update_elem(impl_->services_fd, &service, &flags, BPF_ANY) == 0;
 }
 
 bool KernelSynCookie::eraseService(const tandem_syn_service& service) noexcept {

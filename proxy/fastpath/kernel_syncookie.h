@@ -38,7 +38,9 @@ class KernelSynCookie {
   bool eraseKey(uint64_t count) noexcept;
   /// The periods whose keys are in the map.
   std::vector<uint64_t> keyCounts() const;
-  bool putService(const tandem_syn_service& service) noexcept;
+  /// `flags`: TANDEM_SYN_SVC_ON, with TANDEM_SYN_SVC_ZERO_WINDOW for a zero-window handshake.
+  bool putService(const tandem_syn_service& service,
+                  uint8_t flags = TANDEM_SYN_SVC_ON) noexcept;
   bool eraseService(const tandem_syn_service& service) noexcept;
 
   /// Sum over CPUs of TANDEM_SYN_STATS_MAP.

@@ -193,10 +193,12 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   struct tandem_syn_service svc = {};
   __builtin_memcpy(&svc.addr, &ip[16], 4);
   __builtin_memcpy(&svc.port, &th[2], 2);
-  if (!bpf_map_lookup_elem(&tandem_syn_services, &svc)) {
+  const __u8* svc_flags = bpf_map_lookup_elem(&tandem_syn_services, &svc);
+  if (!svc_flags) {
     count(TANDEM_SYN_ST_PASS_NO_SERVICE);
     return PASS;
   }
+  const __u8 zero_window = (*svc_flags & TANDEM_SYN_SVC_ZERO_WINDOW) != 0;
   /* A SYN on an established fast flow: the engine's, as before this program (it passes it on
    * as a packet of that flow; the backend's challenge ACK sorts it out, RFC 5961 4). */
   struct tandem_fp_key fk;
@@ -386,7 +388,7 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   put32(nh, 8, get32(th, 4) + 1);
   nh[12] = (__u8)((nthl / 4) << 4);
   nh[13] = TCPF_SYN | TCPF_ACK | (ecn_ok ? TCPF_ECE : 0);
-  put16(nh, 14, cfg->window);
+  put16(nh, 14, zero_window ? 0 : cfg->window);
   nh[16] = th[16]; /* the check field, fixed by difference below */
   nh[17] = th[17];
 

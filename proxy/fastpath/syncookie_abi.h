@@ -68,7 +68,11 @@ struct tandem_syn_key {
   tsc_u8 bytes[16];
 };
 
-/* TANDEM_SYN_SERVICES_MAP: hash of splice services' VIP:port (network byte order), value 1. */
+/* TANDEM_SYN_SERVICES_MAP: hash of splice services' VIP:port (network byte order); the value is a
+ * tsc_u8 of TANDEM_SYN_SVC_* flags. */
+#define TANDEM_SYN_SVC_ON 0x01u
+/* The SYN-ACK offers window 0 instead of config.window (ServiceConfig::zero_window_handshake). */
+#define TANDEM_SYN_SVC_ZERO_WINDOW 0x02u
 struct tandem_syn_service {
   tsc_u32 addr;
   tsc_u16 port;

@@ -99,6 +99,9 @@ constexpr KeyHelp kServiceKeys[] = {
     {"route.N", "bind = data: sni:NAME -> ADDRESS:PORT | host:NAME -> ADDRESS:PORT; N orders "
                 "the rules; NAME may be *.SUFFIX; the backend must be in backends"},
     {"resplice", "splice: move idle flows off a down or draining backend (docs/health.md)"},
+    {"handshake_window", "splice: zero (the SYN-ACK offers no window; the proxy opens it once "
+                         "the backend answered; default with bind = ack) | open (data the client "
+                         "sends early waits in NFQUEUE; bind = data needs it)"},
     {"health_check", "none | tcp | http: active checks of each backend"},
     {"health_interval", "seconds between checks of a backend (decimals ok)"},
     {"health_timeout", "seconds a check may take, at most health_interval"},
@@ -382,6 +385,19 @@ ServiceConfig parseService(const ServiceValues& sv) {
     if (s.mode != Mode::kSplice) fail(p->first, p->second, "only used with mode = splice");
     s.bind = parseChoice<BindOn>(p->first, p->second,
                                  {{"ack", BindOn::kAck}, {"data", BindOn::kData}});
+  }
+  // Splice: the client sends nothing before the backend leg is up (docs/splice.md, "Zero-window
+  // handshake"), unless its first data must choose the backend.
+  s.zero_window_handshake = s.mode == Mode::kSplice && s.bind == BindOn::kAck;
+  if (const auto* p = get("handshake_window")) {
+    if (s.mode != Mode::kSplice) fail(p->first, p->second, "only used with mode = splice");
+    s.zero_window_handshake =
+        parseChoice<bool>(p->first, p->second, {{"zero", true}, {"open", false}});
+    if (s.zero_window_handshake && s.bind == BindOn::kData) {
+      fail(p->first, p->second,
+           "zero needs bind = ack: with bind = data the backend is chosen from the client's "
+           "first data, which a zero window never lets it send");
+    }
   }
   // route.N in the order of N.
   std::vector<std::pair<unsigned, const std::pair<std::string, Value>*>> routes;
@@ -860,6 +876,7 @@ std::string configKeysHelp() {
       {"service.NAME.scheduler", schedulerName(svc.scheduler)},
       {"service.NAME.bind", bindOnName(svc.bind)},
       {"service.NAME.resplice", svc.resplice ? "true" : "false"},
+      {"service.NAME.handshake_window", "zero with mode = splice and bind = ack, else open"},
       {"service.NAME.health_check", "none"},
       {"service.NAME.health_interval", "2"},
       {"service.NAME.health_timeout", "1"},

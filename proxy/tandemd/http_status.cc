@@ -24,7 +24,7 @@ namespace {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 32;
+constexpr size_t kScalarCounters = 34;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::replay_pruned) +
                                       sizeof(Counters::replay_offset_unknown) +
@@ -113,6 +113,13 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            c.splice_syn_retransmits);
   m.single("tandem_splice_held_total", "counter",
            "Splice mode: client segments held while the backend leg opened.", c.splice_held);
+  m.single("tandem_splice_windows_opened_total", "counter",
+           "Splice mode, zero-window handshake: ACKs that opened the client's window once the "
+           "backend leg was up.",
+           c.splice_windows_opened);
+  m.single("tandem_splice_opened_by_probe_total", "counter",
+           "Splice mode: flows opened by a zero-window probe whose cookie ACK never arrived.",
+           c.splice_opened_by_probe);
   m.single("tandem_sync_deferred_total", "counter",
            "Proxy pair: backend SYN-ACKs held until the standby acknowledged the new flow.",
            c.sync_deferred);

@@ -33,12 +33,14 @@ SynAnswerAdapter::SynAnswerAdapter(const Engine& engine,
                                    const std::vector<std::string>& interfaces,
                                    int fp_flows_fd, uint64_t now_ns)
     : engine_(engine), kernel_(fp_flows_fd) {
-  for (const Endpoint& vip : engine_.spliceVips()) {
+  for (const SpliceVip& sv : engine_.spliceVips()) {
     tandem_syn_service s{};
-    const auto& b = vip.addr.bytes();
+    const auto& b = sv.vip.addr.bytes();
     std::memcpy(&s.addr, &b[12], 4);  // network byte order, as on the wire
-    s.port = htons(vip.port);
-    if (!kernel_.putService(s)) throw std::runtime_error("syn cookies: writing the services map");
+    s.port = htons(sv.vip.port);
+    const uint8_t flags = TANDEM_SYN_SVC_ON | (sv.zero_window ? TANDEM_SYN_SVC_ZERO_WINDOW : 0);
+    if (!kernel_.putService(s, flags))
+      throw std::runtime_error("syn cookies: writing the services map");
   }
   if (!writeConfig()) throw std::runtime_error("syn cookies: no splice service, or no config");
   tick(now_ns);

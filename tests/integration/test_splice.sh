@@ -6,7 +6,9 @@
 #   - 200 concurrent tcpcheck connections, 64 KiB each way, every byte verified, clean close;
 #   - iperf3 3 s each way (SACK and timestamps on, as Linux defaults);
 #   - tandemd answered every SYN with a cookie and completed a backend handshake per connection,
-#     and dropped nothing but client data that arrived while the backend leg was opening.
+#     and dropped nothing but client data that arrived while the backend leg was opening;
+#   - the zero-window services (tcpcheck's, iperf3's) had their clients' windows opened once per
+#     connection, the handshake_window = open one (curl's) never.
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK
@@ -38,7 +40,10 @@ for addressing in transparent snat; do
     wait_listen "$NS_BE1" "$BE1_IP:5201" || fail "$addressing: servers listen"
 
   conf=$TDM_TMP/splice-$addressing.conf
+  # web (tcpcheck) and bulk (iperf3) use the default handshake_window = zero; http (curl) keeps
+  # the window open, so its early request is held in NFQUEUE (docs/splice.md).
   write_config "$conf" --extra "$(service_section http "$VIP:8000" "$BE1_IP:8000 $BE2_IP:8000")
+handshake_window = open
 $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   sed -i 's/^mode = passthrough/mode = splice/' "$conf"
   if ! start_tandemd "$conf"; then
@@ -80,6 +85,14 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
     pass "$addressing: $cookies SYN cookies sent, $spliced backend handshakes completed by the proxy"
   else
     fail "$addressing: SYN cookies and spliced handshakes counted" "cookies=$cookies spliced=$spliced"
+  fi
+  opened=$(metric tandem_splice_windows_opened_total)
+  if [ "$opened" -ge 200 ] && [ "$opened" -le $((spliced - 2)) ]; then
+    pass "$addressing: $opened client windows opened after the backend handshake (none for the" \
+      "handshake_window = open service)"
+  else
+    fail "$addressing: client windows opened once per zero-window connection" \
+      "opened=$opened spliced=$spliced (curl's 2 connections must not count)"
   fi
   bad=$(unexpected_drops)
   if [ "$bad" -eq 0 ]; then

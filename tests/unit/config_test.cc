@@ -149,6 +149,19 @@ route.2 = sni:b.example -> 10.10.2.3:8443
             BindOn::kAck);
 }
 
+TEST(ConfigTest, HandshakeWindowIsZeroForBindOnAckAndOpenOtherwise) {
+  auto svc = [](const std::string& extra) {
+    return parse(kMinimalService + extra).engine.services[0];
+  };
+  EXPECT_FALSE(svc("").zero_window_handshake);  // passthrough
+  EXPECT_TRUE(svc("mode = splice\n").zero_window_handshake);
+  EXPECT_FALSE(svc("mode = splice\nbind = data\n").zero_window_handshake);
+  EXPECT_FALSE(svc("mode = splice\nhandshake_window = open\n").zero_window_handshake);
+  EXPECT_TRUE(svc("mode = splice\nhandshake_window = zero\n").zero_window_handshake);
+  EXPECT_FALSE(
+      svc("mode = splice\nbind = data\nhandshake_window = open\n").zero_window_handshake);
+}
+
 TEST(ConfigTest, SyncSection) {
   const DaemonConfig c = parse(std::string(kMinimalService) + R"(
 [sync]
@@ -350,6 +363,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "service.web.bind: only used with mode = splice"},
         BadCase{"bad bind", kSvc + "mode = splice\nbind = syn\n", {},
                 "service.web.bind: expected ack | data, got 'syn'"},
+        BadCase{"handshake_window without splice", kSvc + "handshake_window = zero\n", {},
+                "service.web.handshake_window: only used with mode = splice"},
+        BadCase{"bad handshake_window", kSvc + "mode = splice\nhandshake_window = 0\n", {},
+                "service.web.handshake_window: expected zero | open, got '0'"},
+        BadCase{"zero window with bind = data",
+                kSvc + "mode = splice\nbind = data\nhandshake_window = zero\n", {},
+                "service.web.handshake_window: zero needs bind = ack: with bind = data the backend "
+                "is chosen from the client's first data, which a zero window never lets it send"},
         BadCase{"route without bind = data",
                 kSvc + "mode = splice\nroute.1 = sni:a.example -> 10.10.2.2:8080\n", {},
                 "service.web.route.1: only used with bind = data"},

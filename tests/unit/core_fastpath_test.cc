@@ -323,6 +323,52 @@ TEST(FastPath, SpliceInstallsAfterTheBackendHandshakeNotWhilePending) {
   expectEntries(e, port, 1, true);
 }
 
+/// A splice service with the zero-window handshake, on the fake port; the client's cookie ACK
+/// has opened the backend leg.
+class ZeroWindowSplice : public ::testing::Test {
+ protected:
+  static EngineConfig zeroWindow() {
+    EngineConfig c = config(Mode::kSplice);
+    c.services[0].zero_window_handshake = true;
+    return c;
+  }
+  void SetUp() override {
+    e.setFastPath(&port, true);
+    s.open();
+  }
+  Engine e{zeroWindow()};
+  FakeFastPathPort port;
+  Splice s{e, 0, 0, {}};
+};
+
+TEST_F(ZeroWindowSplice, GoesOnAtTheBackendHandshakeBothEntriesAtOnce) {
+  EXPECT_EQ(port.puts, 0);
+  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
+  // The client sends nothing before the window opens: its first data must find the entries.
+  EXPECT_EQ(e.counters().fastpath_installs, 1u);
+  EXPECT_TRUE(port.installed.empty());  // put at once, neither kept for a verdict
+  expectEntries(e, port, 1, true);
+  EXPECT_EQ(e.counters().splice_windows_opened, 1u);
+}
+
+TEST_F(ZeroWindowSplice, WithHeldClientDataGoesOnWithThatDataNotBefore) {
+  // A client that sent data anyway (one that ignores the zero window): it is held, and the
+  // segments the kernel would forward must not overtake it.
+  PacketMeta hold;
+  hold.can_hold = true;
+  const Out early = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(1001)
+                               .ack(s.cookie + 1).timestamp(113, s.proxy_ts).payloadSize(18)
+                               .build(), kSec, hold);
+  EXPECT_EQ(early.d.verdict, Verdict::kHold);
+  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
+  EXPECT_EQ(port.puts, 0);
+  EXPECT_EQ(e.counters().splice_windows_opened, 1u);  // the client still needs its window
+  ASSERT_EQ(s.data().d.verdict, Verdict::kAccept);    // the held request, released
+  EXPECT_EQ(e.counters().fastpath_installs, 1u);
+  ASSERT_EQ(port.installed.size(), 1u);  // its direction after its verdict, as before
+  EXPECT_EQ(std::memcmp(&port.installed[0], &kClientKey, sizeof kClientKey), 0);
+}
+
 TEST(FastPath, NotForAReSplicingService) {
   Engine e(config(Mode::kSplice, /*resplice=*/true));
   FakeFastPathPort port;

@@ -6,6 +6,7 @@
 #include "common/packet.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
+#include "tests/unit/engine_run.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -39,22 +40,8 @@ EngineConfig bindDataConfig(Addressing addressing) {
   return c;
 }
 
-struct Out {
-  std::vector<uint8_t> bytes;
-  TcpPacket pkt;
-  TcpOptions opts;
-};
-
-std::vector<Out> drain(Engine& e) {
-  std::vector<Out> out;
-  e.drainOutbox([&](const uint8_t* p, size_t n) { out.push_back({{p, p + n}, {}, {}}); });
-  for (Out& o : out) {
-    EXPECT_EQ(parseTcpPacket(o.bytes.data(), o.bytes.size(), o.pkt), ParseError::kNone);
-    EXPECT_EQ(parseTcpOptions(o.pkt.options(), o.pkt.optionsLen(), o.opts), OptionError::kNone);
-    EXPECT_TRUE(checksumsValid(o.bytes));
-  }
-  return out;
-}
+using Out = test::Originated;
+std::vector<Out> drain(Engine& e) { return test::drainOutbox(e); }
 
 /// Runs a packet; `out` gets the rewritten packet when accepted.
 Decision run(Engine& e, const std::vector<uint8_t>& p, uint64_t now, bool can_hold = false,

@@ -223,7 +223,7 @@ TEST(SynAnswer, KeysAreTheOnesTheEngineMakesCookiesWith) {
   EXPECT_NE(std::vector<uint8_t>(a.bytes, a.bytes + 16), std::vector<uint8_t>(b.bytes, b.bytes + 16));
   const auto vips = e.spliceVips();
   ASSERT_EQ(vips.size(), 1u);  // the passthrough service is not answered in the kernel
-  EXPECT_EQ(vips[0].toString(), kVip);
+  EXPECT_EQ(vips[0].vip.toString(), kVip);
 }
 
 TEST(SynAnswer, PortFollowsStandby) {

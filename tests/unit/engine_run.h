@@ -9,6 +9,7 @@
 #include "common/packet.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
+#include "tests/unit/packet_builder.h"
 
 namespace tandem::test {
 
@@ -34,6 +35,25 @@ inline Seen runPacket(Engine& e, std::vector<uint8_t> p, uint64_t now, PacketMet
     EXPECT_EQ(parseTcpOptions(s.pkt.options(), s.pkt.optionsLen(), s.opts), OptionError::kNone);
   }
   return s;
+}
+
+/// A packet the engine originated (its outbox), bytes and parsed views of them.
+struct Originated {
+  std::vector<uint8_t> bytes;
+  TcpPacket pkt;
+  TcpOptions opts;
+};
+
+/// Empties the engine's outbox; every packet must parse and carry valid checksums.
+inline std::vector<Originated> drainOutbox(Engine& e) {
+  std::vector<Originated> out;
+  e.drainOutbox([&](const uint8_t* p, size_t n) { out.push_back({{p, p + n}, {}, {}}); });
+  for (Originated& o : out) {  // parsed only once the vector stopped moving
+    EXPECT_EQ(parseTcpPacket(o.bytes.data(), o.bytes.size(), o.pkt), ParseError::kNone);
+    EXPECT_EQ(parseTcpOptions(o.pkt.options(), o.pkt.optionsLen(), o.opts), OptionError::kNone);
+    EXPECT_TRUE(checksumsValid(o.bytes));
+  }
+  return out;
 }
 
 /// The state of the engine's flow (the last one listed; kNone without any).

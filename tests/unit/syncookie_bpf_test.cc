@@ -218,6 +218,24 @@ TEST_P(SynCookieBpf, SynAckEqualsTheEnginesByteForByte) {
              "padding before a longer answer", 10);
 }
 
+TEST_P(SynCookieBpf, AZeroWindowServicesSynAckEqualsTheEngines) {
+  EngineConfig c = spliceConfig(GetParam());
+  c.services[0].zero_window_handshake = true;
+  engine_ = std::make_unique<Engine>(c);
+  engine_->setCookieClockOffset(kOffset);
+  tandem_syn_service s{};
+  s.addr = htonl(0x0a000064);
+  s.port = htons(80);
+  ASSERT_TRUE(k_->putService(s, TANDEM_SYN_SVC_ON | TANDEM_SYN_SVC_ZERO_WINDOW));
+  const auto linux_syn = syn().mss(1460).sackPermitted().timestamp(123456, 0).wscale(7).build();
+  const auto want = engineAnswer(linux_syn);
+  ASSERT_GE(want.size(), 40u);
+  EXPECT_EQ(want[34], 0);  // the TCP window field
+  EXPECT_EQ(want[35], 0);
+  expectSame(linux_syn, "linux, zero window");
+  expectSame(syn().build(), "no options at all, zero window");
+}
+
 TEST_P(SynCookieBpf, KernelCookieOpensAFlowInTheEngineAndAForgedOneDoesNot) {
   auto f = frame(syn(4242).mss(1460).sackPermitted().timestamp(777, 0).wscale(7).build());
   ASSERT_EQ(k_->testRun(f), TC_ACT_REDIRECT);
