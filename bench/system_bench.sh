@@ -42,6 +42,8 @@
 #                 tandemd, whose SYNs the kernel answers with fastpath_syn on)
 #                 FP_SYN=on|off (tandem-splice-fp: daemon.fastpath_syn, SYNs answered in the
 #                 kernel; unset: tandemd's default, on)
+#                 HANDSHAKE_WINDOW=zero|open (both splice paths: the services'
+#                 handshake_window, docs/splice.md; unset: tandemd's default, zero)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
 #                 PERF=1 (sweep only: perf record -a -g, the whole machine, around every sweep
 #                 measurement, into $OUT/system-<date>/perf/ROUND-CONNS-PATH.data; the perf
@@ -102,6 +104,8 @@ for tool in iperf3 iptables ip curl timeout; do
 done
 [ -x "$PY" ] || die "$PY not installed"
 require_env TANDEMD TCPCHECK
+HANDSHAKE_WINDOW=${HANDSHAKE_WINDOW:-}
+[[ $HANDSHAKE_WINDOW =~ ^(|zero|open)$ ]] || die "HANDSHAKE_WINDOW is zero or open"
 for v in ROUNDS DURATION OMIT RR_COUNT CR_DURATION CR_CONNS QUIET_BUSY QUIET_MAX FLOOD \
     FLOOD_RATE PERF; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
@@ -277,6 +281,8 @@ setup_paths() {
         echo "vip = $VIP:$p"
         echo "backends = $BE1_IP:$p"
         echo "mode = $mode"
+        [ "$mode" = splice ] && [ -n "$HANDSHAKE_WINDOW" ] &&
+          echo "handshake_window = $HANDSHAKE_WINDOW"
         echo "addressing = $addressing"
         if [ "$addressing" = snat ]; then
           echo "snat_address = $SNAT_IP"
@@ -307,6 +313,7 @@ setup_paths() {
       echo "vip = $VIP:$p"
       echo "backends = $BE1_IP:$p"
       echo "mode = splice"
+      [ -n "$HANDSHAKE_WINDOW" ] && echo "handshake_window = $HANDSHAKE_WINDOW"
       echo "addressing = transparent"
     done
   } >"$RUN_DIR/tandemd-fp.conf"
@@ -1259,6 +1266,8 @@ write_meta() {
       "$ROUNDS" "$DURATION" "$OMIT" "$RR_COUNT" "$CR_DURATION" "$CR_CONNS"
     printf ' FLOOD=%s FLOOD_RATE=%s' "$FLOOD" "$FLOOD_RATE"
     [ -n "$CR_SWEEP" ] && printf ' CR_SWEEP="%s" CR_SWEEP_ROUNDS=%s' "$CR_SWEEP" "$CR_SWEEP_ROUNDS"
+    [ -n "${FP_SYN:-}" ] && printf ' FP_SYN=%s' "$FP_SYN"
+    [ -n "$HANDSHAKE_WINDOW" ] && printf ' HANDSHAKE_WINDOW=%s' "$HANDSHAKE_WINDOW"
     printf ' QUIET_BUSY=%s QUIET_MAX=%s PATHS="%s" %s\n' "$QUIET_BUSY" "$QUIET_MAX" "$PATHS" \
       "$BENCH_CMDLINE"
     echo "rounds=$ROUNDS"

@@ -242,7 +242,9 @@ Decision Engine::processParsed(uint8_t* data, size_t len, size_t cap, const Pack
   if (meta.gso) ++counters_.gso_packets;
   if (impl_->fp != nullptr && !f.fast_path &&
       !pkt.has(tcpflag::kSyn | tcpflag::kFin | tcpflag::kRst))
-    impl_->fastPathMaybeInstall(hit.index, hit.dir, pkt.payloadLen() > 0);
+    impl_->fastPathMaybeInstall(hit.index, hit.dir,
+                                pkt.payloadLen() > 0 ? Impl::InstallOrder::kTriggerAfter
+                                                     : Impl::InstallOrder::kNow);
   if (f.fast_path) {
     if (pkt.has(tcpflag::kFin) && !pkt.has(tcpflag::kRst))
       impl_->fastPathAfterFin(hit.index, hit.dir);

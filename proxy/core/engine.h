@@ -237,8 +237,10 @@ class Engine {
   /// or a deferred flow is released (markSynced, setSyncDeferral(false)): the moment to offer
   /// held packets (Verdict::kHold) again.
   uint64_t spliceGeneration() const noexcept;
-  /// How many fast-path entries went through FastPathPort::install (kept by the port until the
-  /// verdict of the packet that caused them is sent); processBatch() stops after each.
+  /// How many flows went on the fast path with their trigger's entry through
+  /// FastPathPort::install (kept by the port until the verdict of the packet that caused it is
+  /// sent, and written right after it); processBatch() stops after each. A zero-window splice's
+  /// two installs at its completion are not counted: they may wait for the batch's end.
   uint64_t fastPathKeptInstalls() const noexcept;
   size_t activeFlows() const noexcept;
   /// Read-only: the flow a tuple belongs to (its slot, stable while the flow lives), the side the

@@ -112,7 +112,7 @@ struct Engine::Impl {
   // Change tracking for checkpointing (Engine::enableChangeTracking).
   static constexpr size_t kMaxRemovedLog = 1u << 16;
   uint64_t splice_generation = 0;  // bumped whenever a pending splice resolves
-  uint64_t fp_kept_installs = 0;   // FastPathPort::install calls (entries a port may keep)
+  uint64_t fp_kept_installs = 0;   // installs whose trigger segment must be sent first
   bool standby = false;            // expiry paused (Engine::setStandby)
   bool tracking = false;
   bool defer = false;              // Engine::setSyncDeferral
@@ -165,14 +165,21 @@ struct Engine::Impl {
   /// Slot `index` holds a live flow whose current install is `generation` (what an entry, a
   /// close event or a lost write names): not a freed or reused slot, not an older install.
   bool fastPathIsInstall(uint32_t index, uint32_t generation) const noexcept;
-  /// After a forwarded ordinary segment: puts the flow on the fast path if it qualifies.
-  /// `trigger`: the segment's direction; `after_it`: its entry must not overtake it (it
-  /// carries data), so it goes through FastPathPort::install.
-  void fastPathMaybeInstall(uint32_t index, Direction trigger, bool after_it) noexcept;
+  /// Which of a new install's entries wait for the verdicts of the segments handled so far
+  /// (FastPathPort::install) rather than being written at once (put).
+  enum class InstallOrder : uint8_t {
+    kNow,           ///< both at once
+    kTriggerAfter,  ///< the trigger's direction after its segment (it carries data)
+    kBothAfter,     ///< both after (nothing of the flow can reach the kernel before them)
+  };
+  /// After a forwarded ordinary segment (or a zero-window splice's completion): puts the flow
+  /// on the fast path if it qualifies. `trigger`: the segment's direction.
+  void fastPathMaybeInstall(uint32_t index, Direction trigger, InstallOrder order) noexcept;
   /// Reads a fast flow's entries and takes what the kernel saw: idle time (clamped to now_ns),
   /// td_end / last_ack (the kernel's if newer), FINs acknowledged. With `liberal`, if the kernel
-  /// translated anything, window tracking restarts liberal (the engine's edges are stale).
-  void fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal) noexcept;
+  /// translated anything, window tracking restarts liberal (the engine's edges are stale). With
+  /// `leave`, the entries are erased as they are read (FastPathPort::take) and the flow is off.
+  void fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal, bool leave = false) noexcept;
   /// A FIN acknowledged by a segment the kernel forwarded (closing states only); touches.
   void fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexcept;
   /// Takes the flow off the fast path (entries erased, bit cleared); no-op for others.

@@ -100,7 +100,7 @@ void Engine::Impl::fastPathForgetAll() noexcept {
 }
 
 void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
-                                         bool after_it) noexcept {
+                                         InstallOrder order) noexcept {
   Flow& f = table.at(index);
   if (standby || f.fast_path || !qualifies(f) ||
       (f.splice && config.services[f.service].resplice) ||
@@ -127,15 +127,21 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
   // reach the kernel before the batch's last verdict is sent. A bare ACK (a passthrough flow's
   // handshake ACK) may be overtaken: the segments after it carry its ack too; keeping its
   // direction's entry back would only queue the data the client sends right after it behind
-  // the batch, to be overtaken in turn once the entry is written.
+  // the batch, to be overtaken in turn once the entry is written. Both after (a zero-window
+  // splice's completion): nothing of the flow reaches the kernel before the ACK the engine
+  // sends after this batch, and one batched write costs one system call instead of two; the
+  // batch need not stop for it (fp_kept_installs counts the installs that must be written
+  // right after their segment's verdict).
   const size_t t = dirIndex(trigger);
-  if (after_it) ++fp_kept_installs;
-  if (!(after_it ? fp->install(key[t], value[t]) : fp->put(key[t], value[t]))) {
+  const bool trigger_after = order != InstallOrder::kNow;
+  const bool other_after = order == InstallOrder::kBothAfter;
+  if (order == InstallOrder::kTriggerAfter) ++fp_kept_installs;
+  if (!(trigger_after ? fp->install(key[t], value[t]) : fp->put(key[t], value[t]))) {
     ++counters.fastpath_install_failed;
     fp_retry_wait = kInstallRetryAfter;
     return;
   }
-  if (!fp->put(key[1 - t], value[1 - t])) {
+  if (!(other_after ? fp->install(key[1 - t], value[1 - t]) : fp->put(key[1 - t], value[1 - t]))) {
     fp->erase(key[t]);  // never half a flow in the kernel
     ++counters.fastpath_install_failed;
     fp_retry_wait = kInstallRetryAfter;
@@ -182,7 +188,8 @@ void Engine::Impl::fastPathApplyAcks(uint32_t index, const FastSeen& seen) noexc
   if (changed) touch(index);
 }
 
-void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal) noexcept {
+void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal,
+                                   bool leave) noexcept {
   Flow& f = table.at(index);
   FastSeen seen;
   bool any = false;
@@ -197,7 +204,9 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
       w.ack_seen = true;
     }
     tandem_fp_rewrite& r = seen.dir[d];
-    seen.found[d] = fp != nullptr && fp->get(fastPathKey(f, kDirs[d]), r) && r.last_ns != 0;
+    const tandem_fp_key key = fastPathKey(f, kDirs[d]);
+    seen.found[d] = fp != nullptr && (leave ? fp->take(key, r) : fp->get(key, r)) &&
+                    r.last_ns != 0;
     if (!seen.found[d]) continue;
     any = true;
     // The kernel's clock may run ahead of the caller's now (read once per batch).
@@ -223,6 +232,10 @@ void Engine::Impl::fastPathRefresh(uint32_t index, uint64_t now_ns, bool liberal
     if (receiver.td_maxwin < wnd) receiver.td_maxwin = wnd;
     const uint32_t right = receiver.last_ack + wnd;
     sender.td_maxend = seqAfter(right, sender.td_end) ? right : sender.td_end;
+  }
+  if (leave && f.fast_path) {  // erased above
+    f.fast_path = false;
+    ++counters.fastpath_removals;
   }
   if (any) {
     fastPathApplyAcks(index, seen);
@@ -351,8 +364,8 @@ void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept 
     // taken as exact (both sides' FINs are known), not restarted liberal: a RST after the close
     // is judged as without the fast path (exact: CLOSE; a closed socket's answer to a late
     // duplicate: dropped as rst_after_close), not passed as a challenge.
-    if (!rst && f.fast_path) m.fastPathRefresh(index, now_ns, false);
-    m.fastPathErase(index);
+    if (!rst && f.fast_path) m.fastPathRefresh(index, now_ns, false, /*leave=*/true);
+    m.fastPathErase(index);  // after a RST (or off already): nothing left to read
   }
 }
 

@@ -45,6 +45,13 @@ class FastPathPort {
   virtual bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept = 0;
   /// Erases one direction's entry; false if absent.
   virtual bool erase(const tandem_fp_key& key) noexcept = 0;
+  /// Reads and erases one direction's entry (a flow leaving for good); false if absent. By
+  /// default get() then erase(); the daemon's port does both in one system call.
+  virtual bool take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept {
+    if (!get(key, value)) return false;
+    erase(key);
+    return true;
+  }
   /// Erases every entry.
   virtual void clear() noexcept = 0;
 };

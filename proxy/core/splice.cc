@@ -488,10 +488,12 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
 void Engine::Impl::spliceOpenWindow(uint32_t index, uint32_t client_ack,
                                     uint16_t synack_window) noexcept {
   Flow& f = table.at(index);
-  // The flow goes on the fast path first, both directions at once: the client's first data
-  // answers this ACK and, with nothing of it held here, nothing of it can be overtaken. The ACK
-  // itself leaves through the outbox, after this batch's verdicts.
-  if (fp != nullptr && !f.client_held) fastPathMaybeInstall(index, Direction::kFromBackend, false);
+  // The flow goes on the fast path first, both directions written once this batch's verdicts
+  // are sent (FastPathPort::install), before the outbox: the client's first data answers the
+  // ACK below and, with nothing of it held here, nothing of it can be overtaken; the backend
+  // sends nothing before the ACK this segment becomes reaches it.
+  if (fp != nullptr && !f.client_held)
+    fastPathMaybeInstall(index, Direction::kFromBackend, InstallOrder::kBothAfter);
   // The backend's window in the scale the client applies to the proxy's windows; never more
   // than the backend offered, and not zero unless the backend's is.
   uint32_t window = synack_window >> f.client_view_wscale;

@@ -128,6 +128,10 @@ bool KernelFastPath::erase(const tandem_fp_key& key) noexcept {
   return bpf_map_delete_elem(impl_->flows_fd, &key) == 0;
 }
 
+bool KernelFastPath::lookupAndErase(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept {
+  return bpf_map_lookup_and_delete_elem(impl_->flows_fd, &key, &value) == 0;
+}
+
 size_t KernelFastPath::clear() noexcept {
   // Collect first, then delete: get_next_key(NULL) after each delete would rescan the buckets.
   std::vector<tandem_fp_key> keys;

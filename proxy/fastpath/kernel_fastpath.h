@@ -37,6 +37,8 @@ class KernelFastPath {
                      size_t n) noexcept;
   bool lookup(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept;
   bool erase(const tandem_fp_key& key) noexcept;
+  /// Reads and erases one entry with one system call (BPF_MAP_LOOKUP_AND_DELETE_ELEM).
+  bool lookupAndErase(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept;
   /// Removes every entry (a node that stops being active).
   size_t clear() noexcept;
 

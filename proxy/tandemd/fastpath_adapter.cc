@@ -134,6 +134,13 @@ bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept {
   return true;
 }
 
+bool FastPathAdapter::take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept {
+  const size_t i = keptIndex(key);
+  if (i == pending_keys_.size()) return kernel_.lookupAndErase(key, value);
+  value = pending_values_[i];
+  return erase(key);
+}
+
 void FastPathAdapter::clear() noexcept {
   pending_keys_.clear();
   pending_values_.clear();

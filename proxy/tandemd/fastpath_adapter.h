@@ -47,6 +47,7 @@ class FastPathAdapter final : public FastPathPort {
   bool install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept override;
   bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept override;
   bool erase(const tandem_fp_key& key) noexcept override;
+  bool take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept override;
   void clear() noexcept override;
 
   /// Writes the entries put() kept, in order, with one system call. An entry the kernel refuses

@@ -341,12 +341,15 @@ class ZeroWindowSplice : public ::testing::Test {
   Splice s{e, 0, 0, {}};
 };
 
-TEST_F(ZeroWindowSplice, GoesOnAtTheBackendHandshakeBothEntriesAtOnce) {
+TEST_F(ZeroWindowSplice, GoesOnAtTheBackendHandshakeBothEntriesAfterItsVerdict) {
   EXPECT_EQ(port.puts, 0);
   ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
-  // The client sends nothing before the window opens: its first data must find the entries.
+  // The client sends nothing before the window opens: its first data must find the entries,
+  // which are written (one batch) after this segment's verdict and before the outbox.
   EXPECT_EQ(e.counters().fastpath_installs, 1u);
-  EXPECT_TRUE(port.installed.empty());  // put at once, neither kept for a verdict
+  ASSERT_EQ(port.installed.size(), 2u);
+  EXPECT_EQ(std::memcmp(&port.installed[0], &kBackendKey, sizeof kBackendKey), 0);
+  EXPECT_EQ(std::memcmp(&port.installed[1], &kClientKey, sizeof kClientKey), 0);
   expectEntries(e, port, 1, true);
   EXPECT_EQ(e.counters().splice_windows_opened, 1u);
 }

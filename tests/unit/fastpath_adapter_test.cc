@@ -1,7 +1,8 @@
 // FastPathAdapter's deferred writes against the real map (root, BPF): an install waits for
 // commit() (after the verdicts of the batch that made the flow qualify), a put is written at
-// once unless its key's install is still kept, erase drops a kept entry, a refused commit is
-// counted. The program is attached to the loopback of a network namespace of the test's own.
+// once unless its key's install is still kept, erase drops a kept entry, take reads and
+// erases one (kept or written), a refused commit is counted. The program is attached to the
+// loopback of a network namespace of the test's own.
 #include <bpf/bpf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -128,6 +129,25 @@ TEST_F(FastPathAdapterTest, EraseDropsAKeptInstallAndClearDropsAll) {
   a.commit();
   EXPECT_FALSE(inKernel(key(2), got));
   EXPECT_FALSE(inKernel(key(3), got));
+}
+
+TEST_F(FastPathAdapterTest, TakeReadsAndErasesAKeptOrAWrittenEntry) {
+  start(64);
+  ASSERT_NE(adapter_, nullptr);
+  FastPathAdapter& a = *adapter_;
+  tandem_fp_rewrite got{};
+  ASSERT_TRUE(a.put(key(1), value(41)));  // in the kernel
+  ASSERT_TRUE(a.install(key(2), value(42)));  // kept
+  ASSERT_TRUE(a.take(key(1), got));
+  EXPECT_EQ(got.flow_id, 41u);
+  EXPECT_FALSE(inKernel(key(1), got));
+  ASSERT_TRUE(a.take(key(2), got));
+  EXPECT_EQ(got.flow_id, 42u);
+  EXPECT_EQ(a.uncommitted(), 0u);
+  a.commit();
+  EXPECT_FALSE(inKernel(key(2), got));
+  EXPECT_FALSE(a.take(key(1), got));  // gone
+  EXPECT_FALSE(a.take(key(3), got));  // never there
 }
 
 TEST_F(FastPathAdapterTest, ACommitTheMapRefusesIsCountedAndTheRestStillGoIn) {
