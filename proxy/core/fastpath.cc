@@ -3,8 +3,9 @@
 // events the kernel reports.
 //
 // Going on: lazily, after the engine forwarded an ordinary segment (no SYN/FIN/RST) of a flow
-// that qualifies (fastPathMaybeInstall). Two port calls, one per direction; a refused second put
-// erases the first, so the kernel never holds half a flow. After a refusal (the map is full)
+// that qualifies, or when a zero-window splice completes (fastPathMaybeInstall, splice.cc
+// spliceOpenWindow). Two port calls, one per direction; a refused second write erases the
+// first, so the kernel never holds half a flow. After a refusal (the map is full)
 // the next kInstallRetryAfter qualifying segments, of any flow, try nothing: a full map costs
 // one failed syscall per that many segments rather than one per segment.
 //

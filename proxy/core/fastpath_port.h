@@ -6,7 +6,9 @@
 /// Contract (the engine's side):
 ///  - A flow goes on the fast path lazily: on an ordinary segment (no SYN/FIN/RST) the engine
 ///    forwards for an established flow whose both directions were seen, nothing pending (splice
-///    handshake, deferral), its service not re-splicing, its backend UP, the node not a standby.
+///    handshake, deferral), its service not re-splicing, its backend UP, the node not a standby;
+///    a zero-window splice (ServiceConfig::zero_window_handshake) already when its backend
+///    handshake completes.
 ///    It then writes two entries, one per direction, keyed by the tuple each direction arrives
 ///    with, carrying exactly the translation translateSegment() applies.
 ///  - A flow leaves the fast path whenever the engine must see its packets again or it goes

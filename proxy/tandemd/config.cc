@@ -100,8 +100,8 @@ constexpr KeyHelp kServiceKeys[] = {
                 "the rules; NAME may be *.SUFFIX; the backend must be in backends"},
     {"resplice", "splice: move idle flows off a down or draining backend (docs/health.md)"},
     {"handshake_window", "splice: zero (the SYN-ACK offers no window; the proxy opens it once "
-                         "the backend answered; default with bind = ack) | open (data the client "
-                         "sends early waits in NFQUEUE; bind = data needs it)"},
+                         "the backend answered) | open (data the client sends early waits in "
+                         "NFQUEUE; the only choice with bind = data)"},
     {"health_check", "none | tcp | http: active checks of each backend"},
     {"health_interval", "seconds between checks of a backend (decimals ok)"},
     {"health_timeout", "seconds a check may take, at most health_interval"},
@@ -386,8 +386,8 @@ ServiceConfig parseService(const ServiceValues& sv) {
     s.bind = parseChoice<BindOn>(p->first, p->second,
                                  {{"ack", BindOn::kAck}, {"data", BindOn::kData}});
   }
-  // Splice: the client sends nothing before the backend leg is up (docs/splice.md, "Zero-window
-  // handshake"), unless its first data must choose the backend.
+  // Splice: the client sends nothing before the backend leg is up (docs/splice.md,
+  // "handshake_window"), unless its first data must choose the backend.
   s.zero_window_handshake = s.mode == Mode::kSplice && s.bind == BindOn::kAck;
   if (const auto* p = get("handshake_window")) {
     if (s.mode != Mode::kSplice) fail(p->first, p->second, "only used with mode = splice");
