@@ -75,8 +75,14 @@ snapshot() {  # snapshot NS: the state that must not change
     "vip=$(has_addr "$1" front "$VIP" && echo held || echo none)"
 }
 
-flow_set() {  # flow_set NS: the sorted client legs of NS's table
-  http_in "$1" '/flows?limit=100000' | grep -v '^#' | awk '{print $2, $3, $4}' | sort
+flow_set() {  # flow_set NS: the sorted client legs of NS's table; fails if /flows never answers
+  local out _
+  for _ in 1 2 3; do  # /flows always starts with its header: empty means curl got no answer
+    out=$(http_in "$1" '/flows?limit=100000') && [ -n "$out" ] && break
+    out=""
+  done
+  [ -n "$out" ] || { echo "(no answer from /flows)"; return 1; }
+  echo "$out" | grep -v '^#' | awk '{print $2, $3, $4}' | sort
 }
 
 rej() { metric_in "$1" tandem_sync_rejected_total "\"$2\""; }
@@ -179,16 +185,20 @@ run_case() {
   done
 
   name="$a: no state change: roles, epochs, takeovers, addresses, bulk transfers, flow tables"
-  local after_a after_b
+  local after_a after_b after_flows_a after_flows_b
   after_a=$(snapshot "$NS_PA")
   after_b=$(snapshot "$NS_PB")
+  after_flows_a=$(flow_set "$NS_PA")
+  after_flows_b=$(flow_set "$NS_PB")
   if [ "$after_a" = "$snap_a" ] && [ "$after_b" = "$snap_b" ] &&
-      [ "$(flow_set "$NS_PA")" = "$flows_a" ] && [ "$(flow_set "$NS_PB")" = "$flows_b" ] &&
-      ! flow_set "$NS_PB" | grep -q "$CLIENT_IP:40000 "; then
+      [ "$after_flows_a" = "$flows_a" ] && [ "$after_flows_b" = "$flows_b" ] &&
+      ! grep -q "$CLIENT_IP:40000 " <<<"$after_flows_b"; then
     pass "$name (A: $after_a; B: $after_b)"
   else
     fail "$name" "A before: $snap_a" "A after:  $after_a" "B before: $snap_b" "B after:  $after_b" \
-      "flow tables: A $(flow_set "$NS_PA" | wc -l) (was $(echo "$flows_a" | wc -l)), B $(flow_set "$NS_PB" | wc -l) (was $(echo "$flows_b" | wc -l))"
+      "flow tables: A $(wc -l <<<"$after_flows_a") (was $(wc -l <<<"$flows_a")), B $(wc -l <<<"$after_flows_b") (was $(wc -l <<<"$flows_b"))" \
+      "A's flows, before -> after: $(diff <(echo "$flows_a") <(echo "$after_flows_a") | grep '^[<>]' | tr '\n' ';')" \
+      "B's flows, before -> after: $(diff <(echo "$flows_b") <(echo "$after_flows_b") | grep '^[<>]' | tr '\n' ';')"
   fi
 
   wait "$conns_pid"
