@@ -13,6 +13,8 @@
 # Usage (root):  bench/rst_capture.sh
 # Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>
 #                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
+#                SYSCALLS=0 (1: perf stat counts tandemd's system calls during the run, into
+#                syscalls.txt; needs perf)
 #                TANDEMD=... TCPCHECK=... (default: build/release binaries)
 # Output in OUT: front.pcap back.pcap (128-byte snaps), metrics before and after (m0.prom,
 # m1.prom), /flows after (flows.txt), the proxy's nfnetlink_queue line (nfq.txt), tcpcheck's
@@ -38,6 +40,9 @@ die() {
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, iptables, NFQUEUE)"
 command -v tcpdump >/dev/null || die "tcpdump not installed"
 [[ $FASTPATH =~ ^(on|off)$ ]] || die "FASTPATH is on or off"
+SYSCALLS=${SYSCALLS:-0}
+[[ $SYSCALLS =~ ^[01]$ ]] || die "SYSCALLS is 0 or 1"
+[ "$SYSCALLS" -eq 0 ] || command -v perf >/dev/null || die "SYSCALLS=1 needs perf"
 for v in WORKERS DURATION; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number"
 done
@@ -88,9 +93,17 @@ sleep 1
 
 http_get /metrics >"$OUT/m0.prom"
 uptime >"$OUT/load"
+perf_pid=""
+if [ "$SYSCALLS" -eq 1 ]; then
+  perf stat -e 'syscalls:sys_enter_bpf,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg' \
+    -e 'syscalls:sys_enter_recvmmsg,syscalls:sys_enter_epoll_wait' -p "$TDM_TANDEMD_PID" \
+    -o "$OUT/syscalls.txt" -- sleep "$DURATION" &
+  perf_pid=$!
+fi
 in_ns "$NS_CLI" timeout $((DURATION + 60)) "$TCPCHECK" client --connect "$VIP:$PORT" \
   --connect-rate --duration "$DURATION" --conns "$WORKERS" --bytes 64 >"$OUT/cr.txt" 2>&1
 echo "rc=$?" >>"$OUT/cr.txt"
+[ -z "$perf_pid" ] || wait "$perf_pid"
 uptime >>"$OUT/load"
 sleep 1  # the last RSTs, and the captures flushed
 http_get /metrics >"$OUT/m1.prom"
@@ -105,4 +118,11 @@ grep -E '^tandem_(rst_|drops_total\{reason="rst)|^tandem_flows_reopened' "$OUT/m
   sed 's/^/#   /'
 echo "# flows left, by state: $(awk '!/^#/ {print $6}' "$OUT/flows.txt" | sort | uniq -c |
   awk '{printf "%s %s  ", $2, $1}')"
-echo "# captures in $OUT; classify: python3 $ROOT/bench/rst_classify.py $OUT"
+if [ "$SYSCALLS" -eq 1 ]; then
+  conns=$(grep -o 'conns=[0-9]*' "$OUT/cr.txt" | head -n 1 | cut -d= -f2)
+  echo "# tandemd system calls per connection ($conns connections; syscalls.txt):"
+  awk -v n="$conns" '/syscalls:/ { gsub(/,/, "", $1); t += $1
+      printf "#   %s %.2f\n", $2, $1 / n } END { printf "#   all %.2f\n", t / n }' \
+    "$OUT/syscalls.txt"
+fi
+echo "# captures in $OUT; classify: python3 $ROOT/bench/rst_classify.py $OUT [--order|--paths|--timeline]"

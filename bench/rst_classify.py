@@ -19,6 +19,12 @@ Usage: rst_classify.py DIR               a table: count, verdict, flags, provoki
                                           client segments on the backend leg, server segments on
                                           the client leg (data or FIN starting below the highest
                                           end already sent that way), and the backend's RSTs
+       rst_classify.py DIR --paths        the commonest per-connection sequences of segments, each
+                                          client (c:) and backend (b:) segment marked with how it
+                                          crossed the proxy: nfq (its copy on the other leg 15 us
+                                          or more later: through tandemd) or k (the kernel)
+       rst_classify.py DIR --timeline     median and 90th percentile of each step of a splice
+                                          connection's opening, SYN to the first response byte
 """
 import collections
 import struct
@@ -152,6 +158,98 @@ def order(by_port, client):
     print("%d\t%d\t%d\t%d" % (len(by_port["B"]), to_backend, to_client, rsts))
 
 
+NFQ_US = 15  # a copy this much later than its original crossed user space (the kernel: ~2 us)
+
+
+def crossing(src_pkts, dst_pkts, syn_ok):
+    """Pairs each segment of `src_pkts` (one direction, one leg) with its copy in `dst_pkts` (the
+    other leg): the first unused one no earlier with the same flags and length; with `syn_ok`, a
+    bare ACK may have become a SYN (the cookie ACK turned into the backend SYN). Yields
+    (segment, copy or None)."""
+    used = set()
+    for p in src_pkts:
+        match = None
+        for j, q in enumerate(dst_pkts):
+            if j in used or q["t"] < p["t"]:
+                continue
+            same = (q["fl"] & 0x17) == (p["fl"] & 0x17) and q["len"] == p["len"]
+            if same or (syn_ok and q["fl"] & 2 and not p["fl"] & 2 and p["len"] == 0):
+                match = j
+                break
+        if match is not None:
+            used.add(match)
+        yield p, dst_pkts[match] if match is not None else None
+
+
+def how(p, q):
+    """How segment `p` crossed the proxy, given its copy `q` on the other leg (or None)."""
+    return "-" if q is None else ("nfq" if q["t"] - p["t"] >= NFQ_US * 1e-6 else "k")
+
+
+def paths(by_port, client):
+    seqs = collections.Counter()
+    for port, front in by_port["F"].items():
+        back = by_port["B"][port]
+        sig = []
+        to_be = [p for p in front if p["src"] == client and not p["fl"] & 2]
+        for p, q in crossing(to_be, [p for p in back if p["src"] == client], True):
+            what = "A->S" if q is not None and q["fl"] & 2 else flags(p["fl"])
+            sig.append("c:%s/%d:%s" % (what, p["len"], how(p, q)))
+        to_cli = [p for p in back if p["src"] != client and not p["fl"] & 2]
+        for p, q in crossing(to_cli, [p for p in front if p["src"] != client and not p["fl"] & 2],
+                             False):
+            sig.append("b:%s/%d:%s" % (flags(p["fl"]), p["len"], how(p, q)))
+        seqs[" ".join(sig)] += 1
+    print("connections	segments (c: client's, b: backend's; flags/length:how it crossed)")
+    for sig, n in seqs.most_common(12):
+        print("%d\t%s" % (n, sig))
+
+
+def timeline(by_port, client):
+    steps = collections.defaultdict(list)
+    for port, front in by_port["F"].items():
+        back = by_port["B"][port]
+        first = lambda pkts, cond: next((p for p in pkts if cond(p)), None)
+        syn = first(front, lambda p: p["src"] == client and p["fl"] & 2)
+        synack = first(front, lambda p: p["src"] != client and p["fl"] & 18 == 18)
+        if syn is None or synack is None:
+            continue
+        cack = first(front, lambda p: p["src"] == client and p["fl"] & 18 == 16 and
+                     p["len"] == 0 and p["t"] >= synack["t"])
+        bsyn = first(back, lambda p: p["src"] == client and p["fl"] & 2)
+        bsynack = first(back, lambda p: p["src"] != client and p["fl"] & 18 == 18)
+        if None in (cack, bsyn, bsynack) or not syn["t"] <= cack["t"] <= bsyn["t"]:
+            continue
+        back_ack = first(back, lambda p: p["src"] == client and p["fl"] & 18 == 16 and
+                         p["t"] >= bsynack["t"])
+        opened = first(front, lambda p: p["src"] != client and not p["fl"] & 2 and
+                       p["t"] >= bsynack["t"])
+        req = first(front, lambda p: p["src"] == client and p["len"] > 0)
+        breq = first(back, lambda p: p["src"] == client and p["len"] > 0)
+        bresp = first(back, lambda p: p["src"] != client and p["len"] > 0)
+        fresp = first(front, lambda p: p["src"] != client and p["len"] > 0)
+        if None in (back_ack, opened, req, breq, bresp, fresp):
+            continue
+        for name, a, b in (("SYN -> SYN-ACK out", syn, synack),
+                           ("SYN-ACK -> cookie ACK in", synack, cack),
+                           ("cookie ACK in -> backend SYN out", cack, bsyn),
+                           ("backend SYN -> its SYN-ACK in", bsyn, bsynack),
+                           ("backend SYN-ACK in -> ACK to the backend out", bsynack, back_ack),
+                           ("backend SYN-ACK in -> first segment to the client out", bsynack,
+                            opened),
+                           ("that segment -> client's request in", opened, req),
+                           ("request in -> out to the backend", req, breq),
+                           ("request out -> response in", breq, bresp),
+                           ("response in -> out to the client", bresp, fresp),
+                           ("SYN -> response out (total)", syn, fresp)):
+            steps[name].append(b["t"] - a["t"])
+    print("step\tconnections\tp50 us\tp90 us")
+    for name, v in steps.items():
+        v.sort()
+        print("%s\t%d\t%.1f\t%.1f" % (name, len(v), v[len(v) // 2] * 1e6,
+                                       v[int(len(v) * 0.9)] * 1e6))
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -166,6 +264,12 @@ def main():
             by_port[leg][p["sp"] if p["src"] == client else p["dp"]].append(p)
     if sys.argv[2:3] == ["--order"]:
         order(by_port, client)
+        return
+    if sys.argv[2:3] == ["--paths"]:
+        paths(by_port, client)
+        return
+    if sys.argv[2:3] == ["--timeline"]:
+        timeline(by_port, client)
         return
     found = collections.defaultdict(list)
     for port, back in by_port["B"].items():

@@ -297,9 +297,9 @@ void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,
   Impl& m = *impl_;
   if (!m.fastPathIsInstall(flow_id, generation) || !m.table.at(flow_id).fast_path)
     return;  // that install is gone already (erased, or the slot reused since)
-  // The other direction may have been written and used meanwhile: what it saw counts.
-  m.fastPathRefresh(flow_id, now_ns, true);
-  m.fastPathErase(flow_id);
+  // The other direction may have been written and used meanwhile: what it saw counts, read as
+  // the entries are erased.
+  m.fastPathRefresh(flow_id, now_ns, true, /*leave=*/true);
   ++counters_.fastpath_install_failed;
   m.fp_retry_wait = kInstallRetryAfter;
 }

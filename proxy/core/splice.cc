@@ -153,14 +153,14 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   CookieInput input = cookieInputFromAck(pkt);
   CookieCheck check = cookie->check(input, pkt.ack() - 1, opts.ts_ecr, opts.has_timestamp,
                                     now_ns + cookie_clock_offset_ns);
-  if (!check.ok && s.zero_window_handshake && pkt.payloadLen() == 0) {
+  const bool probe = !check.ok && s.zero_window_handshake && pkt.payloadLen() == 0;
+  if (probe) {
     // A zero-window probe (RFC 9293 3.8.6.1: sequence number SND.UNA - 1, the client's ISN): the
     // client still waits for the window the SYN-ACK withheld, and its cookie ACK never opened a
     // flow here (lost, or taken by a peer that died since). The probe opens the splice instead.
     input.client_isn = pkt.seq();
     check = cookie->check(input, pkt.ack() - 1, opts.ts_ecr, opts.has_timestamp,
                           now_ns + cookie_clock_offset_ns);
-    if (check.ok) ++counters.splice_opened_by_probe;
   }
   if (!check.ok) return dropped(DropReason::kBadCookie);
 
@@ -239,6 +239,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   armSynTimer(hit.index);
   ++counters.packets[0];
   counters.bytes[0] += pkt.totalLen();
+  if (probe) ++counters.splice_opened_by_probe;  // bare: neither held nor awaiting data
   return d;
 }
 

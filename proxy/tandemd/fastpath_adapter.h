@@ -50,7 +50,7 @@ class FastPathAdapter final : public FastPathPort {
   bool take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept override;
   void clear() noexcept override;
 
-  /// Writes the entries put() kept, in order, with one system call. An entry the kernel refuses
+  /// Writes the entries install() kept, in order, with one system call. An entry the kernel refuses
   /// (map full) is counted (tandem_fastpath_map_put_failed_total) and reported to the engine
   /// (Engine::fastPathInstallLost), which takes its flow off the fast path.
   void commit() noexcept;
