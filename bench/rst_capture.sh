@@ -13,6 +13,8 @@
 # Usage (root):  bench/rst_capture.sh
 # Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>
 #                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
+#                FP_SPLICE=off (on, with FASTPATH=on: daemon.fastpath_splice = on, the backend's
+#                SYN-ACK answered in the kernel)
 #                SYSCALLS=0 (1: perf stat counts tandemd's system calls during the run, into
 #                syscalls.txt; needs perf)
 #                TANDEMD=... TCPCHECK=... (default: build/release binaries)
@@ -40,6 +42,8 @@ die() {
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, iptables, NFQUEUE)"
 command -v tcpdump >/dev/null || die "tcpdump not installed"
 [[ $FASTPATH =~ ^(on|off)$ ]] || die "FASTPATH is on or off"
+FP_SPLICE=${FP_SPLICE:-off}
+[[ $FP_SPLICE =~ ^(on|off)$ ]] || die "FP_SPLICE is on or off"
 SYSCALLS=${SYSCALLS:-0}
 [[ $SYSCALLS =~ ^[01]$ ]] || die "SYSCALLS is 0 or 1"
 [ "$SYSCALLS" -eq 0 ] || command -v perf >/dev/null || die "SYSCALLS=1 needs perf"
@@ -75,7 +79,7 @@ conf=$OUT/tandemd.conf
   echo "rules = iptables"
   echo "metrics = $METRICS_ADDR"
   echo "max_flows = 1000000"
-  [ "$FASTPATH" = on ] && echo "fastpath = on"
+  [ "$FASTPATH" = on ] && echo "fastpath = on" && echo "fastpath_splice = $FP_SPLICE"
   echo
   echo "[service.splice]"
   echo "vip = $VIP:$PORT"

@@ -42,6 +42,8 @@
 #                 tandemd, whose SYNs the kernel answers with fastpath_syn on)
 #                 FP_SYN=on|off (tandem-splice-fp: daemon.fastpath_syn, SYNs answered in the
 #                 kernel; unset: tandemd's default, on)
+#                 FP_SPLICE=on|off (tandem-splice-fp: daemon.fastpath_splice, zero-window
+#                 splices' backend SYN-ACKs answered in the kernel; unset: tandemd's default, off)
 #                 HANDSHAKE_WINDOW=zero|open (both splice paths: the services'
 #                 handshake_window, docs/splice.md; unset: tandemd's default, zero)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
@@ -106,6 +108,7 @@ done
 require_env TANDEMD TCPCHECK
 HANDSHAKE_WINDOW=${HANDSHAKE_WINDOW:-}
 [[ $HANDSHAKE_WINDOW =~ ^(|zero|open)$ ]] || die "HANDSHAKE_WINDOW is zero or open"
+[[ ${FP_SPLICE:-} =~ ^(|on|off)$ ]] || die "FP_SPLICE is on or off"
 for v in ROUNDS DURATION OMIT RR_COUNT CR_DURATION CR_CONNS QUIET_BUSY QUIET_MAX FLOOD \
     FLOOD_RATE PERF; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
@@ -307,6 +310,7 @@ setup_paths() {
     echo "max_flows = 1000000"
     echo "fastpath = on"
     [ -n "${FP_SYN:-}" ] && echo "fastpath_syn = $FP_SYN"
+    [ -n "${FP_SPLICE:-}" ] && echo "fastpath_splice = $FP_SPLICE"
     for p in "$((IPERF_BASE + 6))" "$((TCPC_BASE + 6))"; do
       echo
       echo "[service.splicefp-$p]"
@@ -1267,6 +1271,7 @@ write_meta() {
     printf ' FLOOD=%s FLOOD_RATE=%s' "$FLOOD" "$FLOOD_RATE"
     [ -n "$CR_SWEEP" ] && printf ' CR_SWEEP="%s" CR_SWEEP_ROUNDS=%s' "$CR_SWEEP" "$CR_SWEEP_ROUNDS"
     [ -n "${FP_SYN:-}" ] && printf ' FP_SYN=%s' "$FP_SYN"
+    [ -n "${FP_SPLICE:-}" ] && printf ' FP_SPLICE=%s' "$FP_SPLICE"
     [ -n "$HANDSHAKE_WINDOW" ] && printf ' HANDSHAKE_WINDOW=%s' "$HANDSHAKE_WINDOW"
     printf ' QUIET_BUSY=%s QUIET_MAX=%s PATHS="%s" %s\n' "$QUIET_BUSY" "$QUIET_MAX" "$PATHS" \
       "$BENCH_CMDLINE"

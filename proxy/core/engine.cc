@@ -477,6 +477,7 @@ DropReason Engine::installFlow(const Flow& state, uint64_t now_ns) noexcept {
   f.in_use = true;
   f.dirty = false;
   f.fast_path = false;  // the active's entries are the active's
+  f.fast_path_armed = false;
   for (size_t d = 0; d < 2; ++d) {
     if (old && adoptWarmEdges(f.win[d], warm, state, d)) continue;
     // Liberal until seen: the edges moved on while the checkpoint travelled.

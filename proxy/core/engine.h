@@ -205,11 +205,21 @@ class Engine {
   /// port leave the fast path as after setStandby(true), but that port is not touched (its
   /// owner clears or destroys it). Allocates 4 bytes per flow slot once (install generations).
   void setFastPath(FastPathPort* port, bool close_fast) noexcept;
+  /// With a fast path: whether a zero-window splice's entries are written armed with its backend
+  /// SYN, so that the kernel answers the backend's SYN-ACK (fastPathSpliced()). Off by default.
+  void setFastPathSplice(bool on) noexcept;
   /// A close event from the kernel: a FIN or RST it translated and forwarded. The flow's
   /// tracker takes it as the header-only segment it describes (its state and checkpoint change
   /// as if the engine had forwarded it); no verdict, no outbox packet. Events for no live fast
   /// flow of that generation are counted (Counters::fastpath_events_stale) and ignored.
   void fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept;
+  /// A splice the kernel completed (an armed flow's backend SYN-ACK, fastpath_abi.h): the flow
+  /// takes the SYN-ACK in the event exactly as if it had come through NFQUEUE (offsets,
+  /// tracker, state, checkpoint), without sending anything: the kernel sent the ACK to the
+  /// backend and the one that opens the client's window, and the flow is on the fast path if its
+  /// entries are still armed. Moves spliceGeneration() (held client data may go). Events for a
+  /// flow no longer waiting for that SYN-ACK are counted (fastpath_splice_events_stale).
+  void fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) noexcept;
   /// An entry the port accepted from install() but could not write into the kernel later (a
   /// port that defers those writes, FastPathAdapter: the map was full by then). `flow_id` and
   /// `generation` are the entry's. If that install is still the flow's, the flow leaves the fast

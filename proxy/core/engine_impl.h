@@ -150,6 +150,7 @@ struct Engine::Impl {
   void retireForNewIncarnation(uint32_t index) noexcept;
   FastPathPort* fp = nullptr;          // Engine::setFastPath; nullptr: off
   bool fp_close_fast = false;          // entries carry TANDEM_FP_CLOSE_FAST
+  bool fp_splice = false;              // Engine::setFastPathSplice: arm zero-window splices
   uint32_t fp_retry_wait = 0;          // qualifying segments to let by after a refused install
   std::vector<uint32_t> fp_generation;  // per slot: installs so far (echoed in close events)
   /// What the kernel saw of a fast flow: its two entries as read back (found: with a packet).
@@ -172,6 +173,10 @@ struct Engine::Impl {
     kTriggerAfter,  ///< the trigger's direction after its segment (it carries data)
     kBothAfter,     ///< both after (nothing of the flow can reach the kernel before them)
   };
+  /// Both entries of a new install of the flow, with a new generation (and close-fast as
+  /// configured); false while installs pause after a refusal (that wait counted down) or if
+  /// the translation is not constant.
+  bool fastPathNewEntries(uint32_t index, tandem_fp_key* key, tandem_fp_rewrite* value) noexcept;
   /// After a forwarded ordinary segment (or a zero-window splice's completion): puts the flow
   /// on the fast path if it qualifies. `trigger`: the segment's direction.
   void fastPathMaybeInstall(uint32_t index, Direction trigger, InstallOrder order) noexcept;
@@ -196,6 +201,16 @@ struct Engine::Impl {
   bool fastPathIdle(uint32_t index, uint64_t now_ns) noexcept;
   /// Every flow off the fast path, the port untouched (caller clears it if it should).
   void fastPathForgetAll() noexcept;
+  /// A zero-window splice whose backend SYN is going out: writes its entries armed
+  /// (TANDEM_FP_SYNACK) so that the kernel can answer the backend's SYN-ACK, when the flow and
+  /// the node allow it (fastpath.cc).
+  void fastPathArm(uint32_t index) noexcept;
+  /// Takes an armed splice's entries back: the engine completes (or ends) the splice itself.
+  /// No-op for a flow that is not armed.
+  void fastPathDisarm(uint32_t index) noexcept;
+  /// Set while Engine::fastPathSpliced() replays the kernel's SYN-ACK through splicePending():
+  /// the kernel already sent both ACKs and wrote the entries.
+  bool fp_kernel_splice = false;
 };
 
 }  // namespace tandem

@@ -28,6 +28,7 @@
 // passed on to the kernel (fastPathAfterFin) so that its acknowledgement is reported too.
 #include <algorithm>
 
+#include "common/bytes.h"
 #include "common/segment_writer.h"
 #include "common/seq.h"
 #include "proxy/core/engine_impl.h"
@@ -88,16 +89,37 @@ void Engine::setFastPath(FastPathPort* port, bool close_fast) noexcept {
   impl_->fp = port;
 }
 
+void Engine::setFastPathSplice(bool on) noexcept { impl_->fp_splice = on; }
+
 void Engine::Impl::fastPathForgetAll() noexcept {
   const uint32_t high = table.highWater();
   for (uint32_t i = 0; i < high; ++i) {
     Flow& f = table.at(i);
+    f.fast_path_armed = false;  // the splice completes through NFQUEUE, or not here
     if (!f.in_use || !f.fast_path) continue;
     f.fast_path = false;
     f.fast_path_ever = false;  // a standby follows the active's checkpoints, not its old reports
     relearnWindows(f);  // the kernel moved them on
     ++counters.fastpath_removals;
   }
+}
+
+bool Engine::Impl::fastPathNewEntries(uint32_t index, tandem_fp_key* key,
+                                      tandem_fp_rewrite* value) noexcept {
+  if (fp_retry_wait > 0) {
+    --fp_retry_wait;
+    return false;
+  }
+  const Flow& f = table.at(index);
+  for (size_t d = 0; d < 2; ++d)
+    if (!fastPathEntry(f, kDirs[d], key[d], value[d])) return false;  // not a constant translation
+  const uint32_t generation = ++fp_generation[index];
+  for (size_t d = 0; d < 2; ++d) {
+    value[d].flow_id = index;
+    value[d].generation = generation;
+    if (fp_close_fast) value[d].flags |= TANDEM_FP_CLOSE_FAST;
+  }
+  return true;
 }
 
 void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
@@ -107,20 +129,9 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
       (f.splice && config.services[f.service].resplice) ||
       backends[f.service][f.backend].state != BackendState::kUp)
     return;
-  if (fp_retry_wait > 0) {
-    --fp_retry_wait;
-    return;
-  }
   tandem_fp_key key[2];
   tandem_fp_rewrite value[2];
-  for (size_t d = 0; d < 2; ++d)
-    if (!fastPathEntry(f, kDirs[d], key[d], value[d])) return;  // not a constant translation
-  const uint32_t generation = ++fp_generation[index];
-  for (size_t d = 0; d < 2; ++d) {
-    value[d].flow_id = index;
-    value[d].generation = generation;
-    if (fp_close_fast) value[d].flags |= TANDEM_FP_CLOSE_FAST;
-  }
+  if (!fastPathNewEntries(index, key, value)) return;
   // A segment with data (a splice flow's request, released after the backend's SYN-ACK): its
   // direction's entry only after it (install: the port may keep it until that segment's
   // verdict is sent), or the request's next segments, through the kernel, would overtake it.
@@ -171,6 +182,7 @@ bool Engine::Impl::fastPathOvertakenAck(const Flow& f, Direction dir,
 
 void Engine::Impl::fastPathErase(uint32_t index) noexcept {
   Flow& f = table.at(index);
+  fastPathDisarm(index);
   if (!f.fast_path) return;
   f.fast_path = false;
   ++counters.fastpath_removals;
@@ -290,6 +302,110 @@ bool Engine::Impl::fastPathIdle(uint32_t index, uint64_t now_ns) noexcept {
   if (!table.at(index).fast_path) return true;
   fastPathRefresh(index, now_ns, false);
   return flowExpired(table.at(index), config.timeouts, now_ns);
+}
+
+void Engine::Impl::fastPathArm(uint32_t index) noexcept {
+  Flow& f = table.at(index);
+  const ServiceConfig& s = config.services[f.service];
+  // Only a first splice's handshake as spliceOpen() starts it, for a flow that could go on the
+  // fast path at its completion (spliceOpenWindow): not while deferral holds the SYN-ACK for
+  // the standby's acknowledgement, nor for a service that re-splices.
+  if (fp == nullptr || !fp_splice || standby || f.fast_path || f.fast_path_armed || !f.splice ||
+      !f.splice_pending || f.moving || f.sync_pending || f.splice_await_data || f.client_held ||
+      !s.zero_window_handshake || s.resplice ||
+      backends[f.service][f.backend].state != BackendState::kUp)
+    return;
+  tandem_fp_key key[2];
+  tandem_fp_rewrite value[2];
+  if (!fastPathNewEntries(index, key, value)) return;
+  for (size_t d = 0; d < 2; ++d) {  // nothing translated until the kernel completes the splice
+    value[d].flags =
+        static_cast<uint8_t>(TANDEM_FP_SYNACK | (value[d].flags & TANDEM_FP_CLOSE_FAST));
+  }
+  // What fastPathEntry() writes once the splice has its offsets and the kernel cannot know: the
+  // client leg's own adjustment (zero for a first splice). The kernel fills in the rest from the
+  // SYN-ACK, as splicePending() does.
+  const int32_t client_off = f.adj[dirIndex(Direction::kFromClient)].offset_after;
+  value[0].seq_add = static_cast<uint32_t>(client_off);
+  value[1].ack_add = -static_cast<uint32_t>(client_off);
+  const TcpWindow& c = f.win[dirIndex(Direction::kFromClient)];
+  tandem_fp_rewrite& a = value[1];
+  a.arm_state = TANDEM_FP_ARM_WAITING;
+  a.arm_ack = c.td_end;  // the backend SYN's seq + 1, as the tracker expects it acknowledged
+  a.arm_proxy_isn = f.proxy_isn;
+  a.arm_proxy_tsval = f.proxy_tsval;
+  a.arm_client_tsval = f.client_tsval;
+  a.arm_client_window = f.client_window;
+  a.arm_client_wscale = f.client_view_wscale;
+  a.arm_flags = static_cast<uint8_t>(
+      (c.td_end != 0 && f.proxy_tsval != 0 ? TANDEM_FP_ARM_F_TS : 0u) |
+      (c.wscale_offered ? TANDEM_FP_ARM_F_WSCALE : 0u));
+  if (!fp->putPair(key, value)) {
+    ++counters.fastpath_install_failed;
+    fp_retry_wait = kInstallRetryAfter;
+    return;
+  }
+  f.fast_path_armed = true;
+  ++counters.fastpath_splices_armed;
+}
+
+void Engine::Impl::fastPathDisarm(uint32_t index) noexcept {
+  Flow& f = table.at(index);
+  if (!f.fast_path_armed) return;
+  f.fast_path_armed = false;
+  ++counters.fastpath_splices_disarmed;
+  // Erased whether the kernel completed the splice meanwhile or not: if it did, its event is in
+  // the ring and still applies (fastPathSpliced), with the flow off the fast path.
+  if (fp != nullptr)
+    for (Direction d : kDirs) fp->erase(fastPathKey(f, d));
+}
+
+void Engine::fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) noexcept {
+  Impl& m = *impl_;
+  const uint32_t index = ev.head.flow_id;
+  const uint32_t thl = ev.head.payload_len;
+  // The event of the install this flow still has, for a splice still waiting for its SYN-ACK.
+  // (A splice the engine completed itself from a duplicate SYN-ACK went on the fast path at a
+  // newer generation, or not at all and is no longer pending: either way this event is old.)
+  if (m.standby || ev.head.dir != 1 || !m.fastPathIsInstall(index, ev.head.generation) ||
+      thl < 20 || thl > 60 || thl % 4 != 0) {
+    ++counters_.fastpath_splice_events_stale;
+    return;
+  }
+  Flow& f = m.table.at(index);
+  if (!f.splice || !f.splice_pending || f.moving || f.splice_await_data || !f.source_addr.isV4() ||
+      !f.backend_addr.isV4()) {
+    ++counters_.fastpath_splice_events_stale;
+    return;
+  }
+  // The SYN-ACK as it arrived: the backend leg's addresses, the header the kernel copied.
+  uint8_t buf[128] = {};
+  buf[0] = 0x45;
+  store16(buf + 2, static_cast<uint16_t>(20 + thl));
+  buf[8] = 64;
+  buf[9] = 6;
+  store32(buf + 12, f.backend_addr.v4());
+  store32(buf + 16, f.source_addr.v4());
+  std::copy(ev.tcp_hdr, ev.tcp_hdr + thl, buf + 20);
+  TcpPacket pkt;
+  TcpOptions opts;
+  if (parseTcpPacket(buf, 20 + thl, pkt) != ParseError::kNone ||
+      parseTcpOptions(pkt.options(), pkt.optionsLen(), opts) != OptionError::kNone) {
+    ++counters_.fastpath_splice_events_stale;  // the program parsed it: cannot happen
+    return;
+  }
+  m.fp_kernel_splice = true;
+  const Decision d = m.splicePending(index, Direction::kFromBackend, pkt, opts, buf, sizeof buf,
+                                     PacketMeta{}, now_ns);
+  m.fp_kernel_splice = false;
+  if (d.verdict == Verdict::kAccept && !f.splice_pending) {
+    ++counters_.fastpath_kernel_splices;
+  } else {
+    // The tracker refused what the kernel accepted (it checks the same ack): the kernel's
+    // entries go, and the flow waits for the backend's next SYN-ACK through NFQUEUE.
+    ++counters_.fastpath_splice_events_stale;
+    m.fastPathErase(index);
+  }
 }
 
 void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,

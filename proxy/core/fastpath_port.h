@@ -8,7 +8,10 @@
 ///    forwards for an established flow whose both directions were seen, nothing pending (splice
 ///    handshake, deferral), its service not re-splicing, its backend UP, the node not a standby;
 ///    a zero-window splice (ServiceConfig::zero_window_handshake) already when its backend
-///    handshake completes.
+///    handshake completes. Such a splice's entries are written armed (TANDEM_FP_SYNACK) with
+///    the backend SYN, through putPair(), so that the kernel can complete the handshake itself
+///    (Engine::fastPathSpliced); the engine takes them back (erase) if a packet of the flow
+///    needs it first: the SYN-ACK or a RST through NFQUEUE, client data it holds.
 ///    It then writes two entries, one per direction, keyed by the tuple each direction arrives
 ///    with, carrying exactly the translation translateSegment() applies.
 ///  - A flow leaves the fast path whenever the engine must see its packets again or it goes
@@ -42,6 +45,19 @@ class FastPathPort {
   /// reports a write that fails later through Engine::fastPathInstallLost. By default: put().
   virtual bool install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
     return put(key, value);
+  }
+  /// Writes both entries of an armed splice (TANDEM_FP_SYNACK) no later than the verdicts of the
+  /// packets handled so far are sent: the backend SYN is among them, and its SYN-ACK must find
+  /// the entries. A port may gather them and write a batch's in one system call; put(), erase()
+  /// and get() of the same keys before then apply to the gathered entries. A write that fails
+  /// later costs nothing but the kernel's help: the SYN-ACK comes through NFQUEUE, and the
+  /// engine, erasing what is left, completes the splice itself. False when the map refused
+  /// either now (none is left). By default: two put()s.
+  virtual bool putPair(const tandem_fp_key* keys, const tandem_fp_rewrite* values) noexcept {
+    if (!put(keys[0], values[0])) return false;
+    if (put(keys[1], values[1])) return true;
+    erase(keys[0]);
+    return false;
   }
   /// Reads one direction's entry (with what the kernel saw); false if absent.
   virtual bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept = 0;

@@ -92,7 +92,7 @@ struct Flow {
   /// Deferral (Engine::setSyncDeferral): the standby has not acknowledged this new flow yet,
   /// so the backend's SYN-ACK is held (Verdict::kHold) until Engine::markSynced().
   bool sync_pending = false;
-  bool splice_await_data = false;  ///< bind = data: no backend SYN until the client's first data
+  bool splice_await_data : 1 = false;  ///< bind = data: no backend SYN until the client's first data
   // Re-splicing (resplice.cc). proxy_tsval doubles as the newest TSval the client has seen
   // (the cookie's, then every backend TSval forwarded), so a new backend leg's timestamps
   // continue above it (PAWS, RFC 7323 5.3).
@@ -111,6 +111,10 @@ struct Flow {
   /// kernel's close events of that generation still apply after it left (they describe packets
   /// the kernel forwarded before the entries were erased).
   bool fast_path_ever : 1 = false;
+  /// Kernel fast path, zero-window splice: both entries are in the map, armed
+  /// (TANDEM_FP_SYNACK): the kernel may answer the backend's SYN-ACK and complete the splice,
+  /// which it reports (Engine::fastPathSpliced). Nothing is translated meanwhile.
+  bool fast_path_armed : 1 = false;
   /// Since when the client waits for the backend (units of 2^22 ns, about 4 ms, wrapping every
   /// 275 s): the backend's last packet, or the client data that started the wait. Client data
   /// while bytes are still unacknowledged long after is a stall, a passive health signal

@@ -240,6 +240,7 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
   ++counters.packets[0];
   counters.bytes[0] += pkt.totalLen();
   if (probe) ++counters.splice_opened_by_probe;  // bare: neither held nor awaiting data
+  fastPathArm(hit.index);  // before this verdict sends the SYN: the kernel may answer its SYN-ACK
   return d;
 }
 
@@ -341,6 +342,7 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
       f.last_seen_ns = now_ns;
       touch(index);
       ++counters.splice_connect_timeouts;
+      fastPathDisarm(index);
       --keep;
     }
   }
@@ -400,13 +402,17 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         touch(index);
         ++counters.splice_connect_timeouts;
         ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
+        fastPathDisarm(index);
         return emit(spec, data, cap, counters);
       }
       if (meta.can_hold) {
         ++counters.splice_held;
         // A bare ACK (a zero-window probe) may be overtaken by what follows it through the
         // kernel; data and a FIN may not.
-        if (pkt.payloadLen() > 0 || pkt.has(tcpflag::kFin)) f.client_held = true;
+        if (pkt.payloadLen() > 0 || pkt.has(tcpflag::kFin)) {
+          f.client_held = true;
+          fastPathDisarm(index);  // the kernel must not let later segments overtake this one
+        }
         return {Verdict::kHold, DropReason::kNone, false, 0};
       }
       return dropped(DropReason::kSplicePending);
@@ -416,6 +422,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     if (f.state == TcpState::kClose) {
       f.splice_pending = false;  // the client gave up: held data of it may go (and be refused)
       ++splice_generation;
+      fastPathDisarm(index);
     }
     translateSegment(f, dir, pkt, opts, meta, counters);  // meta: the checksum may be partial
     ++counters.packets[0];
@@ -424,7 +431,11 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
 
   const bool synack = (flags & (tcpflag::kSyn | tcpflag::kAck)) == (tcpflag::kSyn | tcpflag::kAck);
   if (!synack && !rst) return dropped(DropReason::kSplicePending);
-  if (holdForSync(f, dir, flags, meta)) return {Verdict::kHold, DropReason::kNone, false, 0};
+  // A SYN-ACK or RST through NFQUEUE: the engine's from here, the kernel's armed entries go
+  // (fastPathSpliced() replays one the kernel completed: its entries stay).
+  if (!fp_kernel_splice) fastPathDisarm(index);
+  if (!fp_kernel_splice && holdForSync(f, dir, flags, meta))
+    return {Verdict::kHold, DropReason::kNone, false, 0};
   const DropReason r = trackSegment(f, dir, pkt, opts, now_ns, counters);
   if (r != DropReason::kNone) return dropped(r);
   ++counters.packets[1];
@@ -489,6 +500,18 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
 void Engine::Impl::spliceOpenWindow(uint32_t index, uint32_t client_ack,
                                     uint16_t synack_window) noexcept {
   Flow& f = table.at(index);
+  if (fp_kernel_splice) {
+    // The kernel sent the ACK below and holds both entries, translating already, unless the
+    // engine took them back after it completed (fastPathDisarm): then the flow is off.
+    if (f.fast_path_armed) {
+      f.fast_path_armed = false;
+      f.fast_path = true;
+      f.fast_path_ever = true;
+      ++counters.fastpath_installs;
+    }
+    ++counters.splice_windows_opened;
+    return;
+  }
   // The flow goes on the fast path first, both directions written once this batch's verdicts
   // are sent (FastPathPort::install), before the outbox: the client's first data answers the
   // ACK below and, with nothing of it held here, nothing of it can be overtaken; the backend

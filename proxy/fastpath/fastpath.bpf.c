@@ -29,7 +29,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* The layouts tandemd writes and reads (fastpath_abi.h checks the same on the C++ side). */
 _Static_assert(sizeof(struct tandem_fp_key) == 12, "tandem_fp_key layout");
-_Static_assert(sizeof(struct tandem_fp_rewrite) == 64, "tandem_fp_rewrite layout");
+_Static_assert(sizeof(struct tandem_fp_rewrite) == 96, "tandem_fp_rewrite layout");
+_Static_assert(sizeof(struct tandem_fp_splice_event) == 96, "tandem_fp_splice_event layout");
 _Static_assert(sizeof(struct tandem_fp_event) == 32, "tandem_fp_event layout");
 
 struct {
@@ -55,6 +56,26 @@ struct {
   __uint(max_entries, TANDEM_FP_RING_BYTES);
 } tandem_fp_events SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+} tandem_fp_config SEC(".maps");
+
+/* The two ACKs a splice completed here sends, built off the stack (it holds 512 bytes). */
+struct splice_scratch {
+  __u8 frame[96]; /* Ethernet, IPv4, TCP with at most a timestamp option: 66 bytes */
+  __u8 old[HDR_BUF]; /* the TCP header the second ACK replaces */
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct splice_scratch);
+} tandem_fp_scratch SEC(".maps");
+
 static __always_inline void count(__u32 idx, __u64 n) {
   __u64* v = bpf_map_lookup_elem(&tandem_fp_stats, &idx);
   if (v) *v += n;
@@ -69,6 +90,7 @@ struct parse_ctx {
   __u32 ts;         /* TSval; TSecr at +4 */
   __u32 sack;       /* first block's left edge */
   __u32 sack_count; /* 1..4 */
+  __u32 ws;         /* window scale's shift (SYN-ACKs of armed flows) */
   __u32 err;
 };
 
@@ -100,12 +122,251 @@ static long parse_option(__u32 n, void* arg) {
     c->sack_count = blocks;
   } else if ((kind == 2 && olen != 4) || (kind == 3 && olen != 3) || (kind == 4 && olen != 2)) {
     goto bad;
+  } else if (kind == OPT_WSCALE) {
+    c->ws = i + 2;
   }
   c->i = i + olen;
   return 0;
 bad:
   c->err = 1;
   return 1;
+}
+
+/* An ACK without payload: ports in wire order, the rest host order; options NOP NOP timestamp
+ * when `ts`. Returns the TCP header's length (20 or 32). The check field is left as `check`. */
+static __always_inline __u32 put_ack(__u8* th, __u16 sport, __u16 dport, __u32 seq, __u32 ack,
+                                     __u16 window, int ts, __u32 tsval, __u32 tsecr,
+                                     const __u8* check) {
+  __builtin_memset(th, 0, 32);
+  __builtin_memcpy(&th[0], &sport, 2);
+  __builtin_memcpy(&th[2], &dport, 2);
+  put32(th, 4, seq);
+  put32(th, 8, ack);
+  th[12] = ts ? 0x80 : 0x50;
+  th[13] = TCPF_ACK;
+  put16(th, 14, window);
+  th[16] = check[0];
+  th[17] = check[1];
+  if (!ts) return 20;
+  th[20] = OPT_NOP;
+  th[21] = OPT_NOP;
+  th[22] = OPT_TS;
+  th[23] = 10;
+  put32(th, 24, tsval);
+  put32(th, 28, tsecr);
+  return 32;
+}
+
+/* Turns the packet in the skb (IPv4 without options at ETH_HLEN, its TCP header `old` of
+ * `old_thl` bytes, no payload, addresses `old_addrs`) into the frame in `f` (Ethernet, IPv4,
+ * TCP of `new_thl` bytes). The TCP checksum is fixed by difference, as in syncookie.bpf.c, so
+ * that a CHECKSUM_PARTIAL skb keeps a pseudo-header sum and a complete one gets the full sum.
+ * Returns 0, or a negative error once the packet may have changed. */
+static __always_inline int rewrite_as(struct __sk_buff* skb, const __u8* old, __u32 old_thl,
+                                      const __u32* old_addrs, __u8* f, __u32 new_thl) {
+  const __u32 l4 = ETH_HLEN + 20;
+  const __u32 ohs = old_thl & 0x3c;
+  const __u32 nhs = new_thl & 0x3c;
+  if (ohs < 20 || nhs < 20 || nhs > 32) return -1;
+  const __s64 hdr_diff = bpf_csum_diff((__be32*)old, ohs, (__be32*)&f[l4], nhs, 0);
+  const __s64 addr_diff = bpf_csum_diff((__be32*)old_addrs, 8, (__be32*)&f[ETH_HLEN + 12], 8, 0);
+  __u8 old_len[4] = {0, IPPROTO_TCP, 0, (__u8)ohs};
+  __u8 new_len[4] = {0, IPPROTO_TCP, 0, (__u8)nhs};
+  const __s64 len_diff = bpf_csum_diff((__be32*)old_len, 4, (__be32*)new_len, 4, 0);
+  if (hdr_diff < 0 || addr_diff < 0 || len_diff < 0) return -1;
+  int err = bpf_skb_change_tail(skb, l4 + nhs, 0);
+  if (!err) err = bpf_skb_store_bytes(skb, 0, f, l4 + nhs, 0);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)addr_diff, BPF_F_PSEUDO_HDR);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)len_diff, BPF_F_PSEUDO_HDR);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)hdr_diff, 0);
+  return err;
+}
+
+/* The backend's SYN-ACK of an armed flow (TANDEM_FP_SYNACK; fastpath_abi.h): the splice is
+ * completed here, as proxy/core/splice.cc splicePending() and spliceOpenWindow() would complete
+ * it. Every reason to leave the SYN-ACK to the engine is found before anything changes (the
+ * entries, the packet, the ring); -1 then. Otherwise the tc action. */
+static __always_inline int splice_synack(struct __sk_buff* skb, struct tandem_fp_rewrite* rw,
+                                         struct parse_ctx* pc, const __u8* ip, __u32 tot_len) {
+  __u8* hdr = pc->hdr;
+  const __u32 thl = pc->thl;
+  const __u8 tflags = hdr[13];
+  if (rw->dir != 1 || rw->arm_state != TANDEM_FP_ARM_WAITING ||
+      (tflags & ~(TCPF_ECE | TCPF_CWR)) != (TCPF_SYN | TCPF_ACK) || tot_len != 20 + thl)
+    return -1;
+  const __u32 l4 = ETH_HLEN + 20;
+  const __u32 optlen = (thl - 20) & 0x3f;
+  if (optlen > 40) return -1; /* cannot happen; bounds the verifier */
+  if (optlen > 0 && bpf_skb_load_bytes(skb, l4 + 20, &hdr[20], optlen) < 0) return -1;
+  pc->i = 20;
+  if (bpf_loop(40, parse_option, pc, 0) < 0 || pc->err) return -1;
+  const __u32 backend_isn = get32(hdr, 4);
+  const __u32 ack = get32(hdr, 8);
+  if (ack != rw->arm_ack) return -1;
+
+  /* The client direction's entry: keyed by this one's translated tuple, reversed. */
+  struct tandem_fp_key rkey;
+  rkey.saddr = rw->daddr;
+  rkey.daddr = rw->saddr;
+  rkey.sport = rw->dport;
+  rkey.dport = rw->sport;
+  struct tandem_fp_rewrite* peer = bpf_map_lookup_elem(&tandem_fp_flows, &rkey);
+  if (!peer || !(peer->flags & TANDEM_FP_SYNACK) || peer->flow_id != rw->flow_id ||
+      peer->generation != rw->generation)
+    return -1;
+
+  /* Where the two ACKs go: the backend's back where the SYN-ACK came from; the client's where
+   * the routing table sends traffic from the VIP to the client (bpf_fib_lookup, as a forwarded
+   * packet), or else the engine's. */
+  __u8 eth[ETH_HLEN];
+  if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN) < 0) return -1;
+  __u32 zero = 0;
+  const __u32* cfg = bpf_map_lookup_elem(&tandem_fp_config, &zero);
+  __u32 client_if = skb->ifindex;
+  __u8 client_dmac[6], client_smac[6];
+  __builtin_memcpy(client_dmac, &eth[6], 6);
+  __builtin_memcpy(client_smac, &eth[0], 6);
+  if (!cfg || !(*cfg & TANDEM_FP_CFG_TEST_NO_ROUTE)) {
+    struct bpf_fib_lookup fib = {};
+    fib.family = 2; /* AF_INET */
+    fib.l4_protocol = IPPROTO_TCP;
+    fib.sport = rw->sport;
+    fib.dport = rw->dport;
+    fib.tot_len = 52;
+    fib.ifindex = skb->ifindex;
+    fib.ipv4_src = rw->saddr;
+    fib.ipv4_dst = rw->daddr;
+    if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+    client_if = fib.ifindex;
+    __builtin_memcpy(client_dmac, fib.dmac, 6);
+    __builtin_memcpy(client_smac, fib.smac, 6);
+  }
+  struct splice_scratch* sc = bpf_map_lookup_elem(&tandem_fp_scratch, &zero);
+  if (!sc) return -1;
+
+  struct tandem_fp_splice_event* ev = bpf_ringbuf_reserve(&tandem_fp_events, sizeof(*ev), 0);
+  if (!ev) {
+    count(TANDEM_FP_ST_EVENTS_FULL, 1);
+    return -1;
+  }
+  /* One CPU takes the SYN-ACK; a duplicate on another goes to the engine, which sees the flow
+   * completed once it has read this event (the ring is read before every NFQUEUE batch). */
+  if (__sync_val_compare_and_swap(&rw->arm_state, TANDEM_FP_ARM_WAITING, TANDEM_FP_ARM_TAKEN) !=
+      TANDEM_FP_ARM_WAITING) {
+    bpf_ringbuf_discard(ev, 0);
+    return -1;
+  }
+
+  /* splicePending(): backend bytes shift into the cookie's sequence space, backend timestamps
+   * into the clock the client saw, backend windows into the scale the proxy offered. */
+  const __u32 off = rw->arm_proxy_isn - backend_isn;
+  const int ts = (rw->arm_flags & TANDEM_FP_ARM_F_TS) && pc->ts;
+  const __u32 ts_val = pc->ts ? get32(hdr, pc->ts) : 0;
+  const __u32 ts_off = rw->arm_proxy_tsval - ts_val;
+  __u8 backend_ws = 0;
+  if ((rw->arm_flags & TANDEM_FP_ARM_F_WSCALE) && pc->ws) {
+    backend_ws = hdr[pc->ws & HDR_MASK];
+    if (backend_ws > 14) backend_ws = 14; /* RFC 7323 2.3 */
+  }
+  const __u8 client_ws = rw->arm_client_wscale;
+  const __u16 synack_window = (__u16)(((__u16)hdr[14] << 8) | hdr[15]);
+  const __u32 client_tsval = rw->arm_client_tsval;
+  const __u32 proxy_tsval = rw->arm_proxy_tsval;
+  const __u32 proxy_isn = rw->arm_proxy_isn;
+  const __u16 client_window = rw->arm_client_window;
+
+  /* Both entries as fastPathEntry() writes them for the spliced flow (the engine prefilled the
+   * client leg's own adjustment). */
+  rw->seq_add = off;
+  peer->ack_add = -off;
+  __u8 rflags = (rw->flags & ~TANDEM_FP_SYNACK) | TANDEM_FP_SEQ;
+  __u8 pflags = (peer->flags & ~TANDEM_FP_SYNACK) | TANDEM_FP_SEQ;
+  if (ts) {
+    rw->tsval_add = ts_off;
+    peer->tsecr_add = -ts_off;
+    rflags |= TANDEM_FP_TS;
+    pflags |= TANDEM_FP_TS;
+  }
+  if (backend_ws != client_ws) {
+    rw->win_shift_in = backend_ws;
+    rw->win_shift_out = client_ws;
+    rflags |= TANDEM_FP_WIN;
+  }
+  /* The fields before the flags that let other CPUs translate with them (x86 keeps stores in
+   * order; this keeps the compiler from moving them). */
+  asm volatile("" ::: "memory");
+  peer->flags = pflags;
+  rw->flags = rflags;
+
+  ev->head.ns = bpf_ktime_get_ns();
+  ev->head.flow_id = rw->flow_id;
+  ev->head.generation = rw->generation;
+  ev->head.seq = backend_isn;
+  ev->head.ack = ack;
+  ev->head.payload_len = (__u16)thl;
+  ev->head.window = synack_window;
+  ev->head.tcp_flags = tflags;
+  ev->head.dir = 1;
+  ev->head.kind = TANDEM_FP_EV_SPLICE;
+  __builtin_memcpy(ev->tcp_hdr, hdr, HDR_BUF);
+  const __u64 unread = bpf_ringbuf_query(&tandem_fp_events, BPF_RB_AVAIL_DATA);
+  bpf_ringbuf_submit(ev, unread >= TANDEM_FP_RING_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP
+                                                             : BPF_RB_NO_WAKEUP);
+  count(TANDEM_FP_ST_SPLICED, 1);
+
+  /* From here the splice is complete whatever happens to the packets: an ACK that fails to
+   * leave is one lost on the wire (the client's persist timer probes; the backend's SYN-ACK
+   * comes again, to the engine). */
+  __u8* f = sc->frame;
+  __u32 old_addrs[2];
+  __builtin_memcpy(old_addrs, &ip[12], 8);
+  const __u8 check[2] = {hdr[16], hdr[17]};
+
+  /* First the ACK that completes the backend's handshake in the client's name (a copy, sent
+   * back where the SYN-ACK came from), as the engine's verdict would: the backend's socket is
+   * established before the client's first data, sent on the next ACK, can reach it. */
+  const __u32 backend_if = skb->ifindex;
+  __builtin_memcpy(&f[0], &eth[6], 6);
+  __builtin_memcpy(&f[6], &eth[0], 6);
+  f[12] = 0x08;
+  f[13] = 0x00;
+  __u16 sport, dport;
+  __builtin_memcpy(&sport, &hdr[2], 2);
+  __builtin_memcpy(&dport, &hdr[0], 2);
+  const __u32 bthl = put_ack(&f[l4], sport, dport, ack, backend_isn + 1, client_window, ts,
+                             client_tsval, ts_val, check);
+  __u32 saddr, daddr;
+  __builtin_memcpy(&saddr, &ip[16], 4);
+  __builtin_memcpy(&daddr, &ip[12], 4);
+  put_ipv4(&f[ETH_HLEN], 20 + bthl, &saddr, &daddr, 64); /* writeTcpSegment()'s TTL */
+  int err = rewrite_as(skb, hdr, thl, old_addrs, f, bthl);
+  if (!err) err = bpf_clone_redirect(skb, backend_if, 0);
+  if (err) {
+    count(TANDEM_FP_ST_PASS_FAILED, 1);
+    return TC_ACT_SHOT;
+  }
+
+  /* Then spliceOpenWindow()'s: the backend's window in the scale the client applies to the
+   * proxy's; never more than the backend offered, not zero unless the backend's is. */
+  __u8 chk[2];
+  if (bpf_skb_load_bytes(skb, l4 + 16, chk, 2) < 0) return TC_ACT_SHOT;
+  __u8* old_th = sc->old;
+  __builtin_memcpy(old_th, &f[l4], 32);
+  old_th[16] = chk[0]; /* the check field as the packet now holds it: unchanged by the diff */
+  old_th[17] = chk[1];
+  const __u32 backend_addrs[2] = {saddr, daddr};
+  __u32 window = (__u32)synack_window >> (client_ws & 15);
+  if (window == 0 && synack_window != 0) window = 1;
+  __builtin_memcpy(&f[0], client_dmac, 6);
+  __builtin_memcpy(&f[6], client_smac, 6);
+  const __u32 cthl = put_ack(&f[l4], rw->sport, rw->dport, proxy_isn + 1, ack, (__u16)window,
+                             proxy_tsval != 0, proxy_tsval, client_tsval, chk);
+  put_ipv4(&f[ETH_HLEN], 20 + cthl, &rw->saddr, &rw->daddr, 64);
+  if (rewrite_as(skb, old_th, bthl, backend_addrs, f, cthl)) {
+    count(TANDEM_FP_ST_PASS_FAILED, 1);
+    return TC_ACT_SHOT;
+  }
+  return bpf_redirect(client_if, 0);
 }
 
 SEC("tc")
@@ -155,6 +416,13 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
 
   const __u8 tflags = hdr[13];
   const __u8 rflags = rw->flags;
+  if (rflags & TANDEM_FP_SYNACK) {
+    pc.thl = thl;
+    const int rc = splice_synack(skb, rw, &pc, ip, tot_len);
+    if (rc >= 0) return rc;
+    count(TANDEM_FP_ST_PASS_ARMED, 1);
+    return TC_ACT_OK;
+  }
   if (tflags & TCPF_SYN) {
     count(TANDEM_FP_ST_PASS_SYN, 1);
     return TC_ACT_OK;
@@ -311,7 +579,7 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
     ev->window = window;
     ev->tcp_flags = tflags;
     ev->dir = rw->dir;
-    ev->reserved = 0;
+    ev->kind = TANDEM_FP_EV_CLOSE;
     /* No wake-up per event: a wake-up is an interrupt raised on this CPU (irq_work), which in
      * a VM traps to the hypervisor and cost 18 us per connection on the benchmark's veths
      * (perf, bench/RESULTS.md). tandemd reads the ring before every NFQUEUE batch and on a

@@ -38,6 +38,7 @@ typedef __u64 tfp_u64;
 #define TANDEM_FP_FLOWS_MAP "tandem_fp_flows"
 #define TANDEM_FP_STATS_MAP "tandem_fp_stats"
 #define TANDEM_FP_EVENTS_MAP "tandem_fp_events"
+#define TANDEM_FP_CONFIG_MAP "tandem_fp_config"
 #define TANDEM_FP_PROG "tandem_fp_ingress"
 
 /* Key: one direction of one flow, the tuple as the packet arrives (before translation).
@@ -49,12 +50,21 @@ struct tandem_fp_key {
   tfp_u16 dport;
 };
 
+/* TANDEM_FP_CONFIG_MAP: an array of one tfp_u32 of these bits. */
+#define TANDEM_FP_CFG_TEST_NO_ROUTE 0x01u /* tests only: the ACK that opens a client's window leaves
+                                             by the interface the SYN-ACK came in on, to its source
+                                             MAC, instead of where the routing table says */
+
 /* rewrite.flags */
 #define TANDEM_FP_SEQ 0x01u        /* seq += seq_add; ack += ack_add (ACK set); SACK edges += ack_add */
 #define TANDEM_FP_TS 0x02u         /* TSval += tsval_add; TSecr += tsecr_add (ACK set) */
 #define TANDEM_FP_WIN 0x04u        /* window = min(0xffff, (window << win_shift_in) >> win_shift_out) */
 #define TANDEM_FP_CLOSE_FAST 0x08u /* FINs are translated too, and reported in an event (RSTs never:
                                       the engine checks them against the window, RFC 5961) */
+#define TANDEM_FP_SYNACK 0x10u     /* armed: a splice whose backend leg is opening (zero-window
+                                      handshake). Nothing is translated: the backend direction's
+                                      entry answers the backend's SYN-ACK in the kernel (below),
+                                      every other packet of the flow goes to NFQUEUE */
 
 /* Value: how to rewrite packets arriving with the key's tuple. The first part is written by
  * tandemd; the program only reads it. The "seen" part is written by the program on every
@@ -91,7 +101,31 @@ struct tandem_fp_rewrite {
    * acknowledges it is reported in an event (the "last ACK" of a close), once. */
   tfp_u8 fin_state;  /* TANDEM_FP_PEER_FIN* */
   tfp_u32 peer_fin_ack;
+  /* Armed (TANDEM_FP_SYNACK, the backend direction's entry; zero otherwise). Written by tandemd
+   * with the backend SYN, from the flow the engine created on the client's cookie ACK; host byte
+   * order. The program completes the splice exactly as the engine's splicePending() would on
+   * that SYN-ACK: it fills both entries' sequence, timestamp and window fields (the engine
+   * prefills the rest), clears TANDEM_FP_SYNACK on both, turns the SYN-ACK into the ACK the
+   * engine would send the backend, sends the client the ACK that opens its window
+   * (spliceOpenWindow()), and reports the SYN-ACK in a splice event. */
+  tfp_u64 arm_state;        /* TANDEM_FP_ARM_*: claimed atomically by the CPU that completes */
+  tfp_u32 arm_ack;          /* the SYN-ACK's ack the engine expects: the backend SYN's seq + 1 */
+  tfp_u32 arm_proxy_isn;    /* Flow::proxy_isn (the cookie) */
+  tfp_u32 arm_proxy_tsval;  /* Flow::proxy_tsval (the cookie's TSval; 0: no timestamps) */
+  tfp_u32 arm_client_tsval; /* Flow::client_tsval */
+  tfp_u16 arm_client_window; /* Flow::client_window */
+  tfp_u8 arm_client_wscale;  /* Flow::client_view_wscale */
+  tfp_u8 arm_flags;          /* TANDEM_FP_ARM_F_* */
+  tfp_u32 arm_reserved;
 };
+
+/* rewrite.arm_state */
+#define TANDEM_FP_ARM_WAITING 1u  /* armed, no SYN-ACK taken yet */
+#define TANDEM_FP_ARM_TAKEN 2u    /* a CPU took the SYN-ACK (a duplicate goes to NFQUEUE) */
+/* rewrite.arm_flags */
+#define TANDEM_FP_ARM_F_TS 0x01u      /* the client leg negotiated timestamps (the engine's test:
+                                         a SYN-ACK with timestamps then gets a timestamp offset) */
+#define TANDEM_FP_ARM_F_WSCALE 0x02u  /* the backend SYN offered window scaling */
 
 /* rewrite.fin_state */
 #define TANDEM_FP_PEER_FIN 0x01u        /* the other direction sent a FIN ending at peer_fin_ack */
@@ -110,13 +144,18 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_EVENTS_FULL,      /* ring full: the packet was left to NFQUEUE instead */
   TANDEM_FP_ST_PASS_RST,         /* entry, RST: always the engine's (RFC 5961 window check) */
   TANDEM_FP_ST_PASS_NO_PEER,     /* entry, FIN, the other direction's entry not written yet */
+  TANDEM_FP_ST_SPLICED,          /* backend SYN-ACKs answered in the kernel (splice completed) */
+  TANDEM_FP_ST_PASS_ARMED,       /* armed flow: any packet but its SYN-ACK, or a SYN-ACK the
+                                    program leaves to the engine (unexpected ack or options, no
+                                    route, ring full, a duplicate) */
   TANDEM_FP_ST_COUNT
 };
 
 /* TANDEM_FP_EVENTS_MAP (a ring buffer): one record per FIN the program translated, and one for
  * the first packet that acknowledged the other direction's FIN (TANDEM_FP_CLOSE_FAST), so that
  * tandemd's tracker sees every close through to TIME_WAIT. Wire values, before
- * translation, host byte order. 32 bytes. */
+ * translation, host byte order. 32 bytes. A splice the program completed is reported in a
+ * tandem_fp_splice_event (kind TANDEM_FP_EV_SPLICE). */
 struct tandem_fp_event {
   tfp_u64 ns;          /* bpf_ktime_get_ns() */
   tfp_u32 flow_id;
@@ -127,14 +166,26 @@ struct tandem_fp_event {
   tfp_u16 window;
   tfp_u8 tcp_flags;
   tfp_u8 dir;
-  tfp_u16 reserved;
+  tfp_u16 kind;        /* TANDEM_FP_EV_* */
+};
+
+#define TANDEM_FP_EV_CLOSE 0u
+#define TANDEM_FP_EV_SPLICE 1u
+
+/* A splice the program completed (TANDEM_FP_SYNACK): head.kind TANDEM_FP_EV_SPLICE, head.dir 1,
+ * head.seq/ack/window/tcp_flags the backend's SYN-ACK's, head.payload_len its TCP header's length
+ * (20..60), tcp_hdr that header as it arrived. 96 bytes. */
+struct tandem_fp_splice_event {
+  struct tandem_fp_event head;
+  tfp_u8 tcp_hdr[64];
 };
 
 #ifdef __cplusplus
 }  /* extern "C" */
 static_assert(sizeof(tandem_fp_key) == 12);
-static_assert(sizeof(tandem_fp_rewrite) == 64);
+static_assert(sizeof(tandem_fp_rewrite) == 96);
 static_assert(sizeof(tandem_fp_event) == 32);
+static_assert(sizeof(tandem_fp_splice_event) == 96);
 }  /* namespace tandem */
 #endif
 

@@ -32,8 +32,10 @@ struct KernelFastPath::Impl {
   int prog_fd = -1;
   int flows_fd = -1;
   int stats_fd = -1;
+  int config_fd = -1;
   ring_buffer* events = nullptr;
   const std::function<void(const tandem_fp_event&)>* sink = nullptr;
+  const std::function<void(const tandem_fp_splice_event&)>* splice_sink = nullptr;
   std::vector<bpfutil::TcIngress> attachments;
   std::string log;
 
@@ -45,10 +47,17 @@ struct KernelFastPath::Impl {
 
   static int onEvent(void* ctx, void* data, size_t size) {
     auto* self = static_cast<Impl*>(ctx);
-    if (size < sizeof(tandem_fp_event) || self->sink == nullptr) return 0;
+    if (size < sizeof(tandem_fp_event)) return 0;
     tandem_fp_event ev;
     std::memcpy(&ev, data, sizeof ev);
-    (*self->sink)(ev);
+    if (ev.kind == TANDEM_FP_EV_SPLICE) {
+      if (size < sizeof(tandem_fp_splice_event) || self->splice_sink == nullptr) return 0;
+      tandem_fp_splice_event sev;
+      std::memcpy(&sev, data, sizeof sev);
+      (*self->splice_sink)(sev);
+      return 0;
+    }
+    if (self->sink != nullptr) (*self->sink)(ev);
     return 0;
   }
 };
@@ -70,8 +79,9 @@ KernelFastPath::KernelFastPath(uint32_t max_entries) : impl_(std::make_unique<Im
   bpf_map* flows = bpf_object__find_map_by_name(m.obj, TANDEM_FP_FLOWS_MAP);
   bpf_map* stats = bpf_object__find_map_by_name(m.obj, TANDEM_FP_STATS_MAP);
   bpf_map* events = bpf_object__find_map_by_name(m.obj, TANDEM_FP_EVENTS_MAP);
+  bpf_map* config = bpf_object__find_map_by_name(m.obj, TANDEM_FP_CONFIG_MAP);
   bpf_program* prog = bpf_object__find_program_by_name(m.obj, TANDEM_FP_PROG);
-  if (!flows || !stats || !events || !prog)
+  if (!flows || !stats || !events || !config || !prog)
     throw std::runtime_error("fast path: the BPF object lacks a map or the program");
   if (int err = bpf_map__set_max_entries(flows, max_entries); err)
     throw std::runtime_error("fast path: sizing " TANDEM_FP_FLOWS_MAP ": " + errnoText(err));
@@ -82,6 +92,7 @@ KernelFastPath::KernelFastPath(uint32_t max_entries) : impl_(std::make_unique<Im
   m.prog_fd = bpf_program__fd(prog);
   m.flows_fd = bpf_map__fd(flows);
   m.stats_fd = bpf_map__fd(stats);
+  m.config_fd = bpf_map__fd(config);
   m.events = ring_buffer__new(bpf_map__fd(events), &Impl::onEvent, &m, nullptr);
   if (m.events == nullptr) {
     const int err = errno;
@@ -162,10 +173,24 @@ int KernelFastPath::eventFd() const noexcept { return ring_buffer__epoll_fd(impl
 
 size_t KernelFastPath::drainEvents(
     const std::function<void(const tandem_fp_event&)>& fn) noexcept {
-  impl_->sink = &fn;
+  return drainEvents(fn, nullptr);
+}
+
+size_t KernelFastPath::drainEvents(
+    const std::function<void(const tandem_fp_event&)>& close,
+    const std::function<void(const tandem_fp_splice_event&)>& splice) noexcept {
+  impl_->sink = &close;
+  impl_->splice_sink = splice ? &splice : nullptr;
   const int n = ring_buffer__consume(impl_->events);
   impl_->sink = nullptr;
+  impl_->splice_sink = nullptr;
   return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+bool KernelFastPath::setTestNoRoute(bool on) noexcept {
+  const uint32_t key = 0;
+  const uint32_t value = on ? TANDEM_FP_CFG_TEST_NO_ROUTE : 0;
+  return bpf_map_update_elem(impl_->config_fd, &key, &value, BPF_ANY) == 0;
 }
 
 int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out) noexcept {

@@ -48,10 +48,18 @@ class KernelFastPath {
   /// Sum over CPUs of TANDEM_FP_STATS_MAP.
   std::vector<uint64_t> stats() const noexcept;
 
-  /// Readable when close events are waiting (for the event loop).
+  /// Readable when events are waiting (for the event loop).
   int eventFd() const noexcept;
-  /// Hands every waiting close event to `fn`; returns how many.
+  /// Hands every waiting close event to `close` and every splice the program completed to
+  /// `splice` (dropped when empty); returns how many events were read.
+  size_t drainEvents(const std::function<void(const tandem_fp_event&)>& close,
+                     const std::function<void(const tandem_fp_splice_event&)>& splice) noexcept;
+  /// The close events only (splice events are read and dropped).
   size_t drainEvents(const std::function<void(const tandem_fp_event&)>& fn) noexcept;
+
+  /// Tests only: TANDEM_FP_CFG_TEST_NO_ROUTE (the ACK that opens a client's window leaves by
+  /// the SYN-ACK's interface, to its source MAC).
+  bool setTestNoRoute(bool on) noexcept;
 
   /// Runs the loaded program once on `pkt` (an IPv4 packet; an Ethernet header is prepended)
   /// with BPF_PROG_TEST_RUN and copies the result back without it; returns the tc action, or -1.

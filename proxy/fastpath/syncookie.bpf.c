@@ -104,14 +104,6 @@ static __always_inline void count(__u32 idx) {
   if (v) *v += 1;
 }
 
-static __always_inline __u16 fold(__u64 sum) {
-  sum = (sum & 0xffffffff) + (sum >> 32);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  return (__u16)sum;
-}
-
 /* The SYN's offer (tandem::TcpOptions as cookieInputFromSyn reads it). */
 struct syn_parse {
   __u8 hdr[HDR_BUF];
@@ -398,24 +390,8 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   __builtin_memcpy(&frame[6], out_smac, 6);
   frame[12] = 0x08;
   frame[13] = 0x00;
-  __u8* nip = &frame[ETH_HLEN];
-  __builtin_memset(nip, 0, 20);
-  nip[0] = 0x45;
-  nip[2] = (__u8)(ntot >> 8);
-  nip[3] = (__u8)ntot;
-  nip[6] = 0x40; /* DF, IP ID 0, TOS 0 (as nf_synproxy_core.c) */
-  nip[8] = cfg->ttl;
-  nip[9] = IPPROTO_TCP;
-  __builtin_memcpy(&nip[12], &ip[16], 4);
-  __builtin_memcpy(&nip[16], &ip[12], 4);
-  {
-    __u64 s = 0;
-#pragma clang loop unroll(full)
-    for (int k = 0; k < 20; k += 2) s += ((__u32)nip[k] << 8) | nip[k + 1];
-    const __u16 c = (__u16)~fold(s);
-    nip[10] = (__u8)(c >> 8);
-    nip[11] = (__u8)c;
-  }
+  /* DF, IP ID 0, TOS 0 (as nf_synproxy_core.c), addresses swapped. */
+  put_ipv4(&frame[ETH_HLEN], ntot, &ip[16], &ip[12], cfg->ttl);
 
   /* TCP checksum differences: the header, and the pseudo header's length (the addresses only
    * swap, which the sum does not see). */

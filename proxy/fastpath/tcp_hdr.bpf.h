@@ -1,6 +1,7 @@
 /* What tandem's BPF programs (fastpath.bpf.c, syncookie.bpf.c) share to read and write a TCP
- * header they copied into a buffer: flag and option numbers, the buffer's size, and big-endian
- * access at offsets the verifier can bound. */
+ * header they copied into a buffer: flag and option numbers, the buffer's size, big-endian
+ * access at offsets the verifier can bound; and the IPv4 header they write for a segment of
+ * their own. */
 #ifndef TANDEM_TCP_HDR_BPF_H
 #define TANDEM_TCP_HDR_BPF_H
 
@@ -41,6 +42,36 @@ static __always_inline void put32(__u8* b, __u32 off, __u32 v) {
   b[(off + 1) & HDR_MASK] = (__u8)(v >> 16);
   b[(off + 2) & HDR_MASK] = (__u8)(v >> 8);
   b[(off + 3) & HDR_MASK] = (__u8)v;
+}
+
+/* The one's complement sum folded to 16 bits. */
+static __always_inline __u16 fold(__u64 sum) {
+  sum = (sum & 0xffffffff) + (sum >> 32);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return (__u16)sum;
+}
+
+/* An IPv4 header without options, as the engine's writeTcpSegment() writes it (TOS 0, IP ID 0,
+ * DF, protocol TCP), addresses copied as they are (wire order), checksum computed. */
+static __always_inline void put_ipv4(__u8* ip, __u32 tot_len, const void* saddr, const void* daddr,
+                                     __u8 ttl) {
+  __builtin_memset(ip, 0, 20);
+  ip[0] = 0x45;
+  ip[2] = (__u8)(tot_len >> 8);
+  ip[3] = (__u8)tot_len;
+  ip[6] = 0x40;
+  ip[8] = ttl;
+  ip[9] = 6; /* IPPROTO_TCP */
+  __builtin_memcpy(&ip[12], saddr, 4);
+  __builtin_memcpy(&ip[16], daddr, 4);
+  __u64 s = 0;
+#pragma clang loop unroll(full)
+  for (int k = 0; k < 20; k += 2) s += ((__u32)ip[k] << 8) | ip[k + 1];
+  const __u16 c = (__u16)~fold(s);
+  ip[10] = (__u8)(c >> 8);
+  ip[11] = (__u8)c;
 }
 
 #endif /* TANDEM_TCP_HDR_BPF_H */

@@ -455,6 +455,7 @@ void NfQueue::sendVerdicts() noexcept {
 
 void NfQueue::flush() noexcept {
   if (verdicts_.empty()) return;
+  if (before_verdicts_) before_verdicts_();
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   msghdr mh{};

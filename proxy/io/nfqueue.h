@@ -107,6 +107,9 @@ class NfQueue {
   /// what must not take effect before those packets are on their way (the fast path's new
   /// entries, FastPathAdapter::commit).
   void setAfterVerdicts(std::function<void()> fn) { after_verdicts_ = std::move(fn); }
+  /// Called just before verdicts are sent: what must be in place when the packets they release
+  /// are answered (the fast path's armed splices, FastPathAdapter::flushArms).
+  void setBeforeVerdicts(std::function<void()> fn) { before_verdicts_ = std::move(fn); }
 
   /// Drops held packets older than kHoldTimeoutNs (TCP then resends them). Call periodically.
   void tick(uint64_t now_ns) noexcept;
@@ -139,6 +142,7 @@ class NfQueue {
   NfQueueOptions options_;
   std::function<void()> before_batch_;
   std::function<void()> after_verdicts_;
+  std::function<void()> before_verdicts_;
   mnl_socket* nl_ = nullptr;
   int fd_ = -1;
   uint32_t seq_ = 0;

@@ -53,6 +53,10 @@ constexpr KeyHelp kGlobalKeys[] = {
     {"daemon.fastpath_syn", "on (default with fastpath = on): splice services' SYNs answered "
                             "with the engine's SYN cookie by a tc program in the kernel, off "
                             "NFQUEUE, while this node is active; off: through NFQUEUE"},
+    {"daemon.fastpath_splice", "on: a zero-window splice's backend SYN-ACK is answered by the "
+                               "fast path in the kernel (both ACKs sent, the flow put on it "
+                               "there), off NFQUEUE; off: through NFQUEUE. Measured slower on "
+                               "a 2-CPU host shared with its clients (docs/fastpath.md)"},
     {"daemon.fastpath_max_entries", "fast-path map size, flow directions (two per flow), "
                                     "2-16777216; default 2 x max_flows, at most 262144"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
@@ -618,6 +622,9 @@ void parseFastPath(const Values& values, DaemonConfig& c) {
   if (const Value* v = values.find("daemon.fastpath_syn")) {
     f.syn = parseBool("daemon.fastpath_syn", *v);
   }
+  if (const Value* v = values.find("daemon.fastpath_splice")) {
+    f.splice = parseBool("daemon.fastpath_splice", *v);
+  }
   if (const Value* v = values.find("daemon.fastpath_interfaces")) {
     for (const std::string& name : splitList(v->text)) {
       // IFNAMSIZ - 1 characters, none of which `ip link` refuses.
@@ -858,6 +865,7 @@ std::string configKeysHelp() {
       {"daemon.fastpath", d.fastpath.enabled ? "on" : "off"},
       {"daemon.fastpath_close", d.fastpath.close_fast ? "on" : "off"},
       {"daemon.fastpath_syn", d.fastpath.syn ? "on" : "off"},
+      {"daemon.fastpath_splice", d.fastpath.splice ? "on" : "off"},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -90,6 +90,9 @@ struct FastPathConfig {
   bool close_fast = true;  ///< FIN and RST translated in the kernel too (TANDEM_FP_CLOSE_FAST)
   /// Splice SYNs answered in the kernel (syncookie.bpf.c) while active; only with `enabled`.
   bool syn = true;
+  /// Zero-window splices' backend SYN-ACKs answered in the kernel (TANDEM_FP_SYNACK); only with
+  /// `enabled`. Off by default: slower on the benchmark's 2-CPU host (docs/fastpath.md).
+  bool splice = false;
   /// Map entries (one per flow direction); parseConfig() sets the default from max_flows.
   uint32_t max_entries = 0;
   /// The default: two per flow of daemon.max_flows, at most this many (the map is preallocated).

@@ -35,7 +35,7 @@ constexpr PassReason kPassReasons[] = {
     {TANDEM_FP_ST_PASS_NO_FLOW, "no_flow"},   {TANDEM_FP_ST_PASS_SYN, "syn"},
     {TANDEM_FP_ST_PASS_CLOSE, "close"},       {TANDEM_FP_ST_PASS_RST, "rst"},
     {TANDEM_FP_ST_PASS_UNPARSED, "unparsed"}, {TANDEM_FP_ST_PASS_FAILED, "failed"},
-    {TANDEM_FP_ST_PASS_NO_PEER, "no_peer"},
+    {TANDEM_FP_ST_PASS_NO_PEER, "no_peer"},   {TANDEM_FP_ST_PASS_ARMED, "armed"},
 };
 
 std::vector<std::string> attachAll(KernelFastPath& kernel, const FastPathConfig& config) {
@@ -80,6 +80,8 @@ FastPathAdapter::FastPathAdapter(const FastPathConfig& config)
     : kernel_(config.max_entries), interfaces_(attachAll(kernel_, config)) {
   pending_keys_.reserve(kPendingReserve);
   pending_values_.reserve(kPendingReserve);
+  arm_keys_.reserve(kPendingReserve);
+  arm_values_.reserve(kPendingReserve);
   lost_.reserve(kPendingReserve);
 }
 
@@ -112,13 +114,52 @@ size_t FastPathAdapter::keptIndex(const tandem_fp_key& key) const noexcept {
 
 bool FastPathAdapter::replaceKept(const tandem_fp_key& key,
                                   const tandem_fp_rewrite& value) noexcept {
+  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
+    arm_values_[a] = value;
+    return true;
+  }
   const size_t i = keptIndex(key);
   if (i == pending_keys_.size()) return false;
   pending_values_[i] = value;
   return true;
 }
 
+bool FastPathAdapter::putPair(const tandem_fp_key* keys,
+                              const tandem_fp_rewrite* values) noexcept {
+  for (size_t i = 0; i < 2; ++i) {
+    if (replaceKept(keys[i], values[i])) continue;
+    arm_keys_.push_back(keys[i]);
+    arm_values_.push_back(values[i]);
+  }
+  return true;
+}
+
+size_t FastPathAdapter::armIndex(const tandem_fp_key& key) const noexcept {
+  for (size_t i = 0; i < arm_keys_.size(); ++i)
+    if (std::memcmp(&arm_keys_[i], &key, sizeof key) == 0) return i;
+  return arm_keys_.size();
+}
+
+void FastPathAdapter::flushArms() noexcept {
+  const size_t n = arm_keys_.size();
+  size_t done = 0;
+  while (done < n) {
+    done += kernel_.updateBatch(arm_keys_.data() + done, arm_values_.data() + done, n - done);
+    if (done == n) break;
+    // Entry `done` was refused: its splice completes through NFQUEUE (the engine erases the
+    // other entry then); the rest still go in.
+    ++put_failed_;
+    ++done;
+  }
+  arm_keys_.clear();
+  arm_values_.clear();
+}
+
 bool FastPathAdapter::get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept {
+  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
+    value = arm_values_[a];
+    return true;
+  }
   const size_t i = keptIndex(key);
   if (i == pending_keys_.size()) return kernel_.lookup(key, value);
   value = pending_values_[i];  // the kernel has not seen a packet of it yet: last_ns 0
@@ -126,6 +167,12 @@ bool FastPathAdapter::get(const tandem_fp_key& key, tandem_fp_rewrite& value) co
 }
 
 bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept {
+  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
+    arm_keys_.erase(arm_keys_.begin() + static_cast<std::ptrdiff_t>(a));
+    arm_values_.erase(arm_values_.begin() + static_cast<std::ptrdiff_t>(a));
+    kernel_.erase(key);  // an older entry of the same key may be in the kernel
+    return true;
+  }
   const size_t i = keptIndex(key);
   if (i == pending_keys_.size()) return kernel_.erase(key);
   pending_keys_.erase(pending_keys_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -135,6 +182,10 @@ bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept {
 }
 
 bool FastPathAdapter::take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept {
+  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
+    value = arm_values_[a];
+    return erase(key);
+  }
   const size_t i = keptIndex(key);
   if (i == pending_keys_.size()) return kernel_.lookupAndErase(key, value);
   value = pending_values_[i];
@@ -144,6 +195,8 @@ bool FastPathAdapter::take(const tandem_fp_key& key, tandem_fp_rewrite& value) n
 void FastPathAdapter::clear() noexcept {
   pending_keys_.clear();
   pending_values_.clear();
+  arm_keys_.clear();
+  arm_values_.clear();
   const size_t n = kernel_.clear();
   if (n > 0) logf(LogLevel::kInfo, "fast path: %zu map entries cleared", n);
 }
@@ -197,8 +250,12 @@ void FastPathAdapter::watch(event_base* base, Engine& engine, std::function<void
 
 size_t FastPathAdapter::drain(uint64_t now_ns) noexcept {
   if (engine_ == nullptr) return 0;
-  return kernel_.drainEvents(
-      [this, now_ns](const tandem_fp_event& ev) { engine_->fastPathClose(ev, now_ns); });
+  const uint64_t generation = engine_->spliceGeneration();
+  const size_t n = kernel_.drainEvents(
+      [this, now_ns](const tandem_fp_event& ev) { engine_->fastPathClose(ev, now_ns); },
+      [this, now_ns](const tandem_fp_splice_event& ev) { engine_->fastPathSpliced(ev, now_ns); });
+  if (engine_->spliceGeneration() != generation && on_spliced_) on_spliced_(now_ns);
+  return n;
 }
 
 void FastPathAdapter::onEvents(int, short, void* self) noexcept {
@@ -227,8 +284,12 @@ std::string FastPathAdapter::metricsText(const Counters& c) const {
            "fastpath_close = on).",
            stat(TANDEM_FP_ST_EVENTS));
   m.single("tandem_fastpath_events_full_total", "counter",
-           "Closes left to NFQUEUE because the event ring was full.",
+           "Closes and splice completions left to NFQUEUE because the event ring was full.",
            stat(TANDEM_FP_ST_EVENTS_FULL));
+  m.single("tandem_fastpath_splices_answered_total", "counter",
+           "Backend SYN-ACKs of zero-window splices answered in the kernel (both ACKs sent, the "
+           "flow put on the fast path there).",
+           stat(TANDEM_FP_ST_SPLICED));
   const uint64_t live =
       c.fastpath_installs >= c.fastpath_removals ? c.fastpath_installs - c.fastpath_removals : 0;
   m.single("tandem_fastpath_entries", "gauge",

@@ -45,6 +45,9 @@ class FastPathAdapter final : public FastPathPort {
   /// Keeps the entry for commit() (replacing one kept for the same key); true. get() and erase()
   /// see kept entries.
   bool install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept override;
+  /// Gathers both entries of an armed splice for flushArms(); true. get(), put(), erase() and
+  /// take() see gathered entries.
+  bool putPair(const tandem_fp_key* keys, const tandem_fp_rewrite* values) noexcept override;
   bool get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept override;
   bool erase(const tandem_fp_key& key) noexcept override;
   bool take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept override;
@@ -56,13 +59,23 @@ class FastPathAdapter final : public FastPathPort {
   void commit() noexcept;
   /// Entries install() kept that commit() has not written yet.
   size_t uncommitted() const noexcept { return pending_keys_.size(); }
+  /// Writes the armed entries putPair() gathered, with one system call. The daemon calls it
+  /// just before a batch's verdicts are sent (NfQueue::setBeforeVerdicts): the backend SYNs
+  /// among them must find their entries when their SYN-ACKs come back. An entry the kernel
+  /// refuses is counted (tandem_fastpath_map_put_failed_total); its splice completes through
+  /// NFQUEUE.
+  void flushArms() noexcept;
 
-  /// Watches the close-event ring in `base`: every wake-up (the ring a quarter full, or a 2 ms
-  /// timer) drains it into `engine`, then calls `after` (what the closes caused: the outbox,
+  /// Watches the event ring in `base`: every wake-up (the ring a quarter full, or a 2 ms
+  /// timer) drains it into `engine`, then calls `after` (what the events caused: the outbox,
   /// the pair's checkpoints). Throws on failure.
   void watch(event_base* base, Engine& engine, std::function<void()> after);
-  /// Hands every waiting close event to the engine (stamped `now_ns`, CLOCK_MONOTONIC); returns
-  /// how many. Cheap when there are none: one read of the ring's positions.
+  /// Called by drain() when a splice the kernel completed moved Engine::spliceGeneration():
+  /// client data held for it may go (NfQueue::offerHeld).
+  void onSpliced(std::function<void(uint64_t now_ns)> fn) { on_spliced_ = std::move(fn); }
+  /// Hands every waiting event (closes, splices the kernel completed) to the engine (stamped
+  /// `now_ns`, CLOCK_MONOTONIC); returns how many. Cheap when there are none: one read of the
+  /// ring's positions.
   size_t drain(uint64_t now_ns) noexcept;
 
   const std::vector<std::string>& interfaces() const noexcept { return interfaces_; }
@@ -76,8 +89,10 @@ class FastPathAdapter final : public FastPathPort {
   static void onEvents(int fd, short what, void* self) noexcept;
   /// Where `key`'s kept entry is in pending_keys_; its size if none is kept.
   size_t keptIndex(const tandem_fp_key& key) const noexcept;
-  /// Replaces the kept entry of `key`; false if none is kept.
+  /// Replaces the kept (or gathered) entry of `key`; false if none is.
   bool replaceKept(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
+  /// Where `key`'s gathered armed entry is in arm_keys_; its size if none is.
+  size_t armIndex(const tandem_fp_key& key) const noexcept;
 
   KernelFastPath kernel_;
   std::vector<std::string> interfaces_;
@@ -85,10 +100,14 @@ class FastPathAdapter final : public FastPathPort {
   event* event_ = nullptr;
   event* poll_ = nullptr;  ///< the ring read on a timer (the program rarely wakes the reader)
   std::function<void()> after_;
+  std::function<void(uint64_t)> on_spliced_;
   uint64_t put_failed_ = 0;
   // Kept by install() for commit(): parallel arrays, as BPF_MAP_UPDATE_BATCH takes them.
   std::vector<tandem_fp_key> pending_keys_;
   std::vector<tandem_fp_rewrite> pending_values_;
+  // Gathered by putPair() for flushArms(), likewise.
+  std::vector<tandem_fp_key> arm_keys_;
+  std::vector<tandem_fp_rewrite> arm_values_;
   struct Lost {
     uint32_t flow_id;
     uint32_t generation;

@@ -24,7 +24,7 @@ namespace {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 34;
+constexpr size_t kScalarCounters = 38;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::replay_pruned) +
                                       sizeof(Counters::replay_offset_unknown) +
@@ -176,6 +176,19 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
   m.single("tandem_fastpath_slow_packets_total", "counter",
            "Packets of a fast-path flow that still came through NFQUEUE.",
            c.fastpath_slow_packets);
+  m.single("tandem_fastpath_splices_armed_total", "counter",
+           "Zero-window splices whose entries were written armed with the backend SYN, so that "
+           "the kernel may answer the backend's SYN-ACK.",
+           c.fastpath_splices_armed);
+  m.single("tandem_fastpath_splices_disarmed_total", "counter",
+           "Armed splices the engine took back (the SYN-ACK or a RST came through NFQUEUE, client "
+           "data was held, the flow ended).",
+           c.fastpath_splices_disarmed);
+  m.single("tandem_fastpath_kernel_splices_total", "counter",
+           "Splices the kernel completed, applied to their flows.", c.fastpath_kernel_splices);
+  m.single("tandem_fastpath_splice_events_stale_total", "counter",
+           "Splice completions reported for a flow no longer waiting for them (ignored).",
+           c.fastpath_splice_events_stale);
 
   m.single("tandem_nfq_held_total", "counter",
            "Packets held for the engine (client data during a splice handshake).", q.held);

@@ -299,10 +299,11 @@ int run(const DaemonConfig& config, Engine& engine) {
     for (const std::string& n : fastpath->interfaces()) names += (names.empty() ? "" : ", ") + n;
     logf(LogLevel::kInfo,
          "fast path attached at tc ingress of %s (tcx links, unless a warning above names a "
-         "tc filter; %u map entries; closes %s)",
+         "tc filter; %u map entries; closes %s; zero-window splices completed %s)",
          names.c_str(),
          config.fastpath.max_entries,
-         config.fastpath.close_fast ? "in the kernel, reported" : "through NFQUEUE");
+         config.fastpath.close_fast ? "in the kernel, reported" : "through NFQUEUE",
+         config.fastpath.splice ? "in the kernel" : "through NFQUEUE");
     if (std::none_of(config.engine.services.begin(), config.engine.services.end(),
                      [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
       logf(LogLevel::kWarn, "daemon.fastpath = on, but no service is in splice mode: the fast "
@@ -353,6 +354,11 @@ int run(const DaemonConfig& config, Engine& engine) {
   // the kernel once that packet's verdict is sent (FastPathPort::install).
   queue.setAfterVerdicts([&loop] {
     if (loop.fastpath != nullptr) loop.fastpath->commit();
+  });
+  // Armed splices' entries (FastPathPort::putPair): in the kernel before the backend SYNs among
+  // the verdicts leave.
+  queue.setBeforeVerdicts([&loop] {
+    if (loop.fastpath != nullptr) loop.fastpath->flushArms();
   });
   if (auto k = readNfQueueKernelStats(config.queue.queue)) loop.kernel_seen = *k;
 
@@ -406,6 +412,7 @@ int run(const DaemonConfig& config, Engine& engine) {
 
   if (fastpath) {
     try {
+      fastpath->onSpliced([&queue, &engine](uint64_t now) { queue.offerHeld(engine, now); });
       fastpath->watch(loop.base, engine, [&loop] {
         if (loop.pair != nullptr) loop.pair->afterPackets();
         sendOutbox(loop);
@@ -415,6 +422,7 @@ int run(const DaemonConfig& config, Engine& engine) {
       return kExitRuntime;
     }
     engine.setFastPath(&*fastpath, config.fastpath.close_fast);
+    engine.setFastPathSplice(config.fastpath.splice);
   }
 
   // Loaded and attached here, not yet answering: Engine::setSynAnswer (after the rules, below)

@@ -16,7 +16,8 @@
 # Environment: TANDEMD, TANDEMCTL, TCPCHECK, TCPINJECT (set by ctest); TDM_PREFIX (name prefix);
 # TANDEM_FASTPATH=on: every configuration write_config writes runs with daemon.fastpath = on (the
 # kernel fast path, docs/fastpath.md), to run any test with it; TANDEM_FASTPATH_CLOSE=on|off sets
-# daemon.fastpath_close too, TANDEM_FASTPATH_SYN=on|off daemon.fastpath_syn.
+# daemon.fastpath_close too, TANDEM_FASTPATH_SYN=on|off daemon.fastpath_syn,
+# TANDEM_FASTPATH_SPLICE=on|off daemon.fastpath_splice.
 
 set -u
 
@@ -360,6 +361,7 @@ write_config() {
     [ "${TANDEM_FASTPATH:-off}" = on ] && echo "fastpath = on"
     [ -n "${TANDEM_FASTPATH_CLOSE:-}" ] && echo "fastpath_close = $TANDEM_FASTPATH_CLOSE"
     [ -n "${TANDEM_FASTPATH_SYN:-}" ] && echo "fastpath_syn = $TANDEM_FASTPATH_SYN"
+    [ -n "${TANDEM_FASTPATH_SPLICE:-}" ] && echo "fastpath_splice = $TANDEM_FASTPATH_SPLICE"
     echo
     echo "[timeouts]"
     echo "established = $established"

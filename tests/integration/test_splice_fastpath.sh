@@ -2,8 +2,9 @@
 # Splice mode with the kernel fast path (daemon.fastpath = on, docs/fastpath.md): a tc ingress
 # eBPF program translates the packets of established splice flows in the kernel; NFQUEUE sees
 # the handshakes and what the program leaves to it. Real kernel TCP on both ends, transparent
-# addressing with closes in the kernel (fastpath_close = on), snat with closes through NFQUEUE
-# (fastpath_close = off):
+# addressing with closes in the kernel (fastpath_close = on) and the backend SYN-ACKs answered
+# there (fastpath_splice = on), snat with closes through NFQUEUE (fastpath_close = off) and the
+# SYN-ACKs too (fastpath_splice = off):
 #   - an interface that does not exist in fastpath_interfaces fails the start (exit 1, named);
 #   - the program is attached to the proxy's interfaces (tcx), tandem_fastpath_enabled is 1;
 #   - curl fetches a 5 MiB file twice from python3 -m http.server; sha256 must match;
@@ -25,6 +26,9 @@
 #   - SYNs answered in the kernel (daemon.fastpath_syn, on by default with the fast path): over
 #     the 400 tcpcheck connections the program's answered counter rises by at least one per
 #     connection and tandemd itself sends no SYN cookie (tandem_syncookies_sent_total);
+#   - fastpath_splice = on: the backends' SYN-ACKs answered in the kernel too (zero-window
+#     handshake): at least 90 % of those connections' splices completed there, each applied by
+#     the engine, none stale; off: none armed, none completed there;
 #   - SIGKILL of tandemd (transparent) and SIGTERM (snat: exit 0, rules removed): the program is
 #     detached from every interface (tcx links die with the process), checked with
 #     BPF_PROG_QUERY (tcx_query.py) and tc.
@@ -139,7 +143,7 @@ baseline() {
 detached() { [ "$(tcx_total)" -eq 0 ] && [ "$(tc_ingress_filters)" -eq 0 ]; }
 
 run_addressing() {
-  local a=$1 close=$2
+  local a=$1 close=$2 splice=$3
   RST_OOW_MAX=0
   [ "$close" = off ] && RST_OOW_MAX=10
   topo_up "$a" || { fail "$a: topology"; topo_down; return; }
@@ -158,7 +162,9 @@ run_addressing() {
     --extra "$(service_section http "$VIP:8000" "$BE1_IP:8000 $BE2_IP:8000")
 $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   sed -i 's/^mode = passthrough/mode = splice/' "$conf"
-  sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close/" "$conf"
+  # This test sets these itself, whatever TANDEM_FASTPATH_CLOSE/_SPLICE asked of write_config.
+  sed -i '/^fastpath_close =/d; /^fastpath_splice =/d' "$conf"
+  sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close\nfastpath_splice = $splice/" "$conf"
   # The operator asked for the fast path: where it cannot be attached, tandemd does not start,
   # says why, and leaves no rule behind.
   local rc_bad
@@ -201,7 +207,9 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   done
 
   # (b) 200 concurrent connections, 64 KiB each way, then 200 short ones.
-  local syn0 cookies0 created0
+  local syn0 cookies0 created0 ks0 ka0
+  ks0=$(metric tandem_fastpath_kernel_splices_total)
+  ka0=$(metric tandem_fastpath_splices_answered_total)
   syn0=$(metric tandem_fastpath_syn_answered_total)
   cookies0=$(metric tandem_syncookies_sent_total)
   created0=$(metric tandem_flows_created_total)
@@ -261,6 +269,28 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   else
     fail "$name" "kernel answered $syn_n, tandemd sent $cookies_n cookies, flows $conns," \
       "passed: $(http_get /metrics | grep '^tandem_fastpath_syn_passed_total' | tr '\n' ' ')"
+  fi
+
+  # The zero-window handshake's second half in the kernel too: the program answered the
+  # backends' SYN-ACKs (both ACKs sent, entries written) and the engine applied each report.
+  # A few may go through NFQUEUE (no neighbour entry for the client yet: the engine's).
+  local ks ka stale
+  ks=$(( $(metric tandem_fastpath_kernel_splices_total) - ks0 ))
+  ka=$(( $(metric tandem_fastpath_splices_answered_total) - ka0 ))
+  stale=$(metric tandem_fastpath_splice_events_stale_total)
+  name="$a: the kernel completed the splices (backend SYN-ACK answered), the engine applied each"
+  [ "$splice" = off ] && name="$a: fastpath_splice = off: no splice armed or completed in the kernel"
+  if [ "$splice" = on ] && [ "$ks" -ge $(( conns * 9 / 10 )) ] && [ "$ks" -eq "$ka" ] &&
+     [ "$stale" -eq 0 ]; then
+    pass "$name ($ks of $conns)"
+  elif [ "$splice" = off ] && [ "$ks" -eq 0 ] && [ "$ka" -eq 0 ] &&
+       [ "$(metric tandem_fastpath_splices_armed_total)" -eq 0 ]; then
+    pass "$name"
+  else
+    fail "$name" "kernel answered $ka, engine applied $ks, stale $stale, connections $conns," \
+      "armed $(metric tandem_fastpath_splices_armed_total)," \
+      "disarmed $(metric tandem_fastpath_splices_disarmed_total)," \
+      "passed armed $(metric tandem_fastpath_passed_total 'reason="armed"')"
   fi
 
   # The backends closed every connection cleanly: no RST of theirs may count against their
@@ -361,6 +391,6 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   topo_down
 }
 
-run_addressing transparent on
-run_addressing snat off
+run_addressing transparent on on
+run_addressing snat off off
 finish

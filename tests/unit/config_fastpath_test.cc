@@ -77,5 +77,17 @@ TEST(ConfigFastPath, SynAnswersOnByDefaultOffOnRequest) {
   }
 }
 
+TEST(ConfigFastPath, KernelSpliceCompletionOffByDefaultOnOnRequest) {
+  EXPECT_FALSE(parse({"--daemon.fastpath=on"}).fastpath.splice);
+  EXPECT_TRUE(parse({"--daemon.fastpath=on", "--daemon.fastpath_splice=on"}).fastpath.splice);
+  EXPECT_NE(configKeysHelp().find("daemon.fastpath_splice"), std::string::npos);
+  try {
+    parse({"--daemon.fastpath_splice=yes please"});
+    ADD_FAILURE() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("daemon.fastpath_splice:", 0), 0u) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace tandem

@@ -13,6 +13,7 @@
 #include "proxy/core/engine.h"
 #include "proxy/core/fastpath_entry.h"
 #include "proxy/core/fastpath_port.h"
+#include "tests/unit/engine_run.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -284,10 +285,19 @@ struct Splice {
     ASSERT_EQ(syn.d.verdict, Verdict::kAccept);
     source = syn.pkt.src();
   }
-  Out synack() {
-    return run(e, PacketBuilder().src(kBackend).dst(source.toString()).flags(kSyn | kAck)
-                      .seq(7000).ack(1001).mss(1400).wscale(9).sackPermitted()
-                      .timestamp(5000, 112).build());
+  std::vector<uint8_t> synackPacket() const {
+    return PacketBuilder().src(kBackend).dst(source.toString()).flags(kSyn | kAck).seq(7000)
+        .ack(1001).mss(1400).wscale(9).sackPermitted().timestamp(5000, 112).build();
+  }
+  Out synack() { return run(e, synackPacket()); }
+  /// An 18-byte request the client sends before the backend leg is up (one that ignores the
+  /// zero window), from NFQUEUE, which can hold it.
+  Out earlyData() {
+    PacketMeta hold;
+    hold.can_hold = true;
+    return run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(1001)
+                      .ack(cookie + 1).timestamp(113, proxy_ts).payloadSize(18).build(),
+               kSec, hold);
   }
   Out data(uint32_t seq = 1001, size_t len = 18) {
     return run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(seq)
@@ -357,11 +367,7 @@ TEST_F(ZeroWindowSplice, GoesOnAtTheBackendHandshakeBothEntriesAfterItsVerdict) 
 TEST_F(ZeroWindowSplice, WithHeldClientDataGoesOnWithThatDataNotBefore) {
   // A client that sent data anyway (one that ignores the zero window): it is held, and the
   // segments the kernel would forward must not overtake it.
-  PacketMeta hold;
-  hold.can_hold = true;
-  const Out early = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kAck | kPsh).seq(1001)
-                               .ack(s.cookie + 1).timestamp(113, s.proxy_ts).payloadSize(18)
-                               .build(), kSec, hold);
+  const Out early = s.earlyData();
   EXPECT_EQ(early.d.verdict, Verdict::kHold);
   ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
   EXPECT_EQ(port.puts, 0);
@@ -370,6 +376,203 @@ TEST_F(ZeroWindowSplice, WithHeldClientDataGoesOnWithThatDataNotBefore) {
   EXPECT_EQ(e.counters().fastpath_installs, 1u);
   ASSERT_EQ(port.installed.size(), 1u);  // its direction after its verdict, as before
   EXPECT_EQ(std::memcmp(&port.installed[0], &kClientKey, sizeof kClientKey), 0);
+}
+
+/// The same with daemon.fastpath_splice = on: the splice's entries are armed with the backend SYN
+/// (Engine::setFastPathSplice), so that the kernel can answer the backend's SYN-ACK.
+class KernelSplice : public ZeroWindowSplice {
+ protected:
+  void SetUp() override {
+    e.setFastPathSplice(true);
+    ZeroWindowSplice::SetUp();
+  }
+};
+
+TEST_F(ZeroWindowSplice, NotArmedUnlessAsked) {
+  EXPECT_EQ(port.puts, 0);
+  EXPECT_TRUE(port.map.empty());
+  EXPECT_EQ(e.counters().fastpath_splices_armed, 0u);
+}
+
+TEST_F(KernelSplice, ASynAckThroughNfqueueTakesTheArmedEntriesBackAndInstallsAgain) {
+  // Armed with the backend SYN (the kernel could have answered the SYN-ACK); this one came
+  // through NFQUEUE, so the engine takes the armed entries back and completes the splice itself.
+  EXPECT_EQ(port.puts, 2);
+  EXPECT_EQ(e.counters().fastpath_splices_armed, 1u);
+  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
+  EXPECT_EQ(e.counters().fastpath_splices_disarmed, 1u);
+  // The client sends nothing before the window opens: its first data must find the entries,
+  // which are written (one batch) after this segment's verdict and before the outbox.
+  EXPECT_EQ(e.counters().fastpath_installs, 1u);
+  ASSERT_EQ(port.installed.size(), 2u);
+  EXPECT_EQ(std::memcmp(&port.installed[0], &kBackendKey, sizeof kBackendKey), 0);
+  EXPECT_EQ(std::memcmp(&port.installed[1], &kClientKey, sizeof kClientKey), 0);
+  expectEntries(e, port, 2, true);  // generation 1 was the armed pair's
+  EXPECT_EQ(e.counters().splice_windows_opened, 1u);
+}
+
+TEST_F(KernelSplice, HeldClientDataTakesTheArmedEntriesBack) {
+  // A client that sent data anyway (one that ignores the zero window): it is held, and the
+  // segments the kernel would forward must not overtake it.
+  const Out early = s.earlyData();
+  EXPECT_EQ(early.d.verdict, Verdict::kHold);
+  // Held: the armed entries go at once (the kernel would complete the splice and let the
+  // client's next segments overtake this one).
+  EXPECT_TRUE(port.map.empty());
+  EXPECT_EQ(e.counters().fastpath_splices_disarmed, 1u);
+  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
+  EXPECT_EQ(port.puts, 2);  // the armed pair's only
+  EXPECT_EQ(e.counters().splice_windows_opened, 1u);  // the client still needs its window
+  ASSERT_EQ(s.data().d.verdict, Verdict::kAccept);    // the held request, released
+  EXPECT_EQ(e.counters().fastpath_installs, 1u);
+  ASSERT_EQ(port.installed.size(), 1u);  // its direction after its verdict, as before
+  EXPECT_EQ(std::memcmp(&port.installed[0], &kClientKey, sizeof kClientKey), 0);
+}
+
+/// The event the kernel submits when it answers `synack` for the flow armed in `port`.
+tandem_fp_splice_event spliceEvent(const FakeFastPathPort& port, const std::vector<uint8_t>& synack) {
+  tandem_fp_splice_event ev{};
+  const tandem_fp_rewrite& armed = port.map.at(kBackendKey);
+  EXPECT_NE(armed.flags & TANDEM_FP_SYNACK, 0u);
+  std::vector<uint8_t> copy = synack;
+  TcpPacket pkt;
+  EXPECT_EQ(parseTcpPacket(copy.data(), copy.size(), pkt), ParseError::kNone);
+  ev.head.flow_id = armed.flow_id;
+  ev.head.generation = armed.generation;
+  ev.head.seq = pkt.seq();
+  ev.head.ack = pkt.ack();
+  ev.head.payload_len = static_cast<uint16_t>(pkt.tcpHeaderLen());
+  ev.head.window = pkt.window();
+  ev.head.tcp_flags = pkt.flags();
+  ev.head.dir = 1;
+  ev.head.kind = TANDEM_FP_EV_SPLICE;
+  std::memcpy(ev.tcp_hdr, pkt.tcp(), pkt.tcpHeaderLen());
+  return ev;
+}
+
+TEST_F(KernelSplice, TheArmedEntriesCarryWhatTheKernelNeedsToCompleteTheSplice) {
+  ASSERT_EQ(port.map.size(), 2u);
+  const Flow f = flowOf(e);
+  for (const tandem_fp_key& k : {kClientKey, kBackendKey}) {
+    const tandem_fp_rewrite& v = port.map.at(k);
+    EXPECT_EQ(v.flags, TANDEM_FP_SYNACK | TANDEM_FP_CLOSE_FAST);  // nothing translated yet
+    EXPECT_EQ(v.flow_id, slotOf(e));
+    EXPECT_EQ(v.generation, 1u);
+  }
+  const tandem_fp_rewrite& a = port.map.at(kBackendKey);
+  EXPECT_EQ(a.dir, 1u);
+  EXPECT_EQ(a.arm_state, TANDEM_FP_ARM_WAITING);
+  EXPECT_EQ(a.arm_ack, 1001u);  // the backend SYN's (the client's ISN) + 1
+  EXPECT_EQ(a.arm_proxy_isn, s.cookie);
+  EXPECT_EQ(a.arm_proxy_tsval, s.proxy_ts);
+  EXPECT_EQ(a.arm_client_tsval, 112u);
+  EXPECT_EQ(a.arm_client_window, f.client_window);
+  EXPECT_EQ(a.arm_client_wscale, 7u);  // what the proxy offered (config.splice.wscale)
+  EXPECT_EQ(a.arm_flags, TANDEM_FP_ARM_F_TS | TANDEM_FP_ARM_F_WSCALE);
+  EXPECT_EQ(port.map.at(kClientKey).arm_state, 0u);
+}
+
+TEST_F(KernelSplice, AKernelCompletedSpliceLeavesTheFlowAsTheEnginesOwnWould) {
+  // A twin engine takes the same SYN-ACK through NFQUEUE; this one gets the kernel's event.
+  Engine twin{zeroWindow()};
+  FakeFastPathPort twin_port;
+  twin.setFastPath(&twin_port, true);
+  twin.setFastPathSplice(true);
+  Splice t{twin, 0, 0, {}};
+  t.open();
+  ASSERT_EQ(t.synack().d.verdict, Verdict::kAccept);
+
+  const tandem_fp_splice_event ev = spliceEvent(port, s.synackPacket());
+  // What the program writes: both entries as the twin's install (checked against the program
+  // itself in fastpath_bpf_test).
+  for (const tandem_fp_key& k : {kClientKey, kBackendKey}) {
+    tandem_fp_rewrite v = twin_port.map.at(k);
+    v.generation = ev.head.generation;
+    port.map[k] = v;
+  }
+  const int puts = port.puts;
+  e.fastPathSpliced(ev, 2 * kSec);
+  EXPECT_EQ(e.counters().fastpath_kernel_splices, 1u);
+  EXPECT_EQ(e.counters().splices_completed, 1u);
+  EXPECT_EQ(e.counters().splice_windows_opened, 1u);
+  EXPECT_EQ(e.counters().fastpath_installs, 1u);
+  EXPECT_EQ(port.puts, puts);  // the kernel wrote them
+  EXPECT_EQ(port.erases, 0);
+  EXPECT_EQ(test::drainOutbox(e).size(), 0u);  // the kernel sent both ACKs
+  EXPECT_EQ(test::drainOutbox(twin).size(), 1u);  // the twin's window-opening ACK
+
+  const Flow a = flowOf(e), b = flowOf(twin);
+  EXPECT_EQ(a.state, TcpState::kEstablished);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_FALSE(a.splice_pending);
+  EXPECT_TRUE(a.fast_path);
+  EXPECT_FALSE(a.fast_path_armed);
+  test::expectSameSplice(a, b);
+  // The flow's next segments: the kernel's; a FIN event of this install applies.
+  const tandem_fp_event fin = port.close(kClientKey, 3 * kSec, 1019, s.cookie + 1, kFin | kAck);
+  e.fastPathClose(fin, 3 * kSec);
+  EXPECT_EQ(e.counters().fastpath_events_stale, 0u);
+  EXPECT_EQ(stateOf(e), TcpState::kFinWait);
+
+  // The same event again: the flow no longer waits for it.
+  e.fastPathSpliced(ev, 3 * kSec);
+  EXPECT_EQ(e.counters().fastpath_splice_events_stale, 1u);
+  EXPECT_EQ(e.counters().fastpath_kernel_splices, 1u);
+}
+
+TEST_F(KernelSplice, ASynAckThroughNfqueueAfterTheKernelsMakesItsEventStale) {
+  // The kernel answered; a duplicate SYN-ACK reached NFQUEUE before its event was read. The
+  // engine completes the splice itself (its own install, a newer generation): the event is old.
+  const tandem_fp_splice_event ev = spliceEvent(port, s.synackPacket());
+  ASSERT_EQ(s.synack().d.verdict, Verdict::kAccept);
+  EXPECT_EQ(e.counters().fastpath_splices_disarmed, 1u);
+  e.fastPathSpliced(ev, 2 * kSec);
+  EXPECT_EQ(e.counters().fastpath_splice_events_stale, 1u);
+  EXPECT_EQ(e.counters().fastpath_kernel_splices, 0u);
+  EXPECT_EQ(e.counters().splices_completed, 1u);
+  expectEntries(e, port, 2, true);
+}
+
+TEST_F(KernelSplice, AKernelSpliceAfterTheEngineHeldDataStillAppliesOffTheFastPath) {
+  // The kernel completed the splice, then client data reached NFQUEUE before the event was
+  // read: the engine held it and took the entries back. The event still applies (the kernel
+  // sent both ACKs); the flow is off the fast path and the held data may go.
+  const tandem_fp_splice_event ev = spliceEvent(port, s.synackPacket());
+  const Out early = s.earlyData();
+  ASSERT_EQ(early.d.verdict, Verdict::kHold);
+  EXPECT_TRUE(port.map.empty());
+  const uint64_t generation = e.spliceGeneration();
+  e.fastPathSpliced(ev, 2 * kSec);
+  EXPECT_EQ(e.counters().fastpath_kernel_splices, 1u);
+  EXPECT_NE(e.spliceGeneration(), generation);
+  EXPECT_EQ(stateOf(e), TcpState::kEstablished);
+  EXPECT_FALSE(flowOf(e).fast_path);
+  EXPECT_EQ(test::drainOutbox(e).size(), 0u);
+  EXPECT_EQ(s.data().d.verdict, Verdict::kAccept);  // the held request, released
+}
+
+TEST_F(KernelSplice, AnArmedSpliceThatEndsTakesItsEntriesBack) {
+  // The client gives up (RST) before the backend answers: the kernel must not complete it.
+  ASSERT_EQ(port.map.size(), 2u);
+  const Out rst = run(e, PacketBuilder().src(kClient).dst(kVip).flags(kRst).seq(1001).build());
+  EXPECT_EQ(rst.d.verdict, Verdict::kAccept);
+  EXPECT_TRUE(port.map.empty());
+  EXPECT_EQ(e.counters().fastpath_splices_disarmed, 1u);
+}
+
+TEST_F(KernelSplice, NotArmedWithoutRoomForBothEntries) {
+  Engine other{zeroWindow()};
+  FakeFastPathPort full;
+  full.capacity = 1;  // room for half a pair: all or nothing
+  other.setFastPath(&full, true);
+  other.setFastPathSplice(true);
+  Splice t{other, 0, 0, {}};
+  t.open();
+  EXPECT_TRUE(full.map.empty());
+  EXPECT_EQ(other.counters().fastpath_splices_armed, 0u);
+  EXPECT_EQ(other.counters().fastpath_install_failed, 1u);
+  ASSERT_EQ(t.synack().d.verdict, Verdict::kAccept);  // completed by the engine, as before
+  EXPECT_EQ(stateOf(other), TcpState::kEstablished);
 }
 
 TEST(FastPath, NotForAReSplicingService) {

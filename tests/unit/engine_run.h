@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common/packet.h"
@@ -61,6 +62,28 @@ inline TcpState flowState(const Engine& e, uint64_t now) {
   TcpState st = TcpState::kNone;
   e.forEachFlow([&](const FlowInfo& f) { st = f.state; }, now);
   return st;
+}
+
+/// Two flows that completed the same splice, one from a SYN-ACK through NFQUEUE and one from
+/// the kernel's report of it (Engine::fastPathSpliced): the same binding (offsets, timestamp
+/// offset, scales), whether on the fast path, and the same tracker state.
+inline void expectSameSplice(const Flow& a, const Flow& b) {
+  EXPECT_EQ(a.fast_path, b.fast_path);
+  EXPECT_EQ(a.has_seqadj, b.has_seqadj);
+  EXPECT_EQ(std::memcmp(a.adj, b.adj, sizeof a.adj), 0);
+  EXPECT_EQ(a.has_ts_adj, b.has_ts_adj);
+  EXPECT_EQ(a.ts_offset, b.ts_offset);
+  EXPECT_EQ(a.backend_wscale, b.backend_wscale);
+  EXPECT_EQ(a.rescale_window, b.rescale_window);
+  EXPECT_EQ(a.client_view_wscale, b.client_view_wscale);
+  for (size_t d = 0; d < 2; ++d) {
+    EXPECT_EQ(a.win[d].td_end, b.win[d].td_end) << d;
+    EXPECT_EQ(a.win[d].td_maxend, b.win[d].td_maxend) << d;
+    EXPECT_EQ(a.win[d].td_maxwin, b.win[d].td_maxwin) << d;
+    EXPECT_EQ(a.win[d].last_ack, b.win[d].last_ack) << d;
+    EXPECT_EQ(a.win[d].td_scale, b.win[d].td_scale) << d;
+    EXPECT_EQ(a.win[d].seen, b.win[d].seen) << d;
+  }
 }
 
 }  // namespace tandem::test

@@ -150,6 +150,44 @@ TEST_F(FastPathAdapterTest, TakeReadsAndErasesAKeptOrAWrittenEntry) {
   EXPECT_FALSE(a.take(key(3), got));  // never there
 }
 
+TEST_F(FastPathAdapterTest, ArmedPairsWaitForFlushArmsWhichWritesThemAllAtOnce) {
+  start(4);
+  ASSERT_NE(adapter_, nullptr);
+  FastPathAdapter& a = *adapter_;
+  tandem_fp_rewrite got{};
+  const tandem_fp_key k[2] = {key(1), key(2)};
+  const tandem_fp_rewrite v[2] = {value(41), value(41)};
+  const tandem_fp_key k2[2] = {key(3), key(4)};
+  const tandem_fp_rewrite v2[2] = {value(42), value(42)};
+  ASSERT_TRUE(a.putPair(k, v));
+  ASSERT_TRUE(a.putPair(k2, v2));
+  EXPECT_FALSE(inKernel(key(1), got));  // gathered until the batch's verdicts leave
+  ASSERT_TRUE(a.get(key(3), got));     // but the engine reads what it wrote
+  EXPECT_EQ(got.flow_id, 42u);
+  // The engine takes one pair back before the verdicts (a RST in the same batch).
+  EXPECT_TRUE(a.erase(key(3)));
+  EXPECT_TRUE(a.take(key(4), got));
+  EXPECT_EQ(got.flow_id, 42u);
+  a.flushArms();
+  EXPECT_TRUE(inKernel(key(1), got));
+  EXPECT_TRUE(inKernel(key(2), got));
+  EXPECT_FALSE(inKernel(key(3), got));
+  EXPECT_FALSE(inKernel(key(4), got));
+  // A map that refuses some: counted, the rest written, nothing left gathered.
+  const tandem_fp_key k3[2] = {key(5), key(6)};
+  const tandem_fp_key k4[2] = {key(7), key(8)};
+  ASSERT_TRUE(a.putPair(k3, v));
+  ASSERT_TRUE(a.putPair(k4, v2));
+  a.flushArms();
+  EXPECT_TRUE(inKernel(key(5), got));
+  EXPECT_TRUE(inKernel(key(6), got));
+  EXPECT_FALSE(inKernel(key(7), got));
+  EXPECT_FALSE(inKernel(key(8), got));
+  EXPECT_NE(a.metricsText(Counters{}).find("tandem_fastpath_map_put_failed_total 2"),
+            std::string::npos);
+  a.flushArms();  // nothing left: no write
+}
+
 TEST_F(FastPathAdapterTest, ACommitTheMapRefusesIsCountedAndTheRestStillGoIn) {
   start(2);
   ASSERT_NE(adapter_, nullptr);

@@ -11,9 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 
 #include "common/packet.h"
@@ -63,16 +61,6 @@ PacketBuilder from(Direction dir, const Flow& f) {
   PacketBuilder b;
   if (dir == Direction::kFromClient) return b.src(kClient).dst(kVip);
   return b.src(kBackend).dst(f.source_addr.toString() + ":" + std::to_string(f.source_port));
-}
-
-std::string hex(const std::vector<uint8_t>& p) {
-  std::ostringstream o;
-  for (size_t i = 0; i < p.size() && i < 96; ++i) {
-    char b[4];
-    std::snprintf(b, sizeof b, "%02x", p[i]);
-    o << b << ((i % 4 == 3) ? " " : "");
-  }
-  return o.str();
 }
 
 /// translateSegment() on a copy with a complete checksum, as NFQUEUE hands a forwarded packet.
@@ -142,7 +130,7 @@ class FastPathBpf : public ::testing::Test {
     uint32_t mark = 0;
     EXPECT_EQ(fp_->testRun(got, &mark), TC_ACT_OK) << what;
     EXPECT_EQ(mark, TANDEM_FP_MARK) << what;
-    EXPECT_EQ(hex(got), hex(want)) << what;
+    EXPECT_EQ(test::hexDump(got), test::hexDump(want)) << what;
     EXPECT_EQ(got, want) << what;
     EXPECT_TRUE(checksumsValid(got)) << what;
     EXPECT_NE(got, p) << what << ": nothing was rewritten";

@@ -118,6 +118,18 @@ class PacketBuilder {
   bool partial_ = false;
 };
 
+/// The first 96 bytes in hex, four to a group: readable diffs of two packets in a failure.
+inline std::string hexDump(const std::vector<uint8_t>& p) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string o;
+  for (size_t i = 0; i < p.size() && i < 96; ++i) {
+    o += kDigits[p[i] >> 4];
+    o += kDigits[p[i] & 15];
+    if (i % 4 == 3) o += ' ';
+  }
+  return o;
+}
+
 /// True if the packet's IPv4 header checksum and full TCP checksum verify.
 inline bool checksumsValid(const std::vector<uint8_t>& p) {
   const size_t ihl = (p[0] & 0x0f) * 4u;
