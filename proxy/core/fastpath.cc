@@ -401,8 +401,10 @@ void Engine::fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) 
   if (d.verdict == Verdict::kAccept && !f.splice_pending) {
     ++counters_.fastpath_kernel_splices;
   } else {
-    // The tracker refused what the kernel accepted (it checks the same ack): the kernel's
-    // entries go, and the flow waits for the backend's next SYN-ACK through NFQUEUE.
+    // The tracker refused what the kernel accepted (the program checks the same ack, so this
+    // is not expected): the kernel's entries go and the flow stays pending, as a flow whose
+    // SYN-ACK the tracker refused through NFQUEUE would (its SYN timer and connect timeout end
+    // it).
     ++counters_.fastpath_splice_events_stale;
     m.fastPathErase(index);
   }

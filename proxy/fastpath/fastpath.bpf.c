@@ -1,7 +1,10 @@
 /* tandem's kernel fast path: a tc ingress program (direct action) that translates packets of
  * established splice flows in the kernel, exactly as translateSegment() (proxy/core/
  * translator.cc) would, so that they never cross NFQUEUE. The contract with tandemd is
- * fastpath_abi.h; the loader is kernel_fastpath.cc.
+ * fastpath_abi.h; the loader is kernel_fastpath.cc. With daemon.fastpath_splice = on it also
+ * completes a zero-window splice's backend handshake (splice_synack(): the backend's SYN-ACK
+ * becomes the two ACKs the engine would send; docs/fastpath.md, "Splice completion in the
+ * kernel").
  *
  * Shape: everything is read into stack copies first (IPv4 header, TCP header with options),
  * parsed and checked there, the new header computed there; only then is the packet written, in

@@ -9,7 +9,9 @@
  * timestamps, window rescale, checksums), marked with TANDEM_FP_MARK and left to the kernel to
  * forward; NFQUEUE never sees it. Everything else (no entry, SYN, anything it cannot parse,
  * RST, FIN unless TANDEM_FP_CLOSE_FAST) goes on untouched to the iptables rules and so to
- * NFQUEUE, where the engine handles it as before.
+ * NFQUEUE, where the engine handles it as before. A flow armed with TANDEM_FP_SYNACK (a
+ * zero-window splice still opening, daemon.fastpath_splice = on) is translated not at all: its
+ * backend's SYN-ACK is answered in the kernel, everything else of it goes to NFQUEUE.
  */
 #ifndef TANDEM_FASTPATH_ABI_H
 #define TANDEM_FASTPATH_ABI_H
