@@ -39,6 +39,10 @@ struct Engine::Impl {
   Decision spliceBindOnData(uint32_t index, TcpPacket& pkt, const TcpOptions& opts,
                             uint8_t* data, size_t cap, const PacketMeta& meta,
                             uint64_t now_ns) noexcept;
+  /// A pending splice ends without its backend leg (the client's RST, the backend's, a connect
+  /// timeout): client data held for it may go (to be refused), and the kernel must not complete
+  /// it (armed entries taken back).
+  void spliceAbort(uint32_t index) noexcept;
   /// Zero-window handshake: the backend leg is up; puts the flow on the fast path (unless client
   /// segments wait for it) and sends the client the ACK that opens its window.
   void spliceOpenWindow(uint32_t index, uint32_t client_ack, uint16_t synack_window) noexcept;

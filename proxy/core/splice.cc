@@ -336,13 +336,11 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
     } else if (now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
       // The backend never answered: reset the client now rather than at its next segment.
       if (!emitOut(clientRst(f, f.win[dirIndex(Direction::kFromClient)].td_end))) continue;
-      f.splice_pending = false;
-      ++splice_generation;
+      spliceAbort(index);
       f.state = TcpState::kClose;
       f.last_seen_ns = now_ns;
       touch(index);
       ++counters.splice_connect_timeouts;
-      fastPathDisarm(index);
       --keep;
     }
   }
@@ -395,14 +393,12 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         // the leg opens): reset the client with the sequence number it expects (RFC 5961 3.2)
         // rather than leave it hanging until its own timeout.
         const SegmentSpec spec = clientRst(f, pkt.seq());
-        f.splice_pending = false;
-        ++splice_generation;
+        spliceAbort(index);
         f.state = TcpState::kClose;
         f.last_seen_ns = now_ns;
         touch(index);
         ++counters.splice_connect_timeouts;
         ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
-        fastPathDisarm(index);
         return emit(spec, data, cap, counters);
       }
       if (meta.can_hold) {
@@ -419,11 +415,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
     }
     const DropReason r = trackSegment(f, dir, pkt, opts, now_ns, counters);
     if (r != DropReason::kNone) return dropped(r);
-    if (f.state == TcpState::kClose) {
-      f.splice_pending = false;  // the client gave up: held data of it may go (and be refused)
-      ++splice_generation;
-      fastPathDisarm(index);
-    }
+    if (f.state == TcpState::kClose) spliceAbort(index);  // the client gave up
     translateSegment(f, dir, pkt, opts, meta, counters);  // meta: the checksum may be partial
     ++counters.packets[0];
     return {Verdict::kAccept, DropReason::kNone, true, pkt.totalLen()};
@@ -443,8 +435,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
 
   if (rst) {
     // The backend refused: tell the client with a RST it will accept.
-    f.splice_pending = false;
-    ++splice_generation;
+    spliceAbort(index);
     touch(index);
     return emit(clientRst(f, f.win[0].td_end), data, cap, counters);
   }
@@ -495,6 +486,12 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   }
   touch(index);  // the binding (offsets, scales) is hard state
   return d;
+}
+
+void Engine::Impl::spliceAbort(uint32_t index) noexcept {
+  table.at(index).splice_pending = false;
+  ++splice_generation;
+  fastPathDisarm(index);
 }
 
 void Engine::Impl::spliceOpenWindow(uint32_t index, uint32_t client_ack,

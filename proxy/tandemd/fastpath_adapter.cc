@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include "proxy/io/log.h"
 #include "proxy/tandemd/prom_text.h"
@@ -78,10 +79,10 @@ std::vector<std::string> upNonLoopbackInterfaces() {
 
 FastPathAdapter::FastPathAdapter(const FastPathConfig& config)
     : kernel_(config.max_entries), interfaces_(attachAll(kernel_, config)) {
-  pending_keys_.reserve(kPendingReserve);
-  pending_values_.reserve(kPendingReserve);
-  arm_keys_.reserve(kPendingReserve);
-  arm_values_.reserve(kPendingReserve);
+  for (Kept* k : {&installs_, &arms_}) {
+    k->keys.reserve(kPendingReserve);
+    k->values.reserve(kPendingReserve);
+  }
   lost_.reserve(kPendingReserve);
 }
 
@@ -90,138 +91,128 @@ FastPathAdapter::~FastPathAdapter() {
   if (poll_ != nullptr) event_free(poll_);
 }
 
+size_t FastPathAdapter::Kept::find(const tandem_fp_key& key) const noexcept {
+  // A batch installs a few flows at most: a linear search is the cheapest (no allocation).
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (std::memcmp(&keys[i], &key, sizeof key) == 0) return i;
+  return keys.size();
+}
+
+void FastPathAdapter::Kept::remove(size_t i) noexcept {
+  keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(i));
+  values.erase(values.begin() + static_cast<std::ptrdiff_t>(i));
+}
+
+void FastPathAdapter::Kept::clear() noexcept {
+  keys.clear();
+  values.clear();
+}
+
+const tandem_fp_rewrite* FastPathAdapter::findKept(const tandem_fp_key& key) const noexcept {
+  for (const Kept* k : {&arms_, &installs_})
+    if (const size_t i = k->find(key); i != k->keys.size()) return &k->values[i];
+  return nullptr;
+}
+
+tandem_fp_rewrite* FastPathAdapter::findKept(const tandem_fp_key& key) noexcept {
+  return const_cast<tandem_fp_rewrite*>(std::as_const(*this).findKept(key));
+}
+
+template <typename Refused>
+void FastPathAdapter::writeKept(Kept& kept, Refused refused) noexcept {
+  const size_t n = kept.keys.size();
+  size_t done = 0;
+  while (done < n) {
+    done += kernel_.updateBatch(kept.keys.data() + done, kept.values.data() + done, n - done);
+    if (done == n) break;
+    const int err = errno;
+    ++put_failed_;
+    refused(done, err);
+    ++done;
+  }
+  kept.clear();
+}
+
 bool FastPathAdapter::install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
-  if (!replaceKept(key, value)) {
-    pending_keys_.push_back(key);
-    pending_values_.push_back(value);
+  if (tandem_fp_rewrite* kept = findKept(key)) {
+    *kept = value;
+  } else {
+    installs_.keys.push_back(key);  // capacity reserved for a batch's installs
+    installs_.values.push_back(value);
   }
   return true;
 }
 
 bool FastPathAdapter::put(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
-  if (replaceKept(key, value)) return true;  // not in the kernel yet: written with its install
+  if (tandem_fp_rewrite* kept = findKept(key)) {  // not in the kernel yet: written with it
+    *kept = value;
+    return true;
+  }
   if (kernel_.update(key, value)) return true;
   ++put_failed_;
   return false;
 }
 
-size_t FastPathAdapter::keptIndex(const tandem_fp_key& key) const noexcept {
-  // A batch installs a few flows at most: a linear search is the cheapest (no allocation).
-  for (size_t i = 0; i < pending_keys_.size(); ++i)
-    if (std::memcmp(&pending_keys_[i], &key, sizeof key) == 0) return i;
-  return pending_keys_.size();
-}
-
-bool FastPathAdapter::replaceKept(const tandem_fp_key& key,
-                                  const tandem_fp_rewrite& value) noexcept {
-  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
-    arm_values_[a] = value;
-    return true;
-  }
-  const size_t i = keptIndex(key);
-  if (i == pending_keys_.size()) return false;
-  pending_values_[i] = value;
-  return true;
-}
-
 bool FastPathAdapter::putPair(const tandem_fp_key* keys,
                               const tandem_fp_rewrite* values) noexcept {
   for (size_t i = 0; i < 2; ++i) {
-    if (replaceKept(keys[i], values[i])) continue;
-    arm_keys_.push_back(keys[i]);
-    arm_values_.push_back(values[i]);
+    if (tandem_fp_rewrite* kept = findKept(keys[i])) {
+      *kept = values[i];
+    } else {
+      arms_.keys.push_back(keys[i]);
+      arms_.values.push_back(values[i]);
+    }
   }
   return true;
 }
 
-size_t FastPathAdapter::armIndex(const tandem_fp_key& key) const noexcept {
-  for (size_t i = 0; i < arm_keys_.size(); ++i)
-    if (std::memcmp(&arm_keys_[i], &key, sizeof key) == 0) return i;
-  return arm_keys_.size();
-}
-
 void FastPathAdapter::flushArms() noexcept {
-  const size_t n = arm_keys_.size();
-  size_t done = 0;
-  while (done < n) {
-    done += kernel_.updateBatch(arm_keys_.data() + done, arm_values_.data() + done, n - done);
-    if (done == n) break;
-    // Entry `done` was refused: its splice completes through NFQUEUE (the engine erases the
-    // other entry then); the rest still go in.
-    ++put_failed_;
-    ++done;
-  }
-  arm_keys_.clear();
-  arm_values_.clear();
+  // A refused entry's splice completes through NFQUEUE (the engine erases the other entry then).
+  writeKept(arms_, [](size_t, int) {});
 }
 
 bool FastPathAdapter::get(const tandem_fp_key& key, tandem_fp_rewrite& value) const noexcept {
-  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
-    value = arm_values_[a];
-    return true;
-  }
-  const size_t i = keptIndex(key);
-  if (i == pending_keys_.size()) return kernel_.lookup(key, value);
-  value = pending_values_[i];  // the kernel has not seen a packet of it yet: last_ns 0
+  const tandem_fp_rewrite* kept = findKept(key);
+  if (kept == nullptr) return kernel_.lookup(key, value);
+  value = *kept;  // the kernel has not seen a packet of it yet: last_ns 0
   return true;
 }
 
 bool FastPathAdapter::erase(const tandem_fp_key& key) noexcept {
-  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
-    arm_keys_.erase(arm_keys_.begin() + static_cast<std::ptrdiff_t>(a));
-    arm_values_.erase(arm_values_.begin() + static_cast<std::ptrdiff_t>(a));
-    kernel_.erase(key);  // an older entry of the same key may be in the kernel
-    return true;
+  for (Kept* k : {&arms_, &installs_}) {
+    if (const size_t i = k->find(key); i != k->keys.size()) {
+      k->remove(i);
+      kernel_.erase(key);  // an older entry of the same key may be in the kernel
+      return true;
+    }
   }
-  const size_t i = keptIndex(key);
-  if (i == pending_keys_.size()) return kernel_.erase(key);
-  pending_keys_.erase(pending_keys_.begin() + static_cast<std::ptrdiff_t>(i));
-  pending_values_.erase(pending_values_.begin() + static_cast<std::ptrdiff_t>(i));
-  kernel_.erase(key);  // an older entry of the same key may be in the kernel
-  return true;
+  return kernel_.erase(key);
 }
 
 bool FastPathAdapter::take(const tandem_fp_key& key, tandem_fp_rewrite& value) noexcept {
-  if (const size_t a = armIndex(key); a != arm_keys_.size()) {
-    value = arm_values_[a];
-    return erase(key);
-  }
-  const size_t i = keptIndex(key);
-  if (i == pending_keys_.size()) return kernel_.lookupAndErase(key, value);
-  value = pending_values_[i];
+  const tandem_fp_rewrite* kept = findKept(key);
+  if (kept == nullptr) return kernel_.lookupAndErase(key, value);
+  value = *kept;
   return erase(key);
 }
 
 void FastPathAdapter::clear() noexcept {
-  pending_keys_.clear();
-  pending_values_.clear();
-  arm_keys_.clear();
-  arm_values_.clear();
+  installs_.clear();
+  arms_.clear();
   const size_t n = kernel_.clear();
   if (n > 0) logf(LogLevel::kInfo, "fast path: %zu map entries cleared", n);
 }
 
 void FastPathAdapter::commit() noexcept {
-  const size_t n = pending_keys_.size();
-  size_t done = 0;
-  while (done < n) {
-    done += kernel_.updateBatch(pending_keys_.data() + done, pending_values_.data() + done,
-                                n - done);
-    if (done == n) break;
-    // Entry `done` was refused: its flow stays on NFQUEUE; the rest still go in.
-    const int err = errno;
-    ++put_failed_;
-    const tandem_fp_rewrite lost = pending_values_[done];
-    ++done;
+  writeKept(installs_, [this](size_t i, int err) {
+    // Its flow stays on NFQUEUE.
     if (put_failed_ == 1 || err != E2BIG) {
       logf(LogLevel::kWarn, "fast path: map write refused: %s (flow stays on NFQUEUE)",
            std::strerror(err));
     }
     // After the loop: the engine erases the flow's entries, which may be among the rest.
-    lost_.push_back({lost.flow_id, lost.generation});
-  }
-  pending_keys_.clear();
-  pending_values_.clear();
+    lost_.push_back({installs_.values[i].flow_id, installs_.values[i].generation});
+  });
   if (lost_.empty() || engine_ == nullptr) {
     lost_.clear();
     return;

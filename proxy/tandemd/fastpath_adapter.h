@@ -58,7 +58,7 @@ class FastPathAdapter final : public FastPathPort {
   /// (Engine::fastPathInstallLost), which takes its flow off the fast path.
   void commit() noexcept;
   /// Entries install() kept that commit() has not written yet.
-  size_t uncommitted() const noexcept { return pending_keys_.size(); }
+  size_t uncommitted() const noexcept { return installs_.keys.size(); }
   /// Writes the armed entries putPair() gathered, with one system call. The daemon calls it
   /// just before a batch's verdicts are sent (NfQueue::setBeforeVerdicts): the backend SYNs
   /// among them must find their entries when their SYN-ACKs come back. An entry the kernel
@@ -87,12 +87,23 @@ class FastPathAdapter final : public FastPathPort {
 
  private:
   static void onEvents(int fd, short what, void* self) noexcept;
-  /// Where `key`'s kept entry is in pending_keys_; its size if none is kept.
-  size_t keptIndex(const tandem_fp_key& key) const noexcept;
-  /// Replaces the kept (or gathered) entry of `key`; false if none is.
-  bool replaceKept(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
-  /// Where `key`'s gathered armed entry is in arm_keys_; its size if none is.
-  size_t armIndex(const tandem_fp_key& key) const noexcept;
+  /// Entries written later, in order, with one system call: parallel arrays, as
+  /// BPF_MAP_UPDATE_BATCH takes them.
+  struct Kept {
+    std::vector<tandem_fp_key> keys;
+    std::vector<tandem_fp_rewrite> values;
+    /// Where `key` is; keys.size() if it is not kept.
+    size_t find(const tandem_fp_key& key) const noexcept;
+    void remove(size_t i) noexcept;
+    void clear() noexcept;
+  };
+  /// `key`'s entry kept by install() or gathered by putPair(); nullptr if neither.
+  const tandem_fp_rewrite* findKept(const tandem_fp_key& key) const noexcept;
+  tandem_fp_rewrite* findKept(const tandem_fp_key& key) noexcept;
+  /// Writes `kept` into the kernel in order and empties it; `refused(i, err)` for each entry
+  /// the kernel refuses (the rest still go in).
+  template <typename Refused>
+  void writeKept(Kept& kept, Refused refused) noexcept;
 
   KernelFastPath kernel_;
   std::vector<std::string> interfaces_;
@@ -102,12 +113,8 @@ class FastPathAdapter final : public FastPathPort {
   std::function<void()> after_;
   std::function<void(uint64_t)> on_spliced_;
   uint64_t put_failed_ = 0;
-  // Kept by install() for commit(): parallel arrays, as BPF_MAP_UPDATE_BATCH takes them.
-  std::vector<tandem_fp_key> pending_keys_;
-  std::vector<tandem_fp_rewrite> pending_values_;
-  // Gathered by putPair() for flushArms(), likewise.
-  std::vector<tandem_fp_key> arm_keys_;
-  std::vector<tandem_fp_rewrite> arm_values_;
+  Kept installs_;  ///< kept by install() for commit(), after the verdicts
+  Kept arms_;      ///< gathered by putPair() for flushArms(), before the verdicts
   struct Lost {
     uint32_t flow_id;
     uint32_t generation;
