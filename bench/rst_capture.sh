@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# RSTs at high connection rates through a splice service, captured on both legs of the proxy.
+# RSTs at high connection rates through a splice (or passthrough) service, captured on both legs
+# of the proxy.
 #
-# tests/integration/lib.sh topology (client - proxy - backend), transparent addressing, one splice
+# tests/integration/lib.sh topology (client - proxy - backend), transparent addressing, one
 # service VIP:8085 -> backend:8085 (tandemd from the build, NFQUEUE only unless FASTPATH=on), the
 # client's sysctls as in system_bench.sh (tcp_tw_reuse=1, ports 10000-65000). tcpdump runs in the
 # proxy namespace on `front` (the client leg, before tandem for client packets, after it for the
@@ -12,9 +13,13 @@
 #
 # Usage (root):  bench/rst_capture.sh
 # Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>
+#                MODE=splice (passthrough: the service's mode = passthrough)
 #                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
 #                FP_SPLICE=off (on, with FASTPATH=on: daemon.fastpath_splice = on, the backend's
 #                SYN-ACK answered in the kernel)
+#                RUNS=1 (more: that many tcpcheck runs in a row, each after the first with a
+#                new tandemd, which meets the previous one's tuples in TIME_WAIT at the client;
+#                metrics and /flows are the last tandemd's)
 #                SYSCALLS=0 (1: perf stat counts tandemd's system calls during the run, into
 #                syscalls.txt; needs perf)
 #                TANDEMD=... TCPCHECK=... (default: build/release binaries)
@@ -43,11 +48,14 @@ die() {
 command -v tcpdump >/dev/null || die "tcpdump not installed"
 [[ $FASTPATH =~ ^(on|off)$ ]] || die "FASTPATH is on or off"
 FP_SPLICE=${FP_SPLICE:-off}
+MODE=${MODE:-splice}
+[[ $MODE =~ ^(splice|passthrough)$ ]] || die "MODE is splice or passthrough"
 [[ $FP_SPLICE =~ ^(on|off)$ ]] || die "FP_SPLICE is on or off"
 SYSCALLS=${SYSCALLS:-0}
 [[ $SYSCALLS =~ ^[01]$ ]] || die "SYSCALLS is 0 or 1"
 [ "$SYSCALLS" -eq 0 ] || command -v perf >/dev/null || die "SYSCALLS=1 needs perf"
-for v in WORKERS DURATION; do
+RUNS=${RUNS:-1}
+for v in WORKERS DURATION RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number"
 done
 
@@ -81,10 +89,10 @@ conf=$OUT/tandemd.conf
   echo "max_flows = 1000000"
   [ "$FASTPATH" = on ] && echo "fastpath = on" && echo "fastpath_splice = $FP_SPLICE"
   echo
-  echo "[service.splice]"
+  echo "[service.$MODE]"
   echo "vip = $VIP:$PORT"
   echo "backends = $BE1_IP:$PORT"
-  echo "mode = splice"
+  echo "mode = $MODE"
   echo "addressing = transparent"
 } >"$conf"
 start_tandemd "$conf" || die "tandemd did not start"
@@ -104,9 +112,18 @@ if [ "$SYSCALLS" -eq 1 ]; then
     -o "$OUT/syscalls.txt" -- sleep "$DURATION" &
   perf_pid=$!
 fi
-in_ns "$NS_CLI" timeout $((DURATION + 60)) "$TCPCHECK" client --connect "$VIP:$PORT" \
-  --connect-rate --duration "$DURATION" --conns "$WORKERS" --bytes 64 >"$OUT/cr.txt" 2>&1
-echo "rc=$?" >>"$OUT/cr.txt"
+: >"$OUT/cr.txt"
+for ((run = 1; run <= RUNS; run++)); do
+  if [ "$run" -gt 1 ]; then
+    # A new tandemd meets the tuples the last one's connections left in TIME_WAIT at the client.
+    stop_pid "$TDM_TANDEMD_PID" TERM
+    cat "$TDM_TANDEMD_LOG" >>"$OUT/tandemd-earlier.log"
+    start_tandemd "$conf" || die "tandemd did not start again (run $run)"
+  fi
+  in_ns "$NS_CLI" timeout $((DURATION + 60)) "$TCPCHECK" client --connect "$VIP:$PORT" \
+    --connect-rate --duration "$DURATION" --conns "$WORKERS" --bytes 64 >>"$OUT/cr.txt" 2>&1
+  echo "rc=$?" >>"$OUT/cr.txt"
+done
 [ -z "$perf_pid" ] || wait "$perf_pid"
 uptime >>"$OUT/load"
 sleep 1  # the last RSTs, and the captures flushed
@@ -114,7 +131,7 @@ http_get /metrics >"$OUT/m1.prom"
 http_get '/flows?limit=1000000' >"$OUT/flows.txt"
 in_ns "$NS_PRX" cat /proc/net/netfilter/nfnetlink_queue >"$OUT/nfq.txt"
 
-echo "# $(tail -n 2 "$OUT/cr.txt" | head -n 1)"
+grep "conns=" "$OUT/cr.txt" | sed "s/^/# /"
 echo "# load: $(head -n 1 "$OUT/load" | sed 's/.*load average: //') ->" \
   "$(tail -n 1 "$OUT/load" | sed 's/.*load average: //')"
 echo "# RST counters after the run:"

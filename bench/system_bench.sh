@@ -16,6 +16,8 @@
 #              docs/fastpath.md): a second tandemd (queue 1, metrics 127.0.0.1:9101) that runs
 #              only while this path is measured, so its tc ingress program (on the proxy's
 #              front and back) is not in the way of the other paths.
+#   tandem-tr-fp client -> VIP; passthrough, transparent, on that same fast-path tandemd: the
+#              passthrough to compare tandem-splice-fp with (same data path, same daemon).
 # One tandemd serves every tandem path (one service per port); its raw-table rules are NOTRACK
 # too. Every path's packets pass the same raw-table chains (tandem's and this script's).
 #
@@ -36,7 +38,8 @@
 #                 QUIET_BUSY=25 QUIET_MAX=5 (before each path, wait up to QUIET_MAX s for the
 #                 shared machine's CPU use to fall below QUIET_BUSY %; the level is reported)
 #                 PATHS="kernel dnat tandem-tr tandem-snat tandem-splice" OUT=bench/out
-#                 (tandem-splice-fp too, on request: PATHS="dnat tandem-splice tandem-splice-fp")
+#                 (tandem-splice-fp too, on request: PATHS="dnat tandem-splice tandem-splice-fp";
+#                 and tandem-tr-fp: PATHS="tandem-tr tandem-splice tandem-tr-fp tandem-splice-fp")
 #                 FLOOD=1 FLOOD_RATE=0 (spoofed SYNs per second; 0: as fast as the attacker can)
 #                 FLOOD_PATH=tandem-splice (or tandem-splice-fp: the flood on the fast-path
 #                 tandemd, whose SYNs the kernel answers with fastpath_syn on)
@@ -124,7 +127,7 @@ fi
 read -r -a PATH_LIST <<<"$PATHS"
 for p in "${PATH_LIST[@]}"; do
   case "$p" in
-    kernel|dnat|tandem-tr|tandem-snat|tandem-splice|tandem-splice-fp) ;;
+    kernel|dnat|tandem-tr|tandem-snat|tandem-splice|tandem-splice-fp|tandem-tr-fp) ;;
     *) die "unknown path '$p' in PATHS" ;;
   esac
 done
@@ -182,11 +185,13 @@ TCPC_BASE=8080
 path_index() {
   case "$1" in
     kernel) echo 1 ;; dnat) echo 2 ;; tandem-tr) echo 3 ;; tandem-snat) echo 4 ;;
-    tandem-splice) echo 5 ;; tandem-splice-fp) echo 6 ;;
+    tandem-splice) echo 5 ;; tandem-splice-fp) echo 6 ;; tandem-tr-fp) echo 7 ;;
   esac
 }
+# is_fp PATH: served by the fast-path tandemd.
+is_fp() { [ "$1" = tandem-splice-fp ] || [ "$1" = tandem-tr-fp ]; }
 
-# The fast-path tandemd (tandem-splice-fp): started for its path only, see fp_up.
+# The fast-path tandemd (tandem-splice-fp, tandem-tr-fp): started for its paths only, see fp_up.
 FP_METRICS=127.0.0.1:9101
 FP_PID=
 FP_LOG=
@@ -209,10 +214,10 @@ fp_down() {
 }
 # path_pid PATH / path_metrics PATH: the tandemd serving PATH, and its /metrics.
 path_pid() {
-  if [ "$1" = tandem-splice-fp ]; then echo "$FP_PID"; else echo "$TDM_TANDEMD_PID"; fi
+  if is_fp "$1"; then echo "$FP_PID"; else echo "$TDM_TANDEMD_PID"; fi
 }
 path_metrics() {
-  if [ "$1" = tandem-splice-fp ]; then METRICS_ADDR=$FP_METRICS http_get /metrics
+  if is_fp "$1"; then METRICS_ADDR=$FP_METRICS http_get /metrics
   else http_get /metrics; fi
 }
 # path_dst PATH KIND(iperf|tcpc): ADDR PORT the client connects to.
@@ -258,11 +263,11 @@ setup_paths() {
 
   # Servers: one iperf3 and one tcpcheck server per path on the backend.
   local i
-  for i in 1 2 3 4 5 6; do
+  for i in 1 2 3 4 5 6 7; do
     bg_start "iperf3-$i" "$NS_BE1" iperf3 -s -B "$BE1_IP" -p $((IPERF_BASE + i))
     bg_start "tcpc-$i" "$NS_BE1" "$TCPCHECK" server --listen "$BE1_IP:$((TCPC_BASE + i))"
   done
-  for i in 1 2 3 4 5 6; do
+  for i in 1 2 3 4 5 6 7; do
     wait_listen "$NS_BE1" "$BE1_IP:$((IPERF_BASE + i))" || return 1
     wait_listen "$NS_BE1" "$BE1_IP:$((TCPC_BASE + i))" || return 1
   done
@@ -301,7 +306,8 @@ setup_paths() {
       done
     done
   } >"$conf"
-  # (f) the fast-path tandemd: one splice service per port of path 6, queue 1.
+  # (f) the fast-path tandemd, queue 1: one splice service per port of path 6, one passthrough
+  # service per port of path 7.
   {
     echo "[daemon]"
     echo "queue = 1"
@@ -318,6 +324,14 @@ setup_paths() {
       echo "backends = $BE1_IP:$p"
       echo "mode = splice"
       [ -n "$HANDSHAKE_WINDOW" ] && echo "handshake_window = $HANDSHAKE_WINDOW"
+      echo "addressing = transparent"
+    done
+    for p in "$((IPERF_BASE + 7))" "$((TCPC_BASE + 7))"; do
+      echo
+      echo "[service.trfp-$p]"
+      echo "vip = $VIP:$p"
+      echo "backends = $BE1_IP:$p"
+      echo "mode = passthrough"
       echo "addressing = transparent"
     done
   } >"$RUN_DIR/tandemd-fp.conf"
@@ -390,7 +404,7 @@ wait_quiet() {
 run_path() {
   local r=$1 slot=$2 path=$3 addr port f rc
   record "$r" "$slot" "$path" bg "$(wait_quiet)" -
-  if [ "$path" = tandem-splice-fp ] && ! fp_up; then
+  if is_fp "$path" && ! fp_up; then
     echo "system_bench: the fast-path tandemd did not start (round $r)" >&2
     return
   fi
@@ -419,7 +433,7 @@ run_path() {
   rc=$?
   record "$r" "$slot" "$path" cr "$rc" "$f"
   snapshot "$r" "$path" 4
-  [ "$path" = tandem-splice-fp ] && fp_down
+  is_fp "$path" && fp_down
   "$PY" "$RUN_DIR/analyze.py" --progress "$RUN_DIR" "$r" "$path" >&2
 }
 
@@ -450,7 +464,7 @@ run_sweep_one() {
   read -r addr port <<<"$(path_dst "$path" tcpc)"
   f=$RUN_DIR/sweep/$r-$n-$path.txt
   wait_quiet >/dev/null
-  if [ "$path" = tandem-splice-fp ] && ! fp_up; then
+  if is_fp "$path" && ! fp_up; then
     echo "system_bench: the fast-path tandemd did not start (sweep round $r)" >&2
     return
   fi
@@ -467,7 +481,7 @@ run_sweep_one() {
   rc=$?
   b=$(tandem_cpu_drops "$f.1.prom" "$path")
   tcp_mibs "$f.1"
-  [ "$path" = tandem-splice-fp ] && fp_down
+  is_fp "$path" && fp_down
   IFS=$'\t' read -r -a a <<<"$a"
   IFS=$'\t' read -r -a b <<<"$b"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$path" "$rc" \
@@ -501,7 +515,7 @@ for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
         drops.setdefault((int(n), p), []).append(int(d1) - int(d0))
 ns = sorted({k[0] for k in res})
 paths = [p for p in ["kernel", "dnat", "tandem-tr", "tandem-snat", "tandem-splice",
-                     "tandem-splice-fp"]
+                     "tandem-tr-fp", "tandem-splice-fp"]
          if any(k[1] == p for k in res)]
 med = lambda v: statistics.median(v) if v else None
 print(f"### Connection-rate sweep (tcpcheck --connect-rate --bytes 64, medians of rounds)\n")
@@ -648,8 +662,9 @@ import json, os, re, statistics, sys
 
 PATH_NAMES = {"kernel": "kernel fwd (NOTRACK)", "dnat": "conntrack DNAT",
               "tandem-tr": "tandem transparent", "tandem-snat": "tandem snat",
-              "tandem-splice": "tandem splice", "tandem-splice-fp": "tandem splice + fast path"}
-TANDEM = ("tandem-tr", "tandem-snat", "tandem-splice", "tandem-splice-fp")
+              "tandem-splice": "tandem splice", "tandem-splice-fp": "tandem splice + fast path",
+              "tandem-tr-fp": "tandem transparent + fast path"}
+TANDEM = ("tandem-tr", "tandem-snat", "tandem-splice", "tandem-tr-fp", "tandem-splice-fp")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Drops that a clean benchmark run may legitimately cause, per path. Splice mode drops client
 # data that arrives before the backend leg is up (the client resends it; counted, reported).
@@ -945,7 +960,7 @@ def render(run):
             return f"{q / n:.2f}" if n else "n/a"
         row("packets through NFQUEUE per connection (connect-rate)",
             [queued_per_conn(p) for p in tpaths])
-        if "tandem-splice-fp" in tpaths:
+        if any(p.endswith("-fp") for p in tpaths):
             def fast(p, phase):
                 return f"{total(p, lambda k: k == 'tandem_fastpath_packets_total', (phase,)):.0f}"
             row("packets translated by the kernel fast path (bulk / rr / connect-rate)",
@@ -1026,6 +1041,14 @@ def render_targets(paths, by_round):
     ratio("Connections/s: splice ÷ passthrough (transparent)", "–", "cps", "tandem-splice",
           "tandem-tr")
     ratio("RR p50: splice ÷ passthrough (transparent)", "–", "p50", "tandem-splice", "tandem-tr")
+    ratio("Throughput c→b: splice ÷ passthrough, both on the fast path", "≥ 0.95", "gbps_fwd",
+          "tandem-splice-fp", "tandem-tr-fp")
+    ratio("Throughput -R: splice ÷ passthrough, both on the fast path", "≥ 0.95", "gbps_rev",
+          "tandem-splice-fp", "tandem-tr-fp")
+    ratio("Connections/s: splice ÷ passthrough, both on the fast path", "–", "cps",
+          "tandem-splice-fp", "tandem-tr-fp")
+    ratio("RR p50: splice ÷ passthrough, both on the fast path", "–", "p50", "tandem-splice-fp",
+          "tandem-tr-fp")
     if "tandem-splice-fp" in paths:
         ratio("Connections/s: splice + fast path ÷ conntrack DNAT", "≥ 1.00", "cps",
               "tandem-splice-fp", "dnat")
@@ -1317,7 +1340,7 @@ write_meta
 # Every path must carry one verified connection before anything is measured.
 for p in "${PATH_LIST[@]}"; do
   read -r addr port <<<"$(path_dst "$p" tcpc)"
-  if [ "$p" = tandem-splice-fp ] && ! fp_up; then
+  if is_fp "$p" && ! fp_up; then
     die "the fast-path tandemd does not start: $(tail -n 5 "$FP_LOG" 2>/dev/null)"
   fi
   if ! out=$(in_ns "$NS_CLI" timeout 20 "$TCPCHECK" client --connect "$addr:$port" \
@@ -1325,7 +1348,7 @@ for p in "${PATH_LIST[@]}"; do
     dump_state >&2
     die "path $p ($addr:$port) does not carry a verified connection: $out"
   fi
-  [ "$p" = tandem-splice-fp ] && fp_down
+  is_fp "$p" && fp_down
 done
 
 n=${#PATH_LIST[@]}

@@ -43,6 +43,9 @@ struct Engine::Impl {
   /// timeout): client data held for it may go (to be refused), and the kernel must not complete
   /// it (armed entries taken back).
   void spliceAbort(uint32_t index) noexcept;
+  /// The backend never answered the leg's SYN: the splice ends (spliceAbort), the flow closes,
+  /// and the backend's passive health signal counts it. The caller resets the client.
+  void spliceConnectTimedOut(uint32_t index, uint64_t now_ns) noexcept;
   /// Zero-window handshake: the backend leg is up; puts the flow on the fast path (unless client
   /// segments wait for it) and sends the client the ACK that opens its window.
   void spliceOpenWindow(uint32_t index, uint32_t client_ack, uint16_t synack_window) noexcept;

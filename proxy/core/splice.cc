@@ -336,11 +336,7 @@ void Engine::Impl::spliceTick(uint64_t now_ns) noexcept {
     } else if (now_ns - f.last_seen_ns > config.splice.connect_timeout_ns) {
       // The backend never answered: reset the client now rather than at its next segment.
       if (!emitOut(clientRst(f, f.win[dirIndex(Direction::kFromClient)].td_end))) continue;
-      spliceAbort(index);
-      f.state = TcpState::kClose;
-      f.last_seen_ns = now_ns;
-      touch(index);
-      ++counters.splice_connect_timeouts;
+      spliceConnectTimedOut(index, now_ns);
       --keep;
     }
   }
@@ -393,12 +389,7 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
         // the leg opens): reset the client with the sequence number it expects (RFC 5961 3.2)
         // rather than leave it hanging until its own timeout.
         const SegmentSpec spec = clientRst(f, pkt.seq());
-        spliceAbort(index);
-        f.state = TcpState::kClose;
-        f.last_seen_ns = now_ns;
-        touch(index);
-        ++counters.splice_connect_timeouts;
-        ++backends[f.service][f.backend].connect_timeouts;  // passive health signal
+        spliceConnectTimedOut(index, now_ns);
         return emit(spec, data, cap, counters);
       }
       if (meta.can_hold) {
@@ -492,6 +483,18 @@ void Engine::Impl::spliceAbort(uint32_t index) noexcept {
   table.at(index).splice_pending = false;
   ++splice_generation;
   fastPathDisarm(index);
+}
+
+void Engine::Impl::spliceConnectTimedOut(uint32_t index, uint64_t now_ns) noexcept {
+  spliceAbort(index);
+  Flow& f = table.at(index);
+  f.state = TcpState::kClose;
+  f.last_seen_ns = now_ns;
+  touch(index);
+  ++counters.splice_connect_timeouts;
+  // The passive health signal, whichever found the timeout (the SYN timer or the client's next
+  // segment); a flow retired in SYN_SENT counts it instead (retire).
+  ++backends[f.service][f.backend].connect_timeouts;
 }
 
 void Engine::Impl::spliceOpenWindow(uint32_t index, uint32_t client_ack,

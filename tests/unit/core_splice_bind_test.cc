@@ -378,8 +378,12 @@ TEST_P(BindData, TimerResendsALostBackendSynThenResetsTheClient) {
   EXPECT_EQ(rst[0].pkt.dst().toString(), client);
   EXPECT_EQ(rst[0].pkt.seq(), sa.pkt.seq() + 1);  // exactly what the client expects
   EXPECT_EQ(e.counters().splice_connect_timeouts, 1u);
+  // The passive health signal, as when the client's next segment finds the timeout.
+  EXPECT_EQ(e.backendStats(0, 0).connect_timeouts, 1u);
   e.expire(t + 10'000 * kMs);
   EXPECT_TRUE(drain(e).empty());
+  e.expire(t + 600'000 * kMs);  // retired in CLOSE: not counted a second time
+  EXPECT_EQ(e.backendStats(0, 0).connect_timeouts, 1u);
 }
 
 TEST_P(BindData, TimerStopsOnceTheBackendAnswers) {
@@ -402,6 +406,7 @@ TEST_P(BindData, TimerStopsOnceTheBackendAnswers) {
   EXPECT_TRUE(drain(e).empty());
   EXPECT_EQ(e.counters().splice_syn_retransmits, 1u);
   EXPECT_EQ(e.counters().splice_connect_timeouts, 0u);
+  EXPECT_EQ(e.backendStats(0, 0).connect_timeouts, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Addressing, BindData,

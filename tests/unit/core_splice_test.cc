@@ -323,7 +323,10 @@ TEST_P(Splice, SilentBackendGetsTheClientReset) {
   EXPECT_EQ(rst.pkt.seq(), cookie + 1);
   EXPECT_TRUE(checksumsValid(rst.bytes));
   EXPECT_EQ(e.counters().splice_connect_timeouts, 1u);
+  EXPECT_EQ(e.backendStats(0, 0).connect_timeouts, 1u);  // the passive health signal
   EXPECT_EQ(stateOf(e), TcpState::kClose);
+  e.expire(t + 600'000'000'000ull);  // retired in CLOSE: not counted a second time
+  EXPECT_EQ(e.backendStats(0, 0).connect_timeouts, 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Addressing, Splice,
