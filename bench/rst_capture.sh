@@ -21,7 +21,7 @@
 #                new tandemd, which meets the previous one's tuples in TIME_WAIT at the client;
 #                metrics and /flows are the last tandemd's)
 #                SYSCALLS=0 (1: perf stat counts tandemd's system calls during the run, into
-#                syscalls.txt; needs perf)
+#                syscalls.txt; needs perf; with RUNS, the first run's)
 #                TANDEMD=... TCPCHECK=... (default: build/release binaries)
 # Output in OUT: front.pcap back.pcap (128-byte snaps), metrics before and after (m0.prom,
 # m1.prom), /flows after (flows.txt), the proxy's nfnetlink_queue line (nfq.txt), tcpcheck's
