@@ -7,21 +7,26 @@
 
 namespace tandem {
 
+void writeIpv4Header(uint8_t* ip, uint32_t saddr, uint32_t daddr, uint16_t total_len,
+                     uint8_t ttl) noexcept {
+  std::fill(ip, ip + 20, uint8_t{0});
+  ip[0] = 0x45;
+  store16(ip + 2, total_len);
+  store16(ip + 6, 0x4000);
+  ip[8] = ttl;
+  ip[9] = 6;
+  store32(ip + 12, saddr);
+  store32(ip + 16, daddr);
+  store16(ip + 10, ipv4HeaderChecksum(ip, 20));
+}
+
 size_t writeTcpSegment(const SegmentSpec& s, uint8_t* out, size_t cap) noexcept {
   if (out == nullptr || s.options_len > 40 || s.options_len % 4 != 0) return 0;
   const size_t tcp_len = 20 + s.options_len;
   const size_t total = 20 + tcp_len;
   if (total > cap) return 0;
   std::fill(out, out + total, uint8_t{0});
-  uint8_t* ip = out;
-  ip[0] = 0x45;
-  store16(ip + 2, static_cast<uint16_t>(total));
-  store16(ip + 6, 0x4000);
-  ip[8] = s.ttl;
-  ip[9] = 6;
-  store32(ip + 12, s.saddr);
-  store32(ip + 16, s.daddr);
-  store16(ip + 10, ipv4HeaderChecksum(ip, 20));
+  writeIpv4Header(out, s.saddr, s.daddr, static_cast<uint16_t>(total), s.ttl);
   uint8_t* tcp = out + 20;
   store16(tcp, s.sport);
   store16(tcp + 2, s.dport);

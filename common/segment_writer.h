@@ -21,6 +21,11 @@ struct SegmentSpec {
   size_t options_len = 0;
 };
 
+/// Writes a 20-byte IPv4 header carrying TCP to ip[0, 20): DF, ID 0, TOS 0, the header
+/// checksum; addresses in host order.
+void writeIpv4Header(uint8_t* ip, uint32_t saddr, uint32_t daddr, uint16_t total_len,
+                     uint8_t ttl) noexcept;
+
 /// Writes the segment to out[0, cap): IPv4 with DF and ID 0 (an atomic datagram, RFC 6864 4.1),
 /// TOS 0, TCP with the options. Returns its length, or 0 if cap is too small or the options are
 /// not a multiple of 4 up to 40 bytes.

@@ -180,6 +180,13 @@ struct Engine::Impl {
     kTriggerAfter,  ///< the trigger's direction after its segment (it carries data)
     kBothAfter,     ///< both after (nothing of the flow can reach the kernel before them)
   };
+  /// Whether the flow may go on the fast path (installed or armed) as far as the node, its
+  /// service and its backend go: not a standby, not on already, no re-splicing, backend UP.
+  bool fastPathMayTake(const Flow& f) const noexcept;
+  /// The port refused an install: counted, and installs pause (kInstallRetryAfter).
+  void fastPathRefused() noexcept;
+  /// The flow's entries are in the kernel, translating: the flow is on the fast path.
+  void fastPathOn(Flow& f) noexcept;
   /// Both entries of a new install of the flow, with a new generation (and close-fast as
   /// configured); false while installs pause after a refusal (that wait counted down) or if
   /// the translation is not constant.

@@ -28,7 +28,6 @@
 // passed on to the kernel (fastPathAfterFin) so that its acknowledgement is reported too.
 #include <algorithm>
 
-#include "common/bytes.h"
 #include "common/segment_writer.h"
 #include "common/seq.h"
 #include "proxy/core/engine_impl.h"
@@ -122,13 +121,26 @@ bool Engine::Impl::fastPathNewEntries(uint32_t index, tandem_fp_key* key,
   return true;
 }
 
+bool Engine::Impl::fastPathMayTake(const Flow& f) const noexcept {
+  return !standby && !f.fast_path && !(f.splice && config.services[f.service].resplice) &&
+         backends[f.service][f.backend].state == BackendState::kUp;
+}
+
+void Engine::Impl::fastPathRefused() noexcept {
+  ++counters.fastpath_install_failed;
+  fp_retry_wait = kInstallRetryAfter;
+}
+
+void Engine::Impl::fastPathOn(Flow& f) noexcept {
+  f.fast_path = true;
+  f.fast_path_ever = true;
+  ++counters.fastpath_installs;
+}
+
 void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
                                          InstallOrder order) noexcept {
   Flow& f = table.at(index);
-  if (standby || f.fast_path || !qualifies(f) ||
-      (f.splice && config.services[f.service].resplice) ||
-      backends[f.service][f.backend].state != BackendState::kUp)
-    return;
+  if (!fastPathMayTake(f) || !qualifies(f)) return;
   tandem_fp_key key[2];
   tandem_fp_rewrite value[2];
   if (!fastPathNewEntries(index, key, value)) return;
@@ -149,19 +161,15 @@ void Engine::Impl::fastPathMaybeInstall(uint32_t index, Direction trigger,
   const bool other_after = order == InstallOrder::kBothAfter;
   if (order == InstallOrder::kTriggerAfter) ++fp_kept_installs;
   if (!(trigger_after ? fp->install(key[t], value[t]) : fp->put(key[t], value[t]))) {
-    ++counters.fastpath_install_failed;
-    fp_retry_wait = kInstallRetryAfter;
+    fastPathRefused();
     return;
   }
   if (!(other_after ? fp->install(key[1 - t], value[1 - t]) : fp->put(key[1 - t], value[1 - t]))) {
     fp->erase(key[t]);  // never half a flow in the kernel
-    ++counters.fastpath_install_failed;
-    fp_retry_wait = kInstallRetryAfter;
+    fastPathRefused();
     return;
   }
-  f.fast_path = true;
-  f.fast_path_ever = true;
-  ++counters.fastpath_installs;
+  fastPathOn(f);
 }
 
 bool Engine::Impl::fastPathIsInstall(uint32_t index, uint32_t generation) const noexcept {
@@ -310,10 +318,9 @@ void Engine::Impl::fastPathArm(uint32_t index) noexcept {
   // Only a first splice's handshake as spliceOpen() starts it, for a flow that could go on the
   // fast path at its completion (spliceOpenWindow): not while deferral holds the SYN-ACK for
   // the standby's acknowledgement, nor for a service that re-splices.
-  if (fp == nullptr || !fp_splice || standby || f.fast_path || f.fast_path_armed || !f.splice ||
+  if (fp == nullptr || !fp_splice || !f.splice || !fastPathMayTake(f) || f.fast_path_armed ||
       !f.splice_pending || f.moving || f.sync_pending || f.splice_await_data || f.client_held ||
-      !s.zero_window_handshake || s.resplice ||
-      backends[f.service][f.backend].state != BackendState::kUp)
+      !s.zero_window_handshake)
     return;
   tandem_fp_key key[2];
   tandem_fp_rewrite value[2];
@@ -341,8 +348,7 @@ void Engine::Impl::fastPathArm(uint32_t index) noexcept {
       (c.td_end != 0 && f.proxy_tsval != 0 ? TANDEM_FP_ARM_F_TS : 0u) |
       (c.wscale_offered ? TANDEM_FP_ARM_F_WSCALE : 0u));
   if (!fp->putPair(key, value)) {
-    ++counters.fastpath_install_failed;
-    fp_retry_wait = kInstallRetryAfter;
+    fastPathRefused();
     return;
   }
   f.fast_path_armed = true;
@@ -380,12 +386,8 @@ void Engine::fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) 
   }
   // The SYN-ACK as it arrived: the backend leg's addresses, the header the kernel copied.
   uint8_t buf[128] = {};
-  buf[0] = 0x45;
-  store16(buf + 2, static_cast<uint16_t>(20 + thl));
-  buf[8] = 64;
-  buf[9] = 6;
-  store32(buf + 12, f.backend_addr.v4());
-  store32(buf + 16, f.source_addr.v4());
+  writeIpv4Header(buf, f.backend_addr.v4(), f.source_addr.v4(), static_cast<uint16_t>(20 + thl),
+                  64);
   std::copy(ev.tcp_hdr, ev.tcp_hdr + thl, buf + 20);
   TcpPacket pkt;
   TcpOptions opts;
@@ -418,8 +420,7 @@ void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,
   // The other direction may have been written and used meanwhile: what it saw counts, read as
   // the entries are erased.
   m.fastPathRefresh(flow_id, now_ns, true, /*leave=*/true);
-  ++counters_.fastpath_install_failed;
-  m.fp_retry_wait = kInstallRetryAfter;
+  m.fastPathRefused();
 }
 
 void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept {

@@ -416,9 +416,10 @@ Decision Engine::Impl::splicePending(uint32_t index, Direction dir, TcpPacket& p
   if (!synack && !rst) return dropped(DropReason::kSplicePending);
   // A SYN-ACK or RST through NFQUEUE: the engine's from here, the kernel's armed entries go
   // (fastPathSpliced() replays one the kernel completed: its entries stay).
-  if (!fp_kernel_splice) fastPathDisarm(index);
-  if (!fp_kernel_splice && holdForSync(f, dir, flags, meta))
-    return {Verdict::kHold, DropReason::kNone, false, 0};
+  if (!fp_kernel_splice) {
+    fastPathDisarm(index);
+    if (holdForSync(f, dir, flags, meta)) return {Verdict::kHold, DropReason::kNone, false, 0};
+  }
   const DropReason r = trackSegment(f, dir, pkt, opts, now_ns, counters);
   if (r != DropReason::kNone) return dropped(r);
   ++counters.packets[1];
@@ -505,9 +506,7 @@ void Engine::Impl::spliceOpenWindow(uint32_t index, uint32_t client_ack,
     // engine took them back after it completed (fastPathDisarm): then the flow is off.
     if (f.fast_path_armed) {
       f.fast_path_armed = false;
-      f.fast_path = true;
-      f.fast_path_ever = true;
-      ++counters.fastpath_installs;
+      fastPathOn(f);
     }
     ++counters.splice_windows_opened;
     return;

@@ -133,13 +133,18 @@ void FastPathAdapter::writeKept(Kept& kept, Refused refused) noexcept {
   kept.clear();
 }
 
-bool FastPathAdapter::install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
+void FastPathAdapter::keep(Kept& list, const tandem_fp_key& key,
+                           const tandem_fp_rewrite& value) noexcept {
   if (tandem_fp_rewrite* kept = findKept(key)) {
     *kept = value;
   } else {
-    installs_.keys.push_back(key);  // capacity reserved for a batch's installs
-    installs_.values.push_back(value);
+    list.keys.push_back(key);  // capacity reserved for a batch's entries
+    list.values.push_back(value);
   }
+}
+
+bool FastPathAdapter::install(const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept {
+  keep(installs_, key, value);
   return true;
 }
 
@@ -155,14 +160,7 @@ bool FastPathAdapter::put(const tandem_fp_key& key, const tandem_fp_rewrite& val
 
 bool FastPathAdapter::putPair(const tandem_fp_key* keys,
                               const tandem_fp_rewrite* values) noexcept {
-  for (size_t i = 0; i < 2; ++i) {
-    if (tandem_fp_rewrite* kept = findKept(keys[i])) {
-      *kept = values[i];
-    } else {
-      arms_.keys.push_back(keys[i]);
-      arms_.values.push_back(values[i]);
-    }
-  }
+  for (size_t i = 0; i < 2; ++i) keep(arms_, keys[i], values[i]);
   return true;
 }
 

@@ -100,6 +100,8 @@ class FastPathAdapter final : public FastPathPort {
   /// `key`'s entry kept by install() or gathered by putPair(); nullptr if neither.
   const tandem_fp_rewrite* findKept(const tandem_fp_key& key) const noexcept;
   tandem_fp_rewrite* findKept(const tandem_fp_key& key) noexcept;
+  /// Replaces `key`'s entry wherever it is kept, or keeps it in `list`.
+  void keep(Kept& list, const tandem_fp_key& key, const tandem_fp_rewrite& value) noexcept;
   /// Writes `kept` into the kernel in order and empties it; `refused(i, err)` for each entry
   /// the kernel refuses (the rest still go in).
   template <typename Refused>

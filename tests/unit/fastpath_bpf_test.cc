@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <linux/pkt_cls.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <memory>
@@ -18,6 +17,7 @@
 #include "proxy/core/fastpath_entry.h"
 #include "proxy/core/translator.h"
 #include "proxy/fastpath/kernel_fastpath.h"
+#include "tests/unit/kernel_fastpath_fixture.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -95,20 +95,8 @@ std::vector<uint8_t> rawOptions(int pad, bool ts, int blocks, uint32_t base) {
   return o;
 }
 
-class FastPathBpf : public ::testing::Test {
+class FastPathBpf : public test::KernelFastPathFixture<::testing::Test> {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0)
-      GTEST_SKIP() << "SKIPPED LOUDLY: the BPF fast path tests need root (CI runs them as root)";
-    try {
-      fp_ = std::make_unique<KernelFastPath>(64);
-    } catch (const std::runtime_error& e) {
-      if (errno == EPERM || errno == ENOSYS)
-        GTEST_SKIP() << "SKIPPED LOUDLY: this kernel refuses BPF: " << e.what();
-      FAIL() << e.what();
-    }
-  }
-
   /// Installs the flow's entry for `dir` (plus `extra` rewrite flags) and returns the key.
   tandem_fp_key install(const Flow& f, Direction dir, uint8_t extra = 0) {
     tandem_fp_key k{};
@@ -150,8 +138,6 @@ class FastPathBpf : public ::testing::Test {
     for (int i = 0; i < TANDEM_FP_ST_COUNT; ++i)
       EXPECT_EQ(after[i] - before[i], i == idx ? 1u : 0u) << what << ": stat " << i;
   }
-
-  std::unique_ptr<KernelFastPath> fp_;
 };
 
 TEST_F(FastPathBpf, PassthroughAddressesOnlyBothDirections) {

@@ -35,6 +35,7 @@
 #include "proxy/core/fastpath_port.h"
 #include "proxy/fastpath/kernel_fastpath.h"
 #include "tests/unit/engine_run.h"
+#include "tests/unit/kernel_fastpath_fixture.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -163,18 +164,11 @@ class LoopbackCapture {
   int fd_ = -1;
 };
 
-class FastPathSpliceBpf : public ::testing::TestWithParam<Variant> {
+class FastPathSpliceBpf : public test::KernelFastPathFixture<::testing::TestWithParam<Variant>> {
  protected:
   void SetUp() override {
-    if (geteuid() != 0)
-      GTEST_SKIP() << "SKIPPED LOUDLY: the BPF fast path tests need root (CI runs them as root)";
-    try {
-      fp_ = std::make_unique<KernelFastPath>(64);
-    } catch (const std::runtime_error& e) {
-      if (errno == EPERM || errno == ENOSYS)
-        GTEST_SKIP() << "SKIPPED LOUDLY: this kernel refuses BPF: " << e.what();
-      FAIL() << e.what();
-    }
+    KernelFastPathFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     ASSERT_TRUE(fp_->setTestNoRoute(true));
     client_ = clientEp();
     port_ = std::make_unique<KernelPort>(*fp_);
@@ -215,7 +209,6 @@ class FastPathSpliceBpf : public ::testing::TestWithParam<Variant> {
     return b.build();
   }
 
-  std::unique_ptr<KernelFastPath> fp_;
   std::unique_ptr<KernelPort> port_;
   Engine kernel_{spliceConfig(GetParam().snat)};
   Engine twin_{spliceConfig(GetParam().snat)};

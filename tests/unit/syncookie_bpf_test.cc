@@ -16,12 +16,9 @@
 #include <openssl/params.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <stdexcept>
 
 #include "common/bytes.h"
@@ -31,6 +28,7 @@
 #include "proxy/core/engine.h"
 #include "proxy/fastpath/kernel_fastpath.h"
 #include "proxy/fastpath/kernel_syncookie.h"
+#include "tests/unit/kernel_fastpath_fixture.h"
 #include "tests/unit/packet_builder.h"
 
 namespace tandem {
@@ -65,16 +63,6 @@ EngineConfig spliceConfig(Addressing a) {
   return c;
 }
 
-std::string hex(const std::vector<uint8_t>& p) {
-  std::ostringstream o;
-  for (size_t i = 0; i < p.size(); ++i) {
-    char b[4];
-    std::snprintf(b, sizeof b, "%02x", p[i]);
-    o << b << ((i % 4 == 3) ? " " : "");
-  }
-  return o.str();
-}
-
 /// The frame as it reaches tc ingress: to this host's MAC (the loopback device's, all zero, in a
 /// test run), from the client's; `pad` Ethernet trailer bytes after the IP packet.
 std::vector<uint8_t> frame(const std::vector<uint8_t>& ip, size_t pad = 0,
@@ -106,19 +94,13 @@ uint64_t opensslSipHash(const uint8_t (&key)[16], const uint8_t* msg, size_t len
   return v;
 }
 
-class SynCookieBpf : public ::testing::TestWithParam<Addressing> {
+class SynCookieBpf : public test::KernelFastPathFixture<::testing::TestWithParam<Addressing>> {
  protected:
+  void loadMore() override { k_ = std::make_unique<KernelSynCookie>(fp_->flowsMapFd()); }
+
   void SetUp() override {
-    if (geteuid() != 0)
-      GTEST_SKIP() << "SKIPPED LOUDLY: the BPF SYN answerer tests need root (CI runs them as root)";
-    try {
-      fp_ = std::make_unique<KernelFastPath>(64);
-      k_ = std::make_unique<KernelSynCookie>(fp_->flowsMapFd());
-    } catch (const std::runtime_error& e) {
-      if (errno == EPERM || errno == ENOSYS)
-        GTEST_SKIP() << "SKIPPED LOUDLY: this kernel refuses BPF: " << e.what();
-      FAIL() << e.what();
-    }
+    KernelFastPathFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     engine_ = std::make_unique<Engine>(spliceConfig(GetParam()));
     engine_->setCookieClockOffset(kOffset);
     tandem_syn_service s{};
@@ -157,7 +139,7 @@ class SynCookieBpf : public ::testing::TestWithParam<Addressing> {
     const auto before = k_->stats();
     auto got = frame(syn, pad);
     EXPECT_EQ(k_->testRun(got), TC_ACT_REDIRECT) << what;
-    EXPECT_EQ(hex(got), hex(want)) << what;
+    EXPECT_EQ(test::hexDump(got), test::hexDump(want)) << what;
     EXPECT_EQ(got, want) << what;
     EXPECT_TRUE(checksumsValid(std::vector<uint8_t>(got.begin() + 14, got.end()))) << what;
     const auto after = k_->stats();
@@ -180,7 +162,6 @@ class SynCookieBpf : public ::testing::TestWithParam<Addressing> {
     return PacketBuilder().src("10.0.0.2:40000").dst(kVip).flags(kSyn).seq(isn);
   }
 
-  std::unique_ptr<KernelFastPath> fp_;
   std::unique_ptr<KernelSynCookie> k_;
   std::unique_ptr<Engine> engine_;
   tandem_syn_config cfg_{};
