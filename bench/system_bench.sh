@@ -439,6 +439,7 @@ run_path() {
 
 FLOOD_TSV=$RUN_DIR/flood.tsv  # round phase rc file
 SWEEP_TSV=$RUN_DIR/sweep.tsv  # round conns path rc file utime0 stime0 utime1 stime1 drops0 drops1
+# (and FILE.0.stat, FILE.1.stat: the machine's cpu line of /proc/stat just before and after)
 
 # tandem_cpu_drops FILE: tandemd's utime, stime (clock ticks) and its drop total, on one line;
 # the /metrics snapshot is kept in FILE (drops by reason).
@@ -475,10 +476,12 @@ run_sweep_one() {
     mkdir -p "$RUN_DIR/perf"
     perf=(perf record -q -a -g -F 1999 -o "$RUN_DIR/perf/$r-$n-$path.data" --)
   fi
+  head -1 /proc/stat >"$f.0.stat"
   "${perf[@]}" ip netns exec "$NS_CLI" timeout $((CR_DURATION + 60)) "$TCPCHECK" client \
     --connect "$addr:$port" --connect-rate --duration "$CR_DURATION" --conns "$n" --bytes 64 \
     >"$f" 2>&1
   rc=$?
+  head -1 /proc/stat >"$f.1.stat"
   b=$(tandem_cpu_drops "$f.1.prom" "$path")
   tcp_mibs "$f.1"
   is_fp "$path" && fp_down
@@ -496,7 +499,7 @@ import re, statistics, sys, os
 run = sys.argv[1]
 hz = os.sysconf("SC_CLK_TCK")
 rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(run, "sweep.tsv")) if l.strip()]
-res, cpu, drops, bad, rate = {}, {}, {}, [], {}
+res, cpu, drops, bad, rate, mcpu, idle = {}, {}, {}, [], {}, {}, {}
 rounds = sorted({row[0] for row in rows})
 for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
     text = open(os.path.join(run, f)).read()
@@ -509,6 +512,18 @@ for r, n, p, rc, f, u0, s0, u1, s1, d0, d1 in rows:
     res.setdefault((int(n), p), []).append(x)
     rate[(r, int(n), p)] = x
     ok = int(kv.get("ok", "0"))
+    # The whole machine (both vCPUs: clients, backends, tandemd, the kernel's forwarding), from
+    # /proc/stat's cpu line around the run: busy = all but idle and iowait.
+    try:
+        c0 = [int(x) for x in open(os.path.join(run, f + ".0.stat")).read().split()[1:]]
+        c1 = [int(x) for x in open(os.path.join(run, f + ".1.stat")).read().split()[1:]]
+        d = [b - a for a, b in zip(c0, c1)]
+        busy, total = sum(d) - d[3] - d[4], sum(d)
+        if ok and total > 0:
+            mcpu.setdefault((int(n), p), []).append(busy / hz * 1e6 / ok)
+            idle.setdefault((int(n), p), []).append(100.0 * (d[3] + d[4]) / total)
+    except (OSError, ValueError, IndexError):
+        pass
     if p.startswith("tandem") and ok:
         cpu.setdefault((int(n), p), []).append(
             (int(u1) - int(u0) + int(s1) - int(s0)) / hz * 1e6 / ok)
@@ -541,6 +556,35 @@ for n in ns:
             cells.append(f"{med(c):.0f}" if c else "–")
     print(f"| {n} | " + " | ".join(cells) + " |")
 print()
+if mcpu:
+    print("Machine CPU per connection (both vCPUs, /proc/stat around each run; medians of rounds), "
+          "and the share of the machine left idle:\n")
+    print("| concurrent workers | " + " | ".join(f"{p} µs/conn" for p in paths) + " | " +
+          " | ".join(f"{p} idle %" for p in paths) + " |")
+    print("|---:" * (2 * len(paths) + 1) + "|")
+    for n in ns:
+        cells = [f"{med(mcpu[(n, p)]):.0f}" if mcpu.get((n, p)) else "–" for p in paths]
+        cells += [f"{med(idle[(n, p)]):.0f}" if idle.get((n, p)) else "–" for p in paths]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print()
+if "dnat" in paths and len(ns) > 1:
+    # The setup rate as a capacity: each path at its best concurrency of the round, compared
+    # within the round (bench/README.md, "Connection-rate sweep").
+    for p in paths:
+        if p == "dnat":
+            continue
+        ratios, at = [], []
+        for r in rounds:
+            pk = {q: max(((rate[(r, n, q)], n) for n in ns if (r, n, q) in rate), default=None)
+                  for q in (p, "dnat")}
+            if pk[p] and pk["dnat"]:
+                ratios.append(pk[p][0] / pk["dnat"][0])
+                at.append(f"{pk[p][1]}/{pk['dnat'][1]}")
+        if ratios:
+            print(f"- Peak connection rate, {p} ÷ dnat (each at its best concurrency of the round; "
+                  f"per round: " + ", ".join(f"{x:.2f} (at {a} workers)" for x, a in zip(ratios, at)) +
+                  f"): median **{med(ratios):.2f}**")
+    print()
 def reasons(f):
     out = {}
     try:

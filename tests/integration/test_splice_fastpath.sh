@@ -11,8 +11,9 @@
 #   - 200 concurrent tcpcheck connections, 64 KiB each way, every byte verified both ways, then
 #     200 short ones (64 bytes): measured first with the fast path off (same workload, same
 #     topology), then on: with it, the 64 KiB connections' packets mostly crossed the fast path
-#     and NFQUEUE saw less than a third of the packets per connection it saw without (fewer
-#     with fastpath_close = off: a FIN through NFQUEUE ends the flow's fast path); the short
+#     and NFQUEUE saw less than a third of the packets per connection it saw without (with
+#     fastpath_close = off, where a FIN through NFQUEUE ends the flow's fast path: fewer than
+#     without, and a third of the packets or more in the kernel); the short
 #     connections' figures are logged (the flow goes on the fast path lazily, after most of a
 #     short connection's packets are already on their way);
 #   - after the close phase no flow is left but TIME_WAIT/CLOSE, and no map entry; no backend
@@ -219,13 +220,19 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   # Closes through NFQUEUE (fastpath_close = off) take a flow off the fast path at the client's
   # FIN, and tcpcheck's server sends the second half of its data after that FIN: below the
   # baseline then (about half of it), under a third of it with closes in the kernel. (The
-  # baseline itself moves with GRO/GSO coalescing on a loaded machine: 32-55 seen.)
-  local parts=3
-  [ "$close" = off ] && parts=1
+  # baseline itself moves with GRO/GSO coalescing on a loaded machine: 32-55 seen.) With closes
+  # through NFQUEUE the kernel's share is about half, so "most" would be a coin toss (3,647 in
+  # the kernel against 4,358 queued seen once): at least a third of them in the kernel then.
+  local parts=3 fast_min=$QUEUED share="most packets"
+  if [ "$close" = off ]; then
+    parts=1
+    fast_min=$((QUEUED / 2))
+    share="a third of the packets or more"
+  fi
   local bound="under 1/$parts of the baseline"
   [ "$parts" = 1 ] && bound="below the baseline"
-  name="$a: 64 KiB connections: most packets in the kernel, NFQUEUE $bound"
-  if [ -n "${BASE_BULK:-}" ] && [ "$FAST" -gt "$QUEUED" ] &&
+  name="$a: 64 KiB connections: $share in the kernel, NFQUEUE $bound"
+  if [ -n "${BASE_BULK:-}" ] && [ "$FAST" -gt "$fast_min" ] &&
      [ "$(awk -v p="$PER100" -v k="$parts" -v b="$BASE_BULK" 'BEGIN { print (p * k < b) }')" = 1 ]; then
     pass "$name ($FAST in the kernel; $(dec "$PER100") through NFQUEUE per connection, $(dec "$BASE_BULK") without)"
   else
