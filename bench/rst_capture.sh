@@ -17,6 +17,8 @@
 #                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
 #                FP_SPLICE=off (on, with FASTPATH=on: daemon.fastpath_splice = on, the backend's
 #                SYN-ACK answered in the kernel)
+#                FP_BIND=off (on, with FASTPATH=on: daemon.fastpath_bind = on, the client's cookie
+#                ACK turned into the backend SYN in the kernel)
 #                RUNS=1 (more: that many tcpcheck runs in a row, each after the first with a
 #                new tandemd, which meets the previous one's tuples in TIME_WAIT at the client;
 #                metrics and /flows are the last tandemd's)
@@ -51,6 +53,8 @@ FP_SPLICE=${FP_SPLICE:-off}
 MODE=${MODE:-splice}
 [[ $MODE =~ ^(splice|passthrough)$ ]] || die "MODE is splice or passthrough"
 [[ $FP_SPLICE =~ ^(on|off)$ ]] || die "FP_SPLICE is on or off"
+FP_BIND=${FP_BIND:-off}
+[[ $FP_BIND =~ ^(on|off)$ ]] || die "FP_BIND is on or off"
 SYSCALLS=${SYSCALLS:-0}
 [[ $SYSCALLS =~ ^[01]$ ]] || die "SYSCALLS is 0 or 1"
 [ "$SYSCALLS" -eq 0 ] || command -v perf >/dev/null || die "SYSCALLS=1 needs perf"
@@ -87,7 +91,8 @@ conf=$OUT/tandemd.conf
   echo "rules = iptables"
   echo "metrics = $METRICS_ADDR"
   echo "max_flows = 1000000"
-  [ "$FASTPATH" = on ] && echo "fastpath = on" && echo "fastpath_splice = $FP_SPLICE"
+  [ "$FASTPATH" = on ] && echo "fastpath = on" && echo "fastpath_splice = $FP_SPLICE" &&
+    echo "fastpath_bind = $FP_BIND"
   echo
   echo "[service.$MODE]"
   echo "vip = $VIP:$PORT"

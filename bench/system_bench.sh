@@ -47,6 +47,9 @@
 #                 kernel; unset: tandemd's default, on)
 #                 FP_SPLICE=on|off (tandem-splice-fp: daemon.fastpath_splice, zero-window
 #                 splices' backend SYN-ACKs answered in the kernel; unset: tandemd's default, off)
+#                 FP_BIND=on|off (tandem-splice-fp: daemon.fastpath_bind, the cookie ACK turned
+#                 into the backend SYN in the kernel, no packet of a connection through
+#                 NFQUEUE; unset: tandemd's default, off)
 #                 HANDSHAKE_WINDOW=zero|open (both splice paths: the services'
 #                 handshake_window, docs/splice.md; unset: tandemd's default, zero)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
@@ -112,6 +115,7 @@ require_env TANDEMD TCPCHECK
 HANDSHAKE_WINDOW=${HANDSHAKE_WINDOW:-}
 [[ $HANDSHAKE_WINDOW =~ ^(|zero|open)$ ]] || die "HANDSHAKE_WINDOW is zero or open"
 [[ ${FP_SPLICE:-} =~ ^(|on|off)$ ]] || die "FP_SPLICE is on or off"
+[[ ${FP_BIND:-} =~ ^(|on|off)$ ]] || die "FP_BIND is on or off"
 for v in ROUNDS DURATION OMIT RR_COUNT CR_DURATION CR_CONNS QUIET_BUSY QUIET_MAX FLOOD \
     FLOOD_RATE PERF; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
@@ -317,6 +321,7 @@ setup_paths() {
     echo "fastpath = on"
     [ -n "${FP_SYN:-}" ] && echo "fastpath_syn = $FP_SYN"
     [ -n "${FP_SPLICE:-}" ] && echo "fastpath_splice = $FP_SPLICE"
+    [ -n "${FP_BIND:-}" ] && echo "fastpath_bind = $FP_BIND"
     for p in "$((IPERF_BASE + 6))" "$((TCPC_BASE + 6))"; do
       echo
       echo "[service.splicefp-$p]"
@@ -1339,6 +1344,7 @@ write_meta() {
     [ -n "$CR_SWEEP" ] && printf ' CR_SWEEP="%s" CR_SWEEP_ROUNDS=%s' "$CR_SWEEP" "$CR_SWEEP_ROUNDS"
     [ -n "${FP_SYN:-}" ] && printf ' FP_SYN=%s' "$FP_SYN"
     [ -n "${FP_SPLICE:-}" ] && printf ' FP_SPLICE=%s' "$FP_SPLICE"
+    [ -n "${FP_BIND:-}" ] && printf ' FP_BIND=%s' "$FP_BIND"
     [ -n "$HANDSHAKE_WINDOW" ] && printf ' HANDSHAKE_WINDOW=%s' "$HANDSHAKE_WINDOW"
     printf ' QUIET_BUSY=%s QUIET_MAX=%s PATHS="%s" %s\n' "$QUIET_BUSY" "$QUIET_MAX" "$PATHS" \
       "$BENCH_CMDLINE"

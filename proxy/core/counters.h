@@ -134,6 +134,9 @@ struct Counters {
   uint64_t fastpath_slow_packets = 0;    ///< packets of a fast flow that came through NFQUEUE
   uint64_t fastpath_splices_armed = 0;   ///< splices whose backend SYN-ACK the kernel may answer
   uint64_t fastpath_splices_disarmed = 0;  ///< ... taken back (SYN-ACK, RST or data via NFQUEUE)
+  uint64_t fastpath_bound = 0;        ///< flows the kernel bound, taken by the engine
+  uint64_t fastpath_bind_undone = 0;  ///< flows the kernel bound that the engine refused
+  uint64_t fastpath_bind_stale = 0;   ///< bind events it could not read
   uint64_t fastpath_kernel_splices = 0;  ///< splices the kernel completed, applied to the flow
   uint64_t fastpath_splice_events_stale = 0;  ///< ... for a flow no longer waiting for them
   void pruned(ReplayPrune r, size_t leg) noexcept { ++replay_pruned[static_cast<size_t>(r)][leg]; }

@@ -284,8 +284,10 @@ DropReason Engine::Impl::createFlow(size_t svc, const FlowKey& key, FlowTable::H
 
   int picked = -1;
   if (backend >= 0 && static_cast<size_t>(backend) < s.backends.size() &&
-      backends[svc][static_cast<size_t>(backend)].state == BackendState::kUp) {
-    picked = backend;  // chosen by a splice route rule
+      (backends[svc][static_cast<size_t>(backend)].state == BackendState::kUp ||
+       kbind_flow_id != 0)) {
+    // Chosen by a splice route rule, or by the kernel, which sent the SYN there already.
+    picked = backend;
   } else {
     picked = pickBackend(svc, key);  // the scheduler, among UP backends
   }

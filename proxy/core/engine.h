@@ -75,6 +75,15 @@ struct PacketSlot {
 struct SpliceVip {
   Endpoint vip;
   bool zero_window = false;  ///< ServiceConfig::zero_window_handshake
+  /// The kernel may bind its cookie ACKs (daemon.fastpath_bind): transparent, bind = ack, the
+  /// zero-window handshake, no resplice, round-robin, IPv4, at most 16 backends.
+  bool kbind_ok = false;
+  size_t service = 0;  ///< index in the configuration (the kernel's round-robin slot)
+  struct Backend {
+    Endpoint ep;
+    bool up = false;
+  };
+  std::vector<Backend> backends;  ///< in the service's order, with the engine's state
 };
 
 class Engine {
@@ -220,6 +229,12 @@ class Engine {
   /// entries are still armed. Moves spliceGeneration() (held client data may go). Events for a
   /// flow no longer waiting for that SYN-ACK are counted (fastpath_splice_events_stale).
   void fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) noexcept;
+  /// A cookie ACK the kernel checked and already turned into the backend SYN, with the flow's
+  /// entries armed (daemon.fastpath_bind): the flow is created from it as from NFQUEUE, at the
+  /// kernel's instant and on its backend, and what the engine writes is not sent. A flow the
+  /// engine cannot take is undone (its entries erased, both legs reset unless the engine has a
+  /// flow of that tuple).
+  void fastPathBound(const tandem_fp_bind_event& ev, uint64_t now_ns) noexcept;
   /// An entry the port accepted from install() but could not write into the kernel later (a
   /// port that defers those writes, FastPathAdapter: the map was full by then). `flow_id` and
   /// `generation` are the entry's. If that install is still the flow's, the flow leaves the fast

@@ -2,6 +2,7 @@
 /// @file Engine internals shared by engine.cc (classification, passthrough) and splice.cc.
 
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "common/packet.h"
@@ -225,6 +226,27 @@ struct Engine::Impl {
   /// Set while Engine::fastPathSpliced() replays the kernel's SYN-ACK through splicePending():
   /// the kernel already sent both ACKs and wrote the entries.
   bool fp_kernel_splice = false;
+  /// While a cookie ACK the kernel bound is replayed (Engine::fastPathBound): the kernel's id for
+  /// the flow (flow_id in its entries and events, with bit 31 set; generation), the backend it
+  /// sent the SYN to, and whether the engine took the flow as the kernel opened it.
+  uint32_t kbind_flow_id = 0;
+  uint32_t kbind_generation = 0;
+  int kbind_backend = -1;
+  bool kbind_taken = false;
+  /// The kernel's ids of the flows it bound (flow_id << 32 | generation) to their slots; each
+  /// slot's id, so that a slot's next bound flow drops its predecessor's.
+  std::unordered_map<uint64_t, uint32_t> kbind_slots;
+  std::vector<uint64_t> kbind_of_slot;
+  /// The kernel bound a flow the engine did not take: its entries go, and unless the engine has
+  /// a flow of that tuple, both legs are reset.
+  void kbindUndo(const tandem_fp_bind_event& ev) noexcept;
+  /// The slot a fast-path event names: the kernel's own ids (bit 31 of flow_id) through
+  /// kbind_slots (UINT32_MAX: none), the engine's as they are.
+  uint32_t kbindSlot(uint32_t flow_id, uint32_t generation) const noexcept {
+    if ((flow_id & 0x80000000u) == 0) return flow_id;
+    const auto it = kbind_slots.find(uint64_t{flow_id} << 32 | generation);
+    return it == kbind_slots.end() ? UINT32_MAX : it->second;
+  }
 };
 
 }  // namespace tandem

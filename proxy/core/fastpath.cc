@@ -26,7 +26,10 @@
 // reports each FIN and the first packet acknowledging each FIN (fastpath_abi.h), so a close
 // reaches TIME_WAIT without a packet through NFQUEUE; a FIN that did come through NFQUEUE is
 // passed on to the kernel (fastPathAfterFin) so that its acknowledgement is reported too.
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cstring>
 
 #include "common/segment_writer.h"
 #include "common/seq.h"
@@ -315,6 +318,29 @@ bool Engine::Impl::fastPathIdle(uint32_t index, uint64_t now_ns) noexcept {
 void Engine::Impl::fastPathArm(uint32_t index) noexcept {
   Flow& f = table.at(index);
   const ServiceConfig& s = config.services[f.service];
+  if (kbind_flow_id != 0) {
+    // The kernel wrote both entries, armed, under its own id (Engine::fastPathBound), and chose
+    // the backend from its copy of the states: the flow is taken as the kernel opened it, if it
+    // is a first splice's handshake nothing holds.
+    if (fp == nullptr || standby || !f.splice || !f.splice_pending || f.moving ||
+        f.sync_pending || f.splice_await_data || f.client_held || f.fast_path_armed ||
+        f.fast_path || !s.zero_window_handshake || s.resplice)
+      return;
+    try {
+      if (kbind_of_slot.size() < table.capacity()) kbind_of_slot.resize(table.capacity(), 0);
+      const uint64_t id = uint64_t{kbind_flow_id} << 32 | kbind_generation;
+      if (kbind_of_slot[index] != 0) kbind_slots.erase(kbind_of_slot[index]);
+      kbind_slots[id] = index;
+      kbind_of_slot[index] = id;
+    } catch (...) {
+      return;  // not taken: the replay undoes the kernel's flow
+    }
+    fp_generation[index] = kbind_generation;
+    f.fast_path_armed = true;
+    ++counters.fastpath_splices_armed;
+    kbind_taken = true;
+    return;
+  }
   // Only a first splice's handshake as spliceOpen() starts it, for a flow that could go on the
   // fast path at its completion (spliceOpenWindow): not while deferral holds the SYN-ACK for
   // the standby's acknowledgement, nor for a service that re-splices.
@@ -368,7 +394,7 @@ void Engine::Impl::fastPathDisarm(uint32_t index) noexcept {
 
 void Engine::fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) noexcept {
   Impl& m = *impl_;
-  const uint32_t index = ev.head.flow_id;
+  const uint32_t index = m.kbindSlot(ev.head.flow_id, ev.head.generation);
   const uint32_t thl = ev.head.payload_len;
   // The event of the install this flow still has, for a splice still waiting for its SYN-ACK.
   // (A splice the engine completed itself from a duplicate SYN-ACK went on the fast path at a
@@ -412,6 +438,95 @@ void Engine::fastPathSpliced(const tandem_fp_splice_event& ev, uint64_t now_ns) 
   }
 }
 
+void Engine::fastPathBound(const tandem_fp_bind_event& ev, uint64_t now_ns) noexcept {
+  Impl& m = *impl_;
+  const uint32_t thl = ev.head.payload_len;
+  if (thl < 20 || thl > 60 || thl % 4 != 0 || (ev.head.flow_id & 0x80000000u) == 0) {
+    ++counters_.fastpath_bind_stale;  // the program wrote it: cannot happen
+    return;
+  }
+  // The cookie ACK as it arrived; the engine takes it as from NFQUEUE, on the kernel's backend,
+  // and what it writes (the backend SYN) is not sent: the kernel sent it.
+  uint8_t buf[128] = {};
+  writeIpv4Header(buf, ntohl(ev.saddr), ntohl(ev.daddr), static_cast<uint16_t>(20 + thl), 64);
+  std::copy(ev.tcp_hdr, ev.tcp_hdr + thl, buf + 20);
+  m.kbind_flow_id = ev.head.flow_id;
+  m.kbind_generation = ev.head.generation;
+  m.kbind_backend = static_cast<int>(ev.backend);
+  m.kbind_taken = false;
+  const bool standby = m.standby;
+  // At the kernel's instant (the same monotonic clock): the cookie is judged as the kernel
+  // judged it, even if a period turned since.
+  const uint64_t at = ev.head.ns != 0 && ev.head.ns <= now_ns ? ev.head.ns : now_ns;
+  const Decision d = standby ? Decision{} : process(buf, 20 + thl, sizeof buf, PacketMeta{}, at);
+  const bool taken = m.kbind_taken && d.verdict == Verdict::kAccept;
+  m.kbind_flow_id = 0;
+  m.kbind_backend = -1;
+  m.kbind_taken = false;
+  if (taken) {
+    ++counters_.fastpath_bound;
+    return;
+  }
+  m.kbindUndo(ev);
+}
+
+void Engine::Impl::kbindUndo(const tandem_fp_bind_event& ev) noexcept {
+  ++counters.fastpath_bind_undone;
+  // The kernel's entries, if they are still its own (a flow the engine has of that tuple may
+  // have written its own since).
+  tandem_fp_key keys[2];
+  keys[0] = {ev.saddr, ev.daddr, 0, 0};
+  std::memcpy(&keys[0].sport, &ev.tcp_hdr[0], 2);
+  std::memcpy(&keys[0].dport, &ev.tcp_hdr[2], 2);
+  bool kernels = false;
+  if (fp != nullptr) {
+    tandem_fp_rewrite v{};
+    if (fp->get(keys[0], v) && v.flow_id == ev.head.flow_id &&
+        v.generation == ev.head.generation) {
+      kernels = true;
+      keys[1] = {v.daddr, v.saddr, v.dport, v.sport};
+      (void)fp->erase(keys[0]);
+      tandem_fp_rewrite w{};
+      if (fp->get(keys[1], w) && w.flow_id == ev.head.flow_id &&
+          w.generation == ev.head.generation)
+        (void)fp->erase(keys[1]);
+    }
+  }
+  // A flow of that tuple the engine has (the ACK was one of its segments): its connection is
+  // the one the backend knows; nothing is reset.
+  FlowKey key;
+  key.saddr = IpAddr::fromV4(ntohl(ev.saddr));
+  key.daddr = IpAddr::fromV4(ntohl(ev.daddr));
+  key.sport = static_cast<uint16_t>(ev.tcp_hdr[0] << 8 | ev.tcp_hdr[1]);
+  key.dport = static_cast<uint16_t>(ev.tcp_hdr[2] << 8 | ev.tcp_hdr[3]);
+  if (table.find(key) || !kernels) return;
+  // Otherwise the kernel opened a connection nobody tracks: reset both legs, as a backend that
+  // refused would have them (the backend's with the SYN's seq + 1, the client's with the
+  // cookie + 1, both exactly what each expects next).
+  const uint32_t client_isn_1 = ev.head.seq;
+  const uint32_t cookie_1 = ev.head.ack;
+  SegmentSpec be;
+  be.saddr = ntohl(ev.saddr);
+  be.daddr = ntohl(keys[1].saddr);
+  be.sport = key.sport;
+  be.dport = static_cast<uint16_t>(ntohs(keys[1].sport));
+  be.seq = client_isn_1;
+  be.flags = tcpflag::kRst;
+  SegmentSpec cl;
+  cl.saddr = ntohl(ev.daddr);
+  cl.daddr = ntohl(ev.saddr);
+  cl.sport = key.dport;
+  cl.dport = key.sport;
+  cl.seq = cookie_1;
+  cl.ack = client_isn_1;
+  cl.flags = tcpflag::kRst | tcpflag::kAck;
+  for (const SegmentSpec* spec : {&be, &cl}) {
+    uint8_t seg[60];
+    const size_t n = writeTcpSegment(*spec, seg, sizeof seg);
+    if (n == 0 || !outbox.push(seg, n)) ++counters.outbox_dropped;
+  }
+}
+
 void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,
                                  uint64_t now_ns) noexcept {
   Impl& m = *impl_;
@@ -426,7 +541,7 @@ void Engine::fastPathInstallLost(uint32_t flow_id, uint32_t generation,
 void Engine::fastPathClose(const tandem_fp_event& ev, uint64_t now_ns) noexcept {
   Impl& m = *impl_;
   ++counters_.fastpath_events;
-  const uint32_t index = ev.flow_id;
+  const uint32_t index = m.kbindSlot(ev.flow_id, ev.generation);
   if (ev.dir > 1 || !m.fastPathIsInstall(index, ev.generation) ||
       !m.table.at(index).fast_path_ever) {
     // Not this incarnation's: the slot was freed (and maybe reused, or reinstalled at a newer

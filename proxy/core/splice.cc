@@ -173,7 +173,8 @@ Decision Engine::Impl::spliceOpen(size_t svc, const FlowKey& key, TcpPacket& pkt
     ++(route >= 0 ? counters.splice_routed : counters.splice_route_misses);
   }
   FlowTable::Hit hit;
-  if (const DropReason r = createFlow(svc, key, hit, route); r != DropReason::kNone)
+  if (const DropReason r = createFlow(svc, key, hit, kbind_flow_id != 0 ? kbind_backend : route);
+      r != DropReason::kNone)
     return dropped(r);
   Flow& f = table.at(hit.index);
   const CookieOptions& o = check.options;

@@ -61,8 +61,25 @@ uint64_t Engine::cookieCount(uint64_t now_ns) const noexcept {
 
 std::vector<SpliceVip> Engine::spliceVips() const {
   std::vector<SpliceVip> out;
-  for (const ServiceConfig& s : config_.services)
-    if (s.mode == Mode::kSplice) out.push_back({s.vip, s.zero_window_handshake});
+  for (size_t i = 0; i < config_.services.size(); ++i) {
+    const ServiceConfig& s = config_.services[i];
+    if (s.mode != Mode::kSplice) continue;
+    SpliceVip v;
+    v.vip = s.vip;
+    v.zero_window = s.zero_window_handshake;
+    v.service = i;
+    bool v4 = s.vip.addr.isV4();
+    for (size_t b = 0; b < s.backends.size(); ++b) {
+      v4 = v4 && s.backends[b].addr.isV4();
+      v.backends.push_back({Endpoint{s.backends[b].addr, s.backends[b].port},
+                            impl_->backends[i][b].state == BackendState::kUp});
+    }
+    v.kbind_ok = v4 && s.addressing == Addressing::kTransparent && s.bind == BindOn::kAck &&
+                 s.zero_window_handshake && !s.resplice &&
+                 s.scheduler == Scheduler::kRoundRobin && !s.backends.empty() &&
+                 s.backends.size() <= 16;
+    out.push_back(std::move(v));
+  }
   return out;
 }
 

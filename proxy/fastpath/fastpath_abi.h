@@ -173,6 +173,23 @@ struct tandem_fp_event {
 
 #define TANDEM_FP_EV_CLOSE 0u
 #define TANDEM_FP_EV_SPLICE 1u
+#define TANDEM_FP_EV_BIND 2u
+
+/* A cookie ACK the SYN program checked and turned into the backend SYN, with both of the flow's
+ * entries written armed (syncookie.bpf.c, daemon.fastpath_bind): head.kind TANDEM_FP_EV_BIND,
+ * head.flow_id / generation the kernel's id for the flow (bit 31 set in flow_id; the same in the
+ * entries, so in their events too), head.ns the clock it was checked at, head.seq/ack/window the
+ * ACK's, head.payload_len its TCP header's length; saddr/daddr its addresses (wire order),
+ * tcp_hdr its TCP header as it arrived; backend the index in the service's backends the kernel
+ * sent the SYN to. 112 bytes. */
+struct tandem_fp_bind_event {
+  struct tandem_fp_event head;
+  tfp_u32 saddr;
+  tfp_u32 daddr;
+  tfp_u32 backend;
+  tfp_u32 reserved;
+  tfp_u8 tcp_hdr[64];
+};
 
 /* A splice the program completed (TANDEM_FP_SYNACK): head.kind TANDEM_FP_EV_SPLICE, head.dir 1,
  * head.seq/ack/window/tcp_flags the backend's SYN-ACK's, head.payload_len its TCP header's length
@@ -188,6 +205,7 @@ static_assert(sizeof(tandem_fp_key) == 12);
 static_assert(sizeof(tandem_fp_rewrite) == 96);
 static_assert(sizeof(tandem_fp_event) == 32);
 static_assert(sizeof(tandem_fp_splice_event) == 96);
+static_assert(sizeof(tandem_fp_bind_event) == 112);
 }  /* namespace tandem */
 #endif
 

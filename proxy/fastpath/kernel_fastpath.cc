@@ -31,6 +31,9 @@ struct KernelFastPath::Impl {
   bpf_object* obj = nullptr;
   int prog_fd = -1;
   int flows_fd = -1;
+  int events_fd = -1;
+  std::function<void(const tandem_fp_bind_event&)> bind_fn;
+  const std::function<void(const tandem_fp_bind_event&)>* bind_sink = nullptr;
   int stats_fd = -1;
   int config_fd = -1;
   ring_buffer* events = nullptr;
@@ -50,6 +53,13 @@ struct KernelFastPath::Impl {
     if (size < sizeof(tandem_fp_event)) return 0;
     tandem_fp_event ev;
     std::memcpy(&ev, data, sizeof ev);
+    if (ev.kind == TANDEM_FP_EV_BIND) {
+      if (size < sizeof(tandem_fp_bind_event) || self->bind_sink == nullptr) return 0;
+      tandem_fp_bind_event bev;
+      std::memcpy(&bev, data, sizeof bev);
+      (*self->bind_sink)(bev);
+      return 0;
+    }
     if (ev.kind == TANDEM_FP_EV_SPLICE) {
       if (size < sizeof(tandem_fp_splice_event) || self->splice_sink == nullptr) return 0;
       tandem_fp_splice_event sev;
@@ -93,6 +103,7 @@ KernelFastPath::KernelFastPath(uint32_t max_entries) : impl_(std::make_unique<Im
   m.flows_fd = bpf_map__fd(flows);
   m.stats_fd = bpf_map__fd(stats);
   m.config_fd = bpf_map__fd(config);
+  m.events_fd = bpf_map__fd(events);
   m.events = ring_buffer__new(bpf_map__fd(events), &Impl::onEvent, &m, nullptr);
   if (m.events == nullptr) {
     const int err = errno;
@@ -164,6 +175,11 @@ size_t KernelFastPath::clear() noexcept {
 }
 
 int KernelFastPath::flowsMapFd() const noexcept { return impl_->flows_fd; }
+int KernelFastPath::eventsMapFd() const noexcept { return impl_->events_fd; }
+void KernelFastPath::setBindSink(std::function<void(const tandem_fp_bind_event&)> fn) {
+  impl_->bind_fn = std::move(fn);
+  impl_->bind_sink = impl_->bind_fn ? &impl_->bind_fn : nullptr;
+}
 
 std::vector<uint64_t> KernelFastPath::stats() const noexcept {
   return bpfutil::sumPerCpu(impl_->stats_fd, TANDEM_FP_ST_COUNT);

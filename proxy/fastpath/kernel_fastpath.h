@@ -44,6 +44,10 @@ class KernelFastPath {
 
   /// The fd of TANDEM_FP_FLOWS_MAP, for another program to share it (the SYN answerer).
   int flowsMapFd() const noexcept;
+  /// The event ring's map fd (shared with the SYN program, which reports the cookie ACKs it
+  /// binds there: daemon.fastpath_bind), and where drainEvents() hands those reports.
+  int eventsMapFd() const noexcept;
+  void setBindSink(std::function<void(const tandem_fp_bind_event&)> fn);
 
   /// Sum over CPUs of TANDEM_FP_STATS_MAP.
   std::vector<uint64_t> stats() const noexcept;

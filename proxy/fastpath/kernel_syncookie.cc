@@ -34,6 +34,7 @@ struct KernelSynCookie::Impl {
   int keys_fd = -1;
   int services_fd = -1;
   int stats_fd = -1;
+  int binds_fd = -1;
   std::vector<bpfutil::TcIngress> attachments;
 
   ~Impl() {
@@ -42,14 +43,30 @@ struct KernelSynCookie::Impl {
   }
 };
 
-KernelSynCookie::KernelSynCookie(int fp_flows_fd) : impl_(std::make_unique<Impl>()) {
+KernelSynCookie::KernelSynCookie(int fp_flows_fd, int fp_events_fd)
+    : impl_(std::make_unique<Impl>()) {
+  // Loaded without a verifier log (the full trace of a program this size is megabytes, and the
+  // kernel refuses a load whose log does not fit); only if that fails, again with a log large
+  // enough to say why.
+  for (int attempt = 0;; ++attempt) {
+    std::string log(attempt == 0 ? 0 : 64u << 20, '\0');
+    if (load(fp_flows_fd, fp_events_fd, attempt == 0 ? nullptr : &log)) return;
+  }
+}
+
+bool KernelSynCookie::load(int fp_flows_fd, int fp_events_fd, std::string* log) {
   Impl& m = *impl_;
-  std::string log(256 * 1024, '\0');
+  if (m.obj) {
+    bpf_object__close(m.obj);
+    m.obj = nullptr;
+  }
   bpf_object_open_opts open_opts{};
   open_opts.sz = sizeof open_opts;
   open_opts.object_name = "tandem_syncookie";
-  open_opts.kernel_log_buf = log.data();
-  open_opts.kernel_log_size = log.size();
+  if (log != nullptr) {
+    open_opts.kernel_log_buf = log->data();
+    open_opts.kernel_log_size = log->size();
+  }
   m.obj = bpf_object__open_mem(kSynCookieBpfObject, kSynCookieBpfObjectSize, &open_opts);
   if (m.obj == nullptr) {
     const int err = errno;
@@ -61,19 +78,34 @@ KernelSynCookie::KernelSynCookie(int fp_flows_fd) : impl_(std::make_unique<Impl>
   bpf_map* services = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_SERVICES_MAP);
   bpf_map* stats = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_STATS_MAP);
   bpf_map* fp_flows = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_FP_FLOWS_MAP);
-  if (!prog || !config || !keys || !services || !stats || !fp_flows)
+  bpf_map* binds = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_BINDS_MAP);
+  bpf_map* events = bpf_object__find_map_by_name(m.obj, TANDEM_SYN_EVENTS_MAP);
+  if (!prog || !config || !keys || !services || !stats || !fp_flows || !binds || !events)
     throw std::runtime_error("syn cookies: the BPF object lacks a map or the program");
   if (fp_flows_fd >= 0) {
     if (int err = bpf_map__reuse_fd(fp_flows, fp_flows_fd); err)
       throw std::runtime_error("syn cookies: sharing the fast path's flow map: " + errnoText(err));
   }
-  if (int err = bpf_object__load(m.obj); err)
-    throw std::runtime_error(bpfutil::loadError("syn cookies", err, log));
+  if (fp_events_fd >= 0) {
+    if (int err = bpf_map__reuse_fd(events, fp_events_fd); err)
+      throw std::runtime_error("syn cookies: sharing the fast path's ring: " + errnoText(err));
+  }
+  if (int err = bpf_object__load(m.obj); err) {
+    if (log == nullptr) return false;
+    throw std::runtime_error(bpfutil::loadError("syn cookies", err, *log));
+  }
   m.prog_fd = bpf_program__fd(prog);
   m.config_fd = bpf_map__fd(config);
   m.keys_fd = bpf_map__fd(keys);
   m.services_fd = bpf_map__fd(services);
   m.stats_fd = bpf_map__fd(stats);
+  m.binds_fd = bpf_map__fd(binds);
+  return true;
+}
+
+bool KernelSynCookie::putBind(const tandem_syn_service& service,
+                              const tandem_syn_bind& bind) noexcept {
+  return bpf_map_update_elem(impl_->binds_fd, &service, &bind, BPF_ANY) == 0;
 }
 
 KernelSynCookie::~KernelSynCookie() = default;

@@ -21,7 +21,10 @@ class KernelSynCookie {
   /// `fp_flows_fd`: the fast path's flow map (KernelFastPath::flowsMapFd()), shared so that a
   /// SYN on a fast flow's tuple goes to the engine; -1: none. Throws std::runtime_error naming
   /// what failed.
-  explicit KernelSynCookie(int fp_flows_fd = -1);
+  explicit KernelSynCookie(int fp_flows_fd = -1, int fp_events_fd = -1);
+  /// `fp_events_fd`: the fast path's event ring, shared for the bind reports (fastpath_bind).
+  /// putBind: a kernel-bound service's backends and their states (TANDEM_SYN_BINDS_MAP).
+  bool putBind(const tandem_syn_service& service, const tandem_syn_bind& bind) noexcept;
   ~KernelSynCookie();  ///< detaches everywhere, closes the maps
   KernelSynCookie(const KernelSynCookie&) = delete;
   KernelSynCookie& operator=(const KernelSynCookie&) = delete;
@@ -52,6 +55,9 @@ class KernelSynCookie {
   int testRun(std::vector<uint8_t>& frame) noexcept;
 
  private:
+  /// Opens and loads the object (`log`: the verifier's log buffer, or none); false if the
+  /// kernel refused the program and there was no log to say why.
+  bool load(int fp_flows_fd, int fp_events_fd, std::string* log);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -65,6 +65,20 @@ struct {
   __type(value, struct tandem_fp_rewrite);
 } tandem_fp_flows SEC(".maps");
 
+/* The backends a kernel-bound cookie ACK may go to, per service. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1024);
+  __type(key, struct tandem_syn_service);
+  __type(value, struct tandem_syn_bind);
+} tandem_syn_binds SEC(".maps");
+
+/* The fast path's event ring, reused by the loader; a private one without. */
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 256 * 1024);
+} tandem_fp_events SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, TANDEM_SYN_ST_COUNT);
@@ -76,7 +90,19 @@ struct {
 struct syn_scratch {
   __u8 msg[64];
   __u8 nh[64];
+  __u8 frame[40];
+  struct tandem_fp_rewrite val[2];
 };
+
+/* Per CPU: [0] the count of flows bound, [1 + rr_slot] each service's round-robin position. A
+ * bound flow's id: flow_id = 1 << 31 | (count mod 2^21) << 10 | cpu (mod 1024), generation =
+ * count / 2^21 + 1; unique per flow until a CPU has bound 2^53 of them. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1025);
+  __type(key, __u32);
+  __type(value, __u64);
+} tandem_syn_ids SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -117,6 +143,7 @@ struct syn_parse {
   __u32 sack_ok;
   __u32 ts_ok;
   __u32 ts_val;
+  __u32 ts_ecr;
 };
 
 /* One option, exactly as common/tcp_options.cc parses it (the last of a repeated option wins);
@@ -152,6 +179,7 @@ static long parse_option(__u32 n, void* arg) {
     if (olen != 10) goto bad;
     c->ts_ok = 1;
     c->ts_val = get32(c->hdr, i + 2);
+    c->ts_ecr = get32(c->hdr, i + 6);
   } else {
     c->err = 2;
     return 1;
@@ -163,8 +191,335 @@ bad:
   return 1;
 }
 
-SEC("tc")
-int tandem_syn_ingress(struct __sk_buff* skb) {
+/* A SYN's or SYN-ACK's options after its 20-byte header in nh, as common/tcp_options.cc's
+ * buildSynOptions() lays them out: MSS, [SACK-permitted or NOP NOP, timestamps], [NOP, window
+ * scale] (without timestamps neither SACK nor scaling: the cookie carries them in TSval).
+ * Returns the header's length: 24, 36 or 40. */
+static __always_inline __u32 put_syn_options(__u8* nh, __u16 mss, int ts, int sack, __u32 tsval,
+                                             __u32 tsecr, int wscale_ok, __u8 wscale) {
+  __u32 o = 20;
+  nh[o++] = OPT_MSS;
+  nh[o++] = 4;
+  put16(nh, o, mss);
+  o += 2;
+  if (ts) {
+    if (sack) {
+      nh[o++] = OPT_SACK_PERM;
+      nh[o++] = 2;
+    } else {
+      nh[o++] = OPT_NOP;
+      nh[o++] = OPT_NOP;
+    }
+    nh[o++] = OPT_TS;
+    nh[o++] = 10;
+    put32(nh, o, tsval);
+    put32(nh, o + 4, tsecr);
+    o += 8;
+  }
+  if (wscale_ok) {
+    nh[o & HDR_MASK] = OPT_NOP;
+    nh[(o + 1) & HDR_MASK] = OPT_WSCALE;
+    nh[(o + 2) & HDR_MASK] = 3;
+    nh[(o + 3) & HDR_MASK] = wscale;
+    o += 4;
+  }
+  return o & 0x3c;
+}
+
+/* The TCP checksum's differences when the header `old` (thl bytes) becomes `nh` (nthl bytes):
+ * the header's, and the pseudo header's length word's. -1 if a helper failed. */
+static __always_inline int header_diffs(const __u8* old, __u32 thl, const __u8* nh, __u32 nthl,
+                                        __s64* hdr_diff, __s64* len_diff) {
+  const __u32 ohsize = thl & 0x3c;
+  if (ohsize < 20 || nthl < 20 || nthl > 60) return -1; /* bounds the verifier */
+  *hdr_diff = bpf_csum_diff((__be32*)old, ohsize, (__be32*)nh, nthl, 0);
+  __u8 old_len[4] = {0, IPPROTO_TCP, (__u8)(thl >> 8), (__u8)thl};
+  __u8 new_len[4] = {0, IPPROTO_TCP, (__u8)(nthl >> 8), (__u8)nthl};
+  *len_diff = bpf_csum_diff((__be32*)old_len, 4, (__be32*)new_len, 4, 0);
+  return *hdr_diff < 0 || *len_diff < 0 ? -1 : 0;
+}
+
+/* daemon.fastpath_bind: a bare ACK to a kernel-bound splice service that returns a valid cookie
+ * (SynCookie::check: the period it names, at most one old) becomes the backend SYN the engine's
+ * spliceOpen() would write (backendSyn()), to the first UP backend from the service's round-robin
+ * position (pickBackend()); both of the flow's entries are written armed as fastPathArm() writes
+ * them, under an id of the kernel's, so that the fast path program answers the backend's SYN-ACK.
+ * The ACK goes to the engine through the ring, which creates the flow from it
+ * (Engine::fastPathBound) and sends nothing. Anything it cannot do alone goes on untouched to
+ * NFQUEUE, counted (TANDEM_SYN_ST_ACK_PASS). */
+static __noinline int handle_ack(struct __sk_buff* skb) {
+  const __u32 l3 = ETH_HLEN;
+  __u8 ip[20];
+  if (bpf_skb_load_bytes(skb, l3, ip, 20) < 0) return PASS;
+  __u8 th[20];
+  if ((ip[0] & 0x0f) != 5 || bpf_skb_load_bytes(skb, l3 + 20, th, 20) < 0) return PASS;
+  struct tandem_syn_service svc = {};
+  __builtin_memcpy(&svc.addr, &ip[16], 4);
+  __builtin_memcpy(&svc.port, &th[2], 2);
+  const __u8* svc_flags = bpf_map_lookup_elem(&tandem_syn_services, &svc);
+  if (!svc_flags || !(*svc_flags & TANDEM_SYN_SVC_KBIND)) return PASS;
+  const struct tandem_syn_bind* bind = bpf_map_lookup_elem(&tandem_syn_binds, &svc);
+  if (!bind || bind->n == 0 || bind->n > TANDEM_SYN_BIND_MAX || bind->rr_slot >= 1024) return PASS;
+  struct tandem_fp_key fk;
+  __builtin_memcpy(&fk.saddr, &ip[12], 4);
+  __builtin_memcpy(&fk.daddr, &ip[16], 4);
+  __builtin_memcpy(&fk.sport, &th[0], 2);
+  __builtin_memcpy(&fk.dport, &th[2], 2);
+  if (bpf_map_lookup_elem(&tandem_fp_flows, &fk)) return PASS;
+  __u32 zero = 0;
+  const struct tandem_syn_config* cfg = bpf_map_lookup_elem(&tandem_syn_config, &zero);
+  if (!cfg || !cfg->active || cfg->no_bind || cfg->period_ns == 0 || cfg->mss_table_size == 0 ||
+      cfg->mss_table_size > 4)
+    return PASS;
+  const __u32 tot_len = ((__u32)ip[2] << 8) | ip[3];
+  const __u32 ihl = (__u32)(ip[0] & 0x0f) * 4;
+  const __u32 thl = (__u32)(th[12] >> 4) * 4;
+  if (ihl != 20 || (((__u32)ip[6] << 8 | ip[7]) & 0x3fff) != 0 || thl < 20 ||
+      tot_len != 20 + thl || tot_len > skb->len - l3 || (th[12] & 0x0f) != 0)
+    return PASS;
+  struct syn_parse pc = {};
+  __builtin_memcpy(pc.hdr, th, 20);
+  const __u32 optlen = (thl - 20) & 0x3f;
+  if (optlen > 40) return PASS;
+  if (optlen > 0 && bpf_skb_load_bytes(skb, l3 + 40, &pc.hdr[20], optlen) < 0) return PASS;
+  pc.thl = thl;
+  pc.i = 20;
+  if (bpf_loop(40, parse_option, &pc, 0) < 0 || pc.err) {
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+
+  const __u32 seq = get32(th, 4);
+  const __u32 c = get32(th, 8) - 1;
+  const __u32 index = c & 3;
+  if (index >= cfg->mss_table_size) {
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  const __u64 now = cfg->test_now_ns ? cfg->test_now_ns
+                                     : bpf_ktime_get_ns() + cfg->clock_offset_ns;
+  const __u64 now_count = now / cfg->period_ns;
+  const __u32 field = (c >> 2) & 3;
+  const __u32 age = ((__u32)now_count - field) & 3;
+  /* SynCookie::check: the period the cookie names, at most kMaxAge (1) old. */
+  if (age > 1 || age > now_count) {
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  const __u64 cookie_count = now_count - age;
+  const struct tandem_syn_key* key = bpf_map_lookup_elem(&tandem_syn_keys, &cookie_count);
+  if (!key) {
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  __u32 ts_bits = 0;
+  const int ts = pc.ts_ok && (cfg->enable & TANDEM_SYN_EN_TS);
+  if (ts) ts_bits = pc.ts_ecr & TS_OPT_MASK;
+
+  struct syn_scratch* scratch = bpf_map_lookup_elem(&tandem_syn_scratch, &zero);
+  if (!scratch) return PASS;
+  __u8* msg = scratch->msg;
+  __builtin_memset(msg, 0, sizeof scratch->msg);
+  msg[10] = 0xff;
+  msg[11] = 0xff;
+  __builtin_memcpy(&msg[12], &ip[12], 4);
+  msg[26] = 0xff;
+  msg[27] = 0xff;
+  __builtin_memcpy(&msg[28], &ip[16], 4);
+  __builtin_memcpy(&msg[32], &th[0], 2);
+  __builtin_memcpy(&msg[34], &th[2], 2);
+  put32(msg, 36, seq - 1);
+  put32(msg, 40, (__u32)(cookie_count >> 32));
+  put32(msg, 44, (__u32)cookie_count);
+  msg[48] = (__u8)index;
+  msg[49] = ts ? (__u8)(OPT_BYTE_TS | ts_bits) : 0;
+  const __u64 mac = tandem_siphash24(msg, MSG_LEN, key->bytes);
+  if (((__u32)mac & 0x0fffffff) != (c >> 4)) {
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  /* Engine::Impl::pickBackend() for round-robin: from the next position, the first UP backend
+   * (the position per CPU, not shared). */
+  const __u32 rr_key = 1 + bind->rr_slot;
+  __u64* rr = bpf_map_lookup_elem(&tandem_syn_ids, &rr_key);
+  if (!rr) return PASS;
+  const __u32 nb = bind->n;
+  const __u32 start = (__u32)(*rr % nb);
+  *rr += 1;
+  __u32 pick = TANDEM_SYN_BIND_MAX;
+#pragma clang loop unroll(full)
+  for (__u32 k = 0; k < TANDEM_SYN_BIND_MAX; k++) {
+    const __u32 bi = (start + k) % nb;
+    if (k < nb && pick == TANDEM_SYN_BIND_MAX && bind->b[bi & (TANDEM_SYN_BIND_MAX - 1)].up)
+      pick = bi & (TANDEM_SYN_BIND_MAX - 1);
+  }
+  if (pick >= TANDEM_SYN_BIND_MAX) {
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  const __u32 be_addr = bind->b[pick].addr;
+  const __u16 be_port = bind->b[pick].port;
+  const __u32 cookie_mss = cfg->mss_table[index & 3];
+  const int wscale_ok = ts && (ts_bits & TS_WSCALE_NONE) != TS_WSCALE_NONE;
+  const __u32 wscale = wscale_ok ? (ts_bits & TS_WSCALE_NONE) : 0;
+  const int sack_ok = ts && (ts_bits & TS_SACK);
+  const int ecn_ok = ts && (ts_bits & TS_ECN);
+
+  /* backendSyn(): MSS min(cookie, proxy), [SACK-permitted or NOP NOP, timestamps (TSval the
+   * client's, TSecr 0)], [NOP, window scale (the client's)]. */
+  __u8* nh = scratch->nh;
+  __builtin_memset(nh, 0, sizeof scratch->nh);
+  const __u32 nthl = put_syn_options(nh, cookie_mss < cfg->mss ? cookie_mss : cfg->mss, ts,
+                                     sack_ok, pc.ts_val, 0, wscale_ok, (__u8)wscale);
+  __builtin_memcpy(&nh[0], &th[0], 2);
+  __builtin_memcpy(&nh[2], &be_port, 2);
+  put32(nh, 4, seq - 1);
+  put32(nh, 8, 0);
+  nh[12] = (__u8)((nthl / 4) << 4);
+  nh[13] = TCPF_SYN | (ecn_ok ? (TCPF_ECE | TCPF_CWR) : 0);
+  {
+    __u64 win = (__u64)(((__u32)th[14] << 8) | th[15]) << wscale;
+    put16(nh, 14, win > 0xffff ? 0xffff : (__u16)win);
+  }
+  nh[16] = th[16];
+  nh[17] = th[17];
+
+  struct bpf_fib_lookup fib = {};
+  fib.family = 2;
+  fib.l4_protocol = IPPROTO_TCP;
+  __builtin_memcpy(&fib.sport, &th[0], 2);
+  __builtin_memcpy(&fib.dport, &be_port, 2);
+  fib.tot_len = 60;
+  fib.ifindex = skb->ifindex;
+  __builtin_memcpy(&fib.ipv4_src, &ip[12], 4);
+  __builtin_memcpy(&fib.ipv4_dst, &be_addr, 4);
+  __u32 out_ifindex = skb->ifindex;
+  if (cfg->test_no_route) {
+    /* Tests: out where it came from, back to the sender's MAC. */
+    if (bpf_skb_load_bytes(skb, 6, fib.dmac, 6) < 0 || bpf_skb_load_bytes(skb, 0, fib.smac, 6) < 0)
+      return PASS;
+  } else {
+    if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+      count(TANDEM_SYN_ST_ACK_PASS);
+      return PASS;
+    }
+    out_ifindex = fib.ifindex;
+  }
+
+  /* TCP checksum differences: the header, the pseudo header's length and destination. */
+  __s64 hdr_diff, len_diff;
+  if (header_diffs(pc.hdr, thl, nh, nthl, &hdr_diff, &len_diff) < 0) return PASS;
+  __u32 old_daddr, new_daddr = be_addr;
+  __builtin_memcpy(&old_daddr, &ip[16], 4);
+  const __s64 addr_diff = bpf_csum_diff(&old_daddr, 4, &new_daddr, 4, 0);
+  if (addr_diff < 0) return PASS;
+
+  __u32 kid = 0, kflow = 0;
+  struct tandem_fp_key bk;
+  __builtin_memcpy(&bk.saddr, &be_addr, 4);
+  __builtin_memcpy(&bk.daddr, &ip[12], 4);
+  __builtin_memcpy(&bk.sport, &be_port, 2);
+  __builtin_memcpy(&bk.dport, &th[0], 2);
+  {
+    __u64* ctr = bpf_map_lookup_elem(&tandem_syn_ids, &zero);
+    if (!ctr) return PASS;
+    const __u64 n = *ctr;
+    *ctr = n + 1;
+    kflow = 0x80000000u | ((__u32)(n & 0x1fffff) << 10) | (bpf_get_smp_processor_id() & 0x3ff);
+    kid = (__u32)(n >> 21) + 1;
+    struct tandem_fp_rewrite* v = scratch->val;
+    __builtin_memset(v, 0, 2 * sizeof(struct tandem_fp_rewrite));
+    const __u8 fl = TANDEM_FP_SYNACK | (bind->close_fast ? TANDEM_FP_CLOSE_FAST : 0);
+    /* client -> backend */
+    __builtin_memcpy(&v[0].saddr, &ip[12], 4);
+    v[0].daddr = be_addr;
+    __builtin_memcpy(&v[0].sport, &th[0], 2);
+    v[0].dport = be_port;
+    v[0].flags = fl;
+    v[0].dir = 0;
+    v[0].flow_id = kflow;
+    v[0].generation = kid;
+    /* backend -> client, armed */
+    __builtin_memcpy(&v[1].saddr, &ip[16], 4);
+    __builtin_memcpy(&v[1].daddr, &ip[12], 4);
+    __builtin_memcpy(&v[1].sport, &th[2], 2);
+    __builtin_memcpy(&v[1].dport, &th[0], 2);
+    v[1].flags = fl;
+    v[1].dir = 1;
+    v[1].flow_id = kflow;
+    v[1].generation = kid;
+    v[1].arm_state = TANDEM_FP_ARM_WAITING;
+    v[1].arm_ack = seq;
+    v[1].arm_proxy_isn = c;
+    v[1].arm_proxy_tsval = pc.ts_ok ? pc.ts_ecr : 0;
+    v[1].arm_client_tsval = pc.ts_ok ? pc.ts_val : 0;
+    v[1].arm_client_window = ((__u16)th[14] << 8) | th[15];
+    v[1].arm_client_wscale = wscale_ok ? (cfg->wscale > MAX_WSCALE ? MAX_WSCALE : cfg->wscale) : 0;
+    v[1].arm_flags = (seq != 0 && pc.ts_ok && pc.ts_ecr != 0 ? TANDEM_FP_ARM_F_TS : 0) |
+                     (wscale_ok ? TANDEM_FP_ARM_F_WSCALE : 0);
+    if (bpf_map_update_elem(&tandem_fp_flows, &fk, &v[0], BPF_NOEXIST) != 0) {
+      count(TANDEM_SYN_ST_ACK_PASS);
+      return PASS;
+    }
+    if (bpf_map_update_elem(&tandem_fp_flows, &bk, &v[1], BPF_NOEXIST) != 0) {
+      bpf_map_delete_elem(&tandem_fp_flows, &fk);
+      count(TANDEM_SYN_ST_ACK_PASS);
+      return PASS;
+    }
+  }
+  struct tandem_fp_bind_event* ev = bpf_ringbuf_reserve(&tandem_fp_events, sizeof(*ev), 0);
+  if (!ev) {
+    bpf_map_delete_elem(&tandem_fp_flows, &fk);
+    bpf_map_delete_elem(&tandem_fp_flows, &bk);
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  const __u32 ntot = 20 + nthl;
+  if (bpf_skb_change_tail(skb, ETH_HLEN + ntot, 0) < 0) {
+    bpf_ringbuf_discard(ev, 0);
+    bpf_map_delete_elem(&tandem_fp_flows, &fk);
+    bpf_map_delete_elem(&tandem_fp_flows, &bk);
+    count(TANDEM_SYN_ST_ACK_PASS);
+    return PASS;
+  }
+  ev->head.ns = bpf_ktime_get_ns();
+  ev->head.flow_id = kflow;
+  ev->head.generation = kid;
+  ev->head.seq = seq;
+  ev->head.ack = c + 1;
+  ev->head.payload_len = (__u16)thl;
+  ev->head.window = ((__u16)th[14] << 8) | th[15];
+  ev->head.tcp_flags = th[13];
+  ev->head.dir = 0;
+  ev->head.kind = TANDEM_FP_EV_BIND;
+  __builtin_memcpy(&ev->saddr, &ip[12], 4);
+  __builtin_memcpy(&ev->daddr, &ip[16], 4);
+  ev->backend = pick;
+  ev->reserved = 0;
+  __builtin_memcpy(ev->tcp_hdr, pc.hdr, HDR_BUF);
+  bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+
+  __u8* frame = scratch->frame;
+  __builtin_memcpy(&frame[0], fib.dmac, 6);
+  __builtin_memcpy(&frame[6], fib.smac, 6);
+  frame[12] = 0x08;
+  frame[13] = 0x00;
+  put_ipv4(&frame[ETH_HLEN], ntot, &ip[12], &new_daddr, 64);
+  const __u32 l4 = l3 + 20;
+  int err = bpf_skb_store_bytes(skb, 0, frame, ETH_HLEN + 20, 0);
+  if (!err) err = bpf_skb_store_bytes(skb, l4, nh, nthl, 0);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)len_diff, BPF_F_PSEUDO_HDR);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)addr_diff, BPF_F_PSEUDO_HDR);
+  if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)hdr_diff, 0);
+  if (err) {
+    count(TANDEM_SYN_ST_FAILED);
+    return TC_ACT_SHOT;
+  }
+  count(TANDEM_SYN_ST_BOUND);
+  return bpf_redirect(out_ifindex, 0);
+}
+
+static __noinline int handle_syn(struct __sk_buff* skb) {
   /* Only frames for this host: ip_rcv() drops the others before netfilter. A frame to a macvlan's
    * MAC is "other host" on the lower device and is answered on the macvlan. */
   if (skb->pkt_type != PACKET_HOST) return PASS;
@@ -347,33 +702,9 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
    * (common/tcp_options.cc buildSynOptions; without timestamps neither SACK nor scaling). */
   __u8* nh = scratch->nh;
   __builtin_memset(nh, 0, sizeof scratch->nh);
-  __u32 o = 20;
-  nh[o++] = OPT_MSS;
-  nh[o++] = 4;
-  put16(nh, o, cfg->mss);
-  o += 2;
-  if (ts_ok) {
-    if (sack_ok) {
-      nh[o++] = OPT_SACK_PERM;
-      nh[o++] = 2;
-    } else {
-      nh[o++] = OPT_NOP;
-      nh[o++] = OPT_NOP;
-    }
-    nh[o++] = OPT_TS;
-    nh[o++] = 10;
-    put32(nh, o, tsval);
-    put32(nh, o + 4, pc.ts_val);
-    o += 8;
-  }
-  if (wscale_ok) {
-    nh[o & HDR_MASK] = OPT_NOP;
-    nh[(o + 1) & HDR_MASK] = OPT_WSCALE;
-    nh[(o + 2) & HDR_MASK] = 3;
-    nh[(o + 3) & HDR_MASK] = cfg->wscale > MAX_WSCALE ? MAX_WSCALE : cfg->wscale;
-    o += 4;
-  }
-  const __u32 nthl = o & 0x3c; /* 24, 36 or 40 */
+  const __u32 nthl =
+      put_syn_options(nh, cfg->mss, ts_ok, sack_ok, tsval, pc.ts_val, wscale_ok,
+                      cfg->wscale > MAX_WSCALE ? MAX_WSCALE : cfg->wscale); /* 24, 36 or 40 */
   __builtin_memcpy(&nh[0], &th[2], 2);
   __builtin_memcpy(&nh[2], &th[0], 2);
   put32(nh, 4, isn);
@@ -385,7 +716,7 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   nh[17] = th[17];
 
   const __u32 ntot = 20 + nthl;
-  __u8 frame[ETH_HLEN + 20];
+  __u8* frame = scratch->frame;
   __builtin_memcpy(&frame[0], out_dmac, 6);
   __builtin_memcpy(&frame[6], out_smac, 6);
   frame[12] = 0x08;
@@ -395,13 +726,8 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
 
   /* TCP checksum differences: the header, and the pseudo header's length (the addresses only
    * swap, which the sum does not see). */
-  const __u32 ohsize = thl & 0x3c;
-  if (ohsize < 20 || nthl < 20) return PASS; /* cannot happen; bounds the verifier */
-  const __s64 hdr_diff = bpf_csum_diff((__be32*)pc.hdr, ohsize, (__be32*)nh, nthl, 0);
-  __u8 old_len[4] = {0, IPPROTO_TCP, (__u8)(thl >> 8), (__u8)thl};
-  __u8 new_len[4] = {0, IPPROTO_TCP, (__u8)(nthl >> 8), (__u8)nthl};
-  const __s64 len_diff = bpf_csum_diff((__be32*)old_len, 4, (__be32*)new_len, 4, 0);
-  if (hdr_diff < 0 || len_diff < 0) {
+  __s64 hdr_diff, len_diff;
+  if (header_diffs(pc.hdr, thl, nh, nthl, &hdr_diff, &len_diff) < 0) {
     count(TANDEM_SYN_ST_PASS_UNPARSED);
     return PASS;
   }
@@ -412,7 +738,7 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
     return PASS;
   }
   const __u32 l4 = l3 + 20;
-  int err = bpf_skb_store_bytes(skb, 0, frame, sizeof frame, 0);
+  int err = bpf_skb_store_bytes(skb, 0, frame, ETH_HLEN + 20, 0);
   if (!err) err = bpf_skb_store_bytes(skb, l4, nh, nthl, 0);
   if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)len_diff, BPF_F_PSEUDO_HDR);
   if (!err) err = bpf_l4_csum_replace(skb, l4 + 16, 0, (__u32)hdr_diff, 0);
@@ -422,4 +748,17 @@ int tandem_syn_ingress(struct __sk_buff* skb) {
   }
   count(TANDEM_SYN_ST_ANSWERED);
   return bpf_redirect(out_ifindex, 0);
+}
+
+SEC("tc")
+int tandem_syn_ingress(struct __sk_buff* skb) {
+  /* A dispatcher with a small frame: the handlers' own frames stay within the stack limit. */
+  __u8 b[2];
+  if (skb->pkt_type != PACKET_HOST) return PASS;
+  if (bpf_skb_load_bytes(skb, 12, b, 2) < 0 || b[0] != 0x08 || b[1] != 0x00) return PASS;
+  if (bpf_skb_load_bytes(skb, ETH_HLEN, b, 1) < 0 || b[0] != 0x45) return handle_syn(skb);
+  if (bpf_skb_load_bytes(skb, ETH_HLEN + 9, b, 1) < 0 || b[0] != IPPROTO_TCP) return PASS;
+  if (bpf_skb_load_bytes(skb, ETH_HLEN + 20 + 13, b, 1) < 0) return PASS;
+  if (b[0] == TCPF_ACK) return handle_ack(skb);
+  return handle_syn(skb);
 }

@@ -58,12 +58,15 @@ struct tandem_syn_config {
   tsc_u8 active;            /* 1: this node answers; 0 (a standby, or not yet told): it does not */
   tsc_u8 test_no_route;     /* tests only: when not 0, no route lookup: the SYN-ACK leaves by the
                                interface the SYN came in on, to the SYN's source MAC */
-  tsc_u8 reserved[6];
+  tsc_u8 no_bind;           /* 1: cookie ACKs are not bound in the kernel (a planned switchover
+                               holds the data path: tandemd reads every flow it bound first) */
+  tsc_u8 reserved[5];
 };
 
 /* TANDEM_SYN_KEYS_MAP: hash, key = the period count (tsc_u64, now / period_ns), value = the
  * 16-byte SipHash key SynCookie derives for that period (SHA-256 of label, secret, count).
- * tandemd keeps the current period's and the next one's. */
+ * tandemd keeps the previous, current and next periods' (the previous for cookie ACKs checked
+ * in the kernel, fastpath_bind). */
 struct tandem_syn_key {
   tsc_u8 bytes[16];
 };
@@ -73,6 +76,27 @@ struct tandem_syn_key {
 #define TANDEM_SYN_SVC_ON 0x01u
 /* The SYN-ACK offers window 0 instead of config.window (ServiceConfig::zero_window_handshake). */
 #define TANDEM_SYN_SVC_ZERO_WINDOW 0x02u
+/* Kernel binding (daemon.fastpath_bind): a bare cookie ACK to a service flagged
+ * TANDEM_SYN_SVC_KBIND is checked here and turned into the backend SYN, with both fast-path entries
+ * written armed (docs/fastpath.md, "The cookie ACK in the kernel"). */
+#define TANDEM_SYN_SVC_KBIND 0x04u
+#define TANDEM_SYN_BINDS_MAP "tandem_syn_binds"
+#define TANDEM_SYN_EVENTS_MAP "tandem_fp_events"
+#define TANDEM_SYN_BIND_MAX 16
+struct tandem_syn_backend {
+  tsc_u32 addr; /* wire order */
+  tsc_u16 port; /* wire order */
+  tsc_u8 up;    /* 1: the engine's state is UP */
+  tsc_u8 reserved;
+};
+/* TANDEM_SYN_BINDS_MAP: hash, key tandem_syn_service, value this (host order but addresses). */
+struct tandem_syn_bind {
+  tsc_u32 n;          /* backends, 1..TANDEM_SYN_BIND_MAX, in the service's order */
+  tsc_u32 rr_slot;    /* index of the service's round-robin counter (a per-CPU array) */
+  tsc_u32 close_fast; /* 1: TANDEM_FP_CLOSE_FAST on the entries */
+  tsc_u32 reserved;
+  struct tandem_syn_backend b[TANDEM_SYN_BIND_MAX];
+};
 struct tandem_syn_service {
   tsc_u32 addr;
   tsc_u16 port;
@@ -96,6 +120,8 @@ enum tandem_syn_stat {
                                    routes its SYN-ACK */
   TANDEM_SYN_ST_DROP_UNROUTABLE, /* the client's address is blackholed, unreachable or prohibited:
                                     the SYN is dropped (the engine's SYN-ACK would be) */
+  TANDEM_SYN_ST_BOUND,          /* cookie ACKs turned into backend SYNs (fastpath_bind) */
+  TANDEM_SYN_ST_ACK_PASS,       /* bare ACKs to a bound service left to the engine */
   TANDEM_SYN_ST_COUNT
 };
 

@@ -57,6 +57,12 @@ constexpr KeyHelp kGlobalKeys[] = {
                                "fast path in the kernel (both ACKs sent, the flow put on it "
                                "there), off NFQUEUE; off: through NFQUEUE. Measured slower on "
                                "a 2-CPU host shared with its clients (docs/fastpath.md)"},
+    {"daemon.fastpath_bind", "on: a splice client's cookie ACK is checked in the kernel and "
+                             "turned there into the backend SYN (round-robin over the UP "
+                             "backends; transparent, bind = ack, zero-window services), so that "
+                             "no packet of a connection crosses NFQUEUE (the backend's SYN-ACK "
+                             "answered there too, as with fastpath_splice); needs fastpath_syn; "
+                             "in a pair, needs sync.defer = false"},
     {"daemon.fastpath_max_entries", "fast-path map size, flow directions (two per flow), "
                                     "2-16777216; default 2 x max_flows, at most 262144"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
@@ -625,6 +631,12 @@ void parseFastPath(const Values& values, DaemonConfig& c) {
   if (const Value* v = values.find("daemon.fastpath_splice")) {
     f.splice = parseBool("daemon.fastpath_splice", *v);
   }
+  if (const Value* v = values.find("daemon.fastpath_bind")) {
+    f.bind = parseBool("daemon.fastpath_bind", *v);
+    if (f.bind && !(f.enabled && f.syn))
+      fail("daemon.fastpath_bind", *v, "needs fastpath and fastpath_syn on");
+
+  }
   if (const Value* v = values.find("daemon.fastpath_interfaces")) {
     for (const std::string& name : splitList(v->text)) {
       // IFNAMSIZ - 1 characters, none of which `ip link` refuses.
@@ -813,6 +825,13 @@ DaemonConfig parseConfig(std::istream& file, const std::vector<std::string>& ove
   }
   crossCheck(c.engine.services);
   c.sync = parseSync(values);
+  if (c.fastpath.bind && c.sync && c.sync->defer) {
+    // The kernel answers the backend's SYN-ACK, which deferral holds until the standby has the
+    // flow.
+    fail("daemon.fastpath_bind", *values.find("daemon.fastpath_bind"),
+         "cannot be on in a pair with sync.defer = true (the default): set sync.defer = false, "
+         "or leave fastpath_bind off");
+  }
   return c;
 }
 
@@ -866,6 +885,7 @@ std::string configKeysHelp() {
       {"daemon.fastpath_close", d.fastpath.close_fast ? "on" : "off"},
       {"daemon.fastpath_syn", d.fastpath.syn ? "on" : "off"},
       {"daemon.fastpath_splice", d.fastpath.splice ? "on" : "off"},
+      {"daemon.fastpath_bind", d.fastpath.bind ? "on" : "off"},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -93,6 +93,9 @@ struct FastPathConfig {
   /// Zero-window splices' backend SYN-ACKs answered in the kernel (TANDEM_FP_SYNACK); only with
   /// `enabled`. Off by default: slower on the benchmark's 2-CPU host (docs/fastpath.md).
   bool splice = false;
+  /// Splice cookie ACKs bound in the kernel: the backend SYN and both entries written there, so
+  /// that no packet of a connection crosses NFQUEUE; needs `syn` (docs/fastpath.md).
+  bool bind = false;
   /// Map entries (one per flow direction); parseConfig() sets the default from max_flows.
   uint32_t max_entries = 0;
   /// The default: two per flow of daemon.max_flows, at most this many (the map is preallocated).

@@ -223,6 +223,9 @@ void FastPathAdapter::commit() noexcept {
 void FastPathAdapter::watch(event_base* base, Engine& engine, std::function<void()> after) {
   engine_ = &engine;
   after_ = std::move(after);
+  kernel_.setBindSink([this](const tandem_fp_bind_event& ev) {
+    engine_->fastPathBound(ev, monotonicNs());
+  });
   event_ = event_new(base, kernel_.eventFd(), EV_READ | EV_PERSIST, &FastPathAdapter::onEvents,
                      this);
   if (event_ == nullptr || event_add(event_, nullptr) != 0) {

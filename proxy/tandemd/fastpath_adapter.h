@@ -81,6 +81,7 @@ class FastPathAdapter final : public FastPathPort {
   const std::vector<std::string>& interfaces() const noexcept { return interfaces_; }
   /// The program's flow map, shared with the SYN answerer (SynAnswerAdapter).
   int flowsMapFd() const noexcept { return kernel_.flowsMapFd(); }
+  int eventsMapFd() const noexcept { return kernel_.eventsMapFd(); }
   /// Prometheus text of the tandem_fastpath_* families (the program's statistics; entries from
   /// the engine's counters).
   std::string metricsText(const Counters& counters) const;

@@ -24,7 +24,7 @@ namespace {
 constexpr const char* kDirectionNames[2] = {"from_client", "from_backend"};
 
 /// Scalar fields of Counters that formatMetrics() exports; the assertion catches a new one.
-constexpr size_t kScalarCounters = 38;
+constexpr size_t kScalarCounters = 41;
 static_assert(sizeof(Counters) == sizeof(Counters::drops) + sizeof(Counters::packets) +
                                       sizeof(Counters::replay_pruned) +
                                       sizeof(Counters::replay_offset_unknown) +
@@ -184,6 +184,17 @@ std::string formatMetrics(const StatusSources& s, uint64_t now_ns) {
            "Armed splices the engine took back (the SYN-ACK or a RST came through NFQUEUE, client "
            "data was held, the flow ended).",
            c.fastpath_splices_disarmed);
+  m.single("tandem_fastpath_bound_total", "counter",
+           "Flows whose cookie ACK the kernel checked and turned into the backend SYN, taken by "
+           "the engine from the kernel's report (daemon.fastpath_bind).",
+           c.fastpath_bound);
+  m.single("tandem_fastpath_bind_undone_total", "counter",
+           "Flows the kernel bound that the engine could not take (table full, tuple clash, an "
+           "existing flow of the tuple): the kernel's entries erased, both legs reset unless the "
+           "engine has the tuple.",
+           c.fastpath_bind_undone);
+  m.single("tandem_fastpath_bind_stale_total", "counter",
+           "Kernel bind reports the engine could not read.", c.fastpath_bind_stale);
   m.single("tandem_fastpath_kernel_splices_total", "counter",
            "Splices the kernel completed, applied to their flows.", c.fastpath_kernel_splices);
   m.single("tandem_fastpath_splice_events_stale_total", "counter",

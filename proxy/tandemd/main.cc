@@ -396,8 +396,13 @@ int run(const DaemonConfig& config, Engine& engine) {
   if (pair) {
     try {
       pair->enableControl([&queue, &engine, &loop, ev = queue_ev.get()](bool hold) {
+        // Kernel binding (fastpath_bind) stops with the data path, and the flows it bound
+        // before are read now, so that the handover carries them.
+        if (loop.syn != nullptr) loop.syn->pauseBind(hold);
         if (hold) {
           (void)event_del(ev);
+          drainFastPath(loop);
+          sendOutbox(loop);
         } else {
           if (event_add(ev, nullptr) != 0) logf(LogLevel::kError, "cannot re-add the queue event");
           queue.onReadable(engine);
@@ -432,7 +437,8 @@ int run(const DaemonConfig& config, Engine& engine) {
       std::any_of(config.engine.services.begin(), config.engine.services.end(),
                   [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
     try {
-      syn.emplace(engine, fastpath->interfaces(), fastpath->flowsMapFd(), monotonicNs());
+      syn.emplace(engine, fastpath->interfaces(), fastpath->flowsMapFd(), monotonicNs(),
+                  fastpath->eventsMapFd(), config.fastpath.bind, config.fastpath.close_fast);
     } catch (const std::exception& e) {
       logf(LogLevel::kError, "daemon.fastpath_syn = on, but: %s", e.what());
       return kExitRuntime;

@@ -17,7 +17,8 @@
 # TANDEM_FASTPATH=on: every configuration write_config writes runs with daemon.fastpath = on (the
 # kernel fast path, docs/fastpath.md), to run any test with it; TANDEM_FASTPATH_CLOSE=on|off sets
 # daemon.fastpath_close too, TANDEM_FASTPATH_SYN=on|off daemon.fastpath_syn,
-# TANDEM_FASTPATH_SPLICE=on|off daemon.fastpath_splice.
+# TANDEM_FASTPATH_SPLICE=on|off daemon.fastpath_splice, TANDEM_FASTPATH_BIND=on|off
+# daemon.fastpath_bind.
 
 set -u
 
@@ -362,6 +363,8 @@ write_config() {
     [ -n "${TANDEM_FASTPATH_CLOSE:-}" ] && echo "fastpath_close = $TANDEM_FASTPATH_CLOSE"
     [ -n "${TANDEM_FASTPATH_SYN:-}" ] && echo "fastpath_syn = $TANDEM_FASTPATH_SYN"
     [ -n "${TANDEM_FASTPATH_SPLICE:-}" ] && echo "fastpath_splice = $TANDEM_FASTPATH_SPLICE"
+    [ "${TANDEM_FASTPATH:-off}" = on ] && [ -n "${TANDEM_FASTPATH_BIND:-}" ] &&
+      echo "fastpath_bind = $TANDEM_FASTPATH_BIND"
     echo
     echo "[timeouts]"
     echo "established = $established"

@@ -131,6 +131,11 @@ heartbeat_interval = $HB_INTERVAL
 miss_count = $HB_MISS
 addresses = front=$VIP/32 back=$(pair_group_back)/32
 garp_count = 5" || return 1
+  # Kernel binding (TANDEM_FASTPATH_BIND=on) answers the backend's SYN-ACK in the kernel, which
+  # deferral would hold: the two exclude each other (docs/fastpath.md).
+  if [ "${TANDEM_FASTPATH_BIND:-off}" = on ]; then
+    printf 'defer = false\n' >>"$1"
+  fi
   if [ -n "${PAIR_REALTIME:-}" ]; then
     sed -i "/^\[daemon\]/a realtime_priority = $PAIR_REALTIME" "$1"
   fi

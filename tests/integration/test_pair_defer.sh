@@ -15,6 +15,8 @@
 TDM_PREFIX=${TDM_PREFIX:-tpdf}
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pair_lib.sh"
+# Deferral is what this test checks, and kernel binding excludes it (docs/fastpath.md).
+unset TANDEM_FASTPATH_BIND
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK
 require_kernel

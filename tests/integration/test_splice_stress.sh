@@ -15,7 +15,8 @@
 #      every byte verified; asserts that the rules dropped packets in both directions, that TCP
 #      retransmitted, and that everything verified.
 #   c. The backend leg's SYN lost once (transparent only; the logic does not depend on the
-#      addressing): an xt_recent rule drops the first SYN the proxy sends to a backend. The client
+#      addressing): an xt_recent rule in the backends' raw table drops the first SYN the proxy
+#      sends to a backend (on arrival, so also a SYN the kernel sent with fastpath_bind). The client
 #      believes itself connected (its handshake was with the proxy) and retransmits only its data;
 #      the proxy must send the SYN again, and the connection complete, as it would across a lossy
 #      path without a proxy. (b. loses such a SYN only now and then, about LOSS of connections.)
@@ -288,11 +289,17 @@ lossy_path() {
 
 lost_backend_syn() {
   local a=$1
-  # The first backend SYN (per source address) is recorded and dropped; later ones pass.
-  in_ns "$NS_PRX" iptables -w -t filter -A FORWARD -i front -o back -p tcp --syn \
-    -m recent --name "$TDM_ID" --rcheck -j ACCEPT &&
-    in_ns "$NS_PRX" iptables -w -t filter -A FORWARD -i front -o back -p tcp --syn \
-      -m recent --name "$TDM_ID" --set -j DROP || { fail "$a: xt_recent rules"; return; }
+  # The first backend SYN (per source address) is recorded and dropped where it reaches the
+  # backend (the raw table, before the counters of backend_syns); later ones pass. On arrival,
+  # not in the proxy's FORWARD chain: with TANDEM_FASTPATH_BIND=on the kernel sends the SYN
+  # from tc, past netfilter.
+  local ns
+  for ns in "$NS_BE1" "$NS_BE2"; do
+    in_ns "$ns" iptables -w -t raw -A PREROUTING -p tcp --syn \
+      -m recent --name "$TDM_ID" --rcheck -j ACCEPT &&
+      in_ns "$ns" iptables -w -t raw -A PREROUTING -p tcp --syn \
+        -m recent --name "$TDM_ID" --set -j DROP || { fail "$a: xt_recent rules"; return; }
+  done
   local syns0 pend0 held0 resets0 out rc
   syns0=$(backend_syns)
   pend0=$(metric tandem_drops_total 'reason="splice_pending"')
@@ -303,8 +310,9 @@ lost_backend_syn() {
   local elapsed
   elapsed=$(summary_field "$(echo "$out" | grep '^tcpcheck:' | tail -n 1)" elapsed_ms)
   local dropped
-  dropped=$(in_ns "$NS_PRX" iptables -w -t filter -L FORWARD -nvx | awk '
-    NR > 2 && /recent: SET/ { print $1 }')
+  dropped=$(for ns in "$NS_BE1" "$NS_BE2"; do
+    in_ns "$ns" iptables -w -t raw -L PREROUTING -nvx
+  done | awk 'NR > 2 && /recent: SET/ { sum += $1 } END { print sum + 0 }')
   local detail="backend SYNs dropped by the rule: $dropped; backend SYNs that arrived:"
   detail+=" $(( $(backend_syns) - syns0 )); client segments dropped as splice_pending:"
   detail+=" $(( $(metric tandem_drops_total 'reason="splice_pending"') - pend0 )), held:"
@@ -317,7 +325,7 @@ lost_backend_syn() {
       "exit $rc: $(echo "$out" | tail -n 3)" "$detail" "the client's flow:" \
       "$(flows_matching "$CLIENT_IP:" | grep -v TIME_WAIT | head -n 5)"
   fi
-  in_ns "$NS_PRX" iptables -w -t filter -F FORWARD
+  for ns in "$NS_BE1" "$NS_BE2"; do in_ns "$ns" iptables -w -t raw -F PREROUTING; done
 }
 
 # -------------------------------------------------------------------------------------------

@@ -89,5 +89,46 @@ TEST(ConfigFastPath, KernelSpliceCompletionOffByDefaultOnOnRequest) {
   }
 }
 
+TEST(ConfigFastPath, KernelBindOffByDefaultNeedsTheSynAnswerer) {
+  EXPECT_FALSE(parse({"--daemon.fastpath=on"}).fastpath.bind);
+  EXPECT_TRUE(parse({"--daemon.fastpath=on", "--daemon.fastpath_bind=on"}).fastpath.bind);
+  EXPECT_NE(configKeysHelp().find("daemon.fastpath_bind"), std::string::npos);
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--daemon.fastpath_bind=on"},
+        std::vector<std::string>{"--daemon.fastpath=on", "--daemon.fastpath_syn=off",
+                                 "--daemon.fastpath_bind=on"},
+        std::vector<std::string>{"--daemon.fastpath=on", "--daemon.fastpath_bind=maybe"}}) {
+    try {
+      parse(bad);
+      ADD_FAILURE() << "accepted " << bad.back();
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("daemon.fastpath_bind:", 0), 0u) << e.what();
+    }
+  }
+}
+
+TEST(ConfigFastPath, KernelBindInAPairNeedsDeferralOff) {
+  const std::string pair = std::string(kService) + R"([sync]
+node_id = 1
+bind = 10.9.0.1:7600
+peer = 10.9.0.2:7600
+key = 000102030405060708090a0b0c0d0e0f
+addresses = front=10.10.1.100/32
+)";
+  const std::vector<std::string> on = {"--daemon.fastpath=on", "--daemon.fastpath_bind=on"};
+  {
+    std::istringstream in(pair);  // sync.defer defaults to true
+    try {
+      parseConfig(in, on);
+      ADD_FAILURE() << "accepted with deferral";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("daemon.fastpath_bind:", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("sync.defer"), std::string::npos) << e.what();
+    }
+  }
+  std::istringstream in(pair + "defer = false\n");
+  EXPECT_TRUE(parseConfig(in, on).fastpath.bind);
+}
+
 }  // namespace
 }  // namespace tandem

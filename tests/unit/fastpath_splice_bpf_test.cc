@@ -22,7 +22,6 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -32,9 +31,9 @@
 #include "common/packet.h"
 #include "common/tcp_options.h"
 #include "proxy/core/engine.h"
-#include "proxy/core/fastpath_port.h"
 #include "proxy/fastpath/kernel_fastpath.h"
 #include "tests/unit/engine_run.h"
+#include "tests/unit/fastpath_ports.h"
 #include "tests/unit/kernel_fastpath_fixture.h"
 #include "tests/unit/packet_builder.h"
 
@@ -52,49 +51,8 @@ uint16_t processPort() { return static_cast<uint16_t>(10000 + getpid() % 50000);
 std::string backendEp() { return "198.51.100.200:" + std::to_string(processPort()); }
 std::string clientEp() { return "198.51.100.2:" + std::to_string(processPort()); }
 
-struct KeyLess {
-  bool operator()(const tandem_fp_key& a, const tandem_fp_key& b) const {
-    return std::memcmp(&a, &b, sizeof a) < 0;
-  }
-};
-
-/// The twin's map.
-class MemoryPort : public FastPathPort {
- public:
-  bool put(const tandem_fp_key& k, const tandem_fp_rewrite& v) noexcept override {
-    map[k] = v;
-    return true;
-  }
-  bool get(const tandem_fp_key& k, tandem_fp_rewrite& v) const noexcept override {
-    const auto it = map.find(k);
-    if (it == map.end()) return false;
-    v = it->second;
-    return true;
-  }
-  bool erase(const tandem_fp_key& k) noexcept override { return map.erase(k) > 0; }
-  void clear() noexcept override { map.clear(); }
-  std::map<tandem_fp_key, tandem_fp_rewrite, KeyLess> map;
-};
-
-/// The engine's port over the loaded program's map, as the daemon's (without its deferral).
-class KernelPort : public FastPathPort {
- public:
-  explicit KernelPort(KernelFastPath& k) : k_(k) {}
-  bool put(const tandem_fp_key& k, const tandem_fp_rewrite& v) noexcept override {
-    return k_.update(k, v);
-  }
-  bool putPair(const tandem_fp_key* k, const tandem_fp_rewrite* v) noexcept override {
-    return k_.updateBatch(k, v, 2) == 2;
-  }
-  bool get(const tandem_fp_key& k, tandem_fp_rewrite& v) const noexcept override {
-    return k_.lookup(k, v);
-  }
-  bool erase(const tandem_fp_key& k) noexcept override { return k_.erase(k); }
-  void clear() noexcept override { k_.clear(); }
-
- private:
-  KernelFastPath& k_;
-};
+using test::KernelPort;
+using test::MemoryPort;
 
 /// What the client and the backend offer in their SYN and SYN-ACK.
 struct Variant {
