@@ -103,11 +103,6 @@ bool KernelSynCookie::load(int fp_flows_fd, int fp_events_fd, std::string* log) 
   return true;
 }
 
-bool KernelSynCookie::putBind(const tandem_syn_service& service,
-                              const tandem_syn_bind& bind) noexcept {
-  return bpf_map_update_elem(impl_->binds_fd, &service, &bind, BPF_ANY) == 0;
-}
-
 KernelSynCookie::~KernelSynCookie() = default;
 
 void KernelSynCookie::attach(const std::string& ifname) {
@@ -153,6 +148,11 @@ bool KernelSynCookie::putService(const tandem_syn_service& service, uint8_t flag
 
 bool KernelSynCookie::eraseService(const tandem_syn_service& service) noexcept {
   return bpf_map_delete_elem(impl_->services_fd, &service) == 0;
+}
+
+bool KernelSynCookie::putBind(const tandem_syn_service& service,
+                              const tandem_syn_bind& bind) noexcept {
+  return bpf_map_update_elem(impl_->binds_fd, &service, &bind, BPF_ANY) == 0;
 }
 
 std::vector<uint64_t> KernelSynCookie::stats() const noexcept {

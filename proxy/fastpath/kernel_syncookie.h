@@ -19,12 +19,10 @@ class KernelSynCookie {
  public:
   /// Loads the program and creates its maps (the config says "not active" until written).
   /// `fp_flows_fd`: the fast path's flow map (KernelFastPath::flowsMapFd()), shared so that a
-  /// SYN on a fast flow's tuple goes to the engine; -1: none. Throws std::runtime_error naming
-  /// what failed.
+  /// SYN on a fast flow's tuple goes to the engine; -1: none. `fp_events_fd`: the fast path's
+  /// event ring, shared for the bind reports (fastpath_bind); -1: a private one. Throws
+  /// std::runtime_error naming what failed.
   explicit KernelSynCookie(int fp_flows_fd = -1, int fp_events_fd = -1);
-  /// `fp_events_fd`: the fast path's event ring, shared for the bind reports (fastpath_bind).
-  /// putBind: a kernel-bound service's backends and their states (TANDEM_SYN_BINDS_MAP).
-  bool putBind(const tandem_syn_service& service, const tandem_syn_bind& bind) noexcept;
   ~KernelSynCookie();  ///< detaches everywhere, closes the maps
   KernelSynCookie(const KernelSynCookie&) = delete;
   KernelSynCookie& operator=(const KernelSynCookie&) = delete;
@@ -41,10 +39,13 @@ class KernelSynCookie {
   bool eraseKey(uint64_t count) noexcept;
   /// The periods whose keys are in the map.
   std::vector<uint64_t> keyCounts() const;
-  /// `flags`: TANDEM_SYN_SVC_ON, with TANDEM_SYN_SVC_ZERO_WINDOW for a zero-window handshake.
+  /// `flags`: TANDEM_SYN_SVC_ON, with TANDEM_SYN_SVC_ZERO_WINDOW for a zero-window handshake
+  /// and TANDEM_SYN_SVC_KBIND for a kernel-bound service.
   bool putService(const tandem_syn_service& service,
                   uint8_t flags = TANDEM_SYN_SVC_ON) noexcept;
   bool eraseService(const tandem_syn_service& service) noexcept;
+  /// A kernel-bound service's backends and their states (TANDEM_SYN_BINDS_MAP).
+  bool putBind(const tandem_syn_service& service, const tandem_syn_bind& bind) noexcept;
 
   /// Sum over CPUs of TANDEM_SYN_STATS_MAP.
   std::vector<uint64_t> stats() const noexcept;

@@ -6,8 +6,8 @@
 // the bind event leaves in the first engine (Engine::fastPathBound). Then the backend's SYN-ACK
 // completes both (the fast path program for one, the engine for the twin) and the flows must
 // still agree: the kernel's id resolves to the engine's slot. Then what the program leaves to the
-// engine (forged and stale cookies, no UP backend, an entry already there) and the engine's undo
-// of a flow it cannot take.
+// engine (a bad IP checksum, forged and stale cookies, no UP backend, an entry already there)
+// and the engine's undo of a flow it cannot take.
 //
 // Needs root and a kernel with BPF: skipped loudly otherwise (CI runs it as root).
 #include <gtest/gtest.h>
@@ -268,6 +268,10 @@ TEST_P(KernelBindBpf, WhatTheProgramLeavesToTheEngine) {
     EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u) << what;
     EXPECT_TRUE(binds_.empty()) << what;
   };
+  // A bad IPv4 header checksum (the stack would drop it before the engine).
+  std::vector<uint8_t> bad_ip = ack;
+  bad_ip[10] ^= 0x01;
+  expectPassed(bad_ip, "bad IP header checksum");
   // A forged cookie: one bit of the MAC part flipped.
   std::vector<uint8_t> forged = ack;
   store32(forged.data() + 28, load32(forged.data() + 28) ^ 0x100);
