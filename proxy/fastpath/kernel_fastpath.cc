@@ -32,7 +32,6 @@ struct KernelFastPath::Impl {
   int prog_fd = -1;
   int flows_fd = -1;
   int events_fd = -1;
-  std::function<void(const tandem_fp_bind_event&)> bind_fn;
   const std::function<void(const tandem_fp_bind_event&)>* bind_sink = nullptr;
   int stats_fd = -1;
   int config_fd = -1;
@@ -176,10 +175,6 @@ size_t KernelFastPath::clear() noexcept {
 
 int KernelFastPath::flowsMapFd() const noexcept { return impl_->flows_fd; }
 int KernelFastPath::eventsMapFd() const noexcept { return impl_->events_fd; }
-void KernelFastPath::setBindSink(std::function<void(const tandem_fp_bind_event&)> fn) {
-  impl_->bind_fn = std::move(fn);
-  impl_->bind_sink = impl_->bind_fn ? &impl_->bind_fn : nullptr;
-}
 
 std::vector<uint64_t> KernelFastPath::stats() const noexcept {
   return bpfutil::sumPerCpu(impl_->stats_fd, TANDEM_FP_ST_COUNT);
@@ -194,12 +189,15 @@ size_t KernelFastPath::drainEvents(
 
 size_t KernelFastPath::drainEvents(
     const std::function<void(const tandem_fp_event&)>& close,
-    const std::function<void(const tandem_fp_splice_event&)>& splice) noexcept {
+    const std::function<void(const tandem_fp_splice_event&)>& splice,
+    const std::function<void(const tandem_fp_bind_event&)>& bind) noexcept {
   impl_->sink = &close;
   impl_->splice_sink = splice ? &splice : nullptr;
+  impl_->bind_sink = bind ? &bind : nullptr;
   const int n = ring_buffer__consume(impl_->events);
   impl_->sink = nullptr;
   impl_->splice_sink = nullptr;
+  impl_->bind_sink = nullptr;
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 

@@ -44,21 +44,23 @@ class KernelFastPath {
 
   /// The fd of TANDEM_FP_FLOWS_MAP, for another program to share it (the SYN answerer).
   int flowsMapFd() const noexcept;
-  /// The event ring's map fd (shared with the SYN program, which reports the cookie ACKs it
-  /// binds there: daemon.fastpath_bind), and where drainEvents() hands those reports.
+  /// The event ring's map fd, for the SYN program to share it (it reports the cookie ACKs it
+  /// binds there: daemon.fastpath_bind).
   int eventsMapFd() const noexcept;
-  void setBindSink(std::function<void(const tandem_fp_bind_event&)> fn);
 
   /// Sum over CPUs of TANDEM_FP_STATS_MAP.
   std::vector<uint64_t> stats() const noexcept;
 
   /// Readable when events are waiting (for the event loop).
   int eventFd() const noexcept;
-  /// Hands every waiting close event to `close` and every splice the program completed to
-  /// `splice` (dropped when empty); returns how many events were read.
-  size_t drainEvents(const std::function<void(const tandem_fp_event&)>& close,
-                     const std::function<void(const tandem_fp_splice_event&)>& splice) noexcept;
-  /// The close events only (splice events are read and dropped).
+  /// Hands every waiting close event to `close`, every splice the program completed to `splice`
+  /// and every cookie ACK the SYN program bound to `bind` (each dropped when empty); returns how
+  /// many events were read.
+  size_t drainEvents(
+      const std::function<void(const tandem_fp_event&)>& close,
+      const std::function<void(const tandem_fp_splice_event&)>& splice,
+      const std::function<void(const tandem_fp_bind_event&)>& bind = nullptr) noexcept;
+  /// The close events only (the others are read and dropped).
   size_t drainEvents(const std::function<void(const tandem_fp_event&)>& fn) noexcept;
 
   /// Tests only: TANDEM_FP_CFG_TEST_NO_ROUTE (the ACK that opens a client's window leaves by

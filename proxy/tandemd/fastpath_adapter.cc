@@ -223,9 +223,6 @@ void FastPathAdapter::commit() noexcept {
 void FastPathAdapter::watch(event_base* base, Engine& engine, std::function<void()> after) {
   engine_ = &engine;
   after_ = std::move(after);
-  kernel_.setBindSink([this](const tandem_fp_bind_event& ev) {
-    engine_->fastPathBound(ev, monotonicNs());
-  });
   event_ = event_new(base, kernel_.eventFd(), EV_READ | EV_PERSIST, &FastPathAdapter::onEvents,
                      this);
   if (event_ == nullptr || event_add(event_, nullptr) != 0) {
@@ -245,7 +242,8 @@ size_t FastPathAdapter::drain(uint64_t now_ns) noexcept {
   const uint64_t generation = engine_->spliceGeneration();
   const size_t n = kernel_.drainEvents(
       [this, now_ns](const tandem_fp_event& ev) { engine_->fastPathClose(ev, now_ns); },
-      [this, now_ns](const tandem_fp_splice_event& ev) { engine_->fastPathSpliced(ev, now_ns); });
+      [this, now_ns](const tandem_fp_splice_event& ev) { engine_->fastPathSpliced(ev, now_ns); },
+      [this, now_ns](const tandem_fp_bind_event& ev) { engine_->fastPathBound(ev, now_ns); });
   if (engine_->spliceGeneration() != generation && on_spliced_) on_spliced_(now_ns);
   return n;
 }

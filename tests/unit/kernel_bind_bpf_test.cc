@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -98,7 +99,6 @@ class KernelBindBpf : public test::KernelFastPathFixture<::testing::TestWithPara
     KernelFastPathFixture::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     ASSERT_TRUE(fp_->setTestNoRoute(true));
-    fp_->setBindSink([this](const tandem_fp_bind_event& e) { binds_.push_back(e); });
     port_ = std::make_unique<KernelPort>(*fp_);
     for (Engine* e : {&kernel_, &twin_}) e->setCookieClockOffset(kOffset);
     kernel_.setFastPath(port_.get(), true);
@@ -167,6 +167,13 @@ class KernelBindBpf : public test::KernelFastPathFixture<::testing::TestWithPara
     return b.build();
   }
 
+  /// Every waiting event: closes to `close`, splices to `splice`, binds into binds_.
+  size_t drain(const std::function<void(const tandem_fp_event&)>& close,
+               const std::function<void(const tandem_fp_splice_event&)>& splice = nullptr) {
+    return fp_->drainEvents(close, splice,
+                            [this](const tandem_fp_bind_event& e) { binds_.push_back(e); });
+  }
+
   std::unique_ptr<KernelSynCookie> k_;
   std::unique_ptr<KernelPort> port_;
   Engine kernel_{bindConfig()};
@@ -215,7 +222,7 @@ TEST_P(KernelBindBpf, TheKernelBindsExactlyAsTheEngine) {
   }
 
   // The event, into the first engine: the same flow, nothing sent.
-  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) { ADD_FAILURE() << "a close event"; },
+  EXPECT_EQ(drain([](const tandem_fp_event&) { ADD_FAILURE() << "a close event"; },
                              [](const tandem_fp_splice_event&) { ADD_FAILURE() << "a splice"; }),
             1u);
   ASSERT_EQ(binds_.size(), 1u);
@@ -241,7 +248,7 @@ TEST_P(KernelBindBpf, TheKernelBindsExactlyAsTheEngine) {
   std::vector<uint8_t> sa = synack(be);
   EXPECT_EQ(fp_->testRun(sa), TC_ACT_REDIRECT);
   std::vector<tandem_fp_splice_event> evs;
-  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) { ADD_FAILURE() << "a close event"; },
+  EXPECT_EQ(drain([](const tandem_fp_event&) { ADD_FAILURE() << "a close event"; },
                              [&](const tandem_fp_splice_event& e) { evs.push_back(e); }),
             1u);
   ASSERT_EQ(evs.size(), 1u);
@@ -265,7 +272,7 @@ TEST_P(KernelBindBpf, WhatTheProgramLeavesToTheEngine) {
     EXPECT_EQ(f, orig) << what;
     const auto after = k_->stats();
     EXPECT_EQ(after[TANDEM_SYN_ST_BOUND], before[TANDEM_SYN_ST_BOUND]) << what;
-    EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 0u) << what;
+    EXPECT_EQ(drain([](const tandem_fp_event&) {}), 0u) << what;
     EXPECT_TRUE(binds_.empty()) << what;
   };
   // A bad IPv4 header checksum (the stack would drop it before the engine).
@@ -292,7 +299,7 @@ TEST_P(KernelBindBpf, WhatTheProgramLeavesToTheEngine) {
   const Endpoint be1 = *Endpoint::parse(backendEp(1));
   EXPECT_EQ(load32(f.data() + 14 + 16), be1.addr.v4());
   EXPECT_EQ(load16(f.data() + 14 + 22), be1.port);
-  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 1u);
+  EXPECT_EQ(drain([](const tandem_fp_event&) {}), 1u);
   ASSERT_EQ(binds_.size(), 1u);
   EXPECT_EQ(binds_[0].backend, 1u);
   binds_.clear();
@@ -319,7 +326,7 @@ TEST_P(KernelBindBpf, TheEngineUndoesAFlowItCannotTake) {
 
   std::vector<uint8_t> f = frame(ack);
   ASSERT_EQ(k_->testRun(f), TC_ACT_REDIRECT);
-  EXPECT_EQ(fp_->drainEvents([](const tandem_fp_event&) {}), 1u);
+  EXPECT_EQ(drain([](const tandem_fp_event&) {}), 1u);
   ASSERT_EQ(binds_.size(), 1u);
   full.fastPathBound(binds_[0], kSec);
   EXPECT_EQ(full.counters().fastpath_bound, 0u);
