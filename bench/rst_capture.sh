@@ -13,12 +13,16 @@
 #
 # Usage (root):  bench/rst_capture.sh
 # Environment:   WORKERS=256 DURATION=3 OUT=bench/out/rst-<date>
-#                MODE=splice (passthrough: the service's mode = passthrough)
+#                MODE=splice (passthrough: the service's mode = passthrough; dnat: no tandemd,
+#                an iptables DNAT rule of the VIP to the backend in the proxy, conntrack's
+#                baseline, as system_bench.sh's dnat path)
 #                FASTPATH=off (on: daemon.fastpath = on, the kernel fast path, docs/fastpath.md)
 #                FP_SPLICE=off (on, with FASTPATH=on: daemon.fastpath_splice = on, the backend's
 #                SYN-ACK answered in the kernel)
 #                FP_BIND=off (on, with FASTPATH=on: daemon.fastpath_bind = on, the client's cookie
 #                ACK turned into the backend SYN in the kernel)
+#                FP_REDIRECT=off (on, with FASTPATH=on: daemon.fastpath_redirect = on, translated
+#                packets sent straight out of the routed interface, past the IP stack)
 #                RUNS=1 (more: that many tcpcheck runs in a row, each after the first with a
 #                new tandemd, which meets the previous one's tuples in TIME_WAIT at the client;
 #                metrics and /flows are the last tandemd's)
@@ -51,14 +55,17 @@ command -v tcpdump >/dev/null || die "tcpdump not installed"
 [[ $FASTPATH =~ ^(on|off)$ ]] || die "FASTPATH is on or off"
 FP_SPLICE=${FP_SPLICE:-off}
 MODE=${MODE:-splice}
-[[ $MODE =~ ^(splice|passthrough)$ ]] || die "MODE is splice or passthrough"
+[[ $MODE =~ ^(splice|passthrough|dnat)$ ]] || die "MODE is splice, passthrough or dnat"
 [[ $FP_SPLICE =~ ^(on|off)$ ]] || die "FP_SPLICE is on or off"
 FP_BIND=${FP_BIND:-off}
 [[ $FP_BIND =~ ^(on|off)$ ]] || die "FP_BIND is on or off"
+FP_REDIRECT=${FP_REDIRECT:-off}
+[[ $FP_REDIRECT =~ ^(on|off)$ ]] || die "FP_REDIRECT is on or off"
 SYSCALLS=${SYSCALLS:-0}
 [[ $SYSCALLS =~ ^[01]$ ]] || die "SYSCALLS is 0 or 1"
 [ "$SYSCALLS" -eq 0 ] || command -v perf >/dev/null || die "SYSCALLS=1 needs perf"
 RUNS=${RUNS:-1}
+[ "$MODE" != dnat ] || [ "$SYSCALLS$RUNS" = 01 ] || die "MODE=dnat has no tandemd: no SYSCALLS, no RUNS"
 for v in WORKERS DURATION RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number"
 done
@@ -92,7 +99,7 @@ conf=$OUT/tandemd.conf
   echo "metrics = $METRICS_ADDR"
   echo "max_flows = 1000000"
   [ "$FASTPATH" = on ] && echo "fastpath = on" && echo "fastpath_splice = $FP_SPLICE" &&
-    echo "fastpath_bind = $FP_BIND"
+    echo "fastpath_bind = $FP_BIND" && echo "fastpath_redirect = $FP_REDIRECT"
   echo
   echo "[service.$MODE]"
   echo "vip = $VIP:$PORT"
@@ -100,7 +107,12 @@ conf=$OUT/tandemd.conf
   echo "mode = $MODE"
   echo "addressing = transparent"
 } >"$conf"
-start_tandemd "$conf" || die "tandemd did not start"
+if [ "$MODE" = dnat ]; then
+  in_ns "$NS_PRX" iptables -t nat -A PREROUTING -d "$VIP" -p tcp --dport "$PORT" \
+    -j DNAT --to-destination "$BE1_IP:$PORT" || die "DNAT rule"
+else
+  start_tandemd "$conf" || die "tandemd did not start"
+fi
 echo "VIP=$VIP CLIENT=$CLIENT_IP BE1=$BE1_IP" >"$OUT/addrs"
 chmod 777 "$OUT"  # tcpdump writes as its own user
 for dev in front back; do
@@ -108,7 +120,7 @@ for dev in front back; do
 done
 sleep 1
 
-http_get /metrics >"$OUT/m0.prom"
+[ "$MODE" = dnat ] || http_get /metrics >"$OUT/m0.prom"
 uptime >"$OUT/load"
 perf_pid=""
 if [ "$SYSCALLS" -eq 1 ]; then
@@ -132,13 +144,16 @@ done
 [ -z "$perf_pid" ] || wait "$perf_pid"
 uptime >>"$OUT/load"
 sleep 1  # the last RSTs, and the captures flushed
-http_get /metrics >"$OUT/m1.prom"
-http_get '/flows?limit=1000000' >"$OUT/flows.txt"
+if [ "$MODE" != dnat ]; then
+  http_get /metrics >"$OUT/m1.prom"
+  http_get '/flows?limit=1000000' >"$OUT/flows.txt"
+fi
 in_ns "$NS_PRX" cat /proc/net/netfilter/nfnetlink_queue >"$OUT/nfq.txt"
 
 grep "conns=" "$OUT/cr.txt" | sed "s/^/# /"
 echo "# load: $(head -n 1 "$OUT/load" | sed 's/.*load average: //') ->" \
   "$(tail -n 1 "$OUT/load" | sed 's/.*load average: //')"
+[ "$MODE" = dnat ] && echo "# captures in $OUT; timeline: python3 $ROOT/bench/rst_classify.py $OUT --timeline" && exit 0
 echo "# RST counters after the run:"
 grep -E '^tandem_(rst_|drops_total\{reason="rst)|^tandem_flows_reopened' "$OUT/m1.prom" |
   sed 's/^/#   /'

@@ -23,8 +23,11 @@ Usage: rst_classify.py DIR               a table: count, verdict, flags, provoki
                                           client (c:) and backend (b:) segment marked with how it
                                           crossed the proxy: nfq (its copy on the other leg 15 us
                                           or more later: through tandemd) or k (the kernel)
-       rst_classify.py DIR --timeline     median and 90th percentile of each step of a splice
+       rst_classify.py DIR --timeline     median and 90th percentile of each step of a
                                           connection's opening, SYN to the first response byte
+                                          (a splice's, or one passed through: MODE=dnat or
+                                          passthrough), each side's FIN across the proxy, and
+                                          the gap from one SYN to the next
 """
 import collections
 import struct
@@ -207,42 +210,73 @@ def paths(by_port, client):
 
 def timeline(by_port, client):
     steps = collections.defaultdict(list)
+    syns = []
+    first = lambda pkts, cond: next((p for p in pkts if cond(p)), None)
+
+    def closes(front, back):
+        # Each side's FIN across the proxy: what forwarding one segment costs there.
+        for name, a, b in (
+                ("client's FIN in -> out to the backend",
+                 first(front, lambda p: p["src"] == client and p["fl"] & 1),
+                 first(back, lambda p: p["src"] == client and p["fl"] & 1)),
+                ("backend's FIN in -> out to the client",
+                 first(back, lambda p: p["src"] != client and p["fl"] & 1),
+                 first(front, lambda p: p["src"] != client and p["fl"] & 1))):
+            if a is not None and b is not None:
+                steps[name].append(b["t"] - a["t"])
+
     for port, front in by_port["F"].items():
         back = by_port["B"][port]
-        first = lambda pkts, cond: next((p for p in pkts if cond(p)), None)
         syn = first(front, lambda p: p["src"] == client and p["fl"] & 2)
         synack = first(front, lambda p: p["src"] != client and p["fl"] & 18 == 18)
         if syn is None or synack is None:
             continue
+        syns.append(syn["t"])
         cack = first(front, lambda p: p["src"] == client and p["fl"] & 18 == 16 and
                      p["len"] == 0 and p["t"] >= synack["t"])
         bsyn = first(back, lambda p: p["src"] == client and p["fl"] & 2)
         bsynack = first(back, lambda p: p["src"] != client and p["fl"] & 18 == 18)
-        if None in (cack, bsyn, bsynack) or not syn["t"] <= cack["t"] <= bsyn["t"]:
-            continue
-        back_ack = first(back, lambda p: p["src"] == client and p["fl"] & 18 == 16 and
-                         p["t"] >= bsynack["t"])
-        opened = first(front, lambda p: p["src"] != client and not p["fl"] & 2 and
-                       p["t"] >= bsynack["t"])
         req = first(front, lambda p: p["src"] == client and p["len"] > 0)
         breq = first(back, lambda p: p["src"] == client and p["len"] > 0)
         bresp = first(back, lambda p: p["src"] != client and p["len"] > 0)
         fresp = first(front, lambda p: p["src"] != client and p["len"] > 0)
-        if None in (back_ack, opened, req, breq, bresp, fresp):
+        if None in (cack, bsyn, bsynack, req, breq, bresp, fresp):
             continue
-        for name, a, b in (("SYN -> SYN-ACK out", syn, synack),
-                           ("SYN-ACK -> cookie ACK in", synack, cack),
-                           ("cookie ACK in -> backend SYN out", cack, bsyn),
-                           ("backend SYN -> its SYN-ACK in", bsyn, bsynack),
-                           ("backend SYN-ACK in -> ACK to the backend out", bsynack, back_ack),
-                           ("backend SYN-ACK in -> first segment to the client out", bsynack,
-                            opened),
-                           ("that segment -> client's request in", opened, req),
-                           ("request in -> out to the backend", req, breq),
-                           ("request out -> response in", breq, bresp),
-                           ("response in -> out to the client", bresp, fresp),
-                           ("SYN -> response out (total)", syn, fresp)):
+        if bsynack["t"] <= synack["t"]:
+            # Passed through (conntrack DNAT, passthrough): the client's SYN opens the backend's
+            # handshake, whose SYN-ACK the proxy forwards.
+            opening = (("SYN in -> out to the backend", syn, bsyn),
+                       ("backend SYN -> its SYN-ACK in", bsyn, bsynack),
+                       ("its SYN-ACK in -> out to the client", bsynack, synack),
+                       ("SYN-ACK out -> client's ACK in", synack, cack),
+                       ("client's ACK in -> its request in", cack, req))
+        else:
+            # Spliced: the proxy answers the client, then opens the backend leg.
+            back_ack = first(back, lambda p: p["src"] == client and p["fl"] & 18 == 16 and
+                             p["t"] >= bsynack["t"])
+            opened = first(front, lambda p: p["src"] != client and not p["fl"] & 2 and
+                           p["t"] >= bsynack["t"])
+            if None in (back_ack, opened) or not syn["t"] <= cack["t"] <= bsyn["t"]:
+                continue
+            opening = (("SYN -> SYN-ACK out", syn, synack),
+                       ("SYN-ACK -> cookie ACK in", synack, cack),
+                       ("cookie ACK in -> backend SYN out", cack, bsyn),
+                       ("backend SYN -> its SYN-ACK in", bsyn, bsynack),
+                       ("backend SYN-ACK in -> ACK to the backend out", bsynack, back_ack),
+                       ("backend SYN-ACK in -> first segment to the client out", bsynack,
+                        opened),
+                       ("that segment -> client's request in", opened, req))
+        for name, a, b in opening + (("request in -> out to the backend", req, breq),
+                                     ("request out -> response in", breq, bresp),
+                                     ("response in -> out to the client", bresp, fresp),
+                                     ("SYN -> response out (total)", syn, fresp)):
             steps[name].append(b["t"] - a["t"])
+        closes(front, back)
+    # With one worker, a connection starts when the last one is done: the cycle is the rate's
+    # inverse, and what the steps above leave of it is the client's close and next connect.
+    syns.sort()
+    steps["SYN -> next connection's SYN (1 worker: the cycle)"] = [
+        b - a for a, b in zip(syns, syns[1:])]
     print("step\tconnections\tp50 us\tp90 us")
     for name, v in steps.items():
         v.sort()

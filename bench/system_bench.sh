@@ -50,6 +50,9 @@
 #                 FP_BIND=on|off (tandem-splice-fp: daemon.fastpath_bind, the cookie ACK turned
 #                 into the backend SYN in the kernel, no packet of a connection through
 #                 NFQUEUE; unset: tandemd's default, off)
+#                 FP_REDIRECT=on|off (tandem-splice-fp, tandem-tr-fp: daemon.fastpath_redirect,
+#                 translated packets sent straight out of the routed interface, past the IP
+#                 stack; unset: tandemd's default, off)
 #                 HANDSHAKE_WINDOW=zero|open (both splice paths: the services'
 #                 handshake_window, docs/splice.md; unset: tandemd's default, zero)
 #                 TANDEMD=... TCPCHECK=... TCPINJECT=... (default: build/release binaries)
@@ -116,6 +119,7 @@ HANDSHAKE_WINDOW=${HANDSHAKE_WINDOW:-}
 [[ $HANDSHAKE_WINDOW =~ ^(|zero|open)$ ]] || die "HANDSHAKE_WINDOW is zero or open"
 [[ ${FP_SPLICE:-} =~ ^(|on|off)$ ]] || die "FP_SPLICE is on or off"
 [[ ${FP_BIND:-} =~ ^(|on|off)$ ]] || die "FP_BIND is on or off"
+[[ ${FP_REDIRECT:-} =~ ^(|on|off)$ ]] || die "FP_REDIRECT is on or off"
 for v in ROUNDS DURATION OMIT RR_COUNT CR_DURATION CR_CONNS QUIET_BUSY QUIET_MAX FLOOD \
     FLOOD_RATE PERF; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
@@ -322,6 +326,7 @@ setup_paths() {
     [ -n "${FP_SYN:-}" ] && echo "fastpath_syn = $FP_SYN"
     [ -n "${FP_SPLICE:-}" ] && echo "fastpath_splice = $FP_SPLICE"
     [ -n "${FP_BIND:-}" ] && echo "fastpath_bind = $FP_BIND"
+    [ -n "${FP_REDIRECT:-}" ] && echo "fastpath_redirect = $FP_REDIRECT"
     for p in "$((IPERF_BASE + 6))" "$((TCPC_BASE + 6))"; do
       echo
       echo "[service.splicefp-$p]"
@@ -1345,6 +1350,7 @@ write_meta() {
     [ -n "${FP_SYN:-}" ] && printf ' FP_SYN=%s' "$FP_SYN"
     [ -n "${FP_SPLICE:-}" ] && printf ' FP_SPLICE=%s' "$FP_SPLICE"
     [ -n "${FP_BIND:-}" ] && printf ' FP_BIND=%s' "$FP_BIND"
+    [ -n "${FP_REDIRECT:-}" ] && printf ' FP_REDIRECT=%s' "$FP_REDIRECT"
     [ -n "$HANDSHAKE_WINDOW" ] && printf ' HANDSHAKE_WINDOW=%s' "$HANDSHAKE_WINDOW"
     printf ' QUIET_BUSY=%s QUIET_MAX=%s PATHS="%s" %s\n' "$QUIET_BUSY" "$QUIET_MAX" "$PATHS" \
       "$BENCH_CMDLINE"

@@ -372,6 +372,41 @@ static __always_inline int splice_synack(struct __sk_buff* skb, struct tandem_fp
   return bpf_redirect(client_if, 0);
 }
 
+/* daemon.fastpath_redirect (TANDEM_FP_CFG_REDIRECT): the translated packet leaves by the
+ * interface ip_forward() would send it out of, found as ip_forward() would find it
+ * (bpf_fib_lookup: the FIB rules and tables, forwarding enabled on the interface it came in on,
+ * a unicast route, the MTU, GSO-aware with tot_len 0) and to the neighbour's MAC, its TTL
+ * decremented as ip_decrease_ttl() does. It skips the IP stack: ip_rcv(), the route lookup, and
+ * netfilter's PREROUTING, FORWARD and POSTROUTING hooks. `ip` is the IPv4 header as it came in
+ * (translation changes neither TTL nor protocol), `addrs` the translated addresses. Returns the
+ * tc action; -1 when the stack must forward it (it then sends any ICMP error, resolves the
+ * neighbour, fragments); -2 when a write failed half done (it cannot, the packet being written
+ * already: drop). */
+static __always_inline int forward_direct(struct __sk_buff* skb, const __u8* ip,
+                                          const __u32* addrs, __u16 sport, __u16 dport) {
+  if (ip[8] <= 1) return -1; /* ip_forward(): ICMP time exceeded */
+  struct bpf_fib_lookup fib = {};
+  fib.family = 2; /* AF_INET */
+  fib.tos = ip[1];
+  fib.l4_protocol = IPPROTO_TCP;
+  fib.sport = sport;
+  fib.dport = dport;
+  fib.ifindex = skb->ifindex;
+  fib.ipv4_src = addrs[0];
+  fib.ipv4_dst = addrs[1];
+  if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+  __u16 old_word, new_word; /* TTL and protocol: the header checksum changes by RFC 1624 */
+  __builtin_memcpy(&old_word, &ip[8], 2);
+  const __u8 ttl_proto[2] = {(__u8)(ip[8] - 1), ip[9]};
+  __builtin_memcpy(&new_word, ttl_proto, 2);
+  if (bpf_skb_store_bytes(skb, ETH_HLEN + 8, ttl_proto, 1, 0) < 0 ||
+      bpf_l3_csum_replace(skb, ETH_HLEN + 10, old_word, new_word, 2) < 0 ||
+      bpf_skb_store_bytes(skb, 0, fib.dmac, 6, 0) < 0 ||
+      bpf_skb_store_bytes(skb, 6, fib.smac, 6, 0) < 0)
+    return -2; /* half written: dropped, as on a wire (the senders retransmit) */
+  return bpf_redirect(fib.ifindex, 0);
+}
+
 SEC("tc")
 int tandem_fp_ingress(struct __sk_buff* skb) {
   if (skb->mark == TANDEM_FP_MARK) return TC_ACT_OK; /* translated once already */
@@ -596,5 +631,19 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
   skb->mark = TANDEM_FP_MARK;
   count(TANDEM_FP_ST_TRANSLATED, 1);
   count(TANDEM_FP_ST_BYTES, skb->len - l3);
+  __u32 zero = 0;
+  const __u32* cfg = bpf_map_lookup_elem(&tandem_fp_config, &zero);
+  if (cfg && (*cfg & TANDEM_FP_CFG_REDIRECT)) {
+    const int rc = forward_direct(skb, ip, addrs, rw->sport, rw->dport);
+    if (rc >= 0) {
+      count(TANDEM_FP_ST_REDIRECTED, 1);
+      return rc;
+    }
+    if (rc == -2) {
+      count(TANDEM_FP_ST_DROPPED_REDIRECT, 1);
+      return TC_ACT_SHOT;
+    }
+    count(TANDEM_FP_ST_ROUTED_STACK, 1);
+  }
   return TC_ACT_OK;
 }

@@ -56,6 +56,9 @@ struct tandem_fp_key {
 #define TANDEM_FP_CFG_TEST_NO_ROUTE 0x01u /* tests only: the ACK that opens a client's window leaves
                                              by the interface the SYN-ACK came in on, to its source
                                              MAC, instead of where the routing table says */
+#define TANDEM_FP_CFG_REDIRECT 0x02u /* daemon.fastpath_redirect: a translated packet leaves by
+                                        the interface the routing table names (bpf_fib_lookup),
+                                        TTL decremented, instead of through the IP stack */
 
 /* rewrite.flags */
 #define TANDEM_FP_SEQ 0x01u        /* seq += seq_add; ack += ack_add (ACK set); SACK edges += ack_add */
@@ -150,6 +153,11 @@ enum tandem_fp_stat {
   TANDEM_FP_ST_PASS_ARMED,       /* armed flow: any packet but its SYN-ACK, or a SYN-ACK the
                                     program leaves to the engine (unexpected ack or options, no
                                     route, ring full, a duplicate) */
+  TANDEM_FP_ST_REDIRECTED,       /* translated packets sent straight out (TANDEM_FP_CFG_REDIRECT) */
+  TANDEM_FP_ST_ROUTED_STACK,     /* translated packets TANDEM_FP_CFG_REDIRECT left to the IP stack
+                                    to forward (no forwarding route, TTL 1, neighbour unresolved,
+                                    larger than the MTU) */
+  TANDEM_FP_ST_DROPPED_REDIRECT, /* dropped: a write of TANDEM_FP_CFG_REDIRECT failed half done */
   TANDEM_FP_ST_COUNT
 };
 

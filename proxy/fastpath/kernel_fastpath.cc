@@ -35,6 +35,15 @@ struct KernelFastPath::Impl {
   const std::function<void(const tandem_fp_bind_event&)>* bind_sink = nullptr;
   int stats_fd = -1;
   int config_fd = -1;
+  uint32_t config_bits = 0;  ///< what TANDEM_FP_CONFIG_MAP holds
+
+  bool setConfigBit(uint32_t bit, bool on) noexcept {
+    const uint32_t key = 0;
+    const uint32_t value = on ? (config_bits | bit) : (config_bits & ~bit);
+    if (bpf_map_update_elem(config_fd, &key, &value, BPF_ANY) != 0) return false;
+    config_bits = value;
+    return true;
+  }
   ring_buffer* events = nullptr;
   const std::function<void(const tandem_fp_event&)>* sink = nullptr;
   const std::function<void(const tandem_fp_splice_event&)>* splice_sink = nullptr;
@@ -201,13 +210,16 @@ size_t KernelFastPath::drainEvents(
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
-bool KernelFastPath::setTestNoRoute(bool on) noexcept {
-  const uint32_t key = 0;
-  const uint32_t value = on ? TANDEM_FP_CFG_TEST_NO_ROUTE : 0;
-  return bpf_map_update_elem(impl_->config_fd, &key, &value, BPF_ANY) == 0;
+bool KernelFastPath::setRedirect(bool on) noexcept {
+  return impl_->setConfigBit(TANDEM_FP_CFG_REDIRECT, on);
 }
 
-int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out) noexcept {
+bool KernelFastPath::setTestNoRoute(bool on) noexcept {
+  return impl_->setConfigBit(TANDEM_FP_CFG_TEST_NO_ROUTE, on);
+}
+
+int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out,
+                            uint8_t* eth_out) noexcept {
   try {
     std::vector<uint8_t> frame(ETH_HLEN + pkt.size());
     // dst 02:00:00:00:00:02, src 02:00:00:00:00:01, IPv4.
@@ -218,6 +230,7 @@ int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out) noexc
     if (mark_out) ctx.mark = *mark_out;
     const int rc = bpfutil::testRun(impl_->prog_fd, frame, &ctx);
     if (rc < 0 || frame.size() < ETH_HLEN) return -1;
+    if (eth_out) std::memcpy(eth_out, frame.data(), ETH_HLEN);
     pkt.assign(frame.begin() + ETH_HLEN, frame.end());
     if (mark_out) *mark_out = ctx.mark;
     return rc;

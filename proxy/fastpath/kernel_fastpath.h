@@ -63,6 +63,9 @@ class KernelFastPath {
   /// The close events only (the others are read and dropped).
   size_t drainEvents(const std::function<void(const tandem_fp_event&)>& fn) noexcept;
 
+  /// daemon.fastpath_redirect: TANDEM_FP_CFG_REDIRECT (translated packets leave by the routed
+  /// interface at once, off the IP stack).
+  bool setRedirect(bool on) noexcept;
   /// Tests only: TANDEM_FP_CFG_TEST_NO_ROUTE (the ACK that opens a client's window leaves by
   /// the SYN-ACK's interface, to its source MAC).
   bool setTestNoRoute(bool on) noexcept;
@@ -71,8 +74,10 @@ class KernelFastPath {
   /// with BPF_PROG_TEST_RUN and copies the result back without it; returns the tc action, or -1.
   /// For tests: this is how the unit tests compare the kernel's translation with the engine's.
   /// `mark_out`, when given, is in and out: the skb->mark the packet arrives with, then the one
-  /// it leaves with.
-  int testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out = nullptr) noexcept;
+  /// it leaves with. `eth_out`, when given, receives the Ethernet header it leaves with
+  /// (ETH_HLEN bytes). The packet arrives on the calling thread's network namespace's loopback.
+  int testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out = nullptr,
+              uint8_t* eth_out = nullptr) noexcept;
 
  private:
   struct Impl;

@@ -63,6 +63,11 @@ constexpr KeyHelp kGlobalKeys[] = {
                              "no packet of a connection crosses NFQUEUE (the backend's SYN-ACK "
                              "answered there too, as with fastpath_splice); needs fastpath_syn; "
                              "in a pair, needs sync.defer = false"},
+    {"daemon.fastpath_redirect", "on: a packet the fast path translated leaves at once by the "
+                                 "interface the routing table names, its TTL decremented, past "
+                                 "the IP stack and netfilter's FORWARD and POSTROUTING hooks "
+                                 "(firewall rules there do not see it); off: the kernel "
+                                 "forwards it; needs fastpath"},
     {"daemon.fastpath_max_entries", "fast-path map size, flow directions (two per flow), "
                                     "2-16777216; default 2 x max_flows, at most 262144"},
     {"timeouts.syn_sent", "idle timeouts by TCP state, seconds (decimals ok)"},
@@ -637,6 +642,10 @@ void parseFastPath(const Values& values, DaemonConfig& c) {
       fail("daemon.fastpath_bind", *v, "needs fastpath and fastpath_syn on");
 
   }
+  if (const Value* v = values.find("daemon.fastpath_redirect")) {
+    f.redirect = parseBool("daemon.fastpath_redirect", *v);
+    if (f.redirect && !f.enabled) fail("daemon.fastpath_redirect", *v, "needs fastpath on");
+  }
   if (const Value* v = values.find("daemon.fastpath_interfaces")) {
     for (const std::string& name : splitList(v->text)) {
       // IFNAMSIZ - 1 characters, none of which `ip link` refuses.
@@ -886,6 +895,7 @@ std::string configKeysHelp() {
       {"daemon.fastpath_syn", d.fastpath.syn ? "on" : "off"},
       {"daemon.fastpath_splice", d.fastpath.splice ? "on" : "off"},
       {"daemon.fastpath_bind", d.fastpath.bind ? "on" : "off"},
+      {"daemon.fastpath_redirect", d.fastpath.redirect ? "on" : "off"},
       {"sync.priority", std::to_string(SyncConfig{}.priority)},
       {"sync.preempt", SyncConfig{}.preempt ? "true" : "false"},
       {"sync.key_id", std::to_string(SyncConfig{}.key_id)},

@@ -96,6 +96,9 @@ struct FastPathConfig {
   /// Splice cookie ACKs bound in the kernel: the backend SYN and both entries written there, so
   /// that no packet of a connection crosses NFQUEUE; needs `syn` (docs/fastpath.md).
   bool bind = false;
+  /// Translated packets sent straight out of the routed interface (TANDEM_FP_CFG_REDIRECT),
+  /// past the IP stack and netfilter's forwarding hooks; only with `enabled`.
+  bool redirect = false;
   /// Map entries (one per flow direction); parseConfig() sets the default from max_flows.
   uint32_t max_entries = 0;
   /// The default: two per flow of daemon.max_flows, at most this many (the map is preallocated).

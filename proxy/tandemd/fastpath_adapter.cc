@@ -79,6 +79,8 @@ std::vector<std::string> upNonLoopbackInterfaces() {
 
 FastPathAdapter::FastPathAdapter(const FastPathConfig& config)
     : kernel_(config.max_entries), interfaces_(attachAll(kernel_, config)) {
+  if (config.redirect && !kernel_.setRedirect(true))
+    throw std::runtime_error("fast path: cannot set fastpath_redirect in the program's config map");
   for (Kept* k : {&installs_, &arms_}) {
     k->keys.reserve(kPendingReserve);
     k->values.reserve(kPendingReserve);
@@ -276,6 +278,17 @@ std::string FastPathAdapter::metricsText(const Counters& c) const {
   m.single("tandem_fastpath_events_full_total", "counter",
            "Closes and splice completions left to NFQUEUE because the event ring was full.",
            stat(TANDEM_FP_ST_EVENTS_FULL));
+  m.single("tandem_fastpath_redirected_total", "counter",
+           "Translated packets sent straight out of the routed interface "
+           "(daemon.fastpath_redirect).",
+           stat(TANDEM_FP_ST_REDIRECTED));
+  m.single("tandem_fastpath_routed_by_stack_total", "counter",
+           "Translated packets daemon.fastpath_redirect left to the kernel to forward (no "
+           "forwarding route, TTL 1, neighbour unresolved, larger than the MTU).",
+           stat(TANDEM_FP_ST_ROUTED_STACK));
+  m.single("tandem_fastpath_redirect_dropped_total", "counter",
+           "Translated packets dropped because a write of daemon.fastpath_redirect failed.",
+           stat(TANDEM_FP_ST_DROPPED_REDIRECT));
   m.single("tandem_fastpath_splices_answered_total", "counter",
            "Backend SYN-ACKs of zero-window splices answered in the kernel (both ACKs sent, the "
            "flow put on the fast path there).",

@@ -299,11 +299,14 @@ int run(const DaemonConfig& config, Engine& engine) {
     for (const std::string& n : fastpath->interfaces()) names += (names.empty() ? "" : ", ") + n;
     logf(LogLevel::kInfo,
          "fast path attached at tc ingress of %s (tcx links, unless a warning above names a "
-         "tc filter; %u map entries; closes %s; zero-window splices completed %s)",
+         "tc filter; %u map entries; closes %s; zero-window splices completed %s; translated "
+         "packets %s)",
          names.c_str(),
          config.fastpath.max_entries,
          config.fastpath.close_fast ? "in the kernel, reported" : "through NFQUEUE",
-         config.fastpath.splice ? "in the kernel" : "through NFQUEUE");
+         config.fastpath.splice ? "in the kernel" : "through NFQUEUE",
+         config.fastpath.redirect ? "sent straight out of the routed interface"
+                                  : "forwarded by the IP stack");
     if (std::none_of(config.engine.services.begin(), config.engine.services.end(),
                      [](const ServiceConfig& s) { return s.mode == Mode::kSplice; })) {
       logf(LogLevel::kWarn, "daemon.fastpath = on, but no service is in splice mode: the fast "

@@ -18,7 +18,7 @@
 # kernel fast path, docs/fastpath.md), to run any test with it; TANDEM_FASTPATH_CLOSE=on|off sets
 # daemon.fastpath_close too, TANDEM_FASTPATH_SYN=on|off daemon.fastpath_syn,
 # TANDEM_FASTPATH_SPLICE=on|off daemon.fastpath_splice, TANDEM_FASTPATH_BIND=on|off
-# daemon.fastpath_bind.
+# daemon.fastpath_bind, TANDEM_FASTPATH_REDIRECT=on|off daemon.fastpath_redirect.
 
 set -u
 
@@ -365,6 +365,8 @@ write_config() {
     [ -n "${TANDEM_FASTPATH_SPLICE:-}" ] && echo "fastpath_splice = $TANDEM_FASTPATH_SPLICE"
     [ "${TANDEM_FASTPATH:-off}" = on ] && [ -n "${TANDEM_FASTPATH_BIND:-}" ] &&
       echo "fastpath_bind = $TANDEM_FASTPATH_BIND"
+    [ "${TANDEM_FASTPATH:-off}" = on ] && [ -n "${TANDEM_FASTPATH_REDIRECT:-}" ] &&
+      echo "fastpath_redirect = $TANDEM_FASTPATH_REDIRECT"
     echo
     echo "[timeouts]"
     echo "established = $established"

@@ -2,9 +2,12 @@
 # Splice mode with the kernel fast path (daemon.fastpath = on, docs/fastpath.md): a tc ingress
 # eBPF program translates the packets of established splice flows in the kernel; NFQUEUE sees
 # the handshakes and what the program leaves to it. Real kernel TCP on both ends, transparent
-# addressing with closes in the kernel (fastpath_close = on) and the backend SYN-ACKs answered
-# there (fastpath_splice = on), snat with closes through NFQUEUE (fastpath_close = off) and the
-# SYN-ACKs too (fastpath_splice = off):
+# addressing with closes in the kernel (fastpath_close = on), the backend SYN-ACKs answered
+# there (fastpath_splice = on), the cookie ACKs bound there (fastpath_bind = on) and translated
+# packets sent straight out (fastpath_redirect = on),
+# snat with closes through NFQUEUE (fastpath_close = off), the SYN-ACKs too (fastpath_splice =
+# off), the cookie ACKs through NFQUEUE (fastpath_bind = off) and translated packets forwarded by
+# the kernel's IP stack (fastpath_redirect = off):
 #   - an interface that does not exist in fastpath_interfaces fails the start (exit 1, named);
 #   - the program is attached to the proxy's interfaces (tcx), tandem_fastpath_enabled is 1;
 #   - curl fetches a 5 MiB file twice from python3 -m http.server; sha256 must match;
@@ -30,6 +33,10 @@
 #   - fastpath_splice = on: the backends' SYN-ACKs answered in the kernel too (zero-window
 #     handshake): at least 90 % of those connections' splices completed there, each applied by
 #     the engine, none stale; off: none armed, none completed there;
+#   - fastpath_bind = on: the kernel bound at least 90 % of the 400 connections and the engine
+#     took each (none undone, no stale event); off: none;
+#   - fastpath_redirect = on: at least 90 % of the translated packets left by the routed
+#     interface at once, none dropped; off: none;
 #   - SIGKILL of tandemd (transparent) and SIGTERM (snat: exit 0, rules removed): the program is
 #     detached from every interface (tcx links die with the process), checked with
 #     BPF_PROG_QUERY (tcx_query.py) and tc.
@@ -144,7 +151,7 @@ baseline() {
 detached() { [ "$(tcx_total)" -eq 0 ] && [ "$(tc_ingress_filters)" -eq 0 ]; }
 
 run_addressing() {
-  local a=$1 close=$2 splice=$3
+  local a=$1 close=$2 splice=$3 redirect=$4 bind=$5
   RST_OOW_MAX=0
   [ "$close" = off ] && RST_OOW_MAX=10
   topo_up "$a" || { fail "$a: topology"; topo_down; return; }
@@ -164,8 +171,8 @@ run_addressing() {
 $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   sed -i 's/^mode = passthrough/mode = splice/' "$conf"
   # This test sets these itself, whatever TANDEM_FASTPATH_CLOSE/_SPLICE asked of write_config.
-  sed -i '/^fastpath_close =/d; /^fastpath_splice =/d' "$conf"
-  sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close\nfastpath_splice = $splice/" "$conf"
+  sed -i '/^fastpath_close =/d; /^fastpath_splice =/d; /^fastpath_redirect =/d; /^fastpath_bind =/d' "$conf"
+  sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close\nfastpath_splice = $splice\nfastpath_redirect = $redirect\nfastpath_bind = $bind/" "$conf"
   # The operator asked for the fast path: where it cannot be attached, tandemd does not start,
   # says why, and leaves no rule behind.
   local rc_bad
@@ -208,7 +215,8 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   done
 
   # (b) 200 concurrent connections, 64 KiB each way, then 200 short ones.
-  local syn0 cookies0 created0 ks0 ka0
+  local syn0 cookies0 created0 ks0 ka0 kb0
+  kb0=$(metric tandem_fastpath_bound_total)
   ks0=$(metric tandem_fastpath_kernel_splices_total)
   ka0=$(metric tandem_fastpath_splices_answered_total)
   syn0=$(metric tandem_fastpath_syn_answered_total)
@@ -299,6 +307,18 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
       "disarmed $(metric tandem_fastpath_splices_disarmed_total)," \
       "passed armed $(metric tandem_fastpath_passed_total 'reason="armed"')"
   fi
+  local kb undone bstale
+  kb=$(( $(metric tandem_fastpath_bound_total) - kb0 ))
+  undone=$(metric tandem_fastpath_bind_undone_total)
+  bstale=$(metric tandem_fastpath_bind_stale_total)
+  name="$a: fastpath_bind = $bind: cookie ACKs bound in the kernel, taken by the engine ($kb of $conns)"
+  if [ "$undone" -eq 0 ] && [ "$bstale" -eq 0 ] &&
+     { { [ "$bind" = on ] && [ "$kb" -ge $(( conns * 9 / 10 )) ]; } ||
+       { [ "$bind" = off ] && [ "$kb" -eq 0 ]; }; }; then
+    pass "$name"
+  else
+    fail "$name" "undone $undone, stale $bstale,"       "passed $(metric tandem_fastpath_bind_passed_total), answered $(metric tandem_fastpath_bind_answered_total)"
+  fi
 
   # The backends closed every connection cleanly: no RST of theirs may count against their
   # health (tandem_backend_rsts_total, a passive signal), not even one answering a duplicate of
@@ -378,6 +398,20 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
       "events submitted $(metric tandem_fastpath_events_submitted_total)"
   fi
 
+  local translated redirected stacked rdropped
+  translated=$(metric tandem_fastpath_packets_total)
+  redirected=$(metric tandem_fastpath_redirected_total)
+  stacked=$(metric tandem_fastpath_routed_by_stack_total)
+  rdropped=$(metric tandem_fastpath_redirect_dropped_total)
+  name="$a: fastpath_redirect = $redirect: translated packets sent straight out ($redirected of $translated; $stacked left to the IP stack)"
+  if [ "$rdropped" -eq 0 ] && [ "$translated" -gt 0 ] &&
+     { { [ "$redirect" = on ] && [ "$redirected" -ge $((translated * 9 / 10)) ]; } ||
+       { [ "$redirect" = off ] && [ "$redirected" -eq 0 ] && [ "$stacked" -eq 0 ]; }; }; then
+    pass "$name"
+  else
+    fail "$name" "redirect_dropped $rdropped"
+  fi
+
   # (d) The tcx links die with the process, and the program with them: on SIGKILL (transparent
   # run) as on SIGTERM (snat run, which also exits 0 and removes its rules).
   local how=KILL
@@ -398,6 +432,6 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   topo_down
 }
 
-run_addressing transparent on on
-run_addressing snat off off
+run_addressing transparent on on on on
+run_addressing snat off off off off
 finish

@@ -23,6 +23,8 @@
 # Environment: TANDEMD TCPCHECK TCPINJECT (ctest); FLOOD (default 100000), LOSS (default 0.02),
 # ADDRESSINGS (default "transparent snat").
 source "$(dirname "$0")/lib.sh"
+# b.'s loss rules sit in the proxy's FORWARD chain, which daemon.fastpath_redirect's packets skip.
+unset TANDEM_FASTPATH_REDIRECT
 trap cleanup EXIT
 require_env TANDEMD TCPCHECK TCPINJECT
 require_kernel

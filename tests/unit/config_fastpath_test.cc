@@ -107,6 +107,22 @@ TEST(ConfigFastPath, KernelBindOffByDefaultNeedsTheSynAnswerer) {
   }
 }
 
+TEST(ConfigFastPath, RedirectOffByDefaultNeedsTheFastPath) {
+  EXPECT_FALSE(parse({"--daemon.fastpath=on"}).fastpath.redirect);
+  EXPECT_TRUE(parse({"--daemon.fastpath=on", "--daemon.fastpath_redirect=on"}).fastpath.redirect);
+  EXPECT_NE(configKeysHelp().find("daemon.fastpath_redirect"), std::string::npos);
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--daemon.fastpath_redirect=on"},
+        std::vector<std::string>{"--daemon.fastpath=on", "--daemon.fastpath_redirect=2"}}) {
+    try {
+      parse(bad);
+      ADD_FAILURE() << "accepted " << bad.back();
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("daemon.fastpath_redirect:", 0), 0u) << e.what();
+    }
+  }
+}
+
 TEST(ConfigFastPath, KernelBindInAPairNeedsDeferralOff) {
   const std::string pair = std::string(kService) + R"([sync]
 node_id = 1

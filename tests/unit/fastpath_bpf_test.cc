@@ -7,12 +7,20 @@
 // Needs root and a kernel with BPF: skipped loudly otherwise (CI runs it as root).
 #include <gtest/gtest.h>
 
+#include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 
+#include "common/checksum.h"
 #include "common/packet.h"
 #include "proxy/core/fastpath_entry.h"
 #include "proxy/core/translator.h"
@@ -544,6 +552,110 @@ TEST_F(FastPathBpf, AttachToAMissingInterfaceNamesIt) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("tdm-no-such-if0"), std::string::npos) << e.what();
   }
+}
+
+/// Runs `fn` on a thread of its own in a new network namespace, after the shell commands
+/// `setup` ran there: unshare(CLONE_NEWNET) moves only the calling thread, the commands' shell
+/// inherits its namespace, and BPF_PROG_TEST_RUN (skb on that namespace's loopback) routes in it.
+/// The namespace goes away with the thread. Returns what failed, or "" after `fn` ran.
+std::string inPrivateNetns(const std::string& setup, const std::function<void()>& fn) {
+  std::string failed;
+  std::thread t([&] {
+    if (unshare(CLONE_NEWNET) != 0) {
+      failed = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
+      return;
+    }
+    if (std::system(setup.c_str()) != 0) {
+      failed = "the namespace's set-up failed: " + setup;
+      return;
+    }
+    fn();
+  });
+  t.join();
+  return failed;
+}
+
+/// `p` as ip_forward() leaves it: TTL one lower, header checksum recomputed.
+std::vector<uint8_t> forwarded(std::vector<uint8_t> p) {
+  p[8] = static_cast<uint8_t>(p[8] - 1);
+  p[10] = p[11] = 0;
+  const uint16_t sum = ipv4HeaderChecksum(p.data(), 20);
+  p[10] = static_cast<uint8_t>(sum >> 8);
+  p[11] = static_cast<uint8_t>(sum);
+  return p;
+}
+
+/// `p` with another TTL (header checksum recomputed).
+std::vector<uint8_t> withTtl(std::vector<uint8_t> p, uint8_t ttl) {
+  p[8] = static_cast<uint8_t>(ttl + 1);
+  return forwarded(std::move(p));
+}
+
+// daemon.fastpath_redirect: a translated packet leaves by the routed interface, to the
+// neighbour's MAC, TTL decremented, or (no forwarding route, TTL 1, neighbour unknown,
+// forwarding off) goes to the IP stack translated. The namespace: loopback (where the test
+// packet arrives) and tdmr0 (10.1.0.1/24, MAC 02:00:00:00:0a:01) with the backend 10.1.0.2 as a
+// permanent neighbour at 02:00:00:00:0b:02; no route to the client's 10.0.0.0/24.
+TEST_F(FastPathBpf, RedirectSendsTranslatedPacketsOutOfTheRoutedInterface) {
+  const std::string setup =
+      "ip link set lo up && ip link add tdmr0 type veth peer name tdmr1 && "
+      "ip link set tdmr0 address 02:00:00:00:0a:01 up && ip link set tdmr1 up && "
+      "ip addr add 10.1.0.1/24 dev tdmr0 && "
+      "ip neigh replace 10.1.0.2 lladdr 02:00:00:00:0b:02 dev tdmr0 nud permanent && "
+      "sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv4.conf.lo.forwarding=1";
+  const Flow f = passthroughFlow(false);
+  install(f, Direction::kFromClient);
+  install(f, Direction::kFromBackend);
+  const auto to_backend = withTtl(from(Direction::kFromClient, f).flags(kAck | kPsh).seq(9)
+                                      .ack(77).timestamp(5, 6).payloadSize(100).build(), 64);
+  const auto to_client = withTtl(from(Direction::kFromBackend, f).flags(kAck).seq(77).ack(109)
+                                     .build(), 64);
+  const uint8_t backend_mac[6] = {2, 0, 0, 0, 0x0b, 2}, out_mac[6] = {2, 0, 0, 0, 0x0a, 1};
+
+  // Each run: the tc action, the packet against `want`, and which stats moved by one.
+  auto run = [&](std::vector<uint8_t> p, int action, const std::vector<uint8_t>& want,
+                 std::initializer_list<int> moved, const std::string& what) {
+    const auto before = fp_->stats();
+    uint32_t mark = 0;
+    uint8_t eth[ETH_HLEN] = {};
+    EXPECT_EQ(fp_->testRun(p, &mark, eth), action) << what;
+    EXPECT_EQ(mark, TANDEM_FP_MARK) << what;
+    EXPECT_EQ(test::hexDump(p), test::hexDump(want)) << what;
+    EXPECT_TRUE(checksumsValid(p)) << what;
+    if (action == TC_ACT_REDIRECT) {
+      EXPECT_EQ(std::memcmp(eth, backend_mac, 6), 0) << what << ": destination MAC";
+      EXPECT_EQ(std::memcmp(eth + 6, out_mac, 6), 0) << what << ": source MAC";
+    }
+    const auto after = fp_->stats();
+    for (int i = 0; i < TANDEM_FP_ST_COUNT; ++i) {
+      if (i == TANDEM_FP_ST_BYTES) continue;
+      const bool m = std::find(moved.begin(), moved.end(), i) != moved.end();
+      EXPECT_EQ(after[i] - before[i], m ? 1u : 0u) << what << ": stat " << i;
+    }
+  };
+
+  const std::string failed = inPrivateNetns(setup, [&] {
+    const auto engine = engineTranslate(f, Direction::kFromClient, to_backend);
+    run(to_backend, TC_ACT_OK, engine, {TANDEM_FP_ST_TRANSLATED}, "redirect off: the stack's");
+    ASSERT_TRUE(fp_->setRedirect(true));
+    run(to_backend, TC_ACT_REDIRECT, forwarded(engine),
+        {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_REDIRECTED}, "routed, neighbour known");
+    run(withTtl(to_backend, 1), TC_ACT_OK,
+        engineTranslate(f, Direction::kFromClient, withTtl(to_backend, 1)),
+        {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_ROUTED_STACK}, "TTL 1: ICMP is the stack's");
+    run(to_client, TC_ACT_OK, engineTranslate(f, Direction::kFromBackend, to_client),
+        {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_ROUTED_STACK}, "no route to the client");
+    ASSERT_EQ(std::system("sysctl -qw net.ipv4.conf.lo.forwarding=0"), 0);
+    run(to_backend, TC_ACT_OK, engine, {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_ROUTED_STACK},
+        "forwarding off where it came in");
+    ASSERT_EQ(std::system("sysctl -qw net.ipv4.conf.lo.forwarding=1 && "
+                          "ip neigh del 10.1.0.2 dev tdmr0"), 0);
+    run(to_backend, TC_ACT_OK, engine, {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_ROUTED_STACK},
+        "neighbour unknown: the stack resolves it");
+    ASSERT_TRUE(fp_->setRedirect(false));
+    run(to_backend, TC_ACT_OK, engine, {TANDEM_FP_ST_TRANSLATED}, "redirect off again");
+  });
+  EXPECT_EQ(failed, "");
 }
 
 }  // namespace
