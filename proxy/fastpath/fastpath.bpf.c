@@ -375,15 +375,18 @@ static __always_inline int splice_synack(struct __sk_buff* skb, struct tandem_fp
 /* daemon.fastpath_redirect (TANDEM_FP_CFG_REDIRECT): the translated packet leaves by the
  * interface ip_forward() would send it out of, found as ip_forward() would find it
  * (bpf_fib_lookup: the FIB rules and tables, forwarding enabled on the interface it came in on,
- * a unicast route, the MTU, GSO-aware with tot_len 0) and to the neighbour's MAC, its TTL
- * decremented as ip_decrease_ttl() does. It skips the IP stack: ip_rcv(), the route lookup, and
- * netfilter's PREROUTING, FORWARD and POSTROUTING hooks. `ip` is the IPv4 header as it came in
- * (translation changes neither TTL nor protocol), `addrs` the translated addresses. Returns the
+ * a unicast route, the output MTU) and to the neighbour's MAC, its TTL decremented as
+ * ip_decrease_ttl() does. A GSO packet is held to ip_forward()'s rule, each segment within the
+ * MTU (skb_gso_validate_network_len()): the helper, given tot_len 0, lets any GSO packet pass.
+ * It skips the IP stack: ip_rcv(), the route lookup, and netfilter's PREROUTING, FORWARD and
+ * POSTROUTING hooks. `ip` is the IPv4 header as it came in (translation changes neither TTL nor
+ * protocol), `addrs` the translated addresses, `thl` the TCP header's length. Returns the
  * tc action; -1 when the stack must forward it (it then sends any ICMP error, resolves the
  * neighbour, fragments); -2 when a write failed half done (it cannot, the packet being written
  * already: drop). */
 static __always_inline int forward_direct(struct __sk_buff* skb, const __u8* ip,
-                                          const __u32* addrs, __u16 sport, __u16 dport) {
+                                          const __u32* addrs, __u16 sport, __u16 dport,
+                                          __u32 thl) {
   if (ip[8] <= 1) return -1; /* ip_forward(): ICMP time exceeded */
   struct bpf_fib_lookup fib = {};
   fib.family = 2; /* AF_INET */
@@ -395,6 +398,7 @@ static __always_inline int forward_direct(struct __sk_buff* skb, const __u8* ip,
   fib.ipv4_src = addrs[0];
   fib.ipv4_dst = addrs[1];
   if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+  if (skb->gso_size != 0 && skb->gso_size + 20 + thl > fib.mtu_result) return -1;
   __u16 old_word, new_word; /* TTL and protocol: the header checksum changes by RFC 1624 */
   __builtin_memcpy(&old_word, &ip[8], 2);
   const __u8 ttl_proto[2] = {(__u8)(ip[8] - 1), ip[9]};
@@ -634,7 +638,7 @@ int tandem_fp_ingress(struct __sk_buff* skb) {
   __u32 zero = 0;
   const __u32* cfg = bpf_map_lookup_elem(&tandem_fp_config, &zero);
   if (cfg && (*cfg & TANDEM_FP_CFG_REDIRECT)) {
-    const int rc = forward_direct(skb, ip, addrs, rw->sport, rw->dport);
+    const int rc = forward_direct(skb, ip, addrs, rw->sport, rw->dport, thl);
     if (rc >= 0) {
       count(TANDEM_FP_ST_REDIRECTED, 1);
       return rc;

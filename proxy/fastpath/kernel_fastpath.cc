@@ -219,7 +219,7 @@ bool KernelFastPath::setTestNoRoute(bool on) noexcept {
 }
 
 int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out,
-                            uint8_t* eth_out) noexcept {
+                            uint8_t* eth_out, uint32_t gso_size) noexcept {
   try {
     std::vector<uint8_t> frame(ETH_HLEN + pkt.size());
     // dst 02:00:00:00:00:02, src 02:00:00:00:00:01, IPv4.
@@ -228,6 +228,10 @@ int KernelFastPath::testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out,
     if (!pkt.empty()) std::memcpy(frame.data() + ETH_HLEN, pkt.data(), pkt.size());
     __sk_buff ctx{};
     if (mark_out) ctx.mark = *mark_out;
+    if (gso_size != 0) {
+      ctx.gso_size = gso_size;
+      ctx.gso_segs = 2;
+    }
     const int rc = bpfutil::testRun(impl_->prog_fd, frame, &ctx);
     if (rc < 0 || frame.size() < ETH_HLEN) return -1;
     if (eth_out) std::memcpy(eth_out, frame.data(), ETH_HLEN);

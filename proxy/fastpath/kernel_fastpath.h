@@ -75,9 +75,10 @@ class KernelFastPath {
   /// For tests: this is how the unit tests compare the kernel's translation with the engine's.
   /// `mark_out`, when given, is in and out: the skb->mark the packet arrives with, then the one
   /// it leaves with. `eth_out`, when given, receives the Ethernet header it leaves with
-  /// (ETH_HLEN bytes). The packet arrives on the calling thread's network namespace's loopback.
+  /// (ETH_HLEN bytes). `gso_size` other than 0 makes it a GSO packet of segments that size. The
+  /// packet arrives on the calling thread's network namespace's loopback.
   int testRun(std::vector<uint8_t>& pkt, uint32_t* mark_out = nullptr,
-              uint8_t* eth_out = nullptr) noexcept;
+              uint8_t* eth_out = nullptr, uint32_t gso_size = 0) noexcept;
 
  private:
   struct Impl;

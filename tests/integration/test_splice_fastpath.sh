@@ -170,7 +170,8 @@ run_addressing() {
     --extra "$(service_section http "$VIP:8000" "$BE1_IP:8000 $BE2_IP:8000")
 $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
   sed -i 's/^mode = passthrough/mode = splice/' "$conf"
-  # This test sets these itself, whatever TANDEM_FASTPATH_CLOSE/_SPLICE asked of write_config.
+  # This test sets these itself, whatever TANDEM_FASTPATH_CLOSE/_SPLICE/_REDIRECT/_BIND asked of
+  # write_config.
   sed -i '/^fastpath_close =/d; /^fastpath_splice =/d; /^fastpath_redirect =/d; /^fastpath_bind =/d' "$conf"
   sed -i "s/^fastpath = on/fastpath = on\nfastpath_close = $close\nfastpath_splice = $splice\nfastpath_redirect = $redirect\nfastpath_bind = $bind/" "$conf"
   # The operator asked for the fast path: where it cannot be attached, tandemd does not start,
@@ -317,7 +318,9 @@ $(service_section bulk "$VIP:5201" "$BE1_IP:5201")"
        { [ "$bind" = off ] && [ "$kb" -eq 0 ]; }; }; then
     pass "$name"
   else
-    fail "$name" "undone $undone, stale $bstale,"       "passed $(metric tandem_fastpath_bind_passed_total), answered $(metric tandem_fastpath_bind_answered_total)"
+    fail "$name" "undone $undone, stale $bstale," \
+      "passed $(metric tandem_fastpath_bind_passed_total)," \
+      "answered $(metric tandem_fastpath_bind_answered_total)"
   fi
 
   # The backends closed every connection cleanly: no RST of theirs may count against their

@@ -593,7 +593,7 @@ std::vector<uint8_t> withTtl(std::vector<uint8_t> p, uint8_t ttl) {
 
 // daemon.fastpath_redirect: a translated packet leaves by the routed interface, to the
 // neighbour's MAC, TTL decremented, or (no forwarding route, TTL 1, neighbour unknown,
-// forwarding off) goes to the IP stack translated. The namespace: loopback (where the test
+// forwarding off, GSO segments above the MTU) goes to the IP stack translated. The namespace: loopback (where the test
 // packet arrives) and tdmr0 (10.1.0.1/24, MAC 02:00:00:00:0a:01) with the backend 10.1.0.2 as a
 // permanent neighbour at 02:00:00:00:0b:02; no route to the client's 10.0.0.0/24.
 TEST_F(FastPathBpf, RedirectSendsTranslatedPacketsOutOfTheRoutedInterface) {
@@ -614,11 +614,12 @@ TEST_F(FastPathBpf, RedirectSendsTranslatedPacketsOutOfTheRoutedInterface) {
 
   // Each run: the tc action, the packet against `want`, and which stats moved by one.
   auto run = [&](std::vector<uint8_t> p, int action, const std::vector<uint8_t>& want,
-                 std::initializer_list<int> moved, const std::string& what) {
+                 std::initializer_list<int> moved, const std::string& what,
+                 uint32_t gso_size = 0) {
     const auto before = fp_->stats();
     uint32_t mark = 0;
     uint8_t eth[ETH_HLEN] = {};
-    EXPECT_EQ(fp_->testRun(p, &mark, eth), action) << what;
+    EXPECT_EQ(fp_->testRun(p, &mark, eth, gso_size), action) << what;
     EXPECT_EQ(mark, TANDEM_FP_MARK) << what;
     EXPECT_EQ(test::hexDump(p), test::hexDump(want)) << what;
     EXPECT_TRUE(checksumsValid(p)) << what;
@@ -640,6 +641,12 @@ TEST_F(FastPathBpf, RedirectSendsTranslatedPacketsOutOfTheRoutedInterface) {
     ASSERT_TRUE(fp_->setRedirect(true));
     run(to_backend, TC_ACT_REDIRECT, forwarded(engine),
         {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_REDIRECTED}, "routed, neighbour known");
+    // GSO, tdmr0's MTU 1500, a 32-byte TCP header (timestamps): segments of 1448 fit
+    // (1448 + 20 + 32), of 1449 not: ip_forward() would refuse those, so the stack gets them.
+    run(to_backend, TC_ACT_REDIRECT, forwarded(engine),
+        {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_REDIRECTED}, "GSO, segments within the MTU", 1448);
+    run(to_backend, TC_ACT_OK, engine, {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_ROUTED_STACK},
+        "GSO, segments above the MTU", 1449);
     run(withTtl(to_backend, 1), TC_ACT_OK,
         engineTranslate(f, Direction::kFromClient, withTtl(to_backend, 1)),
         {TANDEM_FP_ST_TRANSLATED, TANDEM_FP_ST_ROUTED_STACK}, "TTL 1: ICMP is the stack's");
