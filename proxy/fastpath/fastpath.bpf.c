@@ -230,16 +230,10 @@ static __always_inline int splice_synack(struct __sk_buff* skb, struct tandem_fp
   __builtin_memcpy(client_dmac, &eth[6], 6);
   __builtin_memcpy(client_smac, &eth[0], 6);
   if (!cfg || !(*cfg & TANDEM_FP_CFG_TEST_NO_ROUTE)) {
-    struct bpf_fib_lookup fib = {};
-    fib.family = 2; /* AF_INET */
-    fib.l4_protocol = IPPROTO_TCP;
-    fib.sport = rw->sport;
-    fib.dport = rw->dport;
-    fib.tot_len = 52;
-    fib.ifindex = skb->ifindex;
-    fib.ipv4_src = rw->saddr;
-    fib.ipv4_dst = rw->daddr;
-    if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+    struct bpf_fib_lookup fib;
+    if (route_tcp4(skb, &fib, rw->saddr, rw->daddr, rw->sport, rw->dport, 0, 52) !=
+        BPF_FIB_LKUP_RET_SUCCESS)
+      return -1;
     client_if = fib.ifindex;
     __builtin_memcpy(client_dmac, fib.dmac, 6);
     __builtin_memcpy(client_smac, fib.smac, 6);
@@ -388,16 +382,10 @@ static __always_inline int forward_direct(struct __sk_buff* skb, const __u8* ip,
                                           const __u32* addrs, __u16 sport, __u16 dport,
                                           __u32 thl) {
   if (ip[8] <= 1) return -1; /* ip_forward(): ICMP time exceeded */
-  struct bpf_fib_lookup fib = {};
-  fib.family = 2; /* AF_INET */
-  fib.tos = ip[1];
-  fib.l4_protocol = IPPROTO_TCP;
-  fib.sport = sport;
-  fib.dport = dport;
-  fib.ifindex = skb->ifindex;
-  fib.ipv4_src = addrs[0];
-  fib.ipv4_dst = addrs[1];
-  if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) return -1;
+  struct bpf_fib_lookup fib;
+  if (route_tcp4(skb, &fib, addrs[0], addrs[1], sport, dport, ip[1], 0) !=
+      BPF_FIB_LKUP_RET_SUCCESS)
+    return -1;
   if (skb->gso_size != 0 && skb->gso_size + 20 + thl > fib.mtu_result) return -1;
   __u16 old_word, new_word; /* TTL and protocol: the header checksum changes by RFC 1624 */
   __builtin_memcpy(&old_word, &ip[8], 2);

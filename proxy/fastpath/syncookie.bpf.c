@@ -392,21 +392,18 @@ static __noinline int handle_ack(struct __sk_buff* skb) {
   nh[17] = th[17];
 
   struct bpf_fib_lookup fib = {};
-  fib.family = 2;
-  fib.l4_protocol = IPPROTO_TCP;
-  __builtin_memcpy(&fib.sport, &th[0], 2);
-  __builtin_memcpy(&fib.dport, &be_port, 2);
-  fib.tot_len = 60;
-  fib.ifindex = skb->ifindex;
-  __builtin_memcpy(&fib.ipv4_src, &ip[12], 4);
-  __builtin_memcpy(&fib.ipv4_dst, &be_addr, 4);
   __u32 out_ifindex = skb->ifindex;
   if (cfg->test_no_route) {
     /* Tests: out where it came from, back to the sender's MAC. */
     if (bpf_skb_load_bytes(skb, 6, fib.dmac, 6) < 0 || bpf_skb_load_bytes(skb, 0, fib.smac, 6) < 0)
       return PASS;
   } else {
-    if (bpf_fib_lookup(skb, &fib, sizeof fib, 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+    __u32 client_addr;
+    __u16 client_port;
+    __builtin_memcpy(&client_addr, &ip[12], 4);
+    __builtin_memcpy(&client_port, &th[0], 2);
+    if (route_tcp4(skb, &fib, client_addr, be_addr, client_port, be_port, 0, 60) !=
+        BPF_FIB_LKUP_RET_SUCCESS) {
       count(TANDEM_SYN_ST_ACK_PASS);
       return PASS;
     }
@@ -625,16 +622,14 @@ static __noinline int handle_syn(struct __sk_buff* skb) {
   __builtin_memcpy(out_dmac, &eth[6], 6);
   __builtin_memcpy(out_smac, &eth[0], 6);
   if (!cfg->test_no_route) {
-    struct bpf_fib_lookup fib = {};
-    fib.family = 2; /* AF_INET */
-    fib.l4_protocol = IPPROTO_TCP;
-    __builtin_memcpy(&fib.sport, &th[2], 2);
-    __builtin_memcpy(&fib.dport, &th[0], 2);
-    fib.tot_len = 60;
-    fib.ifindex = skb->ifindex;
-    __builtin_memcpy(&fib.ipv4_src, &ip[16], 4);
-    __builtin_memcpy(&fib.ipv4_dst, &ip[12], 4);
-    const long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
+    struct bpf_fib_lookup fib;
+    __u32 vip, client;
+    __u16 vport, cport;
+    __builtin_memcpy(&vip, &ip[16], 4);
+    __builtin_memcpy(&client, &ip[12], 4);
+    __builtin_memcpy(&vport, &th[2], 2);
+    __builtin_memcpy(&cport, &th[0], 2);
+    const long rc = route_tcp4(skb, &fib, vip, client, vport, cport, 0, 60);
     if (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE ||
         rc == BPF_FIB_LKUP_RET_PROHIBIT) {
       count(TANDEM_SYN_ST_DROP_UNROUTABLE);

@@ -1,11 +1,13 @@
 /* What tandem's BPF programs (fastpath.bpf.c, syncookie.bpf.c) share to read and write a TCP
  * header they copied into a buffer: flag and option numbers, the buffer's size, big-endian
- * access at offsets the verifier can bound; and the IPv4 header they write for a segment of
- * their own. */
+ * access at offsets the verifier can bound; the IPv4 header they write for a segment of their
+ * own; and the route lookup for a segment they send on. */
 #ifndef TANDEM_TCP_HDR_BPF_H
 #define TANDEM_TCP_HDR_BPF_H
 
+#include <linux/bpf.h>
 #include <linux/types.h>
+#include <bpf/bpf_helpers.h>
 
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
@@ -72,6 +74,27 @@ static __always_inline void put_ipv4(__u8* ip, __u32 tot_len, const void* saddr,
   const __u16 c = (__u16)~fold(s);
   ip[10] = (__u8)(c >> 8);
   ip[11] = (__u8)c;
+}
+
+/* Where the kernel would forward an IPv4 TCP segment from `saddr`:`sport` to `daddr`:`dport`
+ * (wire order) arriving on the skb's interface, as ip_forward() looks it up: bpf_fib_lookup
+ * with the FIB rules and tables, forwarding on that interface, a unicast route. `tot_len` is
+ * checked against the output MTU; 0 checks the skb itself. Returns the helper's result, `fib`
+ * holding the output interface and both MACs on BPF_FIB_LKUP_RET_SUCCESS. */
+static __always_inline long route_tcp4(struct __sk_buff* skb, struct bpf_fib_lookup* fib,
+                                       __u32 saddr, __u32 daddr, __u16 sport, __u16 dport,
+                                       __u8 tos, __u16 tot_len) {
+  __builtin_memset(fib, 0, sizeof(*fib));
+  fib->family = 2; /* AF_INET */
+  fib->tos = tos;
+  fib->l4_protocol = 6; /* IPPROTO_TCP */
+  fib->sport = sport;
+  fib->dport = dport;
+  fib->tot_len = tot_len;
+  fib->ifindex = skb->ifindex;
+  fib->ipv4_src = saddr;
+  fib->ipv4_dst = daddr;
+  return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
 #endif /* TANDEM_TCP_HDR_BPF_H */
